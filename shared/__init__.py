@@ -1,0 +1,1 @@
+"""The project's own small library: event store, projections, gRPC service kit, settings."""

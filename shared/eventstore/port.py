@@ -1,0 +1,81 @@
+"""The event store port: what services and projections may ask of any backend."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from shared.eventstore.model import (
+    AppendResult,
+    ExpectedVersion,
+    NewEvent,
+    ReadAllPage,
+    RecordedEvent,
+    StreamAppend,
+    VerifyReport,
+)
+
+
+class Direction(enum.Enum):
+    FORWARDS = "forwards"
+    BACKWARDS = "backwards"
+
+
+class EventStore(Protocol):
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
+    ) -> AppendResult:
+        """Append atomically; raise WrongExpectedVersion on conflict. Re-appending events whose
+        ids are stored with the same content succeeds and writes nothing."""
+        ...
+
+    async def append_multi(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Several streams in one atomic write (where the backend supports it)."""
+        ...
+
+    async def read_stream(
+        self,
+        stream: str,
+        from_version: int = 0,
+        direction: Direction = Direction.FORWARDS,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]: ...
+
+    async def read_all(
+        self,
+        after: int = 0,
+        *,
+        categories: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> ReadAllPage:
+        """Events with position > ``after`` in position order; never skips one that commits later."""
+        ...
+
+    def subscribe(
+        self,
+        after: int = 0,
+        *,
+        categories: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[ReadAllPage]:
+        """Catch up, then go live; yields pages (possibly with no events but a later
+        ``last_position``). At-least-once: resume from your own checkpoint."""
+        ...
+
+    async def get_event(self, event_id: uuid.UUID) -> RecordedEvent | None: ...
+
+    async def stream_version(self, stream: str) -> int:
+        """Last version of the stream, -1 if it has no events."""
+        ...
+
+    async def head_position(self) -> int: ...
+
+    async def verify(self, stream: str | None = None) -> VerifyReport:
+        """Recompute the per-stream hash chain of one stream or of the whole log."""
+        ...
+
+    async def close(self) -> None: ...

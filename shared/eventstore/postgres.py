@@ -1,0 +1,345 @@
+"""The PostgreSQL event store (asyncpg). See migrations/0001_events.sql for the design."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from shared.db import migrate
+from shared.eventstore import hashing
+from shared.eventstore.model import (
+    AppendResult,
+    DuplicateEventId,
+    ExpectedVersion,
+    NewEvent,
+    ReadAllPage,
+    RecordedEvent,
+    StreamAppend,
+    StreamState,
+    VerifyReport,
+    WrongExpectedVersion,
+)
+from shared.eventstore.port import Direction
+from shared.metrics import APPEND_SECONDS, EVENTS_APPENDED
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+CHANNEL = "crm_events"
+_COLUMNS = "position, event_id, stream_id, version, type, data::text, metadata::text, recorded_at"
+# Only positions below this bound are visible: every transaction with a smaller id has ended.
+_HORIZON = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)"
+_APPEND = "SELECT o_version, o_position, o_existing FROM eventstore.append($1, $2, $3, $4, $5, $6)"
+
+
+def _expected_code(expected: ExpectedVersion) -> int:
+    if isinstance(expected, StreamState):
+        return expected.value
+    if expected < 0:
+        raise ValueError(f"expected version must be >= 0 or a StreamState, got {expected}")
+    return expected
+
+
+def _decode(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=row[1],
+        stream=row[2],
+        version=row[3],
+        type=row[4],
+        data=orjson.loads(row[5]),
+        metadata=orjson.loads(row[6]),
+        recorded_at=row[7],
+        position=row[0],
+    )
+
+
+def _read_all_sql(categories: bool, types: bool) -> str:
+    where = "e.position > $1 AND e.position < hz.v"
+    n = 3
+    if categories:
+        where += f" AND e.category = ANY(${n}::text[])"
+        n += 1
+    if types:
+        where += f" AND e.type = ANY(${n}::text[])"
+    # One statement, one snapshot: the page plus the highest visible position, so a filtered
+    # reader can move its checkpoint past events it does not want without skipping any it does.
+    return f"""
+        WITH hz AS MATERIALIZED (SELECT {_HORIZON} AS v)
+        (SELECT {_COLUMNS.replace("position,", "e.position,", 1)} FROM eventstore.events e, hz
+          WHERE {where} ORDER BY e.position LIMIT $2)
+        UNION ALL
+        SELECT (SELECT max(e.position) FROM eventstore.events e, hz WHERE e.position < hz.v),
+               NULL, NULL, NULL, NULL, NULL, NULL, NULL"""
+
+
+class PostgresEventStore:
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._listener: asyncpg.Connection | None = None
+        self._waiters: set[asyncio.Event] = set()
+        self._notified = -1
+        self._listen_lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> PostgresEventStore:
+        from shared.db import connect_pool
+
+        pool = await connect_pool(dsn, min_size=min_size, max_size=max_size)
+        return cls(pool, dsn)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    async def migrate(self) -> None:
+        async with self._pool.acquire() as conn:
+            await migrate(conn, "eventstore", MIGRATIONS)
+
+    # --- writing -------------------------------------------------------------------------------
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
+    ) -> AppendResult:
+        started = time.perf_counter()
+        async with self._pool.acquire() as conn:
+            result = await self._append_on(conn, stream, events, expected_version)
+        APPEND_SECONDS.observe(time.perf_counter() - started)
+        if not result.idempotent:
+            EVENTS_APPENDED.inc(len(events))
+        return result
+
+    async def append_multi(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        started = time.perf_counter()
+        async with self._pool.acquire() as conn, conn.transaction():
+            results = [
+                await self._append_on(conn, a.stream, a.events, a.expected_version) for a in appends
+            ]
+        APPEND_SECONDS.observe(time.perf_counter() - started)
+        EVENTS_APPENDED.inc(sum(len(a.events) for a, r in zip(appends, results) if not r.idempotent))
+        return results
+
+    async def append_on(
+        self,
+        conn: asyncpg.Connection,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion,
+    ) -> AppendResult:
+        """Append inside a transaction the caller owns (bulk imports batch many streams)."""
+        result = await self._append_on(conn, stream, events, expected_version)
+        if not result.idempotent:
+            EVENTS_APPENDED.inc(len(events))
+        return result
+
+    async def _append_on(
+        self,
+        conn: asyncpg.Connection,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion,
+    ) -> AppendResult:
+        if not events:
+            raise ValueError("append needs at least one event")
+        dumps = orjson.dumps
+        try:
+            rows = await conn.fetch(
+                _APPEND,
+                stream,
+                _expected_code(expected_version),
+                [e.event_id for e in events],
+                [e.type for e in events],
+                [dumps(e.data).decode() for e in events],
+                [dumps(e.metadata).decode() for e in events],
+            )
+        except asyncpg.PostgresError as exc:
+            code = getattr(exc, "sqlstate", None)
+            if code == "CR001":
+                actual = int(getattr(exc, "detail", None) or -1)
+                raise WrongExpectedVersion(stream, expected_version, actual) from None
+            if code in ("CR002", "23505"):
+                raise DuplicateEventId(str(exc)) from None
+            raise
+        last = rows[-1]
+        return AppendResult(stream, last[0], last[1], idempotent=bool(last[2]))
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream: str,
+        from_version: int = 0,
+        direction: Direction = Direction.FORWARDS,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        if direction is Direction.FORWARDS:
+            cond, order = "version >= $2", "ASC"
+        else:
+            cond, order = "version <= $2", "DESC"
+            if from_version < 0:
+                from_version = 2**62
+        sql = (
+            f"SELECT {_COLUMNS} FROM eventstore.events WHERE stream_id = $1 AND {cond}"
+            f" ORDER BY version {order} LIMIT $3"
+        )
+        rows = await self._pool.fetch(sql, stream, from_version, limit)
+        return [_decode(r) for r in rows]
+
+    async def read_all(
+        self,
+        after: int = 0,
+        *,
+        categories: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> ReadAllPage:
+        async with self._pool.acquire() as conn:
+            return await self.read_all_on(
+                conn, after, categories=categories, types=types, limit=limit
+            )
+
+    async def read_all_on(
+        self,
+        conn: asyncpg.Connection,
+        after: int = 0,
+        *,
+        categories: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> ReadAllPage:
+        sql = _read_all_sql(categories is not None, types is not None)
+        args: list[Any] = [after, limit]
+        if categories is not None:
+            args.append(list(categories))
+        if types is not None:
+            args.append(list(types))
+        rows = await conn.fetch(sql, *args)
+        horizon_row = rows[-1]
+        events = [_decode(r) for r in rows[:-1]]
+        if len(events) == limit:
+            last = events[-1].position
+        else:
+            visible_max = horizon_row[0]
+            last = max(after, visible_max) if visible_max is not None else after
+        return ReadAllPage(events, last)
+
+    async def get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM eventstore.events WHERE event_id = $1", event_id
+        )
+        return _decode(row) if row else None
+
+    async def stream_version(self, stream: str) -> int:
+        v = await self._pool.fetchval(
+            "SELECT max(version) FROM eventstore.events WHERE stream_id = $1", stream
+        )
+        return -1 if v is None else int(v)
+
+    async def head_position(self) -> int:
+        v = await self._pool.fetchval(
+            f"SELECT max(position) FROM eventstore.events WHERE position < {_HORIZON}"
+        )
+        return 0 if v is None else int(v)
+
+    # --- live subscriptions ---------------------------------------------------------------------
+
+    async def _ensure_listener(self) -> None:
+        async with self._listen_lock:
+            if self._listener is not None and not self._listener.is_closed():
+                return
+            conn = await asyncpg.connect(self._dsn)
+            await conn.add_listener(CHANNEL, self._on_notify)
+            conn.add_termination_listener(lambda _c: self._wake_all())
+            self._listener = conn
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._notified = max(self._notified, int(payload))
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for ev in self._waiters:
+            ev.set()
+
+    async def subscribe(
+        self,
+        after: int = 0,
+        *,
+        categories: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        batch_size: int = 1000,
+        idle_timeout: float = 1.0,
+    ) -> AsyncIterator[ReadAllPage]:
+        """Catch up, then wait for NOTIFY. ``idle_timeout`` is only a safety net for a lost
+        listener connection; the hot path is woken by notifications."""
+        wake = asyncio.Event()
+        self._waiters.add(wake)
+        try:
+            await self._ensure_listener()
+            position = after
+            backoff = 0.0
+            while True:
+                wake.clear()
+                page = await self.read_all(
+                    position, categories=categories, types=types, limit=batch_size
+                )
+                if page.events or page.last_position > position:
+                    position = page.last_position
+                    backoff = 0.0
+                    yield page
+                    if len(page.events) == batch_size:
+                        continue
+                if self._notified > position:
+                    # Something committed that is still behind the visibility horizon (an older
+                    # transaction is open): look again shortly instead of waiting for NOTIFY.
+                    backoff = min(max(backoff * 2, 0.001), 0.05)
+                    await asyncio.sleep(backoff)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), idle_timeout)
+                if self._listener is None or self._listener.is_closed():
+                    self._listener = None
+                    with contextlib.suppress(OSError, asyncpg.PostgresError):
+                        await self._ensure_listener()
+        finally:
+            self._waiters.discard(wake)
+
+    # --- audit -------------------------------------------------------------------------------------
+
+    async def verify(self, stream: str | None = None) -> VerifyReport:
+        where, args = ("WHERE stream_id = $1", [stream]) if stream else ("", [])
+        broken: list[tuple[str, int]] = []
+        current, prev, streams, count = None, b"", 0, 0
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            cursor = conn.cursor(
+                f"""SELECT stream_id, version, event_id, type, data::text, metadata::text,
+                           recorded_at, hash FROM eventstore.events {where}
+                    ORDER BY stream_id, version""",
+                *args,
+                prefetch=5000,
+            )
+            async for r in cursor:
+                count += 1
+                if r["stream_id"] != current:
+                    current, prev, streams = r["stream_id"], b"", streams + 1
+                expected = hashing.event_hash(
+                    prev, r["event_id"], current, r["version"], r["type"],
+                    r["data"], r["metadata"], r["recorded_at"],
+                )
+                if bytes(r["hash"]) != expected:
+                    broken.append((current, r["version"]))
+                prev = bytes(r["hash"])
+        return VerifyReport(streams=streams, events=count, broken=broken)
+
+    async def close(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+        self._listener = None
+        await self._pool.close()

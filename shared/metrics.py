@@ -1,0 +1,49 @@
+"""Every Prometheus metric the suite exports (ARCHITECTURE §9). No per-contact labels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+GRPC_STARTED = Counter(
+    "grpc_server_started_total", "RPCs started on the server.", ["grpc_type", "grpc_service", "grpc_method"]
+)
+GRPC_HANDLED = Counter(
+    "grpc_server_handled_total",
+    "RPCs completed on the server, regardless of success or failure.",
+    ["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+)
+GRPC_HANDLING = Histogram(
+    "grpc_server_handling_seconds",
+    "Response latency of RPCs handled by the server.",
+    ["grpc_type", "grpc_service", "grpc_method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_APPENDED = Counter("crm_events_appended_total", "Events appended to the event store.")
+APPEND_SECONDS = Histogram(
+    "crm_append_seconds",
+    "Latency of one append call to the event store.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+PROJECTION_POSITION = Gauge(
+    "crm_projection_position", "Last global position a projection committed.", ["projection"]
+)
+PROJECTION_LAG_EVENTS = Gauge(
+    "crm_projection_lag_events", "Events a projection still has to process.", ["projection"]
+)
+PROJECTION_LAG_SECONDS = Gauge(
+    "crm_projection_lag_seconds",
+    "Age of the last event a projection processed, when it processed it.",
+    ["projection"],
+)
+PARKED_EVENTS = Gauge(
+    "crm_parked_events", "Events a projection parked after failing to apply them.", ["projection"]
+)
+NOTIFICATIONS_SENT = Counter(
+    "crm_notifications_sent_total", "Notification deliveries by outcome.", ["channel", "outcome"]
+)
+
+
+def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - metrics listen on all
+    """Expose /metrics on its own port (0 disables it)."""
+    if port:
+        start_http_server(port, addr=addr)
