@@ -8,6 +8,14 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 _TRANSIENT = (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
 
 
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query on release: it costs a round trip per acquire, which halves the
+    append rate. Our code leaves no session state on pooled connections (advisory locks and
+    LISTEN use dedicated connections; settings are transaction-local)."""
+    if conn.is_in_transaction():  # a cancelled task may leave one open
+        await conn.execute("ROLLBACK")
+
+
 async def connect_pool(
     dsn: str, *, min_size: int = 1, max_size: int = 10, wait_seconds: float = 30.0
 ) -> asyncpg.Pool:
@@ -20,7 +28,7 @@ async def connect_pool(
     ):
         with attempt:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, command_timeout=60
+                dsn, min_size=min_size, max_size=max_size, command_timeout=60, reset=_no_reset
             )
     assert pool is not None
     return pool

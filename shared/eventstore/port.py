@@ -61,9 +61,11 @@ class EventStore(Protocol):
         categories: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
         batch_size: int = 1000,
+        idle_timeout: float = 1.0,
     ) -> AsyncIterator[ReadAllPage]:
         """Catch up, then go live; yields pages (possibly with no events but a later
-        ``last_position``). At-least-once: resume from your own checkpoint."""
+        ``last_position``). At-least-once: resume from your own checkpoint. ``idle_timeout``
+        bounds how long a live reader waits before looking again without being woken."""
         ...
 
     async def get_event(self, event_id: uuid.UUID) -> RecordedEvent | None: ...

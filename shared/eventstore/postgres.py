@@ -35,7 +35,8 @@ CHANNEL = "crm_events"
 _COLUMNS = "position, event_id, stream_id, version, type, data::text, metadata::text, recorded_at"
 # Only positions below this bound are visible: every transaction with a smaller id has ended.
 _HORIZON = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)"
-_APPEND = "SELECT o_version, o_position, o_existing FROM eventstore.append($1, $2, $3, $4, $5, $6)"
+_APPEND = "SELECT o_version, o_position FROM eventstore.append($1, $2, $3, $4, $5, $6)"
+_EXISTING = "SELECT o_version, o_position FROM eventstore.existing($1, $2, $3, $4)"
 
 
 def _expected_code(expected: ExpectedVersion) -> int:
@@ -44,6 +45,25 @@ def _expected_code(expected: ExpectedVersion) -> int:
     if expected < 0:
         raise ValueError(f"expected version must be >= 0 or a StreamState, got {expected}")
     return expected
+
+
+class WrongVersionSignal(asyncpg.PostgresError):
+    """The append function's CR001 error (asyncpg builds a subclass per SQLSTATE it is told)."""
+
+    sqlstate = "CR001"
+
+
+def _translate(exc: asyncpg.PostgresError, stream: str, expected: ExpectedVersion) -> Exception:
+    code = getattr(exc, "sqlstate", None)
+    if code == "CR001":
+        return WrongExpectedVersion(stream, expected, int(getattr(exc, "detail", None) or -1))
+    if code == "CR002":
+        return DuplicateEventId(str(exc))
+    if code == "23505":
+        if "event_id" in (getattr(exc, "constraint_name", None) or ""):
+            return DuplicateEventId(str(exc))
+        return WrongExpectedVersion(stream, expected, -1)
+    return exc
 
 
 def _decode(row: asyncpg.Record) -> RecordedEvent:
@@ -86,6 +106,9 @@ class PostgresEventStore:
         self._waiters: set[asyncio.Event] = set()
         self._notified = -1
         self._listen_lock = asyncio.Lock()
+        self._to_announce = -1
+        self._announce = asyncio.Event()
+        self._notifier: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> PostgresEventStore:
@@ -113,6 +136,7 @@ class PostgresEventStore:
         APPEND_SECONDS.observe(time.perf_counter() - started)
         if not result.idempotent:
             EVENTS_APPENDED.inc(len(events))
+            self.committed(result.position)
         return result
 
     async def append_multi(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
@@ -123,6 +147,7 @@ class PostgresEventStore:
             ]
         APPEND_SECONDS.observe(time.perf_counter() - started)
         EVENTS_APPENDED.inc(sum(len(a.events) for a, r in zip(appends, results) if not r.idempotent))
+        self.committed(max(r.position for r in results))
         return results
 
     async def append_on(
@@ -132,7 +157,8 @@ class PostgresEventStore:
         events: Sequence[NewEvent],
         expected_version: ExpectedVersion,
     ) -> AppendResult:
-        """Append inside a transaction the caller owns (bulk imports batch many streams)."""
+        """Append inside a transaction the caller owns (bulk imports batch many streams).
+        The caller must call ``committed(position)`` after its commit to wake subscribers."""
         result = await self._append_on(conn, stream, events, expected_version)
         if not result.idempotent:
             EVENTS_APPENDED.inc(len(events))
@@ -147,27 +173,31 @@ class PostgresEventStore:
     ) -> AppendResult:
         if not events:
             raise ValueError("append needs at least one event")
-        dumps = orjson.dumps
+        args = (
+            stream,
+            _expected_code(expected_version),
+            [e.event_id for e in events],
+            [e.type for e in events],
+            [orjson.dumps(e.data).decode() for e in events],
+            [orjson.dumps(e.metadata).decode() for e in events],
+        )
         try:
-            rows = await conn.fetch(
-                _APPEND,
-                stream,
-                _expected_code(expected_version),
-                [e.event_id for e in events],
-                [e.type for e in events],
-                [dumps(e.data).decode() for e in events],
-                [dumps(e.metadata).decode() for e in events],
-            )
+            rows = await conn.fetch(_APPEND, *args)
+        except (asyncpg.UniqueViolationError, WrongVersionSignal) as exc:
+            # Either a concurrent writer won the race or these events are already stored (a
+            # retry). Outside a caller's transaction we can tell which.
+            if conn.is_in_transaction():
+                raise _translate(exc, stream, expected_version) from None
+            try:
+                rows = await conn.fetch(_EXISTING, stream, args[2], args[3], args[4])
+            except asyncpg.PostgresError as again:
+                raise _translate(again, stream, expected_version) from None
+            if not rows:
+                raise _translate(exc, stream, expected_version) from None
+            return AppendResult(stream, rows[-1][0], rows[-1][1], idempotent=True)
         except asyncpg.PostgresError as exc:
-            code = getattr(exc, "sqlstate", None)
-            if code == "CR001":
-                actual = int(getattr(exc, "detail", None) or -1)
-                raise WrongExpectedVersion(stream, expected_version, actual) from None
-            if code in ("CR002", "23505"):
-                raise DuplicateEventId(str(exc)) from None
-            raise
-        last = rows[-1]
-        return AppendResult(stream, last[0], last[1], idempotent=bool(last[2]))
+            raise _translate(exc, stream, expected_version) from None
+        return AppendResult(stream, rows[-1][0], rows[-1][1])
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -249,6 +279,26 @@ class PostgresEventStore:
 
     # --- live subscriptions ---------------------------------------------------------------------
 
+    def committed(self, position: int) -> None:
+        """Announce a commit: wake this process's subscribers now and other processes through
+        one coalesced NOTIFY (sent outside the writing transaction, see 0001_events.sql)."""
+        self._notified = max(self._notified, position)
+        self._wake_all()
+        self._to_announce = max(self._to_announce, position)
+        self._announce.set()
+        if self._notifier is None or self._notifier.done():
+            self._notifier = asyncio.get_running_loop().create_task(self._announce_loop())
+
+    async def _announce_loop(self) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            while True:
+                await self._announce.wait()
+                self._announce.clear()
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(self._to_announce))
+        finally:
+            await conn.close()
+
     async def _ensure_listener(self) -> None:
         async with self._listen_lock:
             if self._listener is not None and not self._listener.is_closed():
@@ -283,7 +333,7 @@ class PostgresEventStore:
         try:
             await self._ensure_listener()
             position = after
-            backoff = 0.0
+            retries = 0
             while True:
                 wake.clear()
                 page = await self.read_all(
@@ -291,15 +341,15 @@ class PostgresEventStore:
                 )
                 if page.events or page.last_position > position:
                     position = page.last_position
-                    backoff = 0.0
+                    retries = 0
                     yield page
                     if len(page.events) == batch_size:
                         continue
-                if self._notified > position:
+                if self._notified > position and retries < 12:
                     # Something committed that is still behind the visibility horizon (an older
                     # transaction is open): look again shortly instead of waiting for NOTIFY.
-                    backoff = min(max(backoff * 2, 0.001), 0.05)
-                    await asyncio.sleep(backoff)
+                    retries += 1
+                    await asyncio.sleep(min(0.0005 * 2**retries, 0.05))
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), idle_timeout)
@@ -338,6 +388,10 @@ class PostgresEventStore:
         return VerifyReport(streams=streams, events=count, broken=broken)
 
     async def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._notifier
         if self._listener is not None and not self._listener.is_closed():
             with contextlib.suppress(Exception):
                 await self._listener.close()

@@ -22,14 +22,6 @@ CREATE TABLE eventstore.events (
 );
 CREATE INDEX events_category_position ON eventstore.events (category, position);
 
--- One row per stream: its last version and hash. Its row lock serialises writers of one
--- stream (and only of that stream).
-CREATE TABLE eventstore.streams (
-    stream_id text   PRIMARY KEY,
-    version   bigint NOT NULL,
-    last_hash bytea  NOT NULL
-);
-
 CREATE FUNCTION eventstore.reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'eventstore.events is append-only: % rejected', TG_OP
@@ -45,26 +37,31 @@ CREATE TRIGGER events_append_only_truncate BEFORE TRUNCATE ON eventstore.events
 CREATE FUNCTION eventstore.event_hash(
     prev bytea, p_id uuid, p_stream text, p_version bigint, p_type text,
     p_data jsonb, p_meta jsonb, p_at timestamptz
-) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
-    SELECT sha256(prev || convert_to(concat_ws(E'\n', p_id::text, p_stream, p_version::text, p_type,
-        p_data::text, p_meta::text,
-        (extract(epoch FROM p_at) * 1000000)::bigint::text), 'UTF8'))
-$$;
+) RETURNS bytea LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    -- plpgsql rather than SQL: a SQL function called from plpgsql is re-planned on every call.
+    RETURN sha256(prev || convert_to(concat_ws(E'\n', p_id::text, p_stream, p_version::text,
+        p_type, p_data::text, p_meta::text,
+        (extract(epoch FROM p_at) * 1000000)::bigint::text), 'UTF8'));
+END $$;
 
 -- Append events to one stream. p_expected: >= 0 exact version, -1 no stream, -2 any, -4 exists.
--- Returns one row per event. o_existing is true when every id was already stored with the same
--- content (an idempotent retry): nothing is written then.
+-- Returns one row per event.
+-- Concurrency: the unique (stream_id, version) index is the guard. Two writers that both read
+-- version N both insert N+1; the second waits for the first and fails with a unique violation,
+-- which the client maps to a wrong-expected-version conflict.
+-- Idempotency: a retry of stored events fails the same way (version moved, or event_id unique);
+-- only then does the client call eventstore.existing() to tell a retry from a conflict, which
+-- keeps that lookup off the hot path.
 CREATE FUNCTION eventstore.append(
     p_stream text, p_expected bigint, p_ids uuid[], p_types text[], p_data jsonb[], p_meta jsonb[]
-) RETURNS TABLE (o_version bigint, o_position bigint, o_existing boolean)
+) RETURNS TABLE (o_version bigint, o_position bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     n        int := cardinality(p_ids);
-    v_ver    bigint;
-    v_hash   bytea;
-    v_found  int;
-    v_same   int;
-    v_base   bigint;
+    v_ver    bigint := -1;
+    v_hash   bytea := ''::bytea;
+    v_next   int;
     v_pos    bigint;
     v_at     timestamptz := now();
     v_hashes bytea[] := '{}';
@@ -73,51 +70,61 @@ BEGIN
     IF n IS NULL OR n = 0 THEN
         RAISE EXCEPTION 'append needs at least one event' USING ERRCODE = '22023';
     END IF;
-    -- Lock the stream row (creating it if needed): writers of one stream queue here.
-    SELECT s.version, s.last_hash INTO v_ver, v_hash FROM eventstore.streams s
-        WHERE s.stream_id = p_stream FOR UPDATE;
+    SELECT e.version, e.hash INTO v_ver, v_hash FROM eventstore.events e
+        WHERE e.stream_id = p_stream ORDER BY e.version DESC LIMIT 1;
     IF NOT FOUND THEN
-        INSERT INTO eventstore.streams (stream_id, version, last_hash)
-            VALUES (p_stream, -1, ''::bytea) ON CONFLICT DO NOTHING;
-        SELECT s.version, s.last_hash INTO v_ver, v_hash FROM eventstore.streams s
-            WHERE s.stream_id = p_stream FOR UPDATE;
-    END IF;
-    -- Idempotency by event id (checked under the lock, so a racing retry sees the winner).
-    SELECT count(*), count(*) FILTER (WHERE e.stream_id = p_stream AND e.type = p_types[x.ord]
-                                        AND e.data = p_data[x.ord])
-        INTO v_found, v_same
-        FROM unnest(p_ids) WITH ORDINALITY AS x(id, ord)
-        JOIN eventstore.events e ON e.event_id = x.id;
-    IF v_found > 0 THEN
-        IF v_found = n AND v_same = n THEN
-            RETURN QUERY SELECT e.version, e.position, true FROM eventstore.events e
-                WHERE e.event_id = ANY (p_ids) ORDER BY e.position;
-            RETURN;
-        END IF;
-        RAISE EXCEPTION 'event id already stored with other content' USING ERRCODE = 'CR002';
+        v_ver := -1;
+        v_hash := ''::bytea;
     END IF;
     IF (p_expected >= 0 AND v_ver <> p_expected) OR (p_expected = -1 AND v_ver <> -1)
         OR (p_expected = -4 AND v_ver = -1) THEN
         RAISE EXCEPTION 'wrong expected version' USING ERRCODE = 'CR001', DETAIL = v_ver::text;
     END IF;
-    v_base := (pg_current_xact_id()::text::bigint) << 20;
-    SELECT coalesce(max(e.position) + 1, v_base) INTO v_pos FROM eventstore.events e
-        WHERE e.position >= v_base AND e.position < v_base + 1048576;
-    IF v_pos + n > v_base + 1048576 THEN
+    -- Index of the next event within this transaction: a transaction-local setting (rolled back
+    -- with a savepoint, like the rows it counts).
+    v_next := coalesce(nullif(current_setting('eventstore.next_index', true), ''), '0')::int;
+    IF v_next + n > 1048576 THEN
         RAISE EXCEPTION 'too many events in one transaction' USING ERRCODE = '54000';
     END IF;
+    PERFORM set_config('eventstore.next_index', (v_next + n)::text, true);
+    v_pos := ((pg_current_xact_id()::text::bigint) << 20) + v_next;
     FOR i IN 1..n LOOP
         v_hash := eventstore.event_hash(v_hash, p_ids[i], p_stream, v_ver + i, p_types[i],
                                         p_data[i], p_meta[i], v_at);
         v_hashes := v_hashes || v_hash;
     END LOOP;
+    -- No NOTIFY here: a notifying commit holds a cluster-wide lock through its WAL flush, which
+    -- serialises all writers. The client notifies after commit instead (see postgres.py).
     RETURN QUERY INSERT INTO eventstore.events
         (position, event_id, stream_id, category, version, type, data, metadata, recorded_at, hash)
         SELECT v_pos + x.ord - 1, x.id, p_stream, split_part(p_stream, '-', 1), v_ver + x.ord,
                p_types[x.ord], p_data[x.ord], p_meta[x.ord], v_at, v_hashes[x.ord]
         FROM unnest(p_ids) WITH ORDINALITY AS x(id, ord)
-        RETURNING version, position, false;
-    UPDATE eventstore.streams SET version = v_ver + n, last_hash = v_hash
-        WHERE stream_id = p_stream;
-    PERFORM pg_notify('crm_events', (v_pos + n - 1)::text);
+        RETURNING version, position;
+END $$;
+
+-- After a failed append: are these exact events already stored (an idempotent retry)? Returns
+-- their versions and positions when all are, nothing when none are; raises CR002 when some ids
+-- are stored with other content or in another stream.
+CREATE FUNCTION eventstore.existing(
+    p_stream text, p_ids uuid[], p_types text[], p_data jsonb[]
+) RETURNS TABLE (o_version bigint, o_position bigint)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_found int;
+    v_same  int;
+BEGIN
+    SELECT count(*), count(*) FILTER (WHERE e.stream_id = p_stream
+                                        AND e.type = p_types[array_position(p_ids, e.event_id)]
+                                        AND e.data = p_data[array_position(p_ids, e.event_id)])
+        INTO v_found, v_same
+        FROM eventstore.events e WHERE e.event_id = ANY (p_ids);
+    IF v_found = 0 THEN
+        RETURN;
+    END IF;
+    IF v_found <> cardinality(p_ids) OR v_same <> v_found THEN
+        RAISE EXCEPTION 'event id already stored with other content' USING ERRCODE = 'CR002';
+    END IF;
+    RETURN QUERY SELECT e.version, e.position FROM eventstore.events e
+        WHERE e.event_id = ANY (p_ids) ORDER BY e.position;
 END $$;

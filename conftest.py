@@ -1,0 +1,28 @@
+"""Fixtures shared by every test: a real PostgreSQL (DATABASE_URL or the embedded server)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shared.testing.postgres import DatabaseFactory, base_dsn
+from shared.testing.suite import migrate_everything
+
+
+@pytest.fixture(scope="session")
+async def databases() -> AsyncIterator[DatabaseFactory]:
+    dsn, server = base_dsn()
+    factory = DatabaseFactory(dsn, migrate_everything)
+    await factory.setup()
+    yield factory
+    await factory.drop_all()
+    if server is not None and not os.environ.get("CRM_TEST_KEEP_SERVER"):
+        server.stop()
+
+
+@pytest.fixture
+async def dsn(databases: DatabaseFactory) -> str:
+    """A fresh, fully migrated database for one test."""
+    return await databases.create()
