@@ -102,6 +102,7 @@ class PostgresEventStore:
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
         self._dsn = dsn
+        self.dsn = dsn
         self._listener: asyncpg.Connection | None = None
         self._waiters: set[asyncio.Event] = set()
         self._notified = -1

@@ -1,0 +1,32 @@
+"""What a projection is: a named, versioned fold of events into tables of one schema."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncpg
+
+from shared.eventstore import RecordedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyContext:
+    # True while rebuilding or replaying history: a projection must cause no side effects then
+    # (no messages, no commands), only read-model writes.
+    replay: bool
+
+
+class Projection(Protocol):
+    name: str  # stable; the checkpoint and the advisory lock are keyed by it
+    schema: str  # the read model's schema; the runner sets search_path to it for apply()
+    ddl: str  # CREATE statements with unqualified names, run in a new (or rebuilt) schema
+    categories: Sequence[str] | None  # event filter; None = every category
+    types: Sequence[str] | None
+
+    async def apply(
+        self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], ctx: ApplyContext
+    ) -> None:
+        """Write the effect of ``events`` (in position order) inside the caller's transaction."""
+        ...

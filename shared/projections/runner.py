@@ -1,0 +1,268 @@
+"""The projection runner (ARCHITECTURE §6).
+
+- Exactly-once effect: each batch's read-model writes and its checkpoint commit in one transaction.
+- One active runner per projection: a session advisory lock; other replicas wait on standby.
+- Poison events: a failing batch is retried, then applied event by event; an event that still
+  fails is parked with its error (projections.parked) and the runner moves on.
+- Side-by-side rebuild: see rebuild.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+
+from shared.eventstore import RecordedEvent
+from shared.eventstore.postgres import PostgresEventStore
+from shared.metrics import (
+    PARKED_EVENTS,
+    PROJECTION_LAG_EVENTS,
+    PROJECTION_LAG_SECONDS,
+    PROJECTION_POSITION,
+)
+from shared.projections.model import ApplyContext, Projection
+
+log = structlog.get_logger(__name__)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def ensure_schema(conn: asyncpg.Connection, projection: Projection, schema: str) -> None:
+    """Create the read model's schema and tables if the schema does not exist yet."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('schema:' || $1))", schema)
+        exists = await conn.fetchval(
+            "SELECT true FROM pg_namespace WHERE nspname = $1", schema
+        )
+        if not exists:
+            await conn.execute(f"CREATE SCHEMA {quote_ident(schema)}")
+            await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}, public")
+            await conn.execute(projection.ddl)
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        projection: Projection,
+        *,
+        name: str | None = None,
+        schema: str | None = None,
+        replay: bool = False,
+        batch_size: int = 500,
+        retries: int = 3,
+        retry_delay: float = 0.05,
+        standby_poll: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.projection = projection
+        self.name = name or projection.name
+        self.schema = schema or projection.schema
+        self.ctx = ApplyContext(replay=replay)
+        self.batch_size = batch_size
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.standby_poll = standby_poll
+        self.position = 0
+        self.active = False
+        self._advanced = asyncio.Condition()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set: wait for leadership, then follow the log. Database errors
+        (a restart, a dropped connection) are retried; nothing is lost since the checkpoint
+        only moves with committed writes."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                await self._lead(stop)
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+                log.warning("projection.connection_lost", projection=self.name, error=str(exc))
+                self.active = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        lock_conn = await asyncpg.connect(self.store.dsn)
+        try:
+            while not await lock_conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext('projection:' || $1))", self.name
+            ):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.standby_poll)
+                if stop.is_set():
+                    return
+            lost = asyncio.Event()
+            lock_conn.add_termination_listener(lambda _c: lost.set())
+            self.active = True
+            log.info("projection.leading", projection=self.name)
+            follow = asyncio.create_task(self._follow())
+            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())]
+            try:
+                done, _ = await asyncio.wait([follow, *waiters], return_when=asyncio.FIRST_COMPLETED)
+                if follow in done:
+                    follow.result()  # re-raise its error
+                if lost.is_set():
+                    raise ConnectionError("advisory lock connection lost")
+            finally:
+                for t in [follow, *waiters]:
+                    t.cancel()
+                await asyncio.gather(follow, *waiters, return_exceptions=True)
+                self.active = False
+        finally:
+            with contextlib.suppress(Exception):
+                await lock_conn.close()
+
+    async def _follow(self) -> None:
+        async with self.store.pool.acquire() as conn:
+            await ensure_schema(conn, self.projection, self.schema)
+            self.position = await self._checkpoint(conn)
+        async for page in self.store.subscribe(
+            self.position,
+            categories=self.projection.categories,
+            types=self.projection.types,
+            batch_size=self.batch_size,
+        ):
+            await self.process(page.events, page.last_position)
+
+    # --- one batch ---------------------------------------------------------------------------
+
+    async def process(self, events: Sequence[RecordedEvent], last_position: int) -> None:
+        """Apply a page and move the checkpoint to ``last_position``, exactly once."""
+        for attempt in range(self.retries):
+            try:
+                await self._commit(events, last_position)
+                break
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+                raise
+            except Exception as exc:
+                log.warning(
+                    "projection.batch_failed", projection=self.name, attempt=attempt, error=repr(exc)
+                )
+                await asyncio.sleep(self.retry_delay * 2**attempt)
+        else:
+            await self._one_by_one(events, last_position)
+        await self._advance(last_position, events[-1] if events else None)
+
+    async def _commit(
+        self, events: Sequence[RecordedEvent], last_position: int, *, park: str | None = None
+    ) -> None:
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            # Locking the checkpoint row serialises us with a rebuild's switch-over, which may
+            # move the checkpoint forward under us: skip what it already covered.
+            current = await conn.fetchval(
+                "SELECT position FROM projections.checkpoints WHERE name = $1 FOR UPDATE",
+                self.name,
+            )
+            current = current or 0
+            todo = [e for e in events if e.position > current]
+            if todo and park is None:
+                await conn.execute(f"SET LOCAL search_path TO {quote_ident(self.schema)}, public")
+                await self.projection.apply(conn, todo, self.ctx)
+            elif todo and park is not None:
+                e = todo[0]
+                await conn.execute(
+                    """INSERT INTO projections.parked
+                         (name, position, event_id, stream_id, type, error, attempts)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+                    self.name, e.position, e.event_id, e.stream, e.type, park, self.retries,
+                )
+            await conn.execute(
+                """INSERT INTO projections.checkpoints (name, position) VALUES ($1, $2)
+                   ON CONFLICT (name) DO UPDATE SET position = greatest(
+                       projections.checkpoints.position, excluded.position), updated_at = now()""",
+                self.name,
+                max(last_position, current),
+            )
+
+    async def _one_by_one(self, events: Sequence[RecordedEvent], last_position: int) -> None:
+        for e in events:
+            error = ""
+            for attempt in range(self.retries):
+                try:
+                    await self._commit([e], e.position)
+                    break
+                except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+                    raise
+                except Exception as exc:
+                    error = repr(exc)
+                    await asyncio.sleep(self.retry_delay * 2**attempt)
+            else:
+                log.error("projection.parked", projection=self.name, position=e.position,
+                          event_type=e.type, error=error)
+                await self._commit([e], e.position, park=error)
+                PARKED_EVENTS.labels(self.name).inc()
+        await self._commit([], last_position)
+
+    async def _advance(self, position: int, last: RecordedEvent | None) -> None:
+        async with self._advanced:
+            self.position = max(self.position, position)
+            self._advanced.notify_all()
+        PROJECTION_POSITION.labels(self.name).set(self.position)
+        if last is not None:
+            PROJECTION_LAG_SECONDS.labels(self.name).set(
+                max(0.0, (datetime.now(UTC) - last.recorded_at).total_seconds())
+            )
+
+    async def _checkpoint(self, conn: asyncpg.Connection) -> int:
+        v = await conn.fetchval(
+            "SELECT position FROM projections.checkpoints WHERE name = $1", self.name
+        )
+        return int(v or 0)
+
+    # --- for tests and operators ---------------------------------------------------------------
+
+    async def wait_for(self, position: int, timeout: float = 10.0) -> None:
+        """Return once everything up to ``position`` is applied (tests wait, never sleep)."""
+        async with self._advanced:
+            await asyncio.wait_for(
+                self._advanced.wait_for(lambda: self.position >= position), timeout
+            )
+
+    async def catch_up(self) -> int:
+        """Apply everything visible now without subscribing (used by rebuilds and tests)."""
+        async with self.store.pool.acquire() as conn:
+            await ensure_schema(conn, self.projection, self.schema)
+            self.position = max(self.position, await self._checkpoint(conn))
+        while True:
+            page = await self.store.read_all(
+                self.position,
+                categories=self.projection.categories,
+                types=self.projection.types,
+                limit=self.batch_size,
+            )
+            if not page.events and page.last_position <= self.position:
+                return self.position
+            await self.process(page.events, page.last_position)
+
+    async def update_lag(self) -> None:
+        """Refresh crm_projection_lag_events (bounded count, cheap)."""
+        n = await self.store.pool.fetchval(
+            """SELECT count(*) FROM (SELECT 1 FROM eventstore.events
+                 WHERE position > $1 LIMIT 1000000) t""",
+            self.position,
+        )
+        PROJECTION_LAG_EVENTS.labels(self.name).set(n)
+
+
+async def wait_for_checkpoint(
+    pool: asyncpg.Pool, name: str, position: int, timeout: float = 10.0
+) -> None:
+    """Wait until a projection run by another process has committed ``position``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = await pool.fetchval("SELECT position FROM projections.checkpoints WHERE name = $1", name)
+        if v is not None and v >= position:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"projection {name} at {v}, wanted {position}")
+        await asyncio.sleep(0.01)
