@@ -60,6 +60,7 @@ class AppendResult:
     version: int  # version of the last event written (or found, for an idempotent retry)
     position: int  # global position of the last event
     idempotent: bool = False  # True when every event id was already stored: nothing was written
+    recorded_at: datetime | None = None  # when the (last) event was recorded
 
 
 @dataclass(frozen=True, slots=True)

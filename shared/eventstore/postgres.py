@@ -35,8 +35,8 @@ CHANNEL = "crm_events"
 _COLUMNS = "position, event_id, stream_id, version, type, data::text, metadata::text, recorded_at"
 # Only positions below this bound are visible: every transaction with a smaller id has ended.
 _HORIZON = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)"
-_APPEND = "SELECT o_version, o_position FROM eventstore.append($1, $2, $3, $4, $5, $6)"
-_EXISTING = "SELECT o_version, o_position FROM eventstore.existing($1, $2, $3, $4)"
+_APPEND = "SELECT o_version, o_position, o_recorded_at FROM eventstore.append($1, $2, $3, $4, $5, $6)"
+_EXISTING = "SELECT o_version, o_position, o_recorded_at FROM eventstore.existing($1, $2, $3, $4)"
 
 
 def _expected_code(expected: ExpectedVersion) -> int:
@@ -195,10 +195,10 @@ class PostgresEventStore:
                 raise _translate(again, stream, expected_version) from None
             if not rows:
                 raise _translate(exc, stream, expected_version) from None
-            return AppendResult(stream, rows[-1][0], rows[-1][1], idempotent=True)
+            return AppendResult(stream, rows[-1][0], rows[-1][1], True, rows[-1][2])
         except asyncpg.PostgresError as exc:
             raise _translate(exc, stream, expected_version) from None
-        return AppendResult(stream, rows[-1][0], rows[-1][1])
+        return AppendResult(stream, rows[-1][0], rows[-1][1], False, rows[-1][2])
 
     # --- reading -------------------------------------------------------------------------------
 

@@ -18,8 +18,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
-from shared.eventstore import RecordedEvent
-from shared.eventstore.postgres import PostgresEventStore
+from shared.eventstore import EventStore, RecordedEvent
 from shared.metrics import (
     PARKED_EVENTS,
     PROJECTION_LAG_EVENTS,
@@ -51,7 +50,7 @@ async def ensure_schema(conn: asyncpg.Connection, projection: Projection, schema
 class ProjectionRunner:
     def __init__(
         self,
-        store: PostgresEventStore,
+        store: EventStore,
         projection: Projection,
         *,
         name: str | None = None,
@@ -61,8 +60,13 @@ class ProjectionRunner:
         retries: int = 3,
         retry_delay: float = 0.05,
         standby_poll: float = 1.0,
+        pool: asyncpg.Pool | None = None,
+        dsn: str | None = None,
     ) -> None:
+        # Checkpoints and read models live in PostgreSQL; events may come from another backend.
         self.store = store
+        self.pool: asyncpg.Pool = pool if pool is not None else store.pool  # type: ignore[attr-defined]
+        self.dsn: str = dsn or store.dsn  # type: ignore[attr-defined]
         self.projection = projection
         self.name = name or projection.name
         self.schema = schema or projection.schema
@@ -92,7 +96,7 @@ class ProjectionRunner:
                     await asyncio.wait_for(stop.wait(), 1.0)
 
     async def _lead(self, stop: asyncio.Event) -> None:
-        lock_conn = await asyncpg.connect(self.store.dsn)
+        lock_conn = await asyncpg.connect(self.dsn)
         try:
             while not await lock_conn.fetchval(
                 "SELECT pg_try_advisory_lock(hashtext('projection:' || $1))", self.name
@@ -123,7 +127,7 @@ class ProjectionRunner:
                 await lock_conn.close()
 
     async def _follow(self) -> None:
-        async with self.store.pool.acquire() as conn:
+        async with self.pool.acquire() as conn:
             await ensure_schema(conn, self.projection, self.schema)
             self.position = await self._checkpoint(conn)
         async for page in self.store.subscribe(
@@ -156,7 +160,7 @@ class ProjectionRunner:
     async def _commit(
         self, events: Sequence[RecordedEvent], last_position: int, *, park: str | None = None
     ) -> None:
-        async with self.store.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
             # Locking the checkpoint row serialises us with a rebuild's switch-over, which may
             # move the checkpoint forward under us: skip what it already covered.
             current = await conn.fetchval(
@@ -230,7 +234,7 @@ class ProjectionRunner:
 
     async def catch_up(self) -> int:
         """Apply everything visible now without subscribing (used by rebuilds and tests)."""
-        async with self.store.pool.acquire() as conn:
+        async with self.pool.acquire() as conn:
             await ensure_schema(conn, self.projection, self.schema)
             self.position = max(self.position, await self._checkpoint(conn))
         while True:
@@ -246,7 +250,9 @@ class ProjectionRunner:
 
     async def update_lag(self) -> None:
         """Refresh crm_projection_lag_events (bounded count, cheap)."""
-        n = await self.store.pool.fetchval(
+        if not hasattr(self.store, "pool"):
+            return  # only the PostgreSQL backend can count cheaply
+        n = await self.pool.fetchval(
             """SELECT count(*) FROM (SELECT 1 FROM eventstore.events
                  WHERE position > $1 LIMIT 1000000) t""",
             self.position,

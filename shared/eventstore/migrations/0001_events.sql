@@ -55,7 +55,7 @@ END $$;
 -- keeps that lookup off the hot path.
 CREATE FUNCTION eventstore.append(
     p_stream text, p_expected bigint, p_ids uuid[], p_types text[], p_data jsonb[], p_meta jsonb[]
-) RETURNS TABLE (o_version bigint, o_position bigint)
+) RETURNS TABLE (o_version bigint, o_position bigint, o_recorded_at timestamptz)
 LANGUAGE plpgsql AS $$
 DECLARE
     n        int := cardinality(p_ids);
@@ -100,7 +100,7 @@ BEGIN
         SELECT v_pos + x.ord - 1, x.id, p_stream, split_part(p_stream, '-', 1), v_ver + x.ord,
                p_types[x.ord], p_data[x.ord], p_meta[x.ord], v_at, v_hashes[x.ord]
         FROM unnest(p_ids) WITH ORDINALITY AS x(id, ord)
-        RETURNING version, position;
+        RETURNING version, position, recorded_at;
 END $$;
 
 -- After a failed append: are these exact events already stored (an idempotent retry)? Returns
@@ -108,7 +108,7 @@ END $$;
 -- are stored with other content or in another stream.
 CREATE FUNCTION eventstore.existing(
     p_stream text, p_ids uuid[], p_types text[], p_data jsonb[]
-) RETURNS TABLE (o_version bigint, o_position bigint)
+) RETURNS TABLE (o_version bigint, o_position bigint, o_recorded_at timestamptz)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_found int;
@@ -125,6 +125,6 @@ BEGIN
     IF v_found <> cardinality(p_ids) OR v_same <> v_found THEN
         RAISE EXCEPTION 'event id already stored with other content' USING ERRCODE = 'CR002';
     END IF;
-    RETURN QUERY SELECT e.version, e.position FROM eventstore.events e
+    RETURN QUERY SELECT e.version, e.position, e.recorded_at FROM eventstore.events e
         WHERE e.event_id = ANY (p_ids) ORDER BY e.position;
 END $$;

@@ -1,0 +1,227 @@
+"""The gRPC adapter: protobuf in, domain calls, protobuf out. No business rules here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from crm.contacts.v1 import contacts_pb2 as pb
+from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
+from services.contacts.application.commands import ContactCommands
+from services.contacts.application.queries import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    ContactQueries,
+    ListFilter,
+    decode_token,
+    encode_token,
+)
+from services.contacts.domain import errors as de
+from services.contacts.domain.contact import Contact, ProfileInput
+from services.contacts.domain.identity import NORMALISERS, BadIdentity
+from shared.grpckit import errors as ge
+
+DOMAIN = "contacts.crm"
+MAX_REQUEST_ID = 128
+T = TypeVar("T")
+
+
+def to_pb(c: Contact) -> pb.Contact:
+    msg = pb.Contact(
+        contact_id=c.contact_id, email=c.email, phone=c.phone, external_id=c.external_id,
+        first_name=c.first_name, last_name=c.last_name, tags=list(c.tags), etag=str(c.version),
+    )
+    if c.create_time:
+        msg.create_time.CopyFrom(_ts(c.create_time))
+    if c.update_time:
+        msg.update_time.CopyFrom(_ts(c.update_time))
+    return msg
+
+
+def _ts(dt: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(dt)
+    return t
+
+
+def _profile(m: Any) -> ProfileInput:
+    return ProfileInput(
+        email=m.email, phone=m.phone, external_id=m.external_id, first_name=m.first_name,
+        last_name=m.last_name, tags=tuple(m.tags),
+    )
+
+
+def _contact_id(value: str, field: str = "contact_id") -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ge.InvalidArgument(
+            "INVALID_CONTACT_ID", f"{field} must be a UUID", domain=DOMAIN,
+            violations=[(field, "must be a UUID")],
+        ) from None
+
+
+def _request_id(value: str) -> str:
+    if len(value) > MAX_REQUEST_ID:
+        raise ge.InvalidArgument(
+            "INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID}", domain=DOMAIN,
+            violations=[("request_id", "too long")],
+        )
+    return value
+
+
+def _meta(request_id: str, context: grpc.aio.ServicerContext) -> dict[str, Any]:
+    md = dict(context.invocation_metadata() or ())
+    bound = structlog.contextvars.get_contextvars()
+    return {
+        "schema": 1,
+        "request_id": request_id,
+        "correlation_id": bound.get("correlation_id", ""),
+        "actor": md.get("x-actor", ""),
+        "traceparent": md.get("traceparent", ""),
+    }
+
+
+async def _domain(call: Callable[[], Awaitable[T]]) -> T:
+    """Run a domain/application call, translating its errors for the interceptor."""
+    try:
+        return await call()
+    except de.Invalid as e:
+        raise ge.InvalidArgument(
+            e.reason, e.message, domain=DOMAIN, violations=[(f, d) for f, _, d in e.violations]
+        ) from None
+    except de.NotFound as e:
+        raise ge.NotFound(e.reason, e.message, domain=DOMAIN, metadata=e.metadata) from None
+    except de.Conflict as e:
+        raise ge.AlreadyExists(e.reason, e.message, domain=DOMAIN, metadata=e.metadata) from None
+    except de.StaleEtag as e:
+        raise ge.Aborted(e.reason, e.message, domain=DOMAIN, metadata=e.metadata) from None
+
+
+class ContactsServicer(pb_grpc.ContactsServiceServicer):
+    """Registered before the server starts (gRPC requires it); ``bind`` gives it its
+    dependencies once the database is ready. Until then every call is UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self._commands: ContactCommands | None = None
+        self._queries: ContactQueries | None = None
+
+    def bind(self, commands: ContactCommands, queries: ContactQueries) -> None:
+        self._commands, self._queries = commands, queries
+
+    @property
+    def commands(self) -> ContactCommands:
+        if self._commands is None:
+            raise ge.Unavailable("NOT_READY", "starting up; retry", domain=DOMAIN)
+        return self._commands
+
+    @property
+    def queries(self) -> ContactQueries:
+        if self._queries is None:
+            raise ge.Unavailable("NOT_READY", "starting up; retry", domain=DOMAIN)
+        return self._queries
+
+    async def RegisterContact(  # noqa: N802 - gRPC method names
+        self, request: pb.RegisterContactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterContactResponse:
+        rid = _request_id(request.request_id)
+        contact = await _domain(
+            lambda: self.commands.register(
+                _profile(request), request_id=rid, meta=_meta(rid, context)
+            )
+        )
+        return pb.RegisterContactResponse(contact=to_pb(contact))
+
+    async def GetContact(  # noqa: N802
+        self, request: pb.GetContactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetContactResponse:
+        cid = _contact_id(request.contact_id)
+        # The read model may lag a just-registered contact by milliseconds: fall back to the
+        # stream so a client can read what it just wrote.
+        contact = await self.queries.get(cid) or await self.commands.load(cid)
+        if contact is None:
+            raise ge.NotFound("CONTACT_NOT_FOUND", f"no contact {cid}", domain=DOMAIN,
+                              metadata={"contact_id": cid})
+        return pb.GetContactResponse(contact=to_pb(contact))
+
+    async def UpdateContact(  # noqa: N802
+        self, request: pb.UpdateContactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateContactResponse:
+        cid = _contact_id(request.contact.contact_id, "contact.contact_id")
+        rid = _request_id(request.request_id)
+        contact = await _domain(
+            lambda: self.commands.update(
+                cid,
+                list(request.update_mask.paths),
+                _profile(request.contact),
+                etag=request.etag,
+                request_id=rid,
+                meta=_meta(rid, context),
+            )
+        )
+        return pb.UpdateContactResponse(contact=to_pb(contact))
+
+    async def ListContacts(  # noqa: N802
+        self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListContactsResponse:
+        if request.page_size < 0 or request.page_size > MAX_PAGE:
+            raise ge.InvalidArgument(
+                "INVALID_PAGE_SIZE", f"page_size must be 0..{MAX_PAGE}", domain=DOMAIN,
+                violations=[("page_size", f"0..{MAX_PAGE}")],
+            )
+        size = request.page_size or DEFAULT_PAGE
+        f = ListFilter(
+            tag=request.tag.strip().lower(),
+            email=_normalised("email", request.email),
+            phone=_normalised("phone", request.phone),
+            external_id=_normalised("external_id", request.external_id),
+        )
+        after = (
+            await _domain(_async(lambda: decode_token(request.page_token, f)))
+            if request.page_token
+            else None
+        )
+        rows = await self.queries.list(f, size + 1, after)
+        token = encode_token(rows[size - 1].contact_id, f) if len(rows) > size else ""
+        return pb.ListContactsResponse(
+            contacts=[to_pb(c) for c in rows[:size]], next_page_token=token
+        )
+
+    async def FindContact(  # noqa: N802
+        self, request: pb.FindContactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FindContactResponse:
+        kind = request.WhichOneof("identity")
+        if kind is None or not getattr(request, kind):
+            raise ge.InvalidArgument(
+                "IDENTITY_REQUIRED", "set one of email, phone, external_id", domain=DOMAIN,
+                violations=[("identity", "required")],
+            )
+        value = _normalised(kind, getattr(request, kind))
+        contact = await self.queries.find(kind, value)
+        if contact is None:
+            raise ge.NotFound("CONTACT_NOT_FOUND", f"no contact with that {kind}", domain=DOMAIN)
+        return pb.FindContactResponse(contact=to_pb(contact))
+
+
+def _normalised(kind: str, value: str) -> str:
+    if not value:
+        return ""
+    try:
+        return NORMALISERS[kind](value)
+    except BadIdentity as exc:
+        raise ge.InvalidArgument(
+            f"INVALID_{kind.upper()}", f"{kind}: {exc}", domain=DOMAIN, violations=[(kind, str(exc))]
+        ) from None
+
+
+def _async(fn: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    async def run() -> T:
+        return fn()
+
+    return run

@@ -1,0 +1,101 @@
+"""The contacts service's composition root: wires store, read model, gRPC and projections."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+
+from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
+from services.contacts.adapters.readmodel import ContactsProjection
+from services.contacts.api.servicer import ContactsServicer
+from services.contacts.application.commands import ContactCommands
+from services.contacts.application.queries import ContactQueries
+from shared.db import connect_pool, embedded, migrate
+from shared.eventstore import EventStore
+from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
+from shared.eventstore.postgres import PostgresEventStore
+from shared.grpckit.server import GrpcServer
+from shared.metrics import serve_metrics
+from shared.projections.runner import ProjectionRunner, ensure_schema
+from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
+from shared.settings import Settings
+
+SERVICE = "crm.contacts.v1.ContactsService"
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Runtime:
+    dsn: str
+    pool: asyncpg.Pool
+    store: EventStore
+
+
+async def connect(settings: Settings) -> Runtime:
+    """Connect (waiting for the database), migrate what this service owns, build the store."""
+    dsn = settings.database_url
+    if not dsn:
+        dsn, _ = embedded.start(embedded.default_data_dir())
+    pool = await connect_pool(dsn, max_size=settings.db_pool_size, wait_seconds=120)
+    async with pool.acquire() as conn:
+        if settings.eventstore_backend == "postgres":
+            await migrate(conn, "eventstore", STORE_MIGRATIONS)
+        await migrate(conn, "projections", PROJECTION_MIGRATIONS)
+        await ensure_schema(conn, ContactsProjection(), ContactsProjection.schema)
+    store: Any
+    if settings.eventstore_backend == "eventstoredb":
+        from shared.eventstore.esdb import EventStoreDBStore
+
+        if not settings.eventstore_url:
+            raise SystemExit("EVENTSTORE_URL is required with EVENTSTORE_BACKEND=eventstoredb")
+        store = await EventStoreDBStore.connect(settings.eventstore_url)
+    else:
+        store = PostgresEventStore(pool, dsn)
+    return Runtime(dsn, pool, store)
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    servicer = ContactsServicer()
+    server = GrpcServer(
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        services=[(SERVICE, lambda s: pb_grpc.add_ContactsServiceServicer_to_server(servicer, s))],
+        grace=settings.shutdown_grace_seconds,
+    )
+    await server.start()  # health: NOT_SERVING until the database is reachable and migrated
+    serve_metrics(settings.metrics_port)
+    rt = await connect(settings)
+    servicer.bind(ContactCommands(rt.store), ContactQueries(rt.pool))
+    await server.ready()
+    log.info("contacts.serving", port=server.port)
+    await stop.wait()
+    await server.stop()
+    await rt.store.close()
+    if rt.store is not rt.pool:
+        await rt.pool.close()
+
+
+async def project(settings: Settings, stop: asyncio.Event) -> None:
+    server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
+    await server.start()
+    serve_metrics(settings.metrics_port)
+    rt = await connect(settings)
+    runner = ProjectionRunner(
+        rt.store, ContactsProjection(), pool=rt.pool, dsn=rt.dsn,
+        batch_size=settings.projection_batch_size,
+    )
+    await server.ready()
+    task = asyncio.create_task(runner.run(stop))
+    while not stop.is_set():
+        await runner.update_lag()
+        try:
+            await asyncio.wait_for(stop.wait(), 5)
+        except TimeoutError:
+            pass
+    await task
+    await server.stop()
+    await rt.store.close()

@@ -1,0 +1,93 @@
+"""Queries over the contacts read model (contacts_rm). Never another service's tables."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+from services.contacts.domain.contact import Contact
+from services.contacts.domain.errors import Invalid
+
+_COLS = """contact_id::text, email, phone, external_id, first_name, last_name, tags, version,
+           create_time, update_time"""
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+def _row(r: asyncpg.Record) -> Contact:
+    return Contact(
+        contact_id=r[0], email=r[1], phone=r[2], external_id=r[3], first_name=r[4],
+        last_name=r[5], tags=tuple(r[6]), version=r[7], create_time=r[8], update_time=r[9],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    tag: str = ""
+    email: str = ""
+    phone: str = ""
+    external_id: str = ""
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:12]
+
+
+def encode_token(after: str, f: ListFilter) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"a": after, "f": f.fingerprint()})).decode()
+
+
+def decode_token(token: str, f: ListFilter) -> str:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(token.encode()))
+        after = str(uuid.UUID(data["a"]))
+        ok = data["f"] == f.fingerprint()
+    except (ValueError, KeyError, TypeError):
+        raise Invalid([("page_token", "INVALID_PAGE_TOKEN", "not a token from this API")]) from None
+    if not ok:
+        raise Invalid([("page_token", "INVALID_PAGE_TOKEN", "the filter changed since the token")])
+    return after
+
+
+class ContactQueries:
+    def __init__(self, pool: asyncpg.Pool, schema: str = "contacts_rm") -> None:
+        self.pool = pool
+        self.table = f"{schema}.contacts"
+
+    async def get(self, contact_id: str) -> Contact | None:
+        r = await self.pool.fetchrow(
+            f"SELECT {_COLS} FROM {self.table} WHERE contact_id = $1", uuid.UUID(contact_id)
+        )
+        return _row(r) if r else None
+
+    async def find(self, kind: str, value: str) -> Contact | None:
+        assert kind in ("email", "phone", "external_id")
+        r = await self.pool.fetchrow(
+            f"SELECT {_COLS} FROM {self.table} WHERE {kind} = $1 ORDER BY create_time LIMIT 1",
+            value,
+        )
+        return _row(r) if r else None
+
+    async def list(self, f: ListFilter, page_size: int, after: str | None) -> list[Contact]:
+        where, args = ["true"], []
+        for col, value in (("email", f.email), ("phone", f.phone), ("external_id", f.external_id)):
+            if value:
+                args.append(value)
+                where.append(f"{col} = ${len(args)}")
+        if f.tag:
+            args.append([f.tag])
+            where.append(f"tags @> ${len(args)}::text[]")
+        if after:
+            args.append(uuid.UUID(after))
+            where.append(f"contact_id > ${len(args)}")
+        args.append(page_size)
+        rows = await self.pool.fetch(
+            f"SELECT {_COLS} FROM {self.table} WHERE {' AND '.join(where)}"
+            f" ORDER BY contact_id LIMIT ${len(args)}",
+            *args,
+        )
+        return [_row(r) for r in rows]

@@ -1,0 +1,31 @@
+"""Domain errors; the API layer maps them to gRPC statuses (see api/errors.py)."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    def __init__(self, reason: str, message: str, **metadata: str) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.metadata = reason, message, metadata
+
+
+class Invalid(DomainError):
+    """Bad input. ``violations`` lists (field, description) pairs."""
+
+    def __init__(self, violations: list[tuple[str, str, str]]) -> None:
+        # each violation: (field, reason, description)
+        self.violations = violations
+        field, reason, desc = violations[0]
+        super().__init__(reason, f"{field}: {desc}" + (f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""))
+
+
+class NotFound(DomainError):
+    pass
+
+
+class Conflict(DomainError):
+    """An identity is held by another contact."""
+
+
+class StaleEtag(DomainError):
+    pass

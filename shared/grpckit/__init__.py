@@ -1,0 +1,1 @@
+"""The gRPC service kit: server bootstrap, rich errors, metrics and logging interceptor."""
