@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,17 +86,18 @@ async def project(settings: Settings, stop: asyncio.Event) -> None:
     serve_metrics(settings.metrics_port)
     rt = await connect(settings)
     runner = ProjectionRunner(
-        rt.store, ContactsProjection(), pool=rt.pool, dsn=rt.dsn,
+        rt.store,
+        ContactsProjection(),
+        pool=rt.pool,
+        dsn=rt.dsn,
         batch_size=settings.projection_batch_size,
     )
     await server.ready()
     task = asyncio.create_task(runner.run(stop))
     while not stop.is_set():
         await runner.update_lag()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 5)
-        except TimeoutError:
-            pass
     await task
     await server.stop()
     await rt.store.close()

@@ -51,7 +51,8 @@ class EventStore(Protocol):
         types: Sequence[str] | None = None,
         limit: int = 1000,
     ) -> ReadAllPage:
-        """Events with position > ``after`` in position order; never skips one that commits later."""
+        """Events with position > ``after`` in position order; never skips one that commits
+        later."""
         ...
 
     def subscribe(

@@ -35,7 +35,9 @@ CHANNEL = "crm_events"
 _COLUMNS = "position, event_id, stream_id, version, type, data::text, metadata::text, recorded_at"
 # Only positions below this bound are visible: every transaction with a smaller id has ended.
 _HORIZON = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)"
-_APPEND = "SELECT o_version, o_position, o_recorded_at FROM eventstore.append($1, $2, $3, $4, $5, $6)"
+_APPEND = (
+    "SELECT o_version, o_position, o_recorded_at FROM eventstore.append($1, $2, $3, $4, $5, $6)"
+)
 _EXISTING = "SELECT o_version, o_position, o_recorded_at FROM eventstore.existing($1, $2, $3, $4)"
 
 
@@ -112,7 +114,9 @@ class PostgresEventStore:
         self._notifier: asyncio.Task[None] | None = None
 
     @classmethod
-    async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> PostgresEventStore:
+    async def connect(
+        cls, dsn: str, *, min_size: int = 1, max_size: int = 10
+    ) -> PostgresEventStore:
         from shared.db import connect_pool
 
         pool = await connect_pool(dsn, min_size=min_size, max_size=max_size)
@@ -147,7 +151,9 @@ class PostgresEventStore:
                 await self._append_on(conn, a.stream, a.events, a.expected_version) for a in appends
             ]
         APPEND_SECONDS.observe(time.perf_counter() - started)
-        EVENTS_APPENDED.inc(sum(len(a.events) for a, r in zip(appends, results) if not r.idempotent))
+        EVENTS_APPENDED.inc(
+            sum(len(a.events) for a, r in zip(appends, results, strict=True) if not r.idempotent)
+        )
         self.committed(max(r.position for r in results))
         return results
 
@@ -361,12 +367,12 @@ class PostgresEventStore:
         finally:
             self._waiters.discard(wake)
 
-    # --- audit -------------------------------------------------------------------------------------
+    # --- audit ---------------------------------------------------------------------------------
 
     async def verify(self, stream: str | None = None) -> VerifyReport:
         where, args = ("WHERE stream_id = $1", [stream]) if stream else ("", [])
         broken: list[tuple[str, int]] = []
-        current, prev, streams, count = None, b"", 0, 0
+        current, prev, streams, count = "", b"", 0, 0
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             cursor = conn.cursor(
                 f"""SELECT stream_id, version, event_id, type, data::text, metadata::text,
@@ -380,8 +386,14 @@ class PostgresEventStore:
                 if r["stream_id"] != current:
                     current, prev, streams = r["stream_id"], b"", streams + 1
                 expected = hashing.event_hash(
-                    prev, r["event_id"], current, r["version"], r["type"],
-                    r["data"], r["metadata"], r["recorded_at"],
+                    prev,
+                    r["event_id"],
+                    current,
+                    r["version"],
+                    r["type"],
+                    r["data"],
+                    r["metadata"],
+                    r["recorded_at"],
                 )
                 if bytes(r["hash"]) != expected:
                     broken.append((current, r["version"]))

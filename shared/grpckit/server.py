@@ -60,7 +60,7 @@ class GrpcServer:
 
     async def _set_all(self, status: int) -> None:
         for name in ["", *self.names]:
-            await self.health.set(name, status)  # type: ignore[arg-type]
+            await self.health.set(name, status)
 
     async def stop(self) -> None:
         """Drain: report NOT_SERVING (load balancers stop sending), let in-flight calls finish."""

@@ -17,7 +17,11 @@ async def rebuild(store: PostgresEventStore, projection: Projection, batch_size:
         await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(shadow_schema)} CASCADE")
         await conn.execute("DELETE FROM projections.checkpoints WHERE name = $1", shadow_name)
     shadow = ProjectionRunner(
-        store, projection, name=shadow_name, schema=shadow_schema, replay=True,
+        store,
+        projection,
+        name=shadow_name,
+        schema=shadow_schema,
+        replay=True,
         batch_size=batch_size,
     )
     await shadow.catch_up()  # the long part; the live projection keeps running meanwhile

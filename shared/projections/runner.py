@@ -38,9 +38,7 @@ async def ensure_schema(conn: asyncpg.Connection, projection: Projection, schema
     """Create the read model's schema and tables if the schema does not exist yet."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('schema:' || $1))", schema)
-        exists = await conn.fetchval(
-            "SELECT true FROM pg_namespace WHERE nspname = $1", schema
-        )
+        exists = await conn.fetchval("SELECT true FROM pg_namespace WHERE nspname = $1", schema)
         if not exists:
             await conn.execute(f"CREATE SCHEMA {quote_ident(schema)}")
             await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}, public")
@@ -112,7 +110,9 @@ class ProjectionRunner:
             follow = asyncio.create_task(self._follow())
             waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())]
             try:
-                done, _ = await asyncio.wait([follow, *waiters], return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    [follow, *waiters], return_when=asyncio.FIRST_COMPLETED
+                )
                 if follow in done:
                     follow.result()  # re-raise its error
                 if lost.is_set():
@@ -150,7 +150,10 @@ class ProjectionRunner:
                 raise
             except Exception as exc:
                 log.warning(
-                    "projection.batch_failed", projection=self.name, attempt=attempt, error=repr(exc)
+                    "projection.batch_failed",
+                    projection=self.name,
+                    attempt=attempt,
+                    error=repr(exc),
                 )
                 await asyncio.sleep(self.retry_delay * 2**attempt)
         else:
@@ -178,7 +181,13 @@ class ProjectionRunner:
                     """INSERT INTO projections.parked
                          (name, position, event_id, stream_id, type, error, attempts)
                        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
-                    self.name, e.position, e.event_id, e.stream, e.type, park, self.retries,
+                    self.name,
+                    e.position,
+                    e.event_id,
+                    e.stream,
+                    e.type,
+                    park,
+                    self.retries,
                 )
             await conn.execute(
                 """INSERT INTO projections.checkpoints (name, position) VALUES ($1, $2)
@@ -201,8 +210,13 @@ class ProjectionRunner:
                     error = repr(exc)
                     await asyncio.sleep(self.retry_delay * 2**attempt)
             else:
-                log.error("projection.parked", projection=self.name, position=e.position,
-                          event_type=e.type, error=error)
+                log.error(
+                    "projection.parked",
+                    projection=self.name,
+                    position=e.position,
+                    event_type=e.type,
+                    error=error,
+                )
                 await self._commit([e], e.position, park=error)
                 PARKED_EVENTS.labels(self.name).inc()
         await self._commit([], last_position)
@@ -266,7 +280,9 @@ async def wait_for_checkpoint(
     """Wait until a projection run by another process has committed ``position``."""
     deadline = time.monotonic() + timeout
     while True:
-        v = await pool.fetchval("SELECT position FROM projections.checkpoints WHERE name = $1", name)
+        v = await pool.fetchval(
+            "SELECT position FROM projections.checkpoints WHERE name = $1", name
+        )
         if v is not None and v >= position:
             return
         if time.monotonic() > deadline:

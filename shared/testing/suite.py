@@ -1,4 +1,4 @@
-"""Every component's migrations, in dependency order (used by tests, benchmarks and dev runs)."""
+"""Everything a fresh database needs, in dependency order (tests, benchmarks, dev runs)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,16 @@ import asyncpg
 from shared.db import migrate
 
 
-def components() -> list[tuple[str, object]]:
-    from services.contacts.adapters import readmodel as contacts_rm
+async def migrate_everything(dsn: str) -> None:
+    from services.contacts.adapters.readmodel import ContactsProjection
     from shared.eventstore import postgres
     from shared.projections import store as projections_store
+    from shared.projections.runner import ensure_schema
 
-    return [
-        ("eventstore", postgres.MIGRATIONS),
-        ("projections", projections_store.MIGRATIONS),
-        ("contacts", contacts_rm.MIGRATIONS),
-    ]
-
-
-async def migrate_everything(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        for name, path in components():
-            await migrate(conn, name, path)  # type: ignore[arg-type]
+        await migrate(conn, "eventstore", postgres.MIGRATIONS)
+        await migrate(conn, "projections", projections_store.MIGRATIONS)
+        await ensure_schema(conn, ContactsProjection(), ContactsProjection.schema)
     finally:
         await conn.close()

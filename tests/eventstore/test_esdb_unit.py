@@ -102,7 +102,7 @@ def test_fake_events_have_the_client_event_fields() -> None:
 def test_module_imports_without_loading_the_client() -> None:
     code = "import sys, shared.eventstore.esdb; print('eventstoredb' in sys.modules)"
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run(  # noqa: S603 (fixed command)
+    out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
     assert out.stdout.strip() == "False"

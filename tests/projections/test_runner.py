@@ -39,7 +39,9 @@ async def fill(store: PostgresEventStore, streams: int, per_stream: int, start: 
     return last
 
 
-async def counts(store: PostgresEventStore, schema: str = "sample_rm") -> dict[str, tuple[int, int]]:
+async def counts(
+    store: PostgresEventStore, schema: str = "sample_rm"
+) -> dict[str, tuple[int, int]]:
     rows = await store.pool.fetch(f"SELECT stream_id, n, total FROM {schema}.counts")
     return {r["stream_id"]: (r["n"], r["total"]) for r in rows}
 
@@ -56,7 +58,9 @@ async def test_follows_log_live_and_commits_checkpoint(store: PostgresEventStore
     last = await fill(store, 3, 5, start=5)
     await runner.wait_for(last)
     assert await counts(store) == {f"s-{s}": (10, sum(range(10))) for s in range(3)}
-    cp = await store.pool.fetchval("SELECT position FROM projections.checkpoints WHERE name='sample'")
+    cp = await store.pool.fetchval(
+        "SELECT position FROM projections.checkpoints WHERE name='sample'"
+    )
     assert cp >= last
     # other categories move the checkpoint without being applied
     other = await store.append("other-1", [NewEvent("t.v1.X", {})], StreamState.NO_STREAM)
@@ -116,7 +120,9 @@ async def test_side_by_side_rebuild_without_side_effects(store: PostgresEventSto
     # the new schema has no side effects from the replayed history, only from live events after
     effects_after = await store.pool.fetchval("SELECT count(*) FROM sample_rm.effects")
     assert effects_after < effects_before + 40
-    schemas = await store.pool.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sample%'")
+    schemas = await store.pool.fetch(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sample%'"
+    )
     assert [r[0] for r in schemas] == ["sample_rm"]
     stop.set()
     await task
@@ -127,7 +133,9 @@ async def test_kill_9_mid_batch_then_restart_equals_fresh_rebuild(
 ) -> None:
     await fill(store, 5, 40)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests/projections/sample.py"), dsn], env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests/projections/sample.py"), dsn], env=env
+    )
     try:
         # wait until it is part-way through, with more arriving, then kill it without warning
         await wait_for_checkpoint(store.pool, "sample", 1, timeout=30)
@@ -139,7 +147,9 @@ async def test_kill_9_mid_batch_then_restart_equals_fresh_rebuild(
     finally:
         if proc.poll() is None:
             proc.kill()
-    cp = await store.pool.fetchval("SELECT position FROM projections.checkpoints WHERE name='sample'")
+    cp = await store.pool.fetchval(
+        "SELECT position FROM projections.checkpoints WHERE name='sample'"
+    )
     head = await store.head_position()
     assert cp < head, "the runner should have been killed before finishing"
     restarted = ProjectionRunner(store, SampleProjection(), standby_poll=0.05)

@@ -34,8 +34,14 @@ T = TypeVar("T")
 
 def to_pb(c: Contact) -> pb.Contact:
     msg = pb.Contact(
-        contact_id=c.contact_id, email=c.email, phone=c.phone, external_id=c.external_id,
-        first_name=c.first_name, last_name=c.last_name, tags=list(c.tags), etag=str(c.version),
+        contact_id=c.contact_id,
+        email=c.email,
+        phone=c.phone,
+        external_id=c.external_id,
+        first_name=c.first_name,
+        last_name=c.last_name,
+        tags=list(c.tags),
+        etag=str(c.version),
     )
     if c.create_time:
         msg.create_time.CopyFrom(_ts(c.create_time))
@@ -52,8 +58,12 @@ def _ts(dt: datetime) -> Timestamp:
 
 def _profile(m: Any) -> ProfileInput:
     return ProfileInput(
-        email=m.email, phone=m.phone, external_id=m.external_id, first_name=m.first_name,
-        last_name=m.last_name, tags=tuple(m.tags),
+        email=m.email,
+        phone=m.phone,
+        external_id=m.external_id,
+        first_name=m.first_name,
+        last_name=m.last_name,
+        tags=tuple(m.tags),
     )
 
 
@@ -62,7 +72,9 @@ def _contact_id(value: str, field: str = "contact_id") -> str:
         return str(uuid.UUID(value))
     except ValueError:
         raise ge.InvalidArgument(
-            "INVALID_CONTACT_ID", f"{field} must be a UUID", domain=DOMAIN,
+            "INVALID_CONTACT_ID",
+            f"{field} must be a UUID",
+            domain=DOMAIN,
             violations=[(field, "must be a UUID")],
         ) from None
 
@@ -70,7 +82,9 @@ def _contact_id(value: str, field: str = "contact_id") -> str:
 def _request_id(value: str) -> str:
     if len(value) > MAX_REQUEST_ID:
         raise ge.InvalidArgument(
-            "INVALID_REQUEST_ID", f"request_id is longer than {MAX_REQUEST_ID}", domain=DOMAIN,
+            "INVALID_REQUEST_ID",
+            f"request_id is longer than {MAX_REQUEST_ID}",
+            domain=DOMAIN,
             violations=[("request_id", "too long")],
         )
     return value
@@ -127,7 +141,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
             raise ge.Unavailable("NOT_READY", "starting up; retry", domain=DOMAIN)
         return self._queries
 
-    async def RegisterContact(  # noqa: N802 - gRPC method names
+    async def RegisterContact(
         self, request: pb.RegisterContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterContactResponse:
         rid = _request_id(request.request_id)
@@ -138,7 +152,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         )
         return pb.RegisterContactResponse(contact=to_pb(contact))
 
-    async def GetContact(  # noqa: N802
+    async def GetContact(
         self, request: pb.GetContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetContactResponse:
         cid = _contact_id(request.contact_id)
@@ -146,11 +160,15 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         # stream so a client can read what it just wrote.
         contact = await self.queries.get(cid) or await self.commands.load(cid)
         if contact is None:
-            raise ge.NotFound("CONTACT_NOT_FOUND", f"no contact {cid}", domain=DOMAIN,
-                              metadata={"contact_id": cid})
+            raise ge.NotFound(
+                "CONTACT_NOT_FOUND",
+                f"no contact {cid}",
+                domain=DOMAIN,
+                metadata={"contact_id": cid},
+            )
         return pb.GetContactResponse(contact=to_pb(contact))
 
-    async def UpdateContact(  # noqa: N802
+    async def UpdateContact(
         self, request: pb.UpdateContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateContactResponse:
         cid = _contact_id(request.contact.contact_id, "contact.contact_id")
@@ -167,12 +185,14 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         )
         return pb.UpdateContactResponse(contact=to_pb(contact))
 
-    async def ListContacts(  # noqa: N802
+    async def ListContacts(
         self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListContactsResponse:
         if request.page_size < 0 or request.page_size > MAX_PAGE:
             raise ge.InvalidArgument(
-                "INVALID_PAGE_SIZE", f"page_size must be 0..{MAX_PAGE}", domain=DOMAIN,
+                "INVALID_PAGE_SIZE",
+                f"page_size must be 0..{MAX_PAGE}",
+                domain=DOMAIN,
                 violations=[("page_size", f"0..{MAX_PAGE}")],
             )
         size = request.page_size or DEFAULT_PAGE
@@ -193,13 +213,15 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
             contacts=[to_pb(c) for c in rows[:size]], next_page_token=token
         )
 
-    async def FindContact(  # noqa: N802
+    async def FindContact(
         self, request: pb.FindContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.FindContactResponse:
         kind = request.WhichOneof("identity")
         if kind is None or not getattr(request, kind):
             raise ge.InvalidArgument(
-                "IDENTITY_REQUIRED", "set one of email, phone, external_id", domain=DOMAIN,
+                "IDENTITY_REQUIRED",
+                "set one of email, phone, external_id",
+                domain=DOMAIN,
                 violations=[("identity", "required")],
             )
         value = _normalised(kind, getattr(request, kind))
@@ -216,7 +238,10 @@ def _normalised(kind: str, value: str) -> str:
         return NORMALISERS[kind](value)
     except BadIdentity as exc:
         raise ge.InvalidArgument(
-            f"INVALID_{kind.upper()}", f"{kind}: {exc}", domain=DOMAIN, violations=[(kind, str(exc))]
+            f"INVALID_{kind.upper()}",
+            f"{kind}: {exc}",
+            domain=DOMAIN,
+            violations=[(kind, str(exc))],
         ) from None
 
 

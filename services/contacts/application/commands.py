@@ -11,6 +11,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from services.contacts.domain import contact as domain
+from services.contacts.domain.contact import Contact, ProfileInput
+from services.contacts.domain.errors import Conflict, NotFound, StaleEtag
+from services.contacts.domain.identity import identity_stream
 from shared.eventstore import (
     EventStore,
     NewEvent,
@@ -20,10 +24,6 @@ from shared.eventstore import (
     WrongExpectedVersion,
 )
 from shared.eventstore.port import Direction
-from services.contacts.domain import contact as domain
-from services.contacts.domain.contact import Contact, ProfileInput
-from services.contacts.domain.errors import Conflict, NotFound, StaleEtag
-from services.contacts.domain.identity import identity_stream
 
 _NS = uuid.UUID("6f1c7a3e-2b1d-4f57-9a51-3c2f0e9d8b10")
 _ATTEMPTS = 3  # optimistic-concurrency retries when an identity stream moved under us
@@ -66,9 +66,7 @@ class ContactCommands:
         """The result of an earlier execution of this request, if there was one."""
         if not request_id:
             return None
-        first = await self.store.get_event(
-            _event_id(request_id, domain.stream_of(contact_id), 0)
-        )
+        first = await self.store.get_event(_event_id(request_id, domain.stream_of(contact_id), 0))
         if first is None:
             return None
         return await self.load(contact_id, up_to_version=first.version)
@@ -113,7 +111,9 @@ class ContactCommands:
             recorded = await self.store.read_stream(stream)
             state = _fold(recorded)
             if state is None:
-                raise NotFound("CONTACT_NOT_FOUND", f"no contact {contact_id}", contact_id=contact_id)
+                raise NotFound(
+                    "CONTACT_NOT_FOUND", f"no contact {contact_id}", contact_id=contact_id
+                )
             if request_id:
                 done = [e for e in recorded if e.event_id == _event_id(request_id, stream, 0)]
                 if done:
@@ -144,7 +144,10 @@ class ContactCommands:
                     raise
                 continue
             return domain.evolve(
-                after, domain.UPDATED, {"changed_fields": []}, results[0].recorded_at,  # type: ignore[arg-type]
+                after,
+                domain.UPDATED,
+                {"changed_fields": []},
+                results[0].recorded_at,  # type: ignore[arg-type]
                 results[0].version,
             )
         raise AssertionError("unreachable")
@@ -181,5 +184,7 @@ class ContactCommands:
                 continue  # nothing to release
             expected = last[0].version if last else StreamState.NO_STREAM
             data = {"contact_id": contact_id, "kind": kind}
-            out.append(StreamAppend(stream, _events(stream, [(type_, data)], request_id, meta), expected))
+            out.append(
+                StreamAppend(stream, _events(stream, [(type_, data)], request_id, meta), expected)
+            )
         return out

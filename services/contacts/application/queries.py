@@ -6,6 +6,7 @@ import base64
 import hashlib
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import orjson
@@ -21,8 +22,16 @@ DEFAULT_PAGE = 100
 
 def _row(r: asyncpg.Record) -> Contact:
     return Contact(
-        contact_id=r[0], email=r[1], phone=r[2], external_id=r[3], first_name=r[4],
-        last_name=r[5], tags=tuple(r[6]), version=r[7], create_time=r[8], update_time=r[9],
+        contact_id=r[0],
+        email=r[1],
+        phone=r[2],
+        external_id=r[3],
+        first_name=r[4],
+        last_name=r[5],
+        tags=tuple(r[6]),
+        version=r[7],
+        create_time=r[8],
+        update_time=r[9],
     )
 
 
@@ -73,7 +82,8 @@ class ContactQueries:
         return _row(r) if r else None
 
     async def list(self, f: ListFilter, page_size: int, after: str | None) -> list[Contact]:
-        where, args = ["true"], []
+        where: list[str] = ["true"]
+        args: list[Any] = []
         for col, value in (("email", f.email), ("phone", f.phone), ("external_id", f.external_id)):
             if value:
                 args.append(value)

@@ -62,7 +62,9 @@ class ProfileInput:
     tags: Sequence[str] = field(default_factory=tuple)
 
 
-def evolve(state: Contact | None, type_: str, data: Mapping[str, Any], at: datetime, version: int) -> Contact:
+def evolve(
+    state: Contact | None, type_: str, data: Mapping[str, Any], at: datetime, version: int
+) -> Contact:
     if type_ == REGISTERED:
         return Contact(
             contact_id=data["contact_id"],
@@ -78,7 +80,9 @@ def evolve(state: Contact | None, type_: str, data: Mapping[str, Any], at: datet
         )
     assert state is not None, f"{type_} before ContactRegistered"
     if type_ == UPDATED:
-        changes = {f: data.get(f, "" if f != "tags" else []) for f in data.get("changed_fields", [])}
+        changes = {
+            f: data.get(f, "" if f != "tags" else []) for f in data.get("changed_fields", [])
+        }
         if "tags" in changes:
             changes["tags"] = tuple(changes["tags"])
         return replace(state, **changes, version=version, update_time=at)
@@ -145,7 +149,9 @@ def decide_register(contact_id: str, profile: ProfileInput) -> list[Event]:
         UPDATABLE,
     )
     if not any(fields[k] for k in KINDS):
-        raise Invalid([("email", "IDENTITY_REQUIRED", "one of email, phone, external_id is required")])
+        raise Invalid(
+            [("email", "IDENTITY_REQUIRED", "one of email, phone, external_id is required")]
+        )
     data = {"contact_id": contact_id, **{k: v for k, v in fields.items() if v}}
     return [(REGISTERED, data)]
 
@@ -169,7 +175,9 @@ def decide_update(state: Contact, paths: Sequence[str], profile: ProfileInput) -
     changed = [k for k, v in after.items() if getattr(state, k) != v]
     remaining = {k: after.get(k, getattr(state, k)) for k in KINDS}
     if not any(remaining.values()):
-        raise Invalid([("update_mask", "IDENTITY_REQUIRED", "a contact keeps at least one identity")])
+        raise Invalid(
+            [("update_mask", "IDENTITY_REQUIRED", "a contact keeps at least one identity")]
+        )
     if not changed:
         return []
     data: dict[str, Any] = {"contact_id": state.contact_id, "changed_fields": changed}
@@ -177,7 +185,9 @@ def decide_update(state: Contact, paths: Sequence[str], profile: ProfileInput) -
     return [(UPDATED, data)]
 
 
-def identity_changes(before: Contact | None, after: Contact) -> tuple[dict[str, str], dict[str, str]]:
+def identity_changes(
+    before: Contact | None, after: Contact
+) -> tuple[dict[str, str], dict[str, str]]:
     """Identities to claim and to release when going from ``before`` to ``after``."""
     old = before.identities() if before else {}
     new = after.identities()

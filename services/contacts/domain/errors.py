@@ -16,7 +16,10 @@ class Invalid(DomainError):
         # each violation: (field, reason, description)
         self.violations = violations
         field, reason, desc = violations[0]
-        super().__init__(reason, f"{field}: {desc}" + (f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""))
+        super().__init__(
+            reason,
+            f"{field}: {desc}" + (f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""),
+        )
 
 
 class NotFound(DomainError):

@@ -1,0 +1,121 @@
+"""`make run`: start the suite on this machine and stop all of it on Ctrl-C.
+
+Starts the embedded PostgreSQL unless DATABASE_URL is set, then every service in both roles as
+child processes, waits until each reports SERVING, and prints the addresses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
+from rich.table import Table
+
+from shared.db import embedded
+
+console = Console()
+
+
+@dataclass(frozen=True)
+class Role:
+    service: str
+    role: str
+    grpc_port: int
+    metrics_port: int
+
+
+ROLES = [
+    Role("contacts", "serve", 50051, 9464),
+    Role("contacts", "project", 50151, 9465),
+]
+
+
+def _healthy(port: int) -> bool:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        try:
+            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return bool(r.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def main() -> int:
+    server = None
+    dsn = os.environ.get("DATABASE_URL")
+    if not dsn:
+        console.print("starting the embedded PostgreSQL …")
+        dsn, server = embedded.start(embedded.default_data_dir())
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for r in ROLES:
+            env = {
+                **os.environ,
+                "DATABASE_URL": dsn,
+                "GRPC_PORT": str(r.grpc_port),
+                "METRICS_PORT": str(r.metrics_port),
+                "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
+            }
+            children.append(
+                subprocess.Popen([sys.executable, "-m", f"services.{r.service}", r.role], env=env)
+            )
+        deadline = time.monotonic() + 120
+        pending = list(ROLES)
+        while pending and not stopping:
+            if any(c.poll() is not None for c in children):
+                console.print("[red]a service exited during start-up; see its log above[/red]")
+                return 1
+            pending = [r for r in pending if not _healthy(r.grpc_port)]
+            if time.monotonic() > deadline:
+                console.print(f"[red]not healthy after 120 s: {pending}[/red]")
+                return 1
+            time.sleep(0.2)
+        table = Table(title="CRM suite is running (Ctrl-C stops everything)")
+        for col in ("service", "role", "gRPC", "metrics"):
+            table.add_column(col)
+        for r in ROLES:
+            table.add_row(
+                r.service,
+                r.role,
+                f"127.0.0.1:{r.grpc_port}",
+                f"http://127.0.0.1:{r.metrics_port}/metrics",
+            )
+        console.print(table)
+        console.print(f"database: {dsn}")
+        while not stopping:
+            if any(c.poll() is not None for c in children):
+                console.print("[red]a service exited; stopping the suite[/red]")
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        console.print("stopping …")
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+        for c in children:
+            try:
+                c.wait(30)
+            except subprocess.TimeoutExpired:
+                c.kill()
+        if server is not None:
+            embedded.stop(server)
+            console.print("embedded PostgreSQL stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
