@@ -95,9 +95,7 @@ def render(directory: Path) -> tuple[Manifest, ...] | None:
     """Rendered manifests, or None for an overlay when there is nothing to render it with."""
     argv = kustomize_argv()
     if argv is not None:
-        out = subprocess.run(
-            [*argv, str(directory)], capture_output=True, text=True, check=False
-        )
+        out = subprocess.run([*argv, str(directory)], capture_output=True, text=True, check=False)
         assert out.returncode == 0, f"{' '.join(argv)} {directory} failed:\n{out.stderr}"
         return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
     if directory == BASE:
