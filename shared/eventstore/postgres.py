@@ -55,8 +55,24 @@ class WrongVersionSignal(asyncpg.PostgresError):
     sqlstate = "CR001"
 
 
-def _translate(exc: asyncpg.PostgresError, stream: str, expected: ExpectedVersion) -> Exception:
+def _append_args(
+    stream: str, events: Sequence[NewEvent], expected: ExpectedVersion
+) -> tuple[Any, ...]:
+    if not events:
+        raise ValueError("append needs at least one event")
+    return (
+        stream,
+        _expected_code(expected),
+        [e.event_id for e in events],
+        [e.type for e in events],
+        [orjson.dumps(e.data).decode() for e in events],
+        [orjson.dumps(e.metadata).decode() for e in events],
+    )
+
+
+def _translate(exc: Exception, stream: str, expected: ExpectedVersion | None) -> Exception:
     code = getattr(exc, "sqlstate", None)
+    expected = StreamState.ANY if expected is None else expected
     if code == "CR001":
         return WrongExpectedVersion(stream, expected, int(getattr(exc, "detail", None) or -1))
     if code == "CR002":
@@ -145,16 +161,54 @@ class PostgresEventStore:
         return result
 
     async def append_multi(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Several streams, atomically, in one statement (one round trip, one transaction)."""
+        if len(appends) == 1:
+            a = appends[0]
+            return [await self.append(a.stream, a.events, a.expected_version)]
         started = time.perf_counter()
-        async with self._pool.acquire() as conn, conn.transaction():
-            results = [
-                await self._append_on(conn, a.stream, a.events, a.expected_version) for a in appends
-            ]
-        APPEND_SECONDS.observe(time.perf_counter() - started)
-        EVENTS_APPENDED.inc(
-            sum(len(a.events) for a, r in zip(appends, results, strict=True) if not r.idempotent)
+        sql = " UNION ALL ".join(
+            f"(SELECT {i}, o_version, o_position, o_recorded_at FROM eventstore.append("
+            + ", ".join(f"${6 * i + j}" for j in range(1, 7))
+            + "))"
+            for i in range(len(appends))
         )
+        args = [x for a in appends for x in _append_args(a.stream, a.events, a.expected_version)]
+        async with self._pool.acquire() as conn:
+            try:
+                rows = await conn.fetch(sql, *args)
+            except (asyncpg.UniqueViolationError, WrongVersionSignal) as exc:
+                return await self._multi_retry(conn, appends, exc)
+            except asyncpg.PostgresError as exc:
+                stream = getattr(exc, "hint", None) or appends[0].stream
+                raise _translate(exc, stream, None) from None
+        last = {r[0]: r for r in rows}  # rows come in order: the last one per append wins
+        results = [
+            AppendResult(a.stream, last[i][1], last[i][2], False, last[i][3])
+            for i, a in enumerate(appends)
+        ]
+        APPEND_SECONDS.observe(time.perf_counter() - started)
+        EVENTS_APPENDED.inc(sum(len(a.events) for a in appends))
         self.committed(max(r.position for r in results))
+        return results
+
+    async def _multi_retry(
+        self, conn: asyncpg.Connection, appends: Sequence[StreamAppend], exc: Exception
+    ) -> list[AppendResult]:
+        """A multi-append failed: an idempotent retry if every event is already stored."""
+        results = []
+        for a in appends:
+            args = _append_args(a.stream, a.events, a.expected_version)
+            try:
+                rows = await conn.fetch(_EXISTING, a.stream, args[2], args[3], args[4])
+            except asyncpg.PostgresError as again:
+                raise _translate(again, a.stream, a.expected_version) from None
+            if not rows:
+                stream = getattr(exc, "hint", None) or a.stream
+                expected = next(
+                    (x.expected_version for x in appends if x.stream == stream), a.expected_version
+                )
+                raise _translate(exc, stream, expected) from None
+            results.append(AppendResult(a.stream, rows[-1][0], rows[-1][1], True, rows[-1][2]))
         return results
 
     async def append_on(
@@ -178,16 +232,7 @@ class PostgresEventStore:
         events: Sequence[NewEvent],
         expected_version: ExpectedVersion,
     ) -> AppendResult:
-        if not events:
-            raise ValueError("append needs at least one event")
-        args = (
-            stream,
-            _expected_code(expected_version),
-            [e.event_id for e in events],
-            [e.type for e in events],
-            [orjson.dumps(e.data).decode() for e in events],
-            [orjson.dumps(e.metadata).decode() for e in events],
-        )
+        args = _append_args(stream, events, expected_version)
         try:
             rows = await conn.fetch(_APPEND, *args)
         except (asyncpg.UniqueViolationError, WrongVersionSignal) as exc:
@@ -279,9 +324,10 @@ class PostgresEventStore:
         return -1 if v is None else int(v)
 
     async def head_position(self) -> int:
-        v = await self._pool.fetchval(
-            f"SELECT max(position) FROM eventstore.events WHERE position < {_HORIZON}"
-        )
+        """The last committed event's position. (Not limited by the readers' horizon: a caller
+        waiting "until everything committed so far is projected" must not get an older head
+        because some unrelated transaction is still open.)"""
+        v = await self._pool.fetchval("SELECT max(position) FROM eventstore.events")
         return 0 if v is None else int(v)
 
     # --- live subscriptions ---------------------------------------------------------------------

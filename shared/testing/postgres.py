@@ -25,7 +25,10 @@ def base_dsn() -> tuple[str, Any]:
     if url:
         return url, None
     data_dir = Path(os.environ.get("CRM_TEST_PGDATA", "/var/tmp/crm-suite/test-pgdata"))
-    return embedded.start(data_dir)
+    shared_with_others = embedded.running(data_dir)
+    dsn, server = embedded.start(data_dir)
+    # Another test run or benchmark started it: leave it running for them.
+    return dsn, None if shared_with_others else server
 
 
 def with_database(dsn: str, name: str) -> str:

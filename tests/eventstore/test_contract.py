@@ -141,13 +141,38 @@ async def test_multi_stream_append_is_atomic(store: Any, cat: str) -> None:
             ]
         )
     assert await store.read_stream(f"{cat}-a") == []
+    batch = [
+        StreamAppend(f"{cat}-a", [ev()], StreamState.NO_STREAM),
+        StreamAppend(f"{cat}-b", [ev()], 0),
+    ]
+    ok = await store.append_multi(batch)
+    assert [r.version for r in ok] == [0, 1]
+    again = await store.append_multi(batch)  # a retry of the very same events: nothing written
+    assert [(r.version, r.idempotent) for r in again] == [(0, True), (1, True)]
+    assert len(await store.read_stream(f"{cat}-b")) == 2
+    with pytest.raises(WrongExpectedVersion) as info:
+        await store.append_multi(
+            [
+                StreamAppend(f"{cat}-c", [ev()], StreamState.NO_STREAM),
+                StreamAppend(f"{cat}-b", [ev()], 0),
+            ]
+        )
+    assert info.value.stream == f"{cat}-b" and info.value.actual == 1
+
+
+async def test_multi_stream_append_events_get_distinct_positions(store: Any, cat: str) -> None:
+    if not isinstance(store, PostgresEventStore):
+        pytest.skip("append_multi is only atomic on PostgreSQL (documented)")
     ok = await store.append_multi(
         [
-            StreamAppend(f"{cat}-a", [ev()], StreamState.NO_STREAM),
-            StreamAppend(f"{cat}-b", [ev()], 0),
+            StreamAppend(f"{cat}-x", [ev(), ev()], StreamState.NO_STREAM),
+            StreamAppend(f"{cat}-y", [ev()], StreamState.NO_STREAM),
         ]
     )
-    assert [r.version for r in ok] == [0, 1]
+    events = (await store.read_stream(f"{cat}-x")) + (await store.read_stream(f"{cat}-y"))
+    positions = [e.position for e in events]
+    assert len(set(positions)) == 3 and positions == sorted(positions)
+    assert ok[1].position == positions[-1]
 
 
 async def test_get_event_and_head(store: Any, cat: str) -> None:

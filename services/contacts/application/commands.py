@@ -82,7 +82,11 @@ class ContactCommands:
         events = _events(stream, decided, request_id, meta)
         after = domain.evolve(None, decided[0][0], decided[0][1], None, 0)  # type: ignore[arg-type]
         for attempt in range(_ATTEMPTS):
-            claims = await self._claims(contact_id, after.identities(), {}, request_id, meta)
+            # First attempt: assume the identities are new (no read, one round trip). After a
+            # conflict, read the identity streams to name the holder or claim a released one.
+            claims = await self._claims(
+                contact_id, after.identities(), {}, request_id, meta, optimistic=attempt == 0
+            )
             try:
                 results = await self.store.append_multi(
                     [StreamAppend(stream, events, StreamState.NO_STREAM), *claims]
@@ -159,14 +163,22 @@ class ContactCommands:
         release: Mapping[str, str],
         request_id: str,
         meta: Mapping[str, Any],
+        *,
+        optimistic: bool = False,
     ) -> list[StreamAppend]:
-        """Appends that claim and release identities; Conflict if another contact holds one."""
+        """Appends that claim and release identities; Conflict if another contact holds one.
+        ``optimistic`` claims expect a new identity stream without reading it first."""
         out: list[StreamAppend] = []
         for kind, value, type_ in [
             *((k, v, domain.IDENTITY_CLAIMED) for k, v in claim.items()),
             *((k, v, domain.IDENTITY_RELEASED) for k, v in release.items()),
         ]:
             stream = identity_stream(kind, value)
+            data = {"contact_id": contact_id, "kind": kind}
+            if optimistic and type_ == domain.IDENTITY_CLAIMED:
+                events = _events(stream, [(type_, data)], request_id, meta)
+                out.append(StreamAppend(stream, events, StreamState.NO_STREAM))
+                continue
             last = await self.store.read_stream(stream, -1, Direction.BACKWARDS, limit=1)
             holder = (
                 last[0].data["contact_id"]
@@ -183,7 +195,6 @@ class ContactCommands:
             if type_ == domain.IDENTITY_RELEASED and holder != contact_id:
                 continue  # nothing to release
             expected = last[0].version if last else StreamState.NO_STREAM
-            data = {"contact_id": contact_id, "kind": kind}
             out.append(
                 StreamAppend(stream, _events(stream, [(type_, data)], request_id, meta), expected)
             )

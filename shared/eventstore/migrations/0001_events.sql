@@ -78,7 +78,8 @@ BEGIN
     END IF;
     IF (p_expected >= 0 AND v_ver <> p_expected) OR (p_expected = -1 AND v_ver <> -1)
         OR (p_expected = -4 AND v_ver = -1) THEN
-        RAISE EXCEPTION 'wrong expected version' USING ERRCODE = 'CR001', DETAIL = v_ver::text;
+        RAISE EXCEPTION 'wrong expected version' USING ERRCODE = 'CR001', DETAIL = v_ver::text,
+            HINT = p_stream;
     END IF;
     -- Index of the next event within this transaction: a transaction-local setting (rolled back
     -- with a savepoint, like the rows it counts).

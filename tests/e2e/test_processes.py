@@ -1,0 +1,131 @@
+"""The contacts service as real processes: both roles, /metrics, health, SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from crm.contacts.v1 import contacts_pb2 as pb
+from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    def __init__(self, role: str, database_url: str) -> None:
+        self.grpc_port, self.metrics_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
+            "DATABASE_URL": database_url,
+            "GRPC_PORT": str(self.grpc_port),
+            "METRICS_PORT": str(self.metrics_port),
+            "LOG_LEVEL": "WARNING",
+        }
+        self.p = subprocess.Popen([sys.executable, "-m", "services.contacts", role], env=env)
+
+    async def health(self, service: str = "") -> int:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}") as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            r = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+            return int(r.status)
+
+    async def wait_health(self, status: int, service: str = "", timeout: float = 30) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            assert self.p.poll() is None, "the service exited"
+            try:
+                if await self.health(service) == status:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, "health not reached"
+            await asyncio.sleep(0.1)
+
+    def terminate(self, timeout: float = 15) -> int:
+        self.p.send_signal(signal.SIGTERM)
+        return self.p.wait(timeout)
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.kill()
+
+
+async def scrape(port: int) -> str:
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
+            return str(r.read().decode())
+
+    return await asyncio.to_thread(get)
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_both_roles_serve_project_expose_metrics_and_drain(
+    dsn: str, procs: list[Proc]
+) -> None:
+    serve, project = Proc("serve", dsn), Proc("project", dsn)
+    procs += [serve, project]
+    await serve.wait_health(SERVING)
+    await project.wait_health(SERVING)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{serve.grpc_port}") as ch:
+        stub = pb_grpc.ContactsServiceStub(ch)
+        c = (await stub.RegisterContact(pb.RegisterContactRequest(email="p@e2e.io"))).contact
+        for _ in range(100):  # the project process builds the read model FindContact reads
+            try:
+                found = await stub.FindContact(pb.FindContactRequest(email="p@e2e.io"))
+                break
+            except grpc.aio.AioRpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND
+                await asyncio.sleep(0.05)
+        assert found.contact.contact_id == c.contact_id
+    text = await scrape(serve.metrics_port)
+    assert 'grpc_server_handled_total{grpc_code="OK",grpc_method="RegisterContact"' in text
+    assert "crm_events_appended_total 2.0" in text
+    assert "grpc_server_handling_seconds_bucket" in text
+    text = await scrape(project.metrics_port)
+    assert 'crm_projection_position{projection="contacts"}' in text
+    assert serve.terminate() == 0
+    assert project.terminate() == 0
+
+
+async def test_not_serving_and_unavailable_while_the_database_is_away(procs: list[Proc]) -> None:
+    serve = Proc("serve", f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere")
+    procs.append(serve)
+    await serve.wait_health(SERVING, service="liveness")
+    assert await serve.health() == NOT_SERVING
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{serve.grpc_port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await pb_grpc.ContactsServiceStub(ch).RegisterContact(
+                pb.RegisterContactRequest(email="x@e2e.io"), timeout=5
+            )
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert serve.terminate(timeout=10) == 0  # SIGTERM is honoured even while waiting for the DB
