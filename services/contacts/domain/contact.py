@@ -61,6 +61,9 @@ class ProfileInput:
     last_name: str = ""
     tags: Sequence[str] = field(default_factory=tuple)
 
+    def fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in UPDATABLE}
+
 
 def evolve(
     state: Contact | None, type_: str, data: Mapping[str, Any], at: datetime, version: int
@@ -137,17 +140,7 @@ def _clean(fields: Mapping[str, Any], only: Iterable[str]) -> dict[str, Any]:
 
 
 def decide_register(contact_id: str, profile: ProfileInput) -> list[Event]:
-    fields = _clean(
-        {
-            "email": profile.email,
-            "phone": profile.phone,
-            "external_id": profile.external_id,
-            "first_name": profile.first_name,
-            "last_name": profile.last_name,
-            "tags": profile.tags,
-        },
-        UPDATABLE,
-    )
+    fields = _clean(profile.fields(), UPDATABLE)
     if not any(fields[k] for k in KINDS):
         raise Invalid(
             [("email", "IDENTITY_REQUIRED", "one of email, phone, external_id is required")]
@@ -162,15 +155,7 @@ def decide_update(state: Contact, paths: Sequence[str], profile: ProfileInput) -
         raise Invalid(
             [("update_mask", "INVALID_FIELD_MASK", f"paths must be some of {', '.join(UPDATABLE)}")]
         )
-    given = {
-        "email": profile.email,
-        "phone": profile.phone,
-        "external_id": profile.external_id,
-        "first_name": profile.first_name,
-        "last_name": profile.last_name,
-        "tags": profile.tags,
-    }
-    fields = _clean(given, dict.fromkeys(paths))
+    fields = _clean(profile.fields(), dict.fromkeys(paths))
     after = {k: (tuple(v) if k == "tags" else v) for k, v in fields.items()}
     changed = [k for k, v in after.items() if getattr(state, k) != v]
     remaining = {k: after.get(k, getattr(state, k)) for k in KINDS}
