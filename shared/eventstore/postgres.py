@@ -97,22 +97,29 @@ def _decode(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
-def _read_all_sql(categories: bool, types: bool) -> str:
-    where = "e.position > $1 AND e.position < hz.v"
+def _read_all_sql(categories: int | None, types: bool) -> str:
+    """``categories``: None for no filter, else how many (one uses the (category, position)
+    index for ordering; several are filtered from the position order)."""
+    where = "e.position > $1 AND e.position < (SELECT v FROM hz)"
     n = 3
-    if categories:
+    if categories == 1:
+        where += f" AND e.category = (${n}::text[])[1]"
+        n += 1
+    elif categories is not None:
         where += f" AND e.category = ANY(${n}::text[])"
         n += 1
     if types:
         where += f" AND e.type = ANY(${n}::text[])"
     # One statement, one snapshot: the page plus the highest visible position, so a filtered
     # reader can move its checkpoint past events it does not want without skipping any it does.
+    # (Comparing with a scalar subquery, not a join with the CTE, keeps both as index probes.)
     return f"""
         WITH hz AS MATERIALIZED (SELECT {_HORIZON} AS v)
-        (SELECT {_COLUMNS.replace("position,", "e.position,", 1)} FROM eventstore.events e, hz
+        (SELECT {_COLUMNS.replace("position,", "e.position,", 1)} FROM eventstore.events e
           WHERE {where} ORDER BY e.position LIMIT $2)
         UNION ALL
-        SELECT (SELECT max(e.position) FROM eventstore.events e, hz WHERE e.position < hz.v),
+        SELECT (SELECT e.position FROM eventstore.events e WHERE e.position < (SELECT v FROM hz)
+                ORDER BY e.position DESC LIMIT 1),
                NULL, NULL, NULL, NULL, NULL, NULL, NULL"""
 
 
@@ -295,7 +302,7 @@ class PostgresEventStore:
         types: Sequence[str] | None = None,
         limit: int = 1000,
     ) -> ReadAllPage:
-        sql = _read_all_sql(categories is not None, types is not None)
+        sql = _read_all_sql(None if categories is None else len(categories), types is not None)
         args: list[Any] = [after, limit]
         if categories is not None:
             args.append(list(categories))

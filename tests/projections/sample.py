@@ -52,7 +52,7 @@ async def _main(dsn: str) -> None:
     from shared.projections.runner import ProjectionRunner
 
     store = await PostgresEventStore.connect(dsn)
-    runner = ProjectionRunner(store, SampleProjection(slow=0.005), batch_size=50)
+    runner = ProjectionRunner(store, SampleProjection(slow=0.05), batch_size=20)
     await runner.run()
 
 

@@ -109,3 +109,24 @@ def test_fold_of_decided_events_equals_requested_profile(
 def test_phone_normalisation_is_idempotent(phone: str) -> None:
     once = normalise_phone(phone)
     assert normalise_phone(once) == once and once.startswith("+")
+
+
+local_part = st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,20}", fullmatch=True)
+domain = st.from_regex(r"([A-Za-z0-9-]{1,10}\.){1,3}[A-Za-z0-9]{1,6}", fullmatch=True)
+
+
+@given(local=local_part, dom=domain)
+def test_email_fast_path_agrees_with_email_validator(local: str, dom: str) -> None:
+    from email_validator import EmailNotValidError, validate_email
+
+    from services.contacts.domain.identity import _fast_email
+
+    address = f"{local}@{dom}"
+    fast = _fast_email(address)
+    if fast is None:
+        return  # the slow path decides
+    try:
+        slow = validate_email(address, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise AssertionError(f"fast path accepted {address!r}, email_validator: {exc}") from None
+    assert fast == slow
