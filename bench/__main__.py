@@ -23,12 +23,16 @@ from shared.testing.postgres import with_database
 from shared.testing.suite import migrate_everything
 
 POOL = 10  # connections per pool: the 8 writers plus headroom
+# BENCH_ONLY=read_all,append_single_8w runs a subset (while iterating on one number).
+ONLY = {n for n in os.environ.get("BENCH_ONLY", "").split(",") if n}
 
 
 async def _guarded(
     name: str, metrics: list[Metric], notes: list[str], step: Callable[[], Awaitable[Any]]
 ) -> Any:
     """Run one benchmark; a failure becomes a note and the others still run."""
+    if ONLY and name not in ONLY:
+        return None
     log(f"{name} ...")
     started = time.perf_counter()
     try:

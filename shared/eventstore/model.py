@@ -6,7 +6,7 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class StreamState(enum.Enum):
@@ -38,8 +38,10 @@ class NewEvent:
     event_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
+class RecordedEvent(NamedTuple):
+    """An event as stored. A NamedTuple, not a frozen dataclass: readers build hundreds of
+    thousands per second, and a tuple is several times cheaper to construct."""
+
     event_id: uuid.UUID
     stream: str
     version: int

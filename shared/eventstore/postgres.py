@@ -38,6 +38,30 @@ _HORIZON = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)"
 _APPEND = (
     "SELECT o_version, o_position, o_recorded_at FROM eventstore.append($1, $2, $3, $4, $5, $6)"
 )
+# The common case, one event outside any caller's transaction, as one plain statement: no
+# plpgsql call, no set-returning function. Its transaction holds only this event, so its index
+# within the transaction is 0. No row back means the expected version did not hold.
+_APPEND_ONE = """
+WITH head AS MATERIALIZED (
+    SELECT coalesce(h.version, -1) AS v, coalesce(h.hash, ''::bytea) AS h
+    FROM (SELECT 1) one
+    LEFT JOIN LATERAL (SELECT e.version, e.hash FROM eventstore.events e
+                       WHERE e.stream_id = $1 ORDER BY e.version DESC LIMIT 1) h ON true
+)
+INSERT INTO eventstore.events
+    (position, event_id, stream_id, category, version, type, data, metadata, recorded_at, hash)
+SELECT pg_current_xact_id()::text::bigint << 20, $3, $1, split_part($1, '-', 1), head.v + 1,
+       $4, $5::jsonb, $6::jsonb, now(),
+       eventstore.event_hash(head.h, $3, $1, head.v + 1, $4, $5::jsonb, $6::jsonb, now())
+FROM head
+WHERE CASE WHEN $2::bigint >= 0 THEN head.v = $2::bigint WHEN $2::bigint = -1 THEN head.v = -1
+           WHEN $2::bigint = -4 THEN head.v >= 0 ELSE true END
+RETURNING version, position, recorded_at
+"""
+_BATCH = (
+    "SELECT o_stream, o_version, o_position, o_recorded_at"
+    " FROM eventstore.append_batch($1, $2, $3, $4, $5, $6)"
+)
 _EXISTING = "SELECT o_version, o_position, o_recorded_at FROM eventstore.existing($1, $2, $3, $4)"
 
 
@@ -68,6 +92,38 @@ def _append_args(
         [orjson.dumps(e.data).decode() for e in events],
         [orjson.dumps(e.metadata).decode() for e in events],
     )
+
+
+def _batch_args(appends: Sequence[StreamAppend]) -> tuple[list[Any], ...]:
+    """Per-event arrays for eventstore.append_batch (each stream's events contiguous)."""
+    cols: tuple[list[Any], ...] = ([], [], [], [], [], [])
+    streams, expected, ids, types, data, meta = cols
+    dumps = orjson.dumps
+    for a in appends:
+        if not a.events:
+            raise ValueError(f"append to {a.stream} needs at least one event")
+        code = _expected_code(a.expected_version)
+        for e in a.events:
+            streams.append(a.stream)
+            expected.append(code)
+            ids.append(e.event_id)
+            types.append(e.type)
+            data.append(dumps(e.data).decode())
+            meta.append(dumps(e.metadata).decode())
+    return cols
+
+
+def _batch_results(
+    appends: Sequence[StreamAppend], rows: list[asyncpg.Record]
+) -> list[AppendResult]:
+    last: dict[str, asyncpg.Record] = {}
+    for r in rows:
+        if r[0] not in last or r[1] > last[r[0]][1]:
+            last[r[0]] = r
+    return [
+        AppendResult(a.stream, last[a.stream][1], last[a.stream][2], False, last[a.stream][3])
+        for a in appends
+    ]
 
 
 def _translate(exc: Exception, stream: str, expected: ExpectedVersion | None) -> Exception:
@@ -160,7 +216,10 @@ class PostgresEventStore:
     ) -> AppendResult:
         started = time.perf_counter()
         async with self._pool.acquire() as conn:
-            result = await self._append_on(conn, stream, events, expected_version)
+            if len(events) == 1:
+                result = await self._append_one(conn, stream, events[0], expected_version)
+            else:
+                result = await self._append_on(conn, stream, events, expected_version)
         APPEND_SECONDS.observe(time.perf_counter() - started)
         if not result.idempotent:
             EVENTS_APPENDED.inc(len(events))
@@ -168,35 +227,36 @@ class PostgresEventStore:
         return result
 
     async def append_multi(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
-        """Several streams, atomically, in one statement (one round trip, one transaction)."""
-        if len(appends) == 1:
-            a = appends[0]
-            return [await self.append(a.stream, a.events, a.expected_version)]
+        """Several streams, atomically, in one call (one round trip, one transaction)."""
         started = time.perf_counter()
-        sql = " UNION ALL ".join(
-            f"(SELECT {i}, o_version, o_position, o_recorded_at FROM eventstore.append("
-            + ", ".join(f"${6 * i + j}" for j in range(1, 7))
-            + "))"
-            for i in range(len(appends))
-        )
-        args = [x for a in appends for x in _append_args(a.stream, a.events, a.expected_version)]
+        args = _batch_args(appends)
         async with self._pool.acquire() as conn:
             try:
-                rows = await conn.fetch(sql, *args)
+                rows = await conn.fetch(_BATCH, *args)
             except (asyncpg.UniqueViolationError, WrongVersionSignal) as exc:
                 return await self._multi_retry(conn, appends, exc)
             except asyncpg.PostgresError as exc:
                 stream = getattr(exc, "hint", None) or appends[0].stream
                 raise _translate(exc, stream, None) from None
-        last = {r[0]: r for r in rows}  # rows come in order: the last one per append wins
-        results = [
-            AppendResult(a.stream, last[i][1], last[i][2], False, last[i][3])
-            for i, a in enumerate(appends)
-        ]
+        results = _batch_results(appends, rows)
         APPEND_SECONDS.observe(time.perf_counter() - started)
-        EVENTS_APPENDED.inc(sum(len(a.events) for a in appends))
+        EVENTS_APPENDED.inc(len(rows))
         self.committed(max(r.position for r in results))
         return results
+
+    async def append_batch_on(
+        self, conn: asyncpg.Connection, appends: Sequence[StreamAppend]
+    ) -> list[AppendResult]:
+        """``append_multi`` inside a transaction the caller owns (bulk imports). The caller
+        must call ``committed(position)`` after its commit to wake subscribers."""
+        try:
+            rows = await conn.fetch(_BATCH, *_batch_args(appends))
+        except asyncpg.PostgresError as exc:
+            stream = getattr(exc, "hint", None) or appends[0].stream
+            expected = next((a.expected_version for a in appends if a.stream == stream), None)
+            raise _translate(exc, stream, expected) from None
+        EVENTS_APPENDED.inc(len(rows))
+        return _batch_results(appends, rows)
 
     async def _multi_retry(
         self, conn: asyncpg.Connection, appends: Sequence[StreamAppend], exc: Exception
@@ -231,6 +291,31 @@ class PostgresEventStore:
         if not result.idempotent:
             EVENTS_APPENDED.inc(len(events))
         return result
+
+    async def _append_one(
+        self, conn: asyncpg.Connection, stream: str, event: NewEvent, expected: ExpectedVersion
+    ) -> AppendResult:
+        args = _append_args(stream, [event], expected)
+        try:
+            row = await conn.fetchrow(
+                _APPEND_ONE, stream, args[1], event.event_id, event.type, args[4][0], args[5][0]
+            )
+        except asyncpg.UniqueViolationError:
+            row = None  # a racing writer took the version, or this event is already stored
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc, stream, expected) from None
+        if row is not None:
+            return AppendResult(stream, row[0], row[1], False, row[2])
+        try:
+            rows = await conn.fetch(_EXISTING, stream, args[2], args[3], args[4])
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc, stream, expected) from None
+        if rows:
+            return AppendResult(stream, rows[-1][0], rows[-1][1], True, rows[-1][2])
+        actual = await conn.fetchval(
+            "SELECT max(version) FROM eventstore.events WHERE stream_id = $1", stream
+        )
+        raise WrongExpectedVersion(stream, expected, -1 if actual is None else int(actual))
 
     async def _append_on(
         self,

@@ -114,3 +114,32 @@ async def test_verify_detects_tampering(store: PostgresEventStore) -> None:
     assert not report.ok and report.broken == [("c-1", 0)]
     assert report.events == 3 and report.streams == 2
     assert (await store.verify("c-2")).ok
+
+
+async def test_batch_append_in_a_callers_transaction(store: PostgresEventStore) -> None:
+    from shared.eventstore import StreamAppend, WrongExpectedVersion
+
+    await store.append("imp-existing", [ev(n=0)], StreamState.NO_STREAM)
+    appends = [StreamAppend(f"imp-{i}", [ev(n=i)], StreamState.NO_STREAM) for i in range(100)]
+    appends.append(StreamAppend("imp-existing", [ev(n=1), ev(n=2)], 0))
+    async with store.pool.acquire() as conn, conn.transaction():
+        results = await store.append_batch_on(conn, appends)
+    store.committed(max(r.position for r in results))
+    assert [r.version for r in results] == [0] * 100 + [2]
+    page = await store.read_all(0, limit=1000)
+    assert len(page.events) == 103
+    positions = [e.position for e in page.events]
+    assert positions == sorted(positions) and len(set(positions)) == 103
+    assert (await store.verify()).ok
+    # a stale expected version anywhere rolls the whole batch back and names the stream
+    with pytest.raises(WrongExpectedVersion) as info:
+        async with store.pool.acquire() as conn, conn.transaction():
+            await store.append_batch_on(
+                conn,
+                [
+                    StreamAppend("imp-new", [ev()], StreamState.NO_STREAM),
+                    StreamAppend("imp-existing", [ev()], 0),
+                ],
+            )
+    assert info.value.stream == "imp-existing" and info.value.actual == 2
+    assert await store.read_stream("imp-new") == []

@@ -47,16 +47,26 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
 ON CONFLICT (contact_id) DO NOTHING
 """
 
+_FIELDS = ("email", "phone", "external_id", "first_name", "last_name", "tags")
+
+# One UPDATE for every contact changed in a batch: per field, a flag says whether it changed.
 _UPDATE = """
-UPDATE contacts SET
-    email       = CASE WHEN 'email' = ANY($2::text[]) THEN $3 ELSE email END,
-    phone       = CASE WHEN 'phone' = ANY($2::text[]) THEN $4 ELSE phone END,
-    external_id = CASE WHEN 'external_id' = ANY($2::text[]) THEN $5 ELSE external_id END,
-    first_name  = CASE WHEN 'first_name' = ANY($2::text[]) THEN $6 ELSE first_name END,
-    last_name   = CASE WHEN 'last_name' = ANY($2::text[]) THEN $7 ELSE last_name END,
-    tags        = CASE WHEN 'tags' = ANY($2::text[]) THEN $8::text[] ELSE tags END,
-    version = $9, update_time = $10
-WHERE contact_id = $1 AND version < $9
+UPDATE contacts c SET
+    email       = CASE WHEN u.m_email THEN u.email ELSE c.email END,
+    phone       = CASE WHEN u.m_phone THEN u.phone ELSE c.phone END,
+    external_id = CASE WHEN u.m_xid THEN u.xid ELSE c.external_id END,
+    first_name  = CASE WHEN u.m_fn THEN u.fn ELSE c.first_name END,
+    last_name   = CASE WHEN u.m_ln THEN u.ln ELSE c.last_name END,
+    tags        = CASE WHEN u.m_tags
+                       THEN coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.tags) t),
+                                     '{}')
+                       ELSE c.tags END,
+    version = u.v, update_time = u.at
+FROM unnest($1::uuid[], $2::bool[], $3::text[], $4::bool[], $5::text[], $6::bool[], $7::text[],
+            $8::bool[], $9::text[], $10::bool[], $11::text[], $12::bool[], $13::jsonb[],
+            $14::bigint[], $15::timestamptz[])
+     AS u(id, m_email, email, m_phone, phone, m_xid, xid, m_fn, fn, m_ln, ln, m_tags, tags, v, at)
+WHERE c.contact_id = u.id AND c.version < u.v
 """
 
 
@@ -70,29 +80,19 @@ class ContactsProjection:
     async def apply(
         self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], ctx: ApplyContext
     ) -> None:
-        pending: list[RecordedEvent] = []
+        # A contact's registration precedes its updates in position order, so inserting every
+        # registration of the batch first, then applying each contact's merged updates, is the
+        # same as applying the events one by one.
+        await self._insert(conn, [e for e in events if e.type == domain.REGISTERED])
+        merged: dict[str, dict[str, Any]] = {}
         for e in events:
-            if e.type == domain.REGISTERED:
-                pending.append(e)
-                continue
-            await self._insert(conn, pending)
-            pending = []
             if e.type == domain.UPDATED:
-                d = e.data
-                await conn.execute(
-                    _UPDATE,
-                    d["contact_id"],
-                    d.get("changed_fields", []),
-                    d.get("email", ""),
-                    d.get("phone", ""),
-                    d.get("external_id", ""),
-                    d.get("first_name", ""),
-                    d.get("last_name", ""),
-                    d.get("tags", []),
-                    e.version,
-                    e.recorded_at,
-                )
-        await self._insert(conn, pending)
+                row = merged.setdefault(e.data["contact_id"], {})
+                for f in e.data.get("changed_fields", []):
+                    row[f] = e.data.get(f, [] if f == "tags" else "")
+                row["version"], row["at"] = e.version, e.recorded_at
+        if merged:
+            await conn.execute(_UPDATE, *_update_columns(merged))
 
     @staticmethod
     async def _insert(conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
@@ -118,6 +118,18 @@ class ContactsProjection:
             ):
                 col.append(value)
         await conn.execute(_INSERT, *cols)
+
+
+def _update_columns(merged: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    cols: list[list[Any]] = [[] for _ in range(15)]
+    for contact_id, row in merged.items():
+        values: list[Any] = [contact_id]
+        for f in _FIELDS:
+            values += [f in row, _json_list(row.get(f)) if f == "tags" else row.get(f, "")]
+        values += [row["version"], row["at"]]
+        for col, value in zip(cols, values, strict=True):
+            col.append(value)
+    return cols
 
 
 def _json_list(tags: list[str] | None) -> str:
