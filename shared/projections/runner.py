@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
-from shared.eventstore import EventStore, RecordedEvent
+from shared.eventstore import EventStore, ReadAllPage, RecordedEvent
 from shared.metrics import (
     PARKED_EVENTS,
     PROJECTION_LAG_EVENTS,
@@ -251,16 +251,28 @@ class ProjectionRunner:
         async with self.pool.acquire() as conn:
             await ensure_schema(conn, self.projection, self.schema)
             self.position = max(self.position, await self._checkpoint(conn))
-        while True:
-            page = await self.store.read_all(
-                self.position,
-                categories=self.projection.categories,
-                types=self.projection.types,
-                limit=self.batch_size,
+
+        def fetch(after: int) -> asyncio.Task[ReadAllPage]:
+            return asyncio.create_task(
+                self.store.read_all(
+                    after,
+                    categories=self.projection.categories,
+                    types=self.projection.types,
+                    limit=self.batch_size,
+                )
             )
-            if not page.events and page.last_position <= self.position:
-                return self.position
-            await self.process(page.events, page.last_position)
+
+        # Read the next page while the current one is applied: the database does both at once.
+        pending = fetch(self.position)
+        try:
+            while True:
+                page = await pending
+                if not page.events and page.last_position <= self.position:
+                    return self.position
+                pending = fetch(page.last_position)
+                await self.process(page.events, page.last_position)
+        finally:
+            pending.cancel()
 
     async def update_lag(self) -> None:
         """Refresh crm_projection_lag_events (bounded count, cheap)."""

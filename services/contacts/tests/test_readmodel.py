@@ -66,3 +66,17 @@ async def test_read_model_equals_fold_of_streams(dsn: str, batch_size: int) -> N
             assert row == folded, cid
     finally:
         await store.close()
+
+
+async def test_tag_array_literal_round_trips_any_text(dsn: str) -> None:
+    import asyncpg
+
+    from services.contacts.adapters.readmodel import _pg_array
+
+    values = ["plain", 'q"uote', "back\\slash", "com,ma", "{brace}", "sp ace", "NULL", "", "ü"]
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT $1::text::text[]", _pg_array(values)) == values
+        assert await conn.fetchval("SELECT $1::text::text[]", _pg_array([])) == []
+    finally:
+        await conn.close()
