@@ -388,3 +388,28 @@ async def test_server_is_not_serving_until_ready() -> None:
         r = await health.Check(health_pb2.HealthCheckRequest(service=""))
         assert r.status == health_pb2.HealthCheckResponse.SERVING
     await server.stop()
+
+
+async def test_logs_are_json_with_request_and_correlation_ids(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import structlog
+
+    from shared.logs import configure
+
+    configure("INFO", "json", cache=False)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await env.stub.RegisterContact(
+                pb.RegisterContactRequest(email="bad", request_id="req-log-1"),
+                metadata=[("x-correlation-id", "corr-42")],
+            )
+        lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    finally:
+        structlog.reset_defaults()
+    [line] = [x for x in lines if x.get("event") == "rpc.error"]
+    assert line["request_id"] == "req-log-1" and line["correlation_id"] == "corr-42"
+    assert line["reason"] == "INVALID_EMAIL" and line["rpc"] == "RegisterContact"
+    assert "bad" not in json.dumps(line)  # the rejected value is not logged
