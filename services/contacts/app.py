@@ -11,6 +11,8 @@ import asyncpg
 import structlog
 
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
+from services.contacts.adapters.keys import MIGRATIONS as KEY_MIGRATIONS
+from services.contacts.adapters.keys import DataKeys
 from services.contacts.adapters.readmodel import ContactsProjection
 from services.contacts.api.servicer import ContactsServicer
 from services.contacts.application.commands import ContactCommands
@@ -46,6 +48,7 @@ async def connect(settings: Settings) -> Runtime:
         if settings.eventstore_backend == "postgres":
             await migrate(conn, "eventstore", STORE_MIGRATIONS)
         await migrate(conn, "projections", PROJECTION_MIGRATIONS)
+        await migrate(conn, "contacts", KEY_MIGRATIONS)
         await ensure_schema(conn, ContactsProjection(), ContactsProjection.schema)
     store: Any
     if settings.eventstore_backend == "eventstoredb":
@@ -87,7 +90,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     if rt is None:
         await server.stop()
         return
-    servicer.bind(ContactCommands(rt.store), ContactQueries(rt.pool))
+    servicer.bind(ContactCommands(rt.store, DataKeys(rt.pool)), ContactQueries(rt.pool))
     await server.ready()
     log.info("contacts.serving", port=server.port)
     await stop.wait()

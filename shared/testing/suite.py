@@ -8,6 +8,7 @@ from shared.db import migrate
 
 
 async def migrate_everything(dsn: str) -> None:
+    from services.contacts.adapters import keys
     from services.contacts.adapters.readmodel import ContactsProjection
     from shared.eventstore import postgres
     from shared.projections import store as projections_store
@@ -17,6 +18,7 @@ async def migrate_everything(dsn: str) -> None:
     try:
         await migrate(conn, "eventstore", postgres.MIGRATIONS)
         await migrate(conn, "projections", projections_store.MIGRATIONS)
+        await migrate(conn, "contacts", keys.MIGRATIONS)
         await ensure_schema(conn, ContactsProjection(), ContactsProjection.schema)
     finally:
         await conn.close()

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 
+from services.contacts.adapters.keys import DataKeys, unseal
 from services.contacts.domain import contact as domain
 from shared.eventstore import RecordedEvent
 from shared.projections.model import ApplyContext
@@ -26,6 +28,11 @@ CREATE TABLE contacts (
     first_name  text        NOT NULL DEFAULT '',
     last_name   text        NOT NULL DEFAULT '',
     tags        text[]      NOT NULL DEFAULT '{}',
+    locale      text        NOT NULL DEFAULT '',
+    time_zone   text        NOT NULL DEFAULT '',
+    attributes  jsonb       NOT NULL DEFAULT '{}',
+    archived    boolean     NOT NULL DEFAULT false,
+    erased      boolean     NOT NULL DEFAULT false,
     version     bigint      NOT NULL,
     create_time timestamptz NOT NULL,
     update_time timestamptz NOT NULL
@@ -38,14 +45,26 @@ CREATE INDEX contacts_tags ON contacts USING gin (tags);
 
 _INSERT = """
 INSERT INTO contacts (contact_id, email, phone, external_id, first_name, last_name, tags,
-                      version, create_time, update_time)
-SELECT r.id, r.email, r.phone, r.xid, r.fn, r.ln, r.tags::text[], r.v, r.at, r.at
+                      locale, time_zone, attributes, version, create_time, update_time)
+SELECT r.id, r.email, r.phone, r.xid, r.fn, r.ln, r.tags::text[], r.loc, r.tz, r.attrs, r.v,
+       r.at, r.at
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::bigint[], $9::timestamptz[]) AS r(id, email, phone, xid, fn, ln, tags, v, at)
+            $8::text[], $9::text[], $10::jsonb[], $11::bigint[], $12::timestamptz[])
+     AS r(id, email, phone, xid, fn, ln, tags, loc, tz, attrs, v, at)
 ON CONFLICT (contact_id) DO NOTHING
 """
 
-_FIELDS = ("email", "phone", "external_id", "first_name", "last_name", "tags")
+_FIELDS = (
+    "email",
+    "phone",
+    "external_id",
+    "first_name",
+    "last_name",
+    "tags",
+    "locale",
+    "time_zone",
+    "attributes",
+)
 
 # One UPDATE for every contact changed in a batch: per field, a flag says whether it changed.
 _UPDATE = """
@@ -56,12 +75,37 @@ UPDATE contacts c SET
     first_name  = CASE WHEN u.m_fn THEN u.fn ELSE c.first_name END,
     last_name   = CASE WHEN u.m_ln THEN u.ln ELSE c.last_name END,
     tags        = CASE WHEN u.m_tags THEN u.tags::text[] ELSE c.tags END,
+    locale      = CASE WHEN u.m_loc THEN u.loc ELSE c.locale END,
+    time_zone   = CASE WHEN u.m_tz THEN u.tz ELSE c.time_zone END,
+    attributes  = CASE WHEN u.m_attrs THEN u.attrs::jsonb ELSE c.attributes END,
     version = u.v, update_time = u.at
 FROM unnest($1::uuid[], $2::bool[], $3::text[], $4::bool[], $5::text[], $6::bool[], $7::text[],
             $8::bool[], $9::text[], $10::bool[], $11::text[], $12::bool[], $13::text[],
-            $14::bigint[], $15::timestamptz[])
-     AS u(id, m_email, email, m_phone, phone, m_xid, xid, m_fn, fn, m_ln, ln, m_tags, tags, v, at)
+            $14::bool[], $15::text[], $16::bool[], $17::text[], $18::bool[], $19::text[],
+            $20::bigint[], $21::timestamptz[])
+     AS u(id, m_email, email, m_phone, phone, m_xid, xid, m_fn, fn, m_ln, ln, m_tags, tags,
+          m_loc, loc, m_tz, tz, m_attrs, attrs, v, at)
 WHERE c.contact_id = u.id AND c.version < u.v
+"""
+
+
+# Archive, restore and erase, last state per contact in the batch. Erasure blanks every personal
+# column (the row stays: anonymous aggregates keep counting the contact).
+_FLAGS = """
+UPDATE contacts c SET
+    archived = f.archived,
+    erased = c.erased OR f.erased,
+    email = CASE WHEN f.erased THEN '' ELSE c.email END,
+    phone = CASE WHEN f.erased THEN '' ELSE c.phone END,
+    external_id = CASE WHEN f.erased THEN '' ELSE c.external_id END,
+    first_name = CASE WHEN f.erased THEN '' ELSE c.first_name END,
+    last_name = CASE WHEN f.erased THEN '' ELSE c.last_name END,
+    attributes = CASE WHEN f.erased THEN '{}'::jsonb ELSE c.attributes END,
+    tags = CASE WHEN f.erased THEN '{}'::text[] ELSE c.tags END,
+    version = greatest(c.version, f.v), update_time = greatest(c.update_time, f.at)
+FROM unnest($1::uuid[], $2::bool[], $3::bool[], $4::bigint[], $5::timestamptz[])
+     AS f(id, archived, erased, v, at)
+WHERE c.contact_id = f.id
 """
 
 
@@ -75,25 +119,41 @@ class ContactsProjection:
     async def apply(
         self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], ctx: ApplyContext
     ) -> None:
-        # A contact's registration precedes its updates in position order, so inserting every
-        # registration of the batch first, then applying each contact's merged updates, is the
-        # same as applying the events one by one.
-        await self._insert(conn, [e for e in events if e.type == domain.REGISTERED])
+        keys = await DataKeys.get_many_on(conn, {e.data["contact_id"] for e in events})
+        plain = [
+            e._replace(data=unseal(keys.get(e.data["contact_id"]), e.data["contact_id"], e.data)[0])
+            for e in events
+        ]
+        # A contact's registration precedes its updates, and nothing follows an erasure, so:
+        # every registration of the batch, then each contact's merged updates, then the flags.
+        await self._insert(conn, [e for e in plain if e.type == domain.REGISTERED])
         merged: dict[str, dict[str, Any]] = {}
-        for e in events:
+        flags: dict[str, list[Any]] = {}
+        for e in plain:
+            cid = e.data["contact_id"]
             if e.type == domain.UPDATED:
-                row = merged.setdefault(e.data["contact_id"], {})
+                row = merged.setdefault(cid, {})
                 for f in e.data.get("changed_fields", []):
-                    row[f] = e.data.get(f, [] if f == "tags" else "")
+                    row[f] = e.data.get(f, {"tags": [], "attributes": {}}.get(f, ""))
                 row["version"], row["at"] = e.version, e.recorded_at
+            elif e.type in (domain.ARCHIVED, domain.RESTORED, domain.ERASED):
+                archived, erased, _, _ = flags.get(cid, [False, False, 0, None])
+                if e.type == domain.ERASED:
+                    erased = True
+                else:
+                    archived = e.type == domain.ARCHIVED
+                flags[cid] = [archived, erased, e.version, e.recorded_at]
         if merged:
             await conn.execute(_UPDATE, *_update_columns(merged))
+        if flags:
+            cols = [list(flags), *([f[i] for f in flags.values()] for i in range(4))]
+            await conn.execute(_FLAGS, *cols)
 
     @staticmethod
     async def _insert(conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
         if not events:
             return
-        cols: list[list[Any]] = [[] for _ in range(9)]
+        cols: list[list[Any]] = [[] for _ in range(12)]
         for e in events:
             d = e.data
             for col, value in zip(
@@ -106,6 +166,9 @@ class ContactsProjection:
                     d.get("first_name", ""),
                     d.get("last_name", ""),
                     _pg_array(d.get("tags")),
+                    d.get("locale", ""),
+                    d.get("time_zone", ""),
+                    orjson.dumps(d.get("attributes", {})).decode(),
                     e.version,
                     e.recorded_at,
                 ),
@@ -116,11 +179,17 @@ class ContactsProjection:
 
 
 def _update_columns(merged: dict[str, dict[str, Any]]) -> list[list[Any]]:
-    cols: list[list[Any]] = [[] for _ in range(15)]
+    cols: list[list[Any]] = [[] for _ in range(21)]
     for contact_id, row in merged.items():
         values: list[Any] = [contact_id]
         for f in _FIELDS:
-            values += [f in row, _pg_array(row.get(f)) if f == "tags" else row.get(f, "")]
+            if f == "tags":
+                value = _pg_array(row.get(f))
+            elif f == "attributes":
+                value = orjson.dumps(row.get(f, {})).decode()
+            else:
+                value = row.get(f, "")
+            values += [f in row, value]
         values += [row["version"], row["at"]]
         for col, value in zip(cols, values, strict=True):
             col.append(value)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
+import orjson
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
+from services.contacts.adapters.keys import ERASED, SEALED, unseal
 from services.contacts.application.commands import ContactCommands
 from services.contacts.application.queries import (
     DEFAULT_PAGE,
@@ -23,8 +26,14 @@ from services.contacts.application.queries import (
     encode_token,
 )
 from services.contacts.domain import errors as de
-from services.contacts.domain.contact import Contact, ProfileInput
+from services.contacts.domain.contact import (
+    Contact,
+    ProfileInput,
+    decide_archive,
+    decide_restore,
+)
 from services.contacts.domain.identity import NORMALISERS, BadIdentity
+from shared.eventstore import RecordedEvent
 from shared.grpckit import errors as ge
 
 DOMAIN = "contacts.crm"
@@ -116,6 +125,10 @@ async def _domain(call: Callable[[], Awaitable[T]]) -> T:
         raise ge.AlreadyExists(e.reason, e.message, domain=DOMAIN, metadata=e.metadata) from None
     except de.StaleEtag as e:
         raise ge.Aborted(e.reason, e.message, domain=DOMAIN, metadata=e.metadata) from None
+    except de.Precondition as e:
+        raise ge.FailedPrecondition(
+            e.reason, e.message, domain=DOMAIN, metadata=e.metadata
+        ) from None
 
 
 class ContactsServicer(pb_grpc.ContactsServiceServicer):
@@ -156,9 +169,12 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self, request: pb.GetContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetContactResponse:
         cid = _contact_id(request.contact_id)
-        # The read model may lag a just-registered contact by milliseconds: fall back to the
-        # stream so a client can read what it just wrote.
-        contact = await self.queries.get(cid) or await self.commands.load(cid)
+        if request.HasField("as_of"):
+            contact = await self.commands.load(cid, as_of=request.as_of.ToDatetime(UTC))
+        else:
+            # The read model may lag a just-registered contact by milliseconds: fall back to the
+            # stream so a client can read what it just wrote.
+            contact = await self.queries.get(cid) or await self.commands.load(cid)
         if contact is None:
             raise ge.NotFound(
                 "CONTACT_NOT_FOUND",
@@ -197,6 +213,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
             )
         size = request.page_size or DEFAULT_PAGE
         f = ListFilter(
+            include_archived=request.include_archived,
             tag=request.tag.strip().lower(),
             email=_normalised("email", request.email),
             phone=_normalised("phone", request.phone),
@@ -229,6 +246,118 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         if contact is None:
             raise ge.NotFound("CONTACT_NOT_FOUND", f"no contact with that {kind}", domain=DOMAIN)
         return pb.FindContactResponse(contact=to_pb(contact))
+
+    async def ArchiveContact(
+        self, request: pb.ArchiveContactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ArchiveContactResponse:
+        cid, rid = _contact_id(request.contact_id), _request_id(request.request_id)
+        contact = await _domain(
+            lambda: self.commands.change(
+                cid,
+                lambda s: decide_archive(s, request.reason),
+                etag=request.etag,
+                request_id=rid,
+                meta=_meta(rid, context),
+            )
+        )
+        return pb.ArchiveContactResponse(contact=to_pb(contact))
+
+    async def RestoreContact(
+        self, request: pb.RestoreContactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RestoreContactResponse:
+        cid, rid = _contact_id(request.contact_id), _request_id(request.request_id)
+        contact = await _domain(
+            lambda: self.commands.change(
+                cid, decide_restore, etag=request.etag, request_id=rid, meta=_meta(rid, context)
+            )
+        )
+        return pb.RestoreContactResponse(contact=to_pb(contact))
+
+    async def EraseContact(
+        self, request: pb.EraseContactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EraseContactResponse:
+        cid, rid = _contact_id(request.contact_id), _request_id(request.request_id)
+        contact = await _domain(
+            lambda: self.commands.erase(
+                cid, request.reason, request_id=rid, meta=_meta(rid, context)
+            )
+        )
+        return pb.EraseContactResponse(contact=to_pb(contact))
+
+    async def ExportContactData(
+        self, request: pb.ExportContactDataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExportContactDataResponse:
+        cid = _contact_id(request.contact_id)
+        events, key = await self.commands.history(cid)
+        contact = await self.commands.load(cid)
+        if contact is None:
+            raise ge.NotFound("CONTACT_NOT_FOUND", f"no contact {cid}", domain=DOMAIN)
+        consent = await self.commands.store.read_stream(f"consent-{cid}")
+        response = pb.ExportContactDataResponse(
+            contact=to_pb(contact), events=[_event_pb(e, key) for e in [*events, *consent]]
+        )
+        response.export_time.GetCurrentTime()
+        return response
+
+    async def ListContactEvents(
+        self, request: pb.ListContactEventsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListContactEventsResponse:
+        cid = _contact_id(request.contact_id)
+        if request.page_size < 0 or request.page_size > MAX_PAGE:
+            raise ge.InvalidArgument(
+                "INVALID_PAGE_SIZE",
+                f"page_size must be 0..{MAX_PAGE}",
+                domain=DOMAIN,
+                violations=[("page_size", f"0..{MAX_PAGE}")],
+            )
+        size = request.page_size or DEFAULT_PAGE
+        start = _version_token(request.page_token, cid) if request.page_token else 0
+        events, key = await self.commands.history(cid)
+        if not events:
+            raise ge.NotFound("CONTACT_NOT_FOUND", f"no contact {cid}", domain=DOMAIN)
+        page = [e for e in events if e.version >= start][: size + 1]
+        token = ""
+        if len(page) > size:
+            token = _encode_version_token(page[size].version, cid)
+        return pb.ListContactEventsResponse(
+            events=[_event_pb(e, key) for e in page[:size]], next_page_token=token
+        )
+
+
+def _event_pb(e: RecordedEvent, key: bytes | None) -> pb.ContactEvent:
+    data, erased = unseal(key, e.data["contact_id"], e.data)
+    if erased:
+        data[SEALED] = ERASED
+    msg = pb.ContactEvent(
+        event_id=str(e.event_id),
+        stream=e.stream,
+        version=e.version,
+        type=e.type,
+        position=e.position,
+        data_json=orjson.dumps(data).decode(),
+        personal_data_erased=erased,
+    )
+    msg.recorded_at.CopyFrom(_ts(e.recorded_at))
+    return msg
+
+
+def _encode_version_token(version: int, contact_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"v": version, "c": contact_id})).decode()
+
+
+def _version_token(token: str, contact_id: str) -> int:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(token.encode()))
+        if data["c"] != contact_id:
+            raise ValueError
+        return int(data["v"])
+    except (ValueError, KeyError, TypeError):
+        raise ge.InvalidArgument(
+            "INVALID_PAGE_TOKEN",
+            "not a token from this API for this contact",
+            domain=DOMAIN,
+            violations=[("page_token", "invalid")],
+        ) from None
 
 
 def _normalised(kind: str, value: str) -> str:

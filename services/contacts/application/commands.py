@@ -8,14 +8,18 @@ with expected versions, so two racing registrations of one email cannot both win
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from services.contacts.adapters.keys import DataKeys, seal, unseal
 from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact, ProfileInput
 from services.contacts.domain.errors import Conflict, NotFound, StaleEtag
 from services.contacts.domain.identity import identity_stream
 from shared.eventstore import (
+    AppendResult,
+    DuplicateEventId,
     EventStore,
     NewEvent,
     RecordedEvent,
@@ -24,6 +28,7 @@ from shared.eventstore import (
     WrongExpectedVersion,
 )
 from shared.eventstore.port import Direction
+from shared.eventstore.postgres import PostgresEventStore
 
 _NS = uuid.UUID("6f1c7a3e-2b1d-4f57-9a51-3c2f0e9d8b10")
 _ATTEMPTS = 3  # optimistic-concurrency retries when an identity stream moved under us
@@ -35,12 +40,17 @@ def _event_id(request_id: str, stream: str, index: int) -> uuid.UUID:
 
 
 def _events(
-    stream: str, decided: Sequence[domain.Event], request_id: str, meta: Mapping[str, Any]
+    stream: str,
+    decided: Sequence[domain.Event],
+    request_id: str,
+    meta: Mapping[str, Any],
+    key: bytes | None = None,
 ) -> list[NewEvent]:
+    """Store-ready events; with a key, personal fields are sealed (see adapters/keys.py)."""
     return [
         NewEvent(
             type=t,
-            data=d,
+            data=seal(key, d["contact_id"], d) if key is not None else d,
             metadata=dict(meta),
             event_id=_event_id(request_id, stream, i) if request_id else uuid.uuid4(),
         )
@@ -48,19 +58,46 @@ def _events(
     ]
 
 
-def _fold(events: Sequence[RecordedEvent]) -> Contact | None:
-    return domain.fold((e.type, e.data, e.recorded_at, e.version) for e in events)
+def _apply(
+    state: Contact, decided: Sequence[domain.Event], at: datetime | None, last: int
+) -> Contact:
+    at = at or datetime.now(UTC)
+    first = last - len(decided) + 1
+    for i, (t, d) in enumerate(decided):
+        state = domain.evolve(state, t, d, at, first + i)
+    return state
+
+
+def _fold(events: Sequence[RecordedEvent], key: bytes | None) -> Contact | None:
+    return domain.fold(
+        (e.type, unseal(key, e.data["contact_id"], e.data)[0], e.recorded_at, e.version)
+        for e in events
+    )
+
+
+_CONFLICT = (WrongExpectedVersion, DuplicateEventId)
 
 
 class ContactCommands:
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, keys: DataKeys) -> None:
         self.store = store
+        self.keys = keys
 
-    async def load(self, contact_id: str, up_to_version: int | None = None) -> Contact | None:
+    async def history(self, contact_id: str) -> tuple[list[RecordedEvent], bytes | None]:
+        """The contact's recorded events (sealed) and its data key (None once erased)."""
         events = await self.store.read_stream(domain.stream_of(contact_id))
+        key = await self.keys.get(contact_id) if events else None
+        return events, key
+
+    async def load(
+        self, contact_id: str, up_to_version: int | None = None, as_of: datetime | None = None
+    ) -> Contact | None:
+        events, key = await self.history(contact_id)
         if up_to_version is not None:
             events = [e for e in events if e.version <= up_to_version]
-        return _fold(events)
+        if as_of is not None:
+            events = [e for e in events if e.recorded_at <= as_of]
+        return _fold(events, key)
 
     async def _replayed(self, request_id: str, contact_id: str) -> Contact | None:
         """The result of an earlier execution of this request, if there was one."""
@@ -79,7 +116,8 @@ class ContactCommands:
             return done
         decided = domain.decide_register(contact_id, profile)
         stream = domain.stream_of(contact_id)
-        events = _events(stream, decided, request_id, meta)
+        key = (await self.keys.ensure([contact_id]))[contact_id]
+        events = _events(stream, decided, request_id, meta, key)
         after = domain.evolve(None, decided[0][0], decided[0][1], None, 0)  # type: ignore[arg-type]
         for attempt in range(_ATTEMPTS):
             # First attempt: assume the identities are new (no read, one round trip). After a
@@ -92,7 +130,7 @@ class ContactCommands:
                     [StreamAppend(stream, events, StreamState.NO_STREAM), *claims]
                 )
                 break
-            except WrongExpectedVersion:
+            except _CONFLICT:
                 if (done := await self._replayed(request_id, contact_id)) is not None:
                     return done
                 if attempt == _ATTEMPTS - 1:
@@ -112,8 +150,8 @@ class ContactCommands:
     ) -> Contact:
         stream = domain.stream_of(contact_id)
         for attempt in range(_ATTEMPTS):
-            recorded = await self.store.read_stream(stream)
-            state = _fold(recorded)
+            recorded, key = await self.history(contact_id)
+            state = _fold(recorded, key)
             if state is None:
                 raise NotFound(
                     "CONTACT_NOT_FOUND", f"no contact {contact_id}", contact_id=contact_id
@@ -121,7 +159,7 @@ class ContactCommands:
             if request_id:
                 done = [e for e in recorded if e.event_id == _event_id(request_id, stream, 0)]
                 if done:
-                    return _fold([e for e in recorded if e.version <= done[0].version])  # type: ignore[return-value]
+                    return _fold([e for e in recorded if e.version <= done[0].version], key)  # type: ignore[return-value]
             if etag and etag != str(state.version):
                 raise StaleEtag(
                     "ETAG_MISMATCH",
@@ -135,13 +173,13 @@ class ContactCommands:
             for i, (t, d) in enumerate(decided):
                 after = domain.evolve(after, t, d, state.update_time, state.version + i + 1)  # type: ignore[arg-type]
             claim, release = domain.identity_changes(state, after)
-            events = _events(stream, decided, request_id, meta)
+            events = _events(stream, decided, request_id, meta, key)
             try:
                 appends = await self._claims(contact_id, claim, release, request_id, meta)
                 results = await self.store.append_multi(
                     [StreamAppend(stream, events, state.version), *appends]
                 )
-            except WrongExpectedVersion:
+            except _CONFLICT:
                 # With an etag the caller asked for exactly that version: report the conflict.
                 # Without one, someone else moved the contact or an identity: try again.
                 if etag or attempt == _ATTEMPTS - 1:
@@ -155,6 +193,103 @@ class ContactCommands:
                 results[0].version,
             )
         raise AssertionError("unreachable")
+
+    async def change(
+        self,
+        contact_id: str,
+        decide: Callable[[Contact], list[domain.Event]],
+        *,
+        etag: str = "",
+        request_id: str = "",
+        meta: Mapping[str, Any] = {},
+    ) -> Contact:
+        """A state change with no identity effects (archive, restore)."""
+        stream = domain.stream_of(contact_id)
+        for attempt in range(_ATTEMPTS):
+            state, key, done = await self._for_command(contact_id, etag, request_id)
+            if done is not None:
+                return done
+            decided = decide(state)
+            if not decided:
+                return state
+            try:
+                r = await self.store.append(
+                    stream, _events(stream, decided, request_id, meta, key), state.version
+                )
+            except _CONFLICT:
+                if etag or attempt == _ATTEMPTS - 1:
+                    raise
+                continue
+            return _apply(state, decided, r.recorded_at, r.version)
+        raise AssertionError("unreachable")
+
+    async def erase(
+        self, contact_id: str, reason: str, *, request_id: str = "", meta: Mapping[str, Any] = {}
+    ) -> Contact:
+        """ContactErased, the release of every identity and the destruction of the data key,
+        in one transaction: never a half-erased contact."""
+        stream = domain.stream_of(contact_id)
+        for attempt in range(_ATTEMPTS):
+            state, _key, done = await self._for_command(contact_id, "", request_id)
+            if done is not None:
+                return done
+            decided = domain.decide_erase(state, reason)
+            if not decided:
+                return state
+            releases = await self._claims(contact_id, {}, state.identities(), request_id, meta)
+            appends = [
+                StreamAppend(stream, _events(stream, decided, request_id, meta), state.version),
+                *releases,
+            ]
+            try:
+                results = await self._append_then(appends, self.keys.destroy, contact_id)
+            except _CONFLICT:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                continue
+            return _apply(state, decided, results[0].recorded_at, results[0].version)
+        raise AssertionError("unreachable")
+
+    async def _append_then(
+        self,
+        appends: list[StreamAppend],
+        then: Callable[[str, Any], Awaitable[None]],
+        contact_id: str,
+    ) -> list[AppendResult]:
+        store = self.store
+        if isinstance(store, PostgresEventStore):
+            async with store.pool.acquire() as conn, conn.transaction():
+                results = await store.append_batch_on(conn, appends)
+                await then(contact_id, conn)
+            store.committed(max(r.position for r in results))
+            return results
+        # Another event store backend: the key lives in PostgreSQL; destroy it after the append
+        # (an interrupted erasure is completed by calling EraseContact again).
+        results = await store.append_multi(appends)
+        async with self.keys.pool.acquire() as conn:
+            await then(contact_id, conn)
+        return results
+
+    async def _for_command(
+        self, contact_id: str, etag: str, request_id: str
+    ) -> tuple[Contact, bytes | None, Contact | None]:
+        """Current state and key, or the earlier result of this very request."""
+        recorded, key = await self.history(contact_id)
+        state = _fold(recorded, key)
+        if state is None:
+            raise NotFound("CONTACT_NOT_FOUND", f"no contact {contact_id}", contact_id=contact_id)
+        if request_id:
+            first = _event_id(request_id, domain.stream_of(contact_id), 0)
+            done = [e for e in recorded if e.event_id == first]
+            if done:
+                return state, key, _fold([e for e in recorded if e.version <= done[0].version], key)
+        if etag and etag != str(state.version):
+            raise StaleEtag(
+                "ETAG_MISMATCH",
+                f"etag {etag!r} is stale; the contact is at {state.version}",
+                current_etag=str(state.version),
+            )
+        return state, key, None
 
     async def _claims(
         self,

@@ -15,7 +15,7 @@ from services.contacts.domain.contact import Contact
 from services.contacts.domain.errors import Invalid
 
 _COLS = """contact_id::text, email, phone, external_id, first_name, last_name, tags, version,
-           create_time, update_time"""
+           create_time, update_time, locale, time_zone, attributes::text, archived, erased"""
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -37,6 +37,7 @@ def _row(r: asyncpg.Record) -> Contact:
 
 @dataclass(frozen=True, slots=True)
 class ListFilter:
+    include_archived: bool = False
     tag: str = ""
     email: str = ""
     phone: str = ""
@@ -82,7 +83,7 @@ class ContactQueries:
         return _row(r) if r else None
 
     async def list(self, f: ListFilter, page_size: int, after: str | None) -> list[Contact]:
-        where: list[str] = ["true"]
+        where: list[str] = ["true" if f.include_archived else "NOT archived AND NOT erased"]
         args: list[Any] = []
         for col, value in (("email", f.email), ("phone", f.phone), ("external_id", f.external_id)):
             if value:

@@ -5,13 +5,14 @@ Events are dicts shaped as the JSON of the messages in protos/crm/contacts/v1/ev
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from services.contacts.domain.errors import Invalid
+from services.contacts.domain.errors import Invalid, Precondition
 from services.contacts.domain.identity import KINDS, NORMALISERS, BadIdentity
 
 PREFIX = "crm.contacts.v1."
@@ -19,12 +20,32 @@ REGISTERED = PREFIX + "ContactRegistered"
 UPDATED = PREFIX + "ContactUpdated"
 IDENTITY_CLAIMED = PREFIX + "IdentityClaimed"
 IDENTITY_RELEASED = PREFIX + "IdentityReleased"
+ARCHIVED = PREFIX + "ContactArchived"
+RESTORED = PREFIX + "ContactRestored"
+ERASED = PREFIX + "ContactErased"
+PERSONAL_FIELDS = ("email", "phone", "external_id", "first_name", "last_name", "attributes")
 
 MAX_NAME = 200
 MAX_TAGS = 100
 MAX_TAG = 64
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_TEXT = 1000
+MAX_REASON = 500
 _TAG = re.compile(r"^[a-z0-9][a-z0-9_:.\-]*$")
-UPDATABLE = ("email", "phone", "external_id", "first_name", "last_name", "tags")
+_ATTRIBUTE_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_ATTRIBUTE_KINDS = ("string_value", "number_value", "bool_value", "timestamp_value")
+UPDATABLE = (
+    "email",
+    "phone",
+    "external_id",
+    "first_name",
+    "last_name",
+    "tags",
+    "locale",
+    "time_zone",
+    "attributes",
+)
 
 Event = tuple[str, dict[str, Any]]  # (type, data)
 
@@ -42,6 +63,12 @@ class Contact:
     first_name: str = ""
     last_name: str = ""
     tags: tuple[str, ...] = ()
+    locale: str = ""
+    time_zone: str = ""
+    # name -> {"string_value" | "number_value" | "bool_value" | "timestamp_value": value}
+    attributes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    archived: bool = False
+    erased: bool = False
     version: int = -1  # stream version; the etag
     create_time: datetime | None = None
     update_time: datetime | None = None
@@ -60,6 +87,9 @@ class ProfileInput:
     first_name: str = ""
     last_name: str = ""
     tags: Sequence[str] = field(default_factory=tuple)
+    locale: str = ""
+    time_zone: str = ""
+    attributes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def fields(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in UPDATABLE}
@@ -68,6 +98,7 @@ class ProfileInput:
 def evolve(
     state: Contact | None, type_: str, data: Mapping[str, Any], at: datetime, version: int
 ) -> Contact:
+    """Fold one (decrypted) event into the contact."""
     if type_ == REGISTERED:
         return Contact(
             contact_id=data["contact_id"],
@@ -77,19 +108,32 @@ def evolve(
             first_name=data.get("first_name", ""),
             last_name=data.get("last_name", ""),
             tags=tuple(data.get("tags", ())),
+            locale=data.get("locale", ""),
+            time_zone=data.get("time_zone", ""),
+            attributes=dict(data.get("attributes", {})),
             version=version,
             create_time=at,
             update_time=at,
         )
     assert state is not None, f"{type_} before ContactRegistered"
     if type_ == UPDATED:
-        changes = {
-            f: data.get(f, "" if f != "tags" else []) for f in data.get("changed_fields", [])
-        }
+        changes = {f: data.get(f, _EMPTY.get(f, "")) for f in data.get("changed_fields", [])}
         if "tags" in changes:
             changes["tags"] = tuple(changes["tags"])
+        if "attributes" in changes:
+            changes["attributes"] = dict(changes["attributes"])
         return replace(state, **changes, version=version, update_time=at)
+    if type_ == ARCHIVED:
+        return replace(state, archived=True, version=version, update_time=at)
+    if type_ == RESTORED:
+        return replace(state, archived=False, version=version, update_time=at)
+    if type_ == ERASED:
+        blank = {f: _EMPTY.get(f, "") for f in PERSONAL_FIELDS}
+        return replace(state, **blank, tags=(), erased=True, version=version, update_time=at)
     return replace(state, version=version)
+
+
+_EMPTY: dict[str, Any] = {"tags": [], "attributes": {}}
 
 
 def fold(events: Iterable[tuple[str, Mapping[str, Any], datetime, int]]) -> Contact | None:
@@ -121,6 +165,23 @@ def _clean(fields: Mapping[str, Any], only: Iterable[str]) -> dict[str, Any]:
             if len(value) > MAX_NAME:
                 problems.append((name, "FIELD_TOO_LONG", f"at most {MAX_NAME} characters"))
             out[name] = value
+        elif name == "locale":
+            value = value.strip()
+            if value and not _LOCALE.match(value):
+                problems.append((name, "INVALID_LOCALE", "a BCP 47 language tag such as en-GB"))
+            out[name] = value
+        elif name == "time_zone":
+            value = value.strip()
+            if value and value not in _time_zones():
+                problems.append(
+                    (name, "INVALID_TIME_ZONE", "an IANA time zone such as Europe/Paris")
+                )
+            out[name] = value
+        elif name == "attributes":
+            attrs, why = _clean_attributes(value)
+            if why:
+                problems.append(("attributes", "INVALID_ATTRIBUTE", why))
+            out[name] = attrs
         elif name == "tags":
             tags = list(dict.fromkeys(t.strip().lower() for t in value))
             if len(tags) > MAX_TAGS:
@@ -134,6 +195,46 @@ def _clean(fields: Mapping[str, Any], only: Iterable[str]) -> dict[str, Any]:
     if problems:
         raise Invalid(problems)
     return out
+
+
+def _time_zones() -> frozenset[str]:
+    global _TZ
+    if _TZ is None:
+        import zoneinfo
+
+        _TZ = frozenset(zoneinfo.available_timezones())
+    return _TZ
+
+
+_TZ: frozenset[str] | None = None
+
+
+def _clean_attributes(value: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], str]:
+    """Attributes in their JSON form: {name: {"string_value": "x"}} and so on."""
+    out: dict[str, dict[str, Any]] = {}
+    if len(value) > MAX_ATTRIBUTES:
+        return out, f"at most {MAX_ATTRIBUTES} attributes"
+    for name, typed in value.items():
+        if not _ATTRIBUTE_KEY.match(name):
+            return out, f"{name!r}: names are 1..64 of a-z 0-9 _, starting with a letter"
+        if len(typed) != 1 or next(iter(typed)) not in _ATTRIBUTE_KINDS:
+            return out, f"{name!r}: set exactly one of {', '.join(_ATTRIBUTE_KINDS)}"
+        kind, v = next(iter(typed.items()))
+        if kind == "string_value" and len(v) > MAX_ATTRIBUTE_TEXT:
+            return out, f"{name!r}: at most {MAX_ATTRIBUTE_TEXT} characters"
+        if kind == "number_value" and not math.isfinite(v):
+            return out, f"{name!r}: numbers must be finite"
+        out[name] = {kind: v}
+    return out, ""
+
+
+def _writable(state: Contact) -> None:
+    if state.erased:
+        raise Precondition("CONTACT_ERASED", f"contact {state.contact_id} was erased")
+    if state.archived:
+        raise Precondition(
+            "CONTACT_ARCHIVED", f"contact {state.contact_id} is archived; restore it first"
+        )
 
 
 # --- decide -------------------------------------------------------------------------------------
@@ -150,12 +251,30 @@ def decide_register(contact_id: str, profile: ProfileInput) -> list[Event]:
 
 
 def decide_update(state: Contact, paths: Sequence[str], profile: ProfileInput) -> list[Event]:
-    unknown = [p for p in paths if p not in UPDATABLE]
-    if not paths or unknown:
+    """``paths`` name fields of UPDATABLE; "attributes.<name>" sets (or, when absent from the
+    input, removes) one attribute and keeps the others."""
+    _writable(state)
+    fields_ = [p.split(".", 1)[0] for p in paths]
+    bad = [
+        p
+        for p, f in zip(paths, fields_, strict=True)
+        if f not in UPDATABLE or ("." in p and f != "attributes")
+    ]
+    if not paths or bad:
         raise Invalid(
             [("update_mask", "INVALID_FIELD_MASK", f"paths must be some of {', '.join(UPDATABLE)}")]
         )
-    fields = _clean(profile.fields(), dict.fromkeys(paths))
+    given = profile.fields()
+    keyed = [p.split(".", 1)[1] for p in paths if p.startswith("attributes.")]
+    if keyed and "attributes" not in paths:
+        merged = dict(state.attributes)
+        for k in keyed:
+            if k in given["attributes"]:
+                merged[k] = given["attributes"][k]
+            else:
+                merged.pop(k, None)
+        given["attributes"] = merged
+    fields = _clean(given, dict.fromkeys(fields_))
     after = {k: (tuple(v) if k == "tags" else v) for k, v in fields.items()}
     changed = [k for k, v in after.items() if getattr(state, k) != v]
     remaining = {k: after.get(k, getattr(state, k)) for k in KINDS}
@@ -168,6 +287,31 @@ def decide_update(state: Contact, paths: Sequence[str], profile: ProfileInput) -
     data: dict[str, Any] = {"contact_id": state.contact_id, "changed_fields": changed}
     data.update({k: (list(after[k]) if k == "tags" else after[k]) for k in changed if after[k]})
     return [(UPDATED, data)]
+
+
+def decide_archive(state: Contact, reason: str) -> list[Event]:
+    if state.erased:
+        raise Precondition("CONTACT_ERASED", f"contact {state.contact_id} was erased")
+    if len(reason) > MAX_REASON:
+        raise Invalid([("reason", "FIELD_TOO_LONG", f"at most {MAX_REASON} characters")])
+    if state.archived:
+        return []
+    return [(ARCHIVED, {"contact_id": state.contact_id, **({"reason": reason} if reason else {})})]
+
+
+def decide_restore(state: Contact) -> list[Event]:
+    if state.erased:
+        raise Precondition("CONTACT_ERASED", f"contact {state.contact_id} was erased")
+    return [(RESTORED, {"contact_id": state.contact_id})] if state.archived else []
+
+
+def decide_erase(state: Contact, reason: str) -> list[Event]:
+    """Erasure; the application destroys the data key in the same transaction."""
+    if len(reason) > MAX_REASON:
+        raise Invalid([("reason", "FIELD_TOO_LONG", f"at most {MAX_REASON} characters")])
+    if state.erased:
+        return []
+    return [(ERASED, {"contact_id": state.contact_id, **({"reason": reason} if reason else {})})]
 
 
 def identity_changes(

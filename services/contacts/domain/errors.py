@@ -32,3 +32,7 @@ class Conflict(DomainError):
 
 class StaleEtag(DomainError):
     pass
+
+
+class Precondition(DomainError):
+    """The contact is in a state that forbids the command (archived, erased)."""

@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
 from crm.contacts.v1 import events_pb2
+from services.contacts.adapters.keys import DataKeys
 from services.contacts.adapters.readmodel import ContactsProjection
 from services.contacts.api.servicer import ContactsServicer
 from services.contacts.application.commands import ContactCommands
@@ -54,7 +55,7 @@ async def env(dsn: str) -> AsyncIterator[Env]:
         grace=1,
     )
     await server.start()
-    servicer.bind(ContactCommands(store), ContactQueries(store.pool))
+    servicer.bind(ContactCommands(store, DataKeys(store.pool)), ContactQueries(store.pool))
     await server.ready()
     runner = ProjectionRunner(store, ContactsProjection())
     stop = asyncio.Event()
