@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import grpc
 import orjson
 import structlog
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from crm.contacts.v1 import contacts_pb2 as pb
@@ -51,7 +52,13 @@ def to_pb(c: Contact) -> pb.Contact:
         last_name=c.last_name,
         tags=list(c.tags),
         etag=str(c.version),
+        locale=c.locale,
+        time_zone=c.time_zone,
+        archived=c.archived,
+        erased=c.erased,
     )
+    for name, value in c.attributes.items():
+        json_format.ParseDict(dict(value), msg.attributes[name])
     if c.create_time:
         msg.create_time.CopyFrom(_ts(c.create_time))
     if c.update_time:
@@ -73,6 +80,12 @@ def _profile(m: Any) -> ProfileInput:
         first_name=m.first_name,
         last_name=m.last_name,
         tags=tuple(m.tags),
+        locale=m.locale,
+        time_zone=m.time_zone,
+        attributes={
+            k: json_format.MessageToDict(v, preserving_proto_field_name=True)
+            for k, v in m.attributes.items()
+        },
     )
 
 

@@ -32,6 +32,11 @@ def _row(r: asyncpg.Record) -> Contact:
         version=r[7],
         create_time=r[8],
         update_time=r[9],
+        locale=r[10],
+        time_zone=r[11],
+        attributes=orjson.loads(r[12]),
+        archived=r[13],
+        erased=r[14],
     )
 
 

@@ -220,12 +220,27 @@ def _clean_attributes(value: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any
         if len(typed) != 1 or next(iter(typed)) not in _ATTRIBUTE_KINDS:
             return out, f"{name!r}: set exactly one of {', '.join(_ATTRIBUTE_KINDS)}"
         kind, v = next(iter(typed.items()))
-        if kind == "string_value" and len(v) > MAX_ATTRIBUTE_TEXT:
-            return out, f"{name!r}: at most {MAX_ATTRIBUTE_TEXT} characters"
-        if kind == "number_value" and not math.isfinite(v):
-            return out, f"{name!r}: numbers must be finite"
+        if why := _attribute_problem(kind, v):
+            return out, f"{name!r}: {why}"
         out[name] = {kind: v}
     return out, ""
+
+
+def _attribute_problem(kind: str, v: Any) -> str:
+    """Why a value in its JSON form is not valid for its kind ("" when it is)."""
+    if kind == "string_value":
+        ok = isinstance(v, str) and len(v) <= MAX_ATTRIBUTE_TEXT
+        return "" if ok else f"text of at most {MAX_ATTRIBUTE_TEXT} characters"
+    if kind == "number_value":  # non-finite doubles arrive as "Infinity"/"NaN" strings
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        return "" if ok else "numbers must be finite"
+    if kind == "bool_value":
+        return "" if isinstance(v, bool) else "must be true or false"
+    try:
+        datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+    except ValueError:
+        return "timestamps are RFC 3339"
+    return ""
 
 
 def _writable(state: Contact) -> None:
