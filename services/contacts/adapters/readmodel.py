@@ -33,6 +33,14 @@ CREATE TABLE contacts (
     attributes  jsonb       NOT NULL DEFAULT '{}',
     archived    boolean     NOT NULL DEFAULT false,
     erased      boolean     NOT NULL DEFAULT false,
+    merged_into uuid,
+    -- The email as the mailbox provider sees it (gmail ignores dots and +tags): duplicates.
+    email_canonical text GENERATED ALWAYS AS (
+        CASE WHEN email = '' THEN ''
+             WHEN split_part(email, '@', 2) IN ('gmail.com', 'googlemail.com')
+             THEN replace(split_part(split_part(email, '@', 1), '+', 1), '.', '') || '@gmail.com'
+             ELSE split_part(split_part(email, '@', 1), '+', 1) || '@' || split_part(email, '@', 2)
+        END) STORED,
     version     bigint      NOT NULL,
     create_time timestamptz NOT NULL,
     update_time timestamptz NOT NULL
@@ -41,6 +49,7 @@ CREATE INDEX contacts_email ON contacts (email) WHERE email <> '';
 CREATE INDEX contacts_phone ON contacts (phone) WHERE phone <> '';
 CREATE INDEX contacts_external_id ON contacts (external_id) WHERE external_id <> '';
 CREATE INDEX contacts_tags ON contacts USING gin (tags);
+CREATE INDEX contacts_email_canonical ON contacts (email_canonical) WHERE email_canonical <> '';
 """
 
 _INSERT = """
@@ -109,6 +118,39 @@ WHERE c.contact_id = f.id
 """
 
 
+_MERGE_FAMILY = {domain.MERGED, domain.ABSORBED, domain.UNMERGED, domain.ABSORPTION_REVERTED}
+
+
+async def _apply_merge_event(conn: asyncpg.Connection, e: RecordedEvent) -> None:
+    d = e.data
+    fields = [
+        f
+        for f in d.get("moved_fields", [])
+        + d.get("restored_fields", [])
+        + d.get("cleared_fields", [])
+        if f in domain.KINDS  # identifiers below come from this fixed set only
+    ]
+    values = [
+        "" if e.type in (domain.MERGED, domain.ABSORPTION_REVERTED) else d.get(f, "")
+        for f in fields
+    ]
+    sets = [f"{f} = ${i + 3}" for i, f in enumerate(fields)]
+    if e.type == domain.MERGED:
+        sets.append(f"merged_into = ${len(fields) + 4}::uuid")
+    elif e.type == domain.UNMERGED:
+        sets.append("merged_into = NULL")
+    extra = [d["survivor_id"]] if e.type == domain.MERGED else []
+    await conn.execute(
+        f"UPDATE contacts SET {', '.join([*sets, 'version = $2'])}, update_time = "
+        f"${len(fields) + 3} WHERE contact_id = $1 AND version < $2",
+        d["contact_id"],
+        e.version,
+        *values,
+        e.recorded_at,
+        *extra,
+    )
+
+
 class ContactsProjection:
     name = "contacts"
     schema = SCHEMA
@@ -124,6 +166,20 @@ class ContactsProjection:
             e._replace(data=unseal(keys.get(e.data["contact_id"]), e.data["contact_id"], e.data)[0])
             for e in events
         ]
+        # Merges are rare and order-sensitive: apply the set-based path up to each one, then it.
+        segment: list[RecordedEvent] = []
+        for e in plain:
+            if e.type in _MERGE_FAMILY:
+                await self._apply_segment(conn, segment)
+                segment = []
+                await _apply_merge_event(conn, e)
+            else:
+                segment.append(e)
+        await self._apply_segment(conn, segment)
+
+    async def _apply_segment(self, conn: asyncpg.Connection, plain: list[RecordedEvent]) -> None:
+        if not plain:
+            return
         # A contact's registration precedes its updates, and nothing follows an erasure, so:
         # every registration of the batch, then each contact's merged updates, then the flags.
         await self._insert(conn, [e for e in plain if e.type == domain.REGISTERED])

@@ -56,6 +56,7 @@ def to_pb(c: Contact) -> pb.Contact:
         time_zone=c.time_zone,
         archived=c.archived,
         erased=c.erased,
+        merged_into=c.merged_into,
     )
     for name, value in c.attributes.items():
         json_format.ParseDict(dict(value), msg.attributes[name])
@@ -195,7 +196,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
                 domain=DOMAIN,
                 metadata={"contact_id": cid},
             )
-        return pb.GetContactResponse(contact=to_pb(contact))
+        return pb.GetContactResponse(contact=to_pb(await self._survivor(contact)))
 
     async def UpdateContact(
         self, request: pb.UpdateContactRequest, context: grpc.aio.ServicerContext
@@ -258,7 +259,59 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         contact = await self.queries.find(kind, value)
         if contact is None:
             raise ge.NotFound("CONTACT_NOT_FOUND", f"no contact with that {kind}", domain=DOMAIN)
-        return pb.FindContactResponse(contact=to_pb(contact))
+        return pb.FindContactResponse(contact=to_pb(await self._survivor(contact)))
+
+    async def _survivor(self, contact: Contact) -> Contact:
+        """A merged contact's lookups lead to the contact it was merged into."""
+        for _ in range(8):  # merges can chain; 8 hops is far beyond any real chain
+            if not contact.merged_into:
+                return contact
+            nxt = await self.queries.get(contact.merged_into) or await self.commands.load(
+                contact.merged_into
+            )
+            if nxt is None:
+                return contact
+            contact = nxt
+        return contact
+
+    async def ListDuplicateCandidates(
+        self, request: pb.ListDuplicateCandidatesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDuplicateCandidatesResponse:
+        if request.page_size < 0 or request.page_size > MAX_PAGE:
+            raise ge.InvalidArgument(
+                "INVALID_PAGE_SIZE",
+                f"page_size must be 0..{MAX_PAGE}",
+                domain=DOMAIN,
+                violations=[("page_size", f"0..{MAX_PAGE}")],
+            )
+        rows = await self.queries.duplicate_candidates(request.page_size or DEFAULT_PAGE)
+        return pb.ListDuplicateCandidatesResponse(
+            candidates=[
+                pb.DuplicateCandidate(contact_id=a, other_contact_id=b, reason=why)
+                for a, b, why in rows
+            ]
+        )
+
+    async def MergeContacts(
+        self, request: pb.MergeContactsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MergeContactsResponse:
+        survivor = _contact_id(request.survivor_id, "survivor_id")
+        merged = _contact_id(request.merged_id, "merged_id")
+        rid = _request_id(request.request_id)
+        contact = await _domain(
+            lambda: self.commands.merge(survivor, merged, request_id=rid, meta=_meta(rid, context))
+        )
+        return pb.MergeContactsResponse(survivor=to_pb(contact))
+
+    async def UnmergeContacts(
+        self, request: pb.UnmergeContactsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnmergeContactsResponse:
+        merged = _contact_id(request.merged_id, "merged_id")
+        rid = _request_id(request.request_id)
+        survivor, restored = await _domain(
+            lambda: self.commands.unmerge(merged, request_id=rid, meta=_meta(rid, context))
+        )
+        return pb.UnmergeContactsResponse(survivor=to_pb(survivor), restored=to_pb(restored))
 
     async def ArchiveContact(
         self, request: pb.ArchiveContactRequest, context: grpc.aio.ServicerContext

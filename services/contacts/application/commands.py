@@ -15,7 +15,7 @@ from typing import Any
 from services.contacts.adapters.keys import DataKeys, seal, unseal
 from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact, ProfileInput
-from services.contacts.domain.errors import Conflict, NotFound, StaleEtag
+from services.contacts.domain.errors import Conflict, NotFound, Precondition, StaleEtag
 from services.contacts.domain.identity import identity_stream
 from shared.eventstore import (
     AppendResult,
@@ -249,6 +249,127 @@ class ContactCommands:
                 continue
             return _apply(state, decided, results[0].recorded_at, results[0].version)
         raise AssertionError("unreachable")
+
+    async def merge(
+        self,
+        survivor_id: str,
+        merged_id: str,
+        *,
+        request_id: str = "",
+        meta: Mapping[str, Any] = {},
+    ) -> Contact:
+        """Merge ``merged_id`` into ``survivor_id``: both streams and the moved identities in
+        one atomic append. Nothing is destroyed; unmerge restores both."""
+        for attempt in range(_ATTEMPTS):
+            survivor, s_key, done = await self._for_command(survivor_id, "", request_id)
+            if done is not None:
+                return done
+            merged, m_key, _ = await self._for_command(merged_id, "", "")
+            s_dec, m_dec = domain.decide_merge(survivor, merged)
+            moves = [
+                await self._transfer(
+                    k, getattr(merged, k), merged_id, survivor_id, request_id, meta
+                )
+                for k in s_dec[0][1]["moved_fields"]
+            ]
+            s_stream, m_stream = domain.stream_of(survivor_id), domain.stream_of(merged_id)
+            try:
+                results = await self.store.append_multi(
+                    [
+                        StreamAppend(
+                            s_stream,
+                            _events(s_stream, s_dec, request_id, meta, s_key),
+                            survivor.version,
+                        ),
+                        StreamAppend(
+                            m_stream,
+                            _events(m_stream, m_dec, request_id, meta, m_key),
+                            merged.version,
+                        ),
+                        *moves,
+                    ]
+                )
+            except _CONFLICT:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                continue
+            return _apply(survivor, s_dec, results[0].recorded_at, results[0].version)
+        raise AssertionError("unreachable")
+
+    async def unmerge(
+        self, merged_id: str, *, request_id: str = "", meta: Mapping[str, Any] = {}
+    ) -> tuple[Contact, Contact]:
+        """Undo a merge: (survivor, merged) as they were before it, identities moved back."""
+        for attempt in range(_ATTEMPTS):
+            recorded, m_key = await self.history(merged_id)
+            merged = _fold(recorded, m_key)
+            if merged is None:
+                raise NotFound("CONTACT_NOT_FOUND", f"no contact {merged_id}", contact_id=merged_id)
+            if not merged.merged_into:
+                raise Precondition("NOT_MERGED", f"contact {merged_id} is not merged")
+            last_merge = max(e.version for e in recorded if e.type == domain.MERGED)
+            before = _fold([e for e in recorded if e.version < last_merge], m_key)
+            assert before is not None
+            survivor, s_key, _ = await self._for_command(merged.merged_into, "", "")
+            s_dec, m_dec = domain.decide_unmerge(survivor, merged, before)
+            moves = [
+                await self._transfer(
+                    k, getattr(before, k), survivor.contact_id, merged_id, request_id, meta
+                )
+                for k in m_dec[0][1]["restored_fields"]
+            ]
+            s_stream, m_stream = domain.stream_of(survivor.contact_id), domain.stream_of(merged_id)
+            try:
+                results = await self.store.append_multi(
+                    [
+                        StreamAppend(
+                            s_stream,
+                            _events(s_stream, s_dec, request_id, meta, s_key),
+                            survivor.version,
+                        ),
+                        StreamAppend(
+                            m_stream,
+                            _events(m_stream, m_dec, request_id, meta, m_key),
+                            merged.version,
+                        ),
+                        *moves,
+                    ]
+                )
+            except _CONFLICT:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                continue
+            return (
+                _apply(survivor, s_dec, results[0].recorded_at, results[0].version),
+                _apply(merged, m_dec, results[1].recorded_at, results[1].version),
+            )
+        raise AssertionError("unreachable")
+
+    async def _transfer(
+        self,
+        kind: str,
+        value: str,
+        from_id: str,
+        to_id: str,
+        request_id: str,
+        meta: Mapping[str, Any],
+    ) -> StreamAppend:
+        """The append that hands one identity from ``from_id`` (or nobody) to ``to_id``."""
+        stream = identity_stream(kind, value)
+        last = await self.store.read_stream(stream, -1, Direction.BACKWARDS, limit=1)
+        holder = (
+            last[0].data["contact_id"] if last and last[0].type == domain.IDENTITY_CLAIMED else None
+        )
+        if holder not in (None, from_id):
+            raise Conflict(
+                "IDENTITY_TAKEN",
+                f"{kind} is now held by contact {holder}",
+                contact_id=str(holder),
+                field=kind,
+            )
+        data = {"contact_id": to_id, "kind": kind}
+        events = _events(stream, [(domain.IDENTITY_CLAIMED, data)], request_id, meta)
+        return StreamAppend(stream, events, last[0].version if last else StreamState.NO_STREAM)
 
     async def _append_then(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from services.contacts.domain.contact import Contact
 from services.contacts.domain.errors import Invalid
 
 _COLS = """contact_id::text, email, phone, external_id, first_name, last_name, tags, version,
-           create_time, update_time, locale, time_zone, attributes::text, archived, erased"""
+           create_time, update_time, locale, time_zone, attributes::text, archived, erased,
+           coalesce(merged_into::text, '')"""
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -37,6 +39,7 @@ def _row(r: asyncpg.Record) -> Contact:
         attributes=orjson.loads(r[12]),
         archived=r[13],
         erased=r[14],
+        merged_into=r[15],
     )
 
 
@@ -88,7 +91,9 @@ class ContactQueries:
         return _row(r) if r else None
 
     async def list(self, f: ListFilter, page_size: int, after: str | None) -> list[Contact]:
-        where: list[str] = ["true" if f.include_archived else "NOT archived AND NOT erased"]
+        where: list[str] = [
+            "true" if f.include_archived else "NOT archived AND NOT erased AND merged_into IS NULL"
+        ]
         args: list[Any] = []
         for col, value in (("email", f.email), ("phone", f.phone), ("external_id", f.external_id)):
             if value:
@@ -107,3 +112,25 @@ class ContactQueries:
             *args,
         )
         return [_row(r) for r in rows]
+
+    async def duplicate_candidates(self, limit: int) -> builtins.list[tuple[str, str, str]]:
+        active = "NOT {t}.erased AND {t}.merged_into IS NULL"
+        rows = await self.pool.fetch(
+            f"""(SELECT a.contact_id::text, b.contact_id::text, 'canonical_email'
+                 FROM {self.table} a JOIN {self.table} b
+                   ON a.email_canonical = b.email_canonical AND a.contact_id < b.contact_id
+                 WHERE a.email_canonical <> ''
+                   AND {active.format(t="a")} AND {active.format(t="b")})
+                UNION ALL
+                (SELECT a.contact_id::text, b.contact_id::text, 'name_and_email_domain'
+                 FROM {self.table} a JOIN {self.table} b
+                   ON lower(a.first_name) = lower(b.first_name)
+                  AND lower(a.last_name) = lower(b.last_name)
+                  AND split_part(a.email, '@', 2) = split_part(b.email, '@', 2)
+                  AND a.email_canonical <> b.email_canonical AND a.contact_id < b.contact_id
+                 WHERE a.first_name <> '' AND a.last_name <> '' AND a.email <> ''
+                   AND {active.format(t="a")} AND {active.format(t="b")})
+                LIMIT $1""",
+            limit,
+        )
+        return [(r[0], r[1], r[2]) for r in rows]

@@ -23,6 +23,10 @@ IDENTITY_RELEASED = PREFIX + "IdentityReleased"
 ARCHIVED = PREFIX + "ContactArchived"
 RESTORED = PREFIX + "ContactRestored"
 ERASED = PREFIX + "ContactErased"
+MERGED = PREFIX + "ContactMerged"
+ABSORBED = PREFIX + "ContactAbsorbed"
+UNMERGED = PREFIX + "ContactUnmerged"
+ABSORPTION_REVERTED = PREFIX + "ContactAbsorptionReverted"
 PERSONAL_FIELDS = ("email", "phone", "external_id", "first_name", "last_name", "attributes")
 
 MAX_NAME = 200
@@ -69,6 +73,7 @@ class Contact:
     attributes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     archived: bool = False
     erased: bool = False
+    merged_into: str = ""  # the survivor, once merged
     version: int = -1  # stream version; the etag
     create_time: datetime | None = None
     update_time: datetime | None = None
@@ -127,6 +132,18 @@ def evolve(
         return replace(state, archived=True, version=version, update_time=at)
     if type_ == RESTORED:
         return replace(state, archived=False, version=version, update_time=at)
+    if type_ == MERGED:
+        moved: dict[str, Any] = {f: "" for f in data.get("moved_fields", [])}
+        return replace(
+            state, **moved, merged_into=data["survivor_id"], version=version, update_time=at
+        )
+    if type_ in (ABSORBED, UNMERGED):
+        fields = data.get("moved_fields") or data.get("restored_fields") or []
+        restored: dict[str, Any] = {f: data.get(f, "") for f in fields}
+        return replace(state, **restored, merged_into="", version=version, update_time=at)
+    if type_ == ABSORPTION_REVERTED:
+        cleared: dict[str, Any] = {f: "" for f in data.get("cleared_fields", [])}
+        return replace(state, **cleared, version=version, update_time=at)
     if type_ == ERASED:
         blank = {f: _EMPTY.get(f, "") for f in PERSONAL_FIELDS}
         return replace(state, **blank, tags=(), erased=True, version=version, update_time=at)
@@ -246,6 +263,12 @@ def _attribute_problem(kind: str, v: Any) -> str:
 def _writable(state: Contact) -> None:
     if state.erased:
         raise Precondition("CONTACT_ERASED", f"contact {state.contact_id} was erased")
+    if state.merged_into:
+        raise Precondition(
+            "CONTACT_MERGED",
+            f"contact {state.contact_id} was merged into {state.merged_into}",
+            survivor_id=state.merged_into,
+        )
     if state.archived:
         raise Precondition(
             "CONTACT_ARCHIVED", f"contact {state.contact_id} is archived; restore it first"
@@ -318,6 +341,83 @@ def decide_restore(state: Contact) -> list[Event]:
     if state.erased:
         raise Precondition("CONTACT_ERASED", f"contact {state.contact_id} was erased")
     return [(RESTORED, {"contact_id": state.contact_id})] if state.archived else []
+
+
+def decide_merge(survivor: Contact, merged: Contact) -> tuple[list[Event], list[Event]]:
+    """Events for (survivor stream, merged stream). Identities the survivor lacks move to it;
+    the others stay claimed by the merged contact, whose id now points at the survivor."""
+    if survivor.contact_id == merged.contact_id:
+        raise Invalid([("merged_id", "SAME_CONTACT", "a contact cannot be merged with itself")])
+    for c in (survivor, merged):
+        if c.erased:
+            raise Precondition("CONTACT_ERASED", f"contact {c.contact_id} was erased")
+        if c.merged_into:
+            raise Precondition(
+                "CONTACT_MERGED",
+                f"contact {c.contact_id} is already merged into {c.merged_into}",
+                survivor_id=c.merged_into,
+            )
+    moved = [k for k in KINDS if getattr(merged, k) and not getattr(survivor, k)]
+    values = {k: getattr(merged, k) for k in moved}
+    return (
+        [
+            (
+                ABSORBED,
+                {
+                    "contact_id": survivor.contact_id,
+                    "merged_id": merged.contact_id,
+                    "moved_fields": moved,
+                    **values,
+                },
+            )
+        ],
+        [
+            (
+                MERGED,
+                {
+                    "contact_id": merged.contact_id,
+                    "survivor_id": survivor.contact_id,
+                    "moved_fields": moved,
+                },
+            )
+        ],
+    )
+
+
+def decide_unmerge(
+    survivor: Contact, merged: Contact, before: Contact
+) -> tuple[list[Event], list[Event]]:
+    """Undo a merge. ``before`` is the merged contact as it was just before the merge: its moved
+    identities come back to it, and the survivor lets go of those it still holds."""
+    if merged.erased:
+        raise Precondition("CONTACT_ERASED", f"contact {merged.contact_id} was erased")
+    if merged.merged_into != survivor.contact_id:
+        raise Precondition("NOT_MERGED", f"contact {merged.contact_id} is not merged")
+    moved = [k for k in KINDS if getattr(before, k) and not getattr(merged, k)]
+    cleared = [k for k in moved if getattr(survivor, k) == getattr(before, k)]
+    return (
+        [
+            (
+                ABSORPTION_REVERTED,
+                {
+                    "contact_id": survivor.contact_id,
+                    "merged_id": merged.contact_id,
+                    "cleared_fields": cleared,
+                },
+            )
+        ],
+        [
+            (
+                UNMERGED,
+                {
+                    "contact_id": merged.contact_id,
+                    "survivor_id": survivor.contact_id,
+                    "restored_fields": moved,
+                    **{k: getattr(before, k) for k in moved},
+                },
+            )
+        ],
+    )
 
 
 def decide_erase(state: Contact, reason: str) -> list[Event]:
