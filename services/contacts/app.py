@@ -16,6 +16,7 @@ from services.contacts.adapters.keys import DataKeys
 from services.contacts.adapters.readmodel import ContactsProjection
 from services.contacts.api.servicer import ContactsServicer
 from services.contacts.application.commands import ContactCommands
+from services.contacts.application.importer import ContactImporter
 from services.contacts.application.queries import ContactQueries
 from shared.db import connect_pool, embedded, migrate
 from shared.eventstore import EventStore
@@ -90,7 +91,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     if rt is None:
         await server.stop()
         return
-    servicer.bind(ContactCommands(rt.store, DataKeys(rt.pool)), ContactQueries(rt.pool))
+    keys = DataKeys(rt.pool)
+    commands = ContactCommands(rt.store, keys)
+    importer = (
+        ContactImporter(rt.store, keys, commands)
+        if isinstance(rt.store, PostgresEventStore)
+        else None
+    )
+    servicer.bind(commands, ContactQueries(rt.pool), importer)
     await server.ready()
     log.info("contacts.serving", port=server.port)
     await stop.wait()

@@ -404,6 +404,28 @@ class PostgresEventStore:
             last = max(after, visible_max) if visible_max is not None else after
         return ReadAllPage(events, last)
 
+    async def read_streams(self, streams: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        """Many whole streams in one query (bulk work: imports, batch loads)."""
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM eventstore.events WHERE stream_id = ANY($1::text[])"
+            " ORDER BY stream_id, version",
+            list(set(streams)),
+        )
+        out: dict[str, list[RecordedEvent]] = {}
+        for r in rows:
+            out.setdefault(r[2], []).append(_decode(r))
+        return out
+
+    async def read_heads(self, streams: Sequence[str]) -> dict[str, RecordedEvent]:
+        """The last event of each stream that has one, in one query."""
+        rows = await self._pool.fetch(
+            f"""SELECT h.* FROM unnest($1::text[]) s(name)
+                CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM eventstore.events
+                    WHERE stream_id = s.name ORDER BY version DESC LIMIT 1) h""",
+            list(set(streams)),
+        )
+        return {r[2]: _decode(r) for r in rows}
+
     async def get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
         row = await self._pool.fetchrow(
             f"SELECT {_COLUMNS} FROM eventstore.events WHERE event_id = $1", event_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
 from services.contacts.adapters.keys import ERASED, SEALED, unseal
 from services.contacts.application.commands import ContactCommands
+from services.contacts.application.importer import ContactImporter, ImportReport, ImportRow
 from services.contacts.application.queries import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -38,6 +39,17 @@ from shared.eventstore import RecordedEvent
 from shared.grpckit import errors as ge
 
 DOMAIN = "contacts.crm"
+MAX_IMPORT_BATCH = 1000
+_IMPORTABLE = (
+    "email",
+    "phone",
+    "external_id",
+    "first_name",
+    "last_name",
+    "tags",
+    "locale",
+    "time_zone",
+)
 MAX_REQUEST_ID = 128
 T = TypeVar("T")
 
@@ -152,9 +164,15 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     def __init__(self) -> None:
         self._commands: ContactCommands | None = None
         self._queries: ContactQueries | None = None
+        self._importer: ContactImporter | None = None
 
-    def bind(self, commands: ContactCommands, queries: ContactQueries) -> None:
-        self._commands, self._queries = commands, queries
+    def bind(
+        self,
+        commands: ContactCommands,
+        queries: ContactQueries,
+        importer: ContactImporter | None = None,
+    ) -> None:
+        self._commands, self._queries, self._importer = commands, queries, importer
 
     @property
     def commands(self) -> ContactCommands:
@@ -313,6 +331,40 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         )
         return pb.UnmergeContactsResponse(survivor=to_pb(survivor), restored=to_pb(restored))
 
+    async def ImportContacts(
+        self,
+        request_iterator: AsyncIterator[pb.ImportContactsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.ImportContactsResponse:
+        if self._importer is None:
+            raise ge.FailedPrecondition(
+                "IMPORT_UNSUPPORTED", "bulk import needs the PostgreSQL event store", domain=DOMAIN
+            )
+        report = ImportReport()
+        meta = {**_meta("", context), "import_id": str(uuid.uuid4())}
+        async for message in request_iterator:
+            if len(message.rows) > MAX_IMPORT_BATCH:
+                raise ge.InvalidArgument(
+                    "TOO_MANY_ROWS",
+                    f"at most {MAX_IMPORT_BATCH} rows per message",
+                    domain=DOMAIN,
+                    violations=[("rows", f"at most {MAX_IMPORT_BATCH}")],
+                )
+            rows = [ImportRow(r.row_number, _profile(r), _import_fields(r)) for r in message.rows]
+            await self._importer.import_batch(rows, report, meta)
+        return pb.ImportContactsResponse(
+            created=report.created,
+            updated=report.updated,
+            unchanged=report.unchanged,
+            failed=report.failed,
+            errors=[
+                pb.ImportRowError(
+                    row_number=e.row, field=e.field, reason=e.reason, message=e.message
+                )
+                for e in sorted(report.errors, key=lambda e: e.row)
+            ],
+        )
+
     async def ArchiveContact(
         self, request: pb.ArchiveContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.ArchiveContactResponse:
@@ -388,6 +440,12 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         return pb.ListContactEventsResponse(
             events=[_event_pb(e, key) for e in page[:size]], next_page_token=token
         )
+
+
+def _import_fields(r: pb.ImportRow) -> tuple[str, ...]:
+    """The fields an import row sets: the non-empty ones (attributes one by one, merged)."""
+    plain = [f for f in _IMPORTABLE if getattr(r, f)]
+    return (*plain, *(f"attributes.{k}" for k in r.attributes))
 
 
 def _event_pb(e: RecordedEvent, key: bytes | None) -> pb.ContactEvent:

@@ -20,6 +20,7 @@ from services.contacts.adapters.keys import DataKeys
 from services.contacts.adapters.readmodel import ContactsProjection
 from services.contacts.api.servicer import ContactsServicer
 from services.contacts.application.commands import ContactCommands
+from services.contacts.application.importer import ContactImporter
 from services.contacts.application.queries import ContactQueries
 from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.errors import error_info, field_violations
@@ -55,7 +56,9 @@ async def env(dsn: str) -> AsyncIterator[Env]:
         grace=1,
     )
     await server.start()
-    servicer.bind(ContactCommands(store, DataKeys(store.pool)), ContactQueries(store.pool))
+    keys = DataKeys(store.pool)
+    commands = ContactCommands(store, keys)
+    servicer.bind(commands, ContactQueries(store.pool), ContactImporter(store, keys, commands))
     await server.ready()
     runner = ProjectionRunner(store, ContactsProjection())
     stop = asyncio.Event()

@@ -53,7 +53,7 @@ async def test_merge_then_unmerge_restores_both_exactly(env: Env) -> None:
     # every lookup of the merged contact leads to the survivor
     assert (await get(env, merged.contact_id)).contact_id == survivor.contact_id
     for ident in ({"email": "ada.l@shop.io"}, {"phone": "+14155552671"}, {"external_id": "pos-1"}):
-        found = await env.stub.FindContact(pb.FindContactRequest(**ident))  # type: ignore[arg-type]
+        found = await env.stub.FindContact(pb.FindContactRequest(**ident))
         assert found.contact.contact_id == survivor.contact_id, ident
     listed = await env.stub.ListContacts(pb.ListContactsRequest())
     assert merged.contact_id not in [c.contact_id for c in listed.contacts]
