@@ -37,6 +37,7 @@ class Env:
     store: PostgresEventStore
     runner: ProjectionRunner
     channel: grpc.aio.Channel
+    target: str
 
     async def event_count(self) -> int:
         return int(await self.store.pool.fetchval("SELECT count(*) FROM eventstore.events"))
@@ -63,8 +64,9 @@ async def env(dsn: str) -> AsyncIterator[Env]:
     runner = ProjectionRunner(store, ContactsProjection())
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-    yield Env(pb_grpc.ContactsServiceStub(channel), store, runner, channel)
+    target = f"127.0.0.1:{server.port}"
+    channel = grpc.aio.insecure_channel(target)
+    yield Env(pb_grpc.ContactsServiceStub(channel), store, runner, channel, target)
     stop.set()
     await task
     await channel.close()
