@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from bench import db, grpc_load, projection, report, store
+from bench import db, grpc_load, importer, projection, report, store
 from bench.common import SCALE, Metric, log
 from shared.db import connect_pool
 from shared.eventstore.postgres import PostgresEventStore
@@ -86,6 +86,7 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
             )
             await _guarded("read_all", metrics, notes, lambda: store.read_all(es, raw))
             await _guarded("grpc_register_contact", metrics, notes, lambda: _grpc(dsn, notes, info))
+            await _guarded("import_contacts", metrics, notes, lambda: importer.import_contacts(dsn))
             await _guarded(
                 "projection_lag_p99_ms",
                 metrics,

@@ -44,6 +44,7 @@ GOALS: dict[str, Goal] = {
     "grpc_register_contact": Goal(2_000),
     "grpc_register_contact_p99_ms": Goal(20, higher_is_better=False),
     "projection_lag_p99_ms": Goal(100, higher_is_better=False),
+    "import_contacts": Goal(20_000),
 }
 
 

@@ -59,6 +59,14 @@ class ImportReport:
         self.fail(row, field_, exc.reason, exc.message)
 
 
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    row: ImportRow
+    ids: dict[str, str]  # normalised identities
+    contact_id: str  # the id it gets if it is new
+    registered: list[domain.Event]  # its registration, decided (and so validated) once
+
+
 @dataclass
 class _Plan:
     appends: list[StreamAppend] = field(default_factory=list)
@@ -97,12 +105,13 @@ class ContactImporter:
         self, rows: Sequence[ImportRow], report: ImportReport, meta: Mapping[str, Any]
     ) -> _Plan:
         plan = _Plan()
-        valid: list[tuple[ImportRow, dict[str, str]]] = []
+        valid: list[_Candidate] = []
         seen: set[str] = set()
         for r in rows:
             try:
                 ids = {k: NORMALISERS[k](v) for k in KINDS if (v := getattr(r.profile, k))}
-                domain.decide_register(str(uuid.UUID(int=0)), r.profile)  # full validation
+                cid = str(uuid.uuid4())  # used if the row turns out to be a new contact
+                registered = domain.decide_register(cid, r.profile)  # also validates the row
             except BadIdentity as exc:
                 kind = next(k for k in KINDS if getattr(r.profile, k))
                 report.fail(r.row, kind, f"INVALID_{kind.upper()}", str(exc))
@@ -115,7 +124,7 @@ class ContactImporter:
                 plan.slow.append(r)
             else:
                 seen |= streams
-                valid.append((r, ids))
+                valid.append(_Candidate(r, ids, cid, registered))
         heads = await self.store.read_heads(list(seen))
 
         def holder(kind: str, value: str) -> str | None:
@@ -124,38 +133,29 @@ class ContactImporter:
                 head.data["contact_id"] if head and head.type == domain.IDENTITY_CLAIMED else None
             )
 
-        matched: dict[str, tuple[ImportRow, dict[str, str]]] = {}
-        new: list[tuple[ImportRow, dict[str, str]]] = []
-        for r, ids in valid:
-            holders = {h for k, v in ids.items() if (h := holder(k, v))}
+        matched: dict[str, ImportRow] = {}
+        new: list[_Candidate] = []
+        for c in valid:
+            holders = {h for k, v in c.ids.items() if (h := holder(k, v))}
             if len(holders) > 1:
-                report.fail(
-                    r.row,
-                    "email",
-                    "IDENTITY_TAKEN",
-                    "the row's identities belong to different contacts",
-                )
+                why = "the row's identities belong to different contacts"
+                report.fail(c.row.row, "email", "IDENTITY_TAKEN", why)
             elif holders:
-                matched[holders.pop()] = (r, ids)
+                matched[holders.pop()] = c.row
             else:
-                new.append((r, ids))
-
+                new.append(c)
         if matched:
             await self._plan_updates(matched, plan, report, meta)
         if new:
-            keys = await self.keys.ensure(str(uuid.uuid4()) for _ in new)
-            for (r, ids), (cid, key) in zip(new, keys.items(), strict=True):
-                stream = domain.stream_of(cid)
-                decided = domain.decide_register(cid, r.profile)
-                plan.appends.append(
-                    StreamAppend(
-                        stream, _events(stream, decided, "", meta, key), StreamState.NO_STREAM
-                    )
-                )
-                for kind, value in ids.items():
+            keys = await self.keys.ensure(c.contact_id for c in new)
+            for c in new:
+                stream = domain.stream_of(c.contact_id)
+                events = _events(stream, c.registered, "", meta, keys[c.contact_id])
+                plan.appends.append(StreamAppend(stream, events, StreamState.NO_STREAM))
+                for kind, value in c.ids.items():
                     s = identity_stream(kind, value)
                     head = heads.get(s)  # a released identity is claimed after its last event
-                    claim = [(domain.IDENTITY_CLAIMED, {"contact_id": cid, "kind": kind})]
+                    claim = [(domain.IDENTITY_CLAIMED, {"contact_id": c.contact_id, "kind": kind})]
                     expected = head.version if head else StreamState.NO_STREAM
                     plan.appends.append(StreamAppend(s, _events(s, claim, "", meta), expected))
                 plan.created += 1
@@ -163,14 +163,14 @@ class ContactImporter:
 
     async def _plan_updates(
         self,
-        matched: dict[str, tuple[ImportRow, dict[str, str]]],
+        matched: dict[str, ImportRow],
         plan: _Plan,
         report: ImportReport,
         meta: Mapping[str, Any],
     ) -> None:
         streams = await self.store.read_streams([domain.stream_of(c) for c in matched])
         keys = await self.keys.get_many(matched)
-        for cid, (r, _) in matched.items():
+        for cid, r in matched.items():
             recorded = streams.get(domain.stream_of(cid), [])
             state = _fold(recorded, keys.get(cid))
             if state is None or state.merged_into or state.erased:

@@ -11,8 +11,8 @@ DECLARE
     v_names   text[];
     v_heads   bigint[];
     v_hashes0 bytea[];
-    v_vers    bigint[] := '{}';
-    v_hashes  bytea[] := '{}';
+    v_vers    bigint[];
+    v_hashes  bytea[];
     v_cur     text := NULL;
     v_ver     bigint;
     v_hash    bytea;
@@ -25,21 +25,27 @@ BEGIN
     IF n IS NULL OR n = 0 THEN
         RAISE EXCEPTION 'append needs at least one event' USING ERRCODE = '22023';
     END IF;
-    SELECT array_agg(s.name), array_agg(coalesce(h.version, -1)), array_agg(coalesce(h.hash, ''::bytea))
+    -- Heads in order of first appearance, so the loop below finds the k-th stream at index k.
+    -- (Arrays are preallocated and assigned in place: appending copies, which is quadratic.)
+    SELECT array_agg(s.name ORDER BY s.first), array_agg(coalesce(h.version, -1) ORDER BY s.first),
+           array_agg(coalesce(h.hash, ''::bytea) ORDER BY s.first)
         INTO v_names, v_heads, v_hashes0
-        FROM (SELECT DISTINCT x AS name FROM unnest(p_streams) x) s
+        FROM (SELECT x AS name, min(o) AS first FROM unnest(p_streams) WITH ORDINALITY u(x, o)
+              GROUP BY x) s
         LEFT JOIN LATERAL (SELECT e.version, e.hash FROM eventstore.events e
                            WHERE e.stream_id = s.name ORDER BY e.version DESC LIMIT 1) h ON true;
+    v_vers := array_fill(0::bigint, ARRAY[n]);
+    v_hashes := array_fill(''::bytea, ARRAY[n]);
+    v_k := 0;
     FOR i IN 1..n LOOP
         IF v_cur IS DISTINCT FROM p_streams[i] THEN
             v_cur := p_streams[i];
-            v_k := array_position(v_names, v_cur);
-            IF v_heads[v_k] = -2 THEN
+            v_k := v_k + 1;
+            IF v_k > cardinality(v_names) OR v_names[v_k] <> v_cur THEN
                 RAISE EXCEPTION 'events of one stream must be contiguous' USING ERRCODE = '22023';
             END IF;
             v_ver := v_heads[v_k];
             v_hash := v_hashes0[v_k];
-            v_heads[v_k] := -2;  -- seen
             IF (p_expected[i] >= 0 AND v_ver <> p_expected[i])
                OR (p_expected[i] = -1 AND v_ver <> -1) OR (p_expected[i] = -4 AND v_ver = -1) THEN
                 RAISE EXCEPTION 'wrong expected version' USING ERRCODE = 'CR001',
@@ -49,8 +55,8 @@ BEGIN
         v_ver := v_ver + 1;
         v_hash := eventstore.event_hash(v_hash, p_ids[i], v_cur, v_ver, p_types[i], p_data[i],
                                         p_meta[i], v_at);
-        v_vers := v_vers || v_ver;
-        v_hashes := v_hashes || v_hash;
+        v_vers[i] := v_ver;
+        v_hashes[i] := v_hash;
     END LOOP;
     v_next := coalesce(nullif(current_setting('eventstore.next_index', true), ''), '0')::int;
     IF v_next + n > 1048576 THEN
