@@ -10,12 +10,17 @@ from typing import Any
 import asyncpg
 import structlog
 
+from crm.contacts.v1 import consent_pb2_grpc as consent_grpc
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
+from services.contacts.adapters.consent_readmodel import ConsentProjection
 from services.contacts.adapters.keys import MIGRATIONS as KEY_MIGRATIONS
 from services.contacts.adapters.keys import DataKeys
 from services.contacts.adapters.readmodel import ContactsProjection
+from services.contacts.api.consent_servicer import SERVICE as CONSENT
+from services.contacts.api.consent_servicer import ConsentServicer
 from services.contacts.api.servicer import ContactsServicer
 from services.contacts.application.commands import ContactCommands
+from services.contacts.application.consent import ConsentLedgers
 from services.contacts.application.importer import ContactImporter
 from services.contacts.application.queries import ContactQueries
 from shared.db import connect_pool, embedded, migrate
@@ -29,6 +34,7 @@ from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
 from shared.settings import Settings
 
 SERVICE = "crm.contacts.v1.ContactsService"
+PROJECTIONS = (ContactsProjection(), ConsentProjection())
 log = structlog.get_logger(__name__)
 
 
@@ -50,7 +56,8 @@ async def connect(settings: Settings) -> Runtime:
             await migrate(conn, "eventstore", STORE_MIGRATIONS)
         await migrate(conn, "projections", PROJECTION_MIGRATIONS)
         await migrate(conn, "contacts", KEY_MIGRATIONS)
-        await ensure_schema(conn, ContactsProjection(), ContactsProjection.schema)
+        for projection in PROJECTIONS:
+            await ensure_schema(conn, projection, projection.schema)
     store: Any
     if settings.eventstore_backend == "eventstoredb":
         from shared.eventstore.esdb import EventStoreDBStore
@@ -78,11 +85,14 @@ async def _connect_or_stop(settings: Settings, stop: asyncio.Event) -> Runtime |
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    servicer = ContactsServicer()
+    servicer, consent = ContactsServicer(), ConsentServicer()
     server = GrpcServer(
         host=settings.grpc_host,
         port=settings.grpc_port,
-        services=[(SERVICE, lambda s: pb_grpc.add_ContactsServiceServicer_to_server(servicer, s))],
+        services=[
+            (SERVICE, lambda s: pb_grpc.add_ContactsServiceServicer_to_server(servicer, s)),
+            (CONSENT, lambda s: consent_grpc.add_ConsentServiceServicer_to_server(consent, s)),
+        ],
         grace=settings.shutdown_grace_seconds,
     )
     await server.start()  # health: NOT_SERVING until the database is reachable and migrated
@@ -99,6 +109,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         else None
     )
     servicer.bind(commands, ContactQueries(rt.pool), importer)
+    consent.bind(ConsentLedgers(rt.store, rt.pool))
     await server.ready()
     log.info("contacts.serving", port=server.port)
     await stop.wait()
@@ -116,19 +127,23 @@ async def project(settings: Settings, stop: asyncio.Event) -> None:
     if rt is None:
         await server.stop()
         return
-    runner = ProjectionRunner(
-        rt.store,
-        ContactsProjection(),
-        pool=rt.pool,
-        dsn=rt.dsn,
-        batch_size=settings.projection_batch_size,
-    )
+    runners = [
+        ProjectionRunner(
+            rt.store,
+            projection,
+            pool=rt.pool,
+            dsn=rt.dsn,
+            batch_size=settings.projection_batch_size,
+        )
+        for projection in PROJECTIONS
+    ]
     await server.ready()
-    task = asyncio.create_task(runner.run(stop))
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
     while not stop.is_set():
-        await runner.update_lag()
+        for r in runners:
+            await r.update_lag()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 5)
-    await task
+    await asyncio.gather(*tasks)
     await server.stop()
     await rt.store.close()

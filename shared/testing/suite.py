@@ -9,6 +9,7 @@ from shared.db import migrate
 
 async def migrate_everything(dsn: str) -> None:
     from services.contacts.adapters import keys
+    from services.contacts.adapters.consent_readmodel import ConsentProjection
     from services.contacts.adapters.readmodel import ContactsProjection
     from shared.eventstore import postgres
     from shared.projections import store as projections_store
@@ -19,6 +20,7 @@ async def migrate_everything(dsn: str) -> None:
         await migrate(conn, "eventstore", postgres.MIGRATIONS)
         await migrate(conn, "projections", projections_store.MIGRATIONS)
         await migrate(conn, "contacts", keys.MIGRATIONS)
-        await ensure_schema(conn, ContactsProjection(), ContactsProjection.schema)
+        for projection in (ContactsProjection(), ConsentProjection()):
+            await ensure_schema(conn, projection, projection.schema)
     finally:
         await conn.close()

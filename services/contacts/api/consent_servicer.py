@@ -1,0 +1,297 @@
+"""The gRPC adapter of the consent ledger (crm.contacts.v1.ConsentService): protobuf in, handler
+calls, protobuf out. Enums map to the domain's lower-case names; an unknown enum number maps to
+a name the domain rejects, so every validation rule lives in the domain."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from crm.contacts.v1 import consent_pb2 as pb
+from crm.contacts.v1 import consent_pb2_grpc as pb_grpc
+from services.contacts.application.consent import ConsentLedgers, Entry
+from services.contacts.domain import consent as domain
+from services.contacts.domain import errors as de
+from services.contacts.domain.consent import ChannelConsent, Evidence, Terms
+from shared.grpckit import errors as ge
+
+SERVICE = "crm.contacts.v1.ConsentService"
+DOMAIN = "contacts.crm"
+MAX_REQUEST_ID = 128
+T = TypeVar("T")
+
+CHANNELS = {pb.CHANNEL_EMAIL: "email", pb.CHANNEL_SMS: "sms", pb.CHANNEL_PUSH: "push"}
+STATES = {
+    pb.CONSENT_STATE_NEVER_SUBSCRIBED: domain.NEVER,
+    pb.CONSENT_STATE_SUBSCRIBED: domain.SUBSCRIBED,
+    pb.CONSENT_STATE_UNSUBSCRIBED: domain.UNSUBSCRIBED,
+    pb.CONSENT_STATE_PENDING_CONFIRMATION: domain.PENDING,
+}
+BASES = {getattr(pb, "LEGAL_BASIS_" + b.upper()): b for b in domain.LEGAL_BASES}
+REASONS = {getattr(pb, "SUPPRESSION_REASON_" + r.upper()): r for r in domain.REASONS}
+ENTRY_TYPES = {
+    domain.GRANTED: (pb.LEDGER_ENTRY_TYPE_CONSENT_GRANTED, pb.CONSENT_STATE_SUBSCRIBED),
+    domain.WITHDRAWN: (pb.LEDGER_ENTRY_TYPE_CONSENT_WITHDRAWN, pb.CONSENT_STATE_UNSUBSCRIBED),
+    domain.REQUESTED: (
+        pb.LEDGER_ENTRY_TYPE_CONFIRMATION_REQUESTED,
+        pb.CONSENT_STATE_PENDING_CONFIRMATION,
+    ),
+    domain.CONFIRMED: (pb.LEDGER_ENTRY_TYPE_CONSENT_CONFIRMED, pb.CONSENT_STATE_SUBSCRIBED),
+    domain.SUPPRESSED: (pb.LEDGER_ENTRY_TYPE_CHANNEL_SUPPRESSED, pb.CONSENT_STATE_UNSPECIFIED),
+    domain.UNSUPPRESSED: (pb.LEDGER_ENTRY_TYPE_CHANNEL_UNSUPPRESSED, pb.CONSENT_STATE_UNSPECIFIED),
+}
+
+
+def _in(mapping: Mapping[Any, str], value: int) -> str:
+    """Enum number -> domain name; "" for UNSPECIFIED, a rejected name for an unknown number."""
+    return "" if value == 0 else mapping.get(value, f"#{value}")
+
+
+def _out(mapping: Mapping[Any, str], name: str) -> Any:
+    return next((k for k, v in mapping.items() if v == name), 0)
+
+
+def _ts(at: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(at)
+    return t
+
+
+def _timestamp(msg: Any, name: str) -> datetime | None:
+    if not msg.HasField(name):
+        return None
+    try:
+        at: datetime = getattr(msg, name).ToDatetime(tzinfo=UTC)
+        return at
+    except (ValueError, OverflowError):
+        raise _invalid(name, f"INVALID_{name.upper()}", "not a valid timestamp") from None
+
+
+def _invalid(field: str, reason: str, message: str) -> ge.InvalidArgument:
+    return ge.InvalidArgument(
+        reason, f"{field}: {message}", domain=DOMAIN, violations=[(field, message)]
+    )
+
+
+def _contact_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise _invalid("contact_id", "INVALID_CONTACT_ID", "must be a UUID") from None
+
+
+def _request_id(value: str) -> str:
+    if len(value) > MAX_REQUEST_ID:
+        raise _invalid("request_id", "INVALID_REQUEST_ID", f"at most {MAX_REQUEST_ID} characters")
+    return value
+
+
+def _evidence(m: pb.ConsentEvidence) -> Evidence:
+    return Evidence(ip=m.ip, user_agent=m.user_agent)
+
+
+def _meta(request_id: str, context: grpc.aio.ServicerContext) -> dict[str, Any]:
+    md = dict(context.invocation_metadata() or ())
+    bound = structlog.contextvars.get_contextvars()
+    return {
+        "schema": 1,
+        "request_id": request_id,
+        "correlation_id": bound.get("correlation_id", ""),
+        "actor": md.get("x-actor", ""),
+        "traceparent": md.get("traceparent", ""),
+    }
+
+
+async def _domain(call: Callable[[], Awaitable[T]]) -> T:
+    """Run a handler call, translating domain errors for the interceptor."""
+    try:
+        return await call()
+    except de.Invalid as e:
+        violations = [(f, d) for f, _, d in e.violations]
+        raise ge.InvalidArgument(
+            e.reason, e.message, domain=DOMAIN, violations=violations
+        ) from None
+    except de.NotFound as e:
+        raise ge.NotFound(e.reason, e.message, domain=DOMAIN, metadata=e.metadata) from None
+    except de.Precondition as e:
+        raise ge.FailedPrecondition(
+            e.reason, e.message, domain=DOMAIN, metadata=e.metadata
+        ) from None
+
+
+def _terms(msg: Any, terms: Terms) -> None:
+    msg.legal_basis = _out(BASES, terms.legal_basis)
+    msg.source, msg.policy_version = terms.source, terms.policy_version
+
+
+def channel_to_pb(ch: ChannelConsent, at: datetime) -> pb.ChannelConsent:
+    """The channel as it stands at instant ``at`` (an open request may have expired by then)."""
+    msg = pb.ChannelConsent(channel=_out(CHANNELS, ch.channel))
+    state = ch.effective_state(at)
+    msg.state = _out(STATES, state)
+    request = ch.open_request(at)
+    if state == domain.PENDING and request is not None:
+        _terms(msg, request.terms)
+        msg.update_time.CopyFrom(_ts(request.requested_at))
+    elif ch.changed_at is not None:
+        _terms(msg, ch.terms)
+        msg.update_time.CopyFrom(_ts(ch.changed_at))
+    if request is not None:
+        _terms(msg.pending, request.terms)
+        msg.pending.request_time.CopyFrom(_ts(request.requested_at))
+        msg.pending.expire_time.CopyFrom(_ts(request.expires_at))
+    if ch.suppression is not None:
+        msg.suppressed = True
+        msg.suppression_reason = _out(REASONS, ch.suppression.reason)
+        msg.suppression_note = ch.suppression.note
+        msg.suppress_time.CopyFrom(_ts(ch.suppression.at))
+    return msg
+
+
+def entry_to_pb(entry: Entry) -> pb.ConsentLedgerEntry:
+    e, d = entry.event, entry.data
+    type_, state = ENTRY_TYPES.get(e.type, (pb.LEDGER_ENTRY_TYPE_UNSPECIFIED, 0))
+    msg = pb.ConsentLedgerEntry(
+        sequence=e.version,
+        event_id=str(e.event_id),
+        type=type_,
+        channel=_out(CHANNELS, d.get("channel", "")),
+        state=state,  # type: ignore[arg-type]
+        evidence_erased=entry.evidence_erased,
+        suppression_reason=_out(REASONS, d.get("reason", "")),
+        note=d.get("note", ""),
+        actor=e.metadata.get("actor", ""),
+        request_id=e.metadata.get("request_id", ""),
+    )
+    _terms(msg, Terms.of(d))
+    msg.record_time.CopyFrom(_ts(e.recorded_at))
+    if "occur_time" in d:
+        msg.occur_time.CopyFrom(_ts(datetime.fromisoformat(d["occur_time"])))
+    if "expire_time" in d:
+        msg.confirmation_expire_time.CopyFrom(_ts(datetime.fromisoformat(d["expire_time"])))
+    ev = d.get("evidence") or {}
+    if ev:
+        msg.evidence.ip, msg.evidence.user_agent = ev.get("ip", ""), ev.get("user_agent", "")
+    return msg
+
+
+def _all_channels(channels: Mapping[str, ChannelConsent], at: datetime) -> list[pb.ChannelConsent]:
+    return [
+        channel_to_pb(channels.get(name) or ChannelConsent(name), at) for name in domain.CHANNELS
+    ]
+
+
+class ConsentServicer(pb_grpc.ConsentServiceServicer):
+    """Registered before the server starts (gRPC requires it); ``bind`` gives it its handlers
+    once the database is ready. Until then every call is UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self._ledgers: ConsentLedgers | None = None
+
+    def bind(self, ledgers: ConsentLedgers) -> None:
+        self._ledgers = ledgers
+
+    @property
+    def ledgers(self) -> ConsentLedgers:
+        if self._ledgers is None:
+            raise ge.Unavailable("NOT_READY", "starting up; retry", domain=DOMAIN)
+        return self._ledgers
+
+    async def RecordConsent(
+        self, request: pb.RecordConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordConsentResponse:
+        cid = _contact_id(request.contact_id)
+        rid = _request_id(request.request_id)
+        cmd = domain.RecordConsent(
+            channel=_in(CHANNELS, request.channel),
+            state=_in(STATES, request.state),
+            terms=Terms(_in(BASES, request.legal_basis), request.source, request.policy_version),
+            evidence=_evidence(request.evidence),
+            double_opt_in=request.double_opt_in,
+            occurred_at=_timestamp(request, "occur_time"),
+        )
+        r = await _domain(
+            lambda: self.ledgers.record(cid, cmd, request_id=rid, meta=_meta(rid, context))
+        )
+        out = pb.RecordConsentResponse(
+            contact_id=cid,
+            consent=channel_to_pb(r.consent, r.now),
+            changed=r.changed,
+            confirmation_token=r.token,
+        )
+        if r.token_expires_at is not None:
+            out.confirmation_expire_time.CopyFrom(_ts(r.token_expires_at))
+        return out
+
+    async def ConfirmConsent(
+        self, request: pb.ConfirmConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConfirmConsentResponse:
+        rid = _request_id(request.request_id)
+        cid, ch, now = await _domain(
+            lambda: self.ledgers.confirm(
+                request.token,
+                _evidence(request.evidence),
+                request_id=rid,
+                meta=_meta(rid, context),
+            )
+        )
+        return pb.ConfirmConsentResponse(contact_id=cid, consent=channel_to_pb(ch, now))
+
+    async def GetConsent(
+        self, request: pb.GetConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConsentResponse:
+        cid = _contact_id(request.contact_id)
+        at = _timestamp(request, "as_of_time")
+        if at is None:
+            channels, now = await _domain(lambda: self.ledgers.current(cid))
+            return pb.GetConsentResponse(contact_id=cid, channels=_all_channels(channels, now))
+        as_of = at
+        channels = await _domain(lambda: self.ledgers.as_of(cid, as_of))
+        return pb.GetConsentResponse(contact_id=cid, channels=_all_channels(channels, as_of))
+
+    async def GetConsentHistory(
+        self, request: pb.GetConsentHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConsentHistoryResponse:
+        cid = _contact_id(request.contact_id)
+        entries, token = await _domain(
+            lambda: self.ledgers.history(
+                cid, _in(CHANNELS, request.channel), request.page_size, request.page_token
+            )
+        )
+        return pb.GetConsentHistoryResponse(
+            entries=[entry_to_pb(e) for e in entries], next_page_token=token
+        )
+
+    async def SuppressChannel(
+        self, request: pb.SuppressChannelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SuppressChannelResponse:
+        cid = _contact_id(request.contact_id)
+        rid = _request_id(request.request_id)
+        cmd = domain.Suppress(
+            _in(CHANNELS, request.channel), _in(REASONS, request.reason), request.note
+        )
+        ch, changed, now = await _domain(
+            lambda: self.ledgers.suppress(cid, cmd, request_id=rid, meta=_meta(rid, context))
+        )
+        return pb.SuppressChannelResponse(
+            contact_id=cid, consent=channel_to_pb(ch, now), changed=changed
+        )
+
+    async def UnsuppressChannel(
+        self, request: pb.UnsuppressChannelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnsuppressChannelResponse:
+        cid = _contact_id(request.contact_id)
+        rid = _request_id(request.request_id)
+        cmd = domain.Unsuppress(_in(CHANNELS, request.channel), request.note)
+        ch, changed, now = await _domain(
+            lambda: self.ledgers.unsuppress(cid, cmd, request_id=rid, meta=_meta(rid, context))
+        )
+        return pb.UnsuppressChannelResponse(
+            contact_id=cid, consent=channel_to_pb(ch, now), changed=changed
+        )
