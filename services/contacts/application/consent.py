@@ -269,7 +269,7 @@ class ConsentLedgers:
             channels = dict(_fold(contact_id, recorded).channels)
         if head < 0:
             await self._check_exists(contact_id)
-        return channels, now
+        return await self._with_merged(contact_id, channels, None), now
 
     async def as_of(self, contact_id: str, at: datetime) -> dict[str, ChannelConsent]:
         """Every channel as it stood at ``at``: a fold of the events recorded until then."""
@@ -278,7 +278,26 @@ class ConsentLedgers:
         recorded = await self.store.read_stream(domain.stream_of(contact_id))
         if not recorded:
             await self._check_exists(contact_id)
-        return dict(_fold(contact_id, [e for e in recorded if e.recorded_at <= at]).channels)
+        own = dict(_fold(contact_id, [e for e in recorded if e.recorded_at <= at]).channels)
+        return await self._with_merged(contact_id, own, at)
+
+    async def _with_merged(
+        self, contact_id: str, own: dict[str, ChannelConsent], at: datetime | None
+    ) -> dict[str, ChannelConsent]:
+        """Fold in the ledgers of contacts merged into this one (at ``at``, or now)."""
+        profile = await self.store.read_stream(f"contact-{contact_id}")
+        merged = domain.absorbed(
+            (e.type, e.data) for e in profile if at is None or e.recorded_at <= at
+        )
+        if not merged:
+            return own
+        streams = [domain.stream_of(m) for m in merged]
+        ledgers = []
+        for m, stream in zip(merged, streams, strict=True):
+            events = await self.store.read_stream(stream)
+            events = [e for e in events if at is None or e.recorded_at <= at]
+            ledgers.append(_fold(m, events).channels)
+        return domain.with_merged(own, ledgers)
 
     async def history(
         self, contact_id: str, channel: str, page_size: int, page_token: str

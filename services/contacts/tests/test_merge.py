@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from crm.contacts.v1 import contacts_pb2 as pb
 from services.contacts.tests.test_grpc_api import Env, env, expect_error, register
@@ -130,3 +131,119 @@ async def test_duplicate_candidates(env: Env) -> None:
     await env.settle()
     found = await env.stub.ListDuplicateCandidates(pb.ListDuplicateCandidatesRequest())
     assert [x.reason for x in found.candidates] == ["name_and_email_domain"]
+
+
+async def test_consent_after_merge_is_the_stricter_unless_the_survivor_spoke_later(
+    env: Env,
+) -> None:
+    from services.contacts.application.consent import ConsentLedgers
+    from services.contacts.domain.consent import (
+        SUBSCRIBED,
+        UNSUBSCRIBED,
+        RecordConsent,
+        Suppress,
+        Terms,
+    )
+
+    ledgers = ConsentLedgers(env.store, env.store.pool)
+    terms = Terms(legal_basis="consent", source="checkout", policy_version="v1")
+    survivor = await register(env, email="s@shop.io")
+    merged = await register(env, email="m@shop.io")
+    # survivor subscribed to email and sms; the merged contact subscribed to email, then
+    # unsubscribed from it later, subscribed to push, and was suppressed on sms (hard bounce)
+    await ledgers.record(survivor.contact_id, RecordConsent("email", SUBSCRIBED, terms))
+    await ledgers.record(survivor.contact_id, RecordConsent("sms", SUBSCRIBED, terms))
+    await ledgers.record(merged.contact_id, RecordConsent("email", SUBSCRIBED, terms))
+    await ledgers.record(
+        merged.contact_id, RecordConsent("email", UNSUBSCRIBED, Terms(source="footer"))
+    )
+    await ledgers.record(merged.contact_id, RecordConsent("push", SUBSCRIBED, terms))
+    await ledgers.suppress(merged.contact_id, Suppress("sms", "hard_bounce"))
+    before, _ = await ledgers.current(survivor.contact_id)
+    await env.settle()
+
+    await env.stub.MergeContacts(
+        pb.MergeContactsRequest(survivor_id=survivor.contact_id, merged_id=merged.contact_id)
+    )
+    after, _ = await ledgers.current(survivor.contact_id)
+    assert after["email"].state == UNSUBSCRIBED  # the merged person's later opt-out wins
+    assert "push" not in after or after["push"].state != SUBSCRIBED  # no consent leaks over
+    assert after["sms"].state == SUBSCRIBED and after["sms"].suppression is not None
+
+    # the survivor's own statement after the merged one stands
+    await ledgers.record(
+        survivor.contact_id,
+        RecordConsent(
+            "email",
+            SUBSCRIBED,
+            Terms(legal_basis="consent", source="preference-centre", policy_version="v2"),
+        ),
+    )
+    latest, _ = await ledgers.current(survivor.contact_id)
+    assert latest["email"].state == SUBSCRIBED
+
+    await env.stub.UnmergeContacts(pb.UnmergeContactsRequest(merged_id=merged.contact_id))
+    restored, _ = await ledgers.current(survivor.contact_id)
+    assert restored["sms"] == before["sms"]  # the suppression went with the merged contact
+    mine, _ = await ledgers.current(merged.contact_id)
+    assert mine["email"].state == UNSUBSCRIBED and mine["push"].state == SUBSCRIBED
+
+
+async def test_every_event_type_decodes_as_its_published_message(env: Env) -> None:
+    from google.protobuf import json_format
+
+    from crm.contacts.v1 import events_pb2
+    from services.contacts.adapters.keys import DataKeys, unseal
+    from services.contacts.application.consent import ConsentLedgers
+    from services.contacts.domain.consent import (
+        SUBSCRIBED,
+        UNSUBSCRIBED,
+        Evidence,
+        RecordConsent,
+        Suppress,
+        Terms,
+        Unsuppress,
+    )
+
+    ledgers = ConsentLedgers(env.store, env.store.pool)
+    terms = Terms(legal_basis="consent", source="test", policy_version="v1")
+    a = await register(env, email="a@shop.io", first_name="A")
+    b = await register(env, phone="+14155552671", external_id="b-1")
+    await env.stub.UpdateContact(
+        pb.UpdateContactRequest(
+            contact=pb.Contact(contact_id=a.contact_id, last_name="Z"),
+            update_mask=FieldMask(paths=["last_name"]),
+        )
+    )
+    await env.stub.ArchiveContact(pb.ArchiveContactRequest(contact_id=b.contact_id))
+    await env.stub.RestoreContact(pb.RestoreContactRequest(contact_id=b.contact_id))
+    ev = Evidence(ip="203.0.113.7", user_agent="test")
+    rec = await ledgers.record(
+        a.contact_id, RecordConsent("email", SUBSCRIBED, terms, ev, double_opt_in=True)
+    )
+    await ledgers.confirm(rec.token, ev)
+    await ledgers.record(a.contact_id, RecordConsent("push", SUBSCRIBED, terms))
+    await ledgers.record(a.contact_id, RecordConsent("email", UNSUBSCRIBED, Terms(source="footer")))
+    await ledgers.suppress(a.contact_id, Suppress("sms", "complaint"))
+    await ledgers.unsuppress(a.contact_id, Unsuppress("sms"))
+    await env.stub.MergeContacts(
+        pb.MergeContactsRequest(survivor_id=a.contact_id, merged_id=b.contact_id)
+    )
+    await env.stub.UnmergeContacts(pb.UnmergeContactsRequest(merged_id=b.contact_id))
+    await env.stub.EraseContact(pb.EraseContactRequest(contact_id=b.contact_id))
+
+    events = (await env.store.read_all(0, limit=1000)).events
+    keys = await DataKeys(env.store.pool).get_many({e.data["contact_id"] for e in events})
+    seen = set()
+    for e in events:
+        package, _, name = e.type.rpartition(".")
+        assert package == "crm.contacts.v1", e.type
+        json_format.ParseDict(e.data, getattr(events_pb2, name)())
+        plain, erased = unseal(keys.get(e.data["contact_id"]), e.data["contact_id"], e.data)
+        if "personal" in e.data and not erased:
+            personal = {k: v for k, v in plain.items() if k not in e.data}
+            json_format.ParseDict(personal, events_pb2.PersonalData())
+        seen.add(name)
+    published = {m.name for m in events_pb2.DESCRIPTOR.message_types_by_name.values()}
+    helpers = {"PersonalData", "AttributeValue", "Evidence"}
+    assert seen == published - helpers
