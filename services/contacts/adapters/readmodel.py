@@ -63,17 +63,7 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
 ON CONFLICT (contact_id) DO NOTHING
 """
 
-_FIELDS = (
-    "email",
-    "phone",
-    "external_id",
-    "first_name",
-    "last_name",
-    "tags",
-    "locale",
-    "time_zone",
-    "attributes",
-)
+_FIELDS = domain.UPDATABLE  # the order of the flag/value pairs in _UPDATE below
 
 # One UPDATE for every contact changed in a batch: per field, a flag says whether it changed.
 _UPDATE = """

@@ -4,26 +4,27 @@ a name the domain rejects, so every validation rule lives in the domain."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
-import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from crm.contacts.v1 import consent_pb2 as pb
 from crm.contacts.v1 import consent_pb2_grpc as pb_grpc
+from services.contacts.api.common import DOMAIN
+from services.contacts.api.common import contact_id as _contact_id
+from services.contacts.api.common import domain_call as _domain
+from services.contacts.api.common import invalid as _invalid
+from services.contacts.api.common import meta as _meta
+from services.contacts.api.common import request_id as _request_id
 from services.contacts.application.consent import ConsentLedgers, Entry
 from services.contacts.domain import consent as domain
-from services.contacts.domain import errors as de
 from services.contacts.domain.consent import ChannelConsent, Evidence, Terms
 from shared.grpckit import errors as ge
 
 SERVICE = "crm.contacts.v1.ConsentService"
-DOMAIN = "contacts.crm"
-MAX_REQUEST_ID = 128
 T = TypeVar("T")
 
 CHANNELS = {pb.CHANNEL_EMAIL: "email", pb.CHANNEL_SMS: "sms", pb.CHANNEL_PUSH: "push"}
@@ -73,56 +74,8 @@ def _timestamp(msg: Any, name: str) -> datetime | None:
         raise _invalid(name, f"INVALID_{name.upper()}", "not a valid timestamp") from None
 
 
-def _invalid(field: str, reason: str, message: str) -> ge.InvalidArgument:
-    return ge.InvalidArgument(
-        reason, f"{field}: {message}", domain=DOMAIN, violations=[(field, message)]
-    )
-
-
-def _contact_id(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise _invalid("contact_id", "INVALID_CONTACT_ID", "must be a UUID") from None
-
-
-def _request_id(value: str) -> str:
-    if len(value) > MAX_REQUEST_ID:
-        raise _invalid("request_id", "INVALID_REQUEST_ID", f"at most {MAX_REQUEST_ID} characters")
-    return value
-
-
 def _evidence(m: pb.ConsentEvidence) -> Evidence:
     return Evidence(ip=m.ip, user_agent=m.user_agent)
-
-
-def _meta(request_id: str, context: grpc.aio.ServicerContext) -> dict[str, Any]:
-    md = dict(context.invocation_metadata() or ())
-    bound = structlog.contextvars.get_contextvars()
-    return {
-        "schema": 1,
-        "request_id": request_id,
-        "correlation_id": bound.get("correlation_id", ""),
-        "actor": md.get("x-actor", ""),
-        "traceparent": md.get("traceparent", ""),
-    }
-
-
-async def _domain(call: Callable[[], Awaitable[T]]) -> T:
-    """Run a handler call, translating domain errors for the interceptor."""
-    try:
-        return await call()
-    except de.Invalid as e:
-        violations = [(f, d) for f, _, d in e.violations]
-        raise ge.InvalidArgument(
-            e.reason, e.message, domain=DOMAIN, violations=violations
-        ) from None
-    except de.NotFound as e:
-        raise ge.NotFound(e.reason, e.message, domain=DOMAIN, metadata=e.metadata) from None
-    except de.Precondition as e:
-        raise ge.FailedPrecondition(
-            e.reason, e.message, domain=DOMAIN, metadata=e.metadata
-        ) from None
 
 
 def _terms(msg: Any, terms: Terms) -> None:

@@ -6,28 +6,29 @@ import base64
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import orjson
-import structlog
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
 from services.contacts.adapters.keys import ERASED, SEALED, unseal
+from services.contacts.api.common import DOMAIN, T, page_size
+from services.contacts.api.common import contact_id as _contact_id
+from services.contacts.api.common import domain_call as _domain
+from services.contacts.api.common import meta as _meta
+from services.contacts.api.common import request_id as _request_id
 from services.contacts.application.commands import ContactCommands
 from services.contacts.application.importer import ContactImporter, ImportReport, ImportRow
 from services.contacts.application.queries import (
-    DEFAULT_PAGE,
-    MAX_PAGE,
     ContactQueries,
     ListFilter,
     decode_token,
     encode_token,
 )
-from services.contacts.domain import errors as de
 from services.contacts.domain.contact import (
     Contact,
     ProfileInput,
@@ -38,7 +39,6 @@ from services.contacts.domain.identity import NORMALISERS, BadIdentity
 from shared.eventstore import RecordedEvent
 from shared.grpckit import errors as ge
 
-DOMAIN = "contacts.crm"
 MAX_IMPORT_BATCH = 1000
 _IMPORTABLE = (
     "email",
@@ -50,8 +50,6 @@ _IMPORTABLE = (
     "locale",
     "time_zone",
 )
-MAX_REQUEST_ID = 128
-T = TypeVar("T")
 
 
 def to_pb(c: Contact) -> pb.Contact:
@@ -100,61 +98,6 @@ def _profile(m: Any) -> ProfileInput:
             for k, v in m.attributes.items()
         },
     )
-
-
-def _contact_id(value: str, field: str = "contact_id") -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise ge.InvalidArgument(
-            "INVALID_CONTACT_ID",
-            f"{field} must be a UUID",
-            domain=DOMAIN,
-            violations=[(field, "must be a UUID")],
-        ) from None
-
-
-def _request_id(value: str) -> str:
-    if len(value) > MAX_REQUEST_ID:
-        raise ge.InvalidArgument(
-            "INVALID_REQUEST_ID",
-            f"request_id is longer than {MAX_REQUEST_ID}",
-            domain=DOMAIN,
-            violations=[("request_id", "too long")],
-        )
-    return value
-
-
-def _meta(request_id: str, context: grpc.aio.ServicerContext) -> dict[str, Any]:
-    md = dict(context.invocation_metadata() or ())
-    bound = structlog.contextvars.get_contextvars()
-    return {
-        "schema": 1,
-        "request_id": request_id,
-        "correlation_id": bound.get("correlation_id", ""),
-        "actor": md.get("x-actor", ""),
-        "traceparent": md.get("traceparent", ""),
-    }
-
-
-async def _domain(call: Callable[[], Awaitable[T]]) -> T:
-    """Run a domain/application call, translating its errors for the interceptor."""
-    try:
-        return await call()
-    except de.Invalid as e:
-        raise ge.InvalidArgument(
-            e.reason, e.message, domain=DOMAIN, violations=[(f, d) for f, _, d in e.violations]
-        ) from None
-    except de.NotFound as e:
-        raise ge.NotFound(e.reason, e.message, domain=DOMAIN, metadata=e.metadata) from None
-    except de.Conflict as e:
-        raise ge.AlreadyExists(e.reason, e.message, domain=DOMAIN, metadata=e.metadata) from None
-    except de.StaleEtag as e:
-        raise ge.Aborted(e.reason, e.message, domain=DOMAIN, metadata=e.metadata) from None
-    except de.Precondition as e:
-        raise ge.FailedPrecondition(
-            e.reason, e.message, domain=DOMAIN, metadata=e.metadata
-        ) from None
 
 
 class ContactsServicer(pb_grpc.ContactsServiceServicer):
@@ -236,14 +179,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     async def ListContacts(
         self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListContactsResponse:
-        if request.page_size < 0 or request.page_size > MAX_PAGE:
-            raise ge.InvalidArgument(
-                "INVALID_PAGE_SIZE",
-                f"page_size must be 0..{MAX_PAGE}",
-                domain=DOMAIN,
-                violations=[("page_size", f"0..{MAX_PAGE}")],
-            )
-        size = request.page_size or DEFAULT_PAGE
+        size = page_size(request.page_size)
         f = ListFilter(
             include_archived=request.include_archived,
             tag=request.tag.strip().lower(),
@@ -295,14 +231,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     async def ListDuplicateCandidates(
         self, request: pb.ListDuplicateCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDuplicateCandidatesResponse:
-        if request.page_size < 0 or request.page_size > MAX_PAGE:
-            raise ge.InvalidArgument(
-                "INVALID_PAGE_SIZE",
-                f"page_size must be 0..{MAX_PAGE}",
-                domain=DOMAIN,
-                violations=[("page_size", f"0..{MAX_PAGE}")],
-            )
-        rows = await self.queries.duplicate_candidates(request.page_size or DEFAULT_PAGE)
+        rows = await self.queries.duplicate_candidates(page_size(request.page_size))
         return pb.ListDuplicateCandidatesResponse(
             candidates=[
                 pb.DuplicateCandidate(contact_id=a, other_contact_id=b, reason=why)
@@ -421,14 +350,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self, request: pb.ListContactEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListContactEventsResponse:
         cid = _contact_id(request.contact_id)
-        if request.page_size < 0 or request.page_size > MAX_PAGE:
-            raise ge.InvalidArgument(
-                "INVALID_PAGE_SIZE",
-                f"page_size must be 0..{MAX_PAGE}",
-                domain=DOMAIN,
-                violations=[("page_size", f"0..{MAX_PAGE}")],
-            )
-        size = request.page_size or DEFAULT_PAGE
+        size = page_size(request.page_size)
         start = _version_token(request.page_token, cid) if request.page_token else 0
         events, key = await self.commands.history(cid)
         if not events:

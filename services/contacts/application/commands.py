@@ -115,9 +115,6 @@ class ContactCommands:
         if (done := await self._replayed(request_id, contact_id)) is not None:
             return done
         decided = domain.decide_register(contact_id, profile)
-        stream = domain.stream_of(contact_id)
-        key = (await self.keys.ensure([contact_id]))[contact_id]
-        events = _events(stream, decided, request_id, meta, key)
         after = domain.evolve(None, decided[0][0], decided[0][1], None, 0)  # type: ignore[arg-type]
         for attempt in range(_ATTEMPTS):
             # First attempt: assume the identities are new (no read, one round trip). After a
@@ -126,9 +123,7 @@ class ContactCommands:
                 contact_id, after.identities(), {}, request_id, meta, optimistic=attempt == 0
             )
             try:
-                results = await self.store.append_multi(
-                    [StreamAppend(stream, events, StreamState.NO_STREAM), *claims]
-                )
+                results = await self._register_once(contact_id, decided, claims, request_id, meta)
                 break
             except _CONFLICT:
                 if (done := await self._replayed(request_id, contact_id)) is not None:
@@ -137,6 +132,33 @@ class ContactCommands:
                     raise
         at = results[0].recorded_at
         return domain.evolve(None, decided[0][0], decided[0][1], at, results[0].version)  # type: ignore[arg-type]
+
+    async def _register_once(
+        self,
+        contact_id: str,
+        decided: list[domain.Event],
+        claims: list[StreamAppend],
+        request_id: str,
+        meta: Mapping[str, Any],
+    ) -> list[AppendResult]:
+        """The data key and the events in one transaction where the store allows: one commit,
+        and no key without its contact."""
+        stream = domain.stream_of(contact_id)
+        store = self.store
+        if isinstance(store, PostgresEventStore):
+            async with store.pool.acquire() as conn, conn.transaction():
+                key = (await self.keys.ensure([contact_id], conn))[contact_id]
+                events = _events(stream, decided, request_id, meta, key)
+                results = await store.append_batch_on(
+                    conn, [StreamAppend(stream, events, StreamState.NO_STREAM), *claims]
+                )
+            store.committed(max(r.position for r in results))
+            return results
+        key = (await self.keys.ensure([contact_id]))[contact_id]
+        events = _events(stream, decided, request_id, meta, key)
+        return await store.append_multi(
+            [StreamAppend(stream, events, StreamState.NO_STREAM), *claims]
+        )
 
     async def update(
         self,
