@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,12 @@ def table(metrics: list[Metric]) -> Table:
 
 
 def write(metrics: list[Metric], info: dict[str, Any]) -> Path:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    # A BENCH_ONLY subset must not replace the last full table.
+    path = RESULTS.with_name("partial.json") if os.environ.get("BENCH_ONLY") else RESULTS
+    path.parent.mkdir(parents=True, exist_ok=True)
     body = {"metrics": [m.as_json() for m in metrics], **info}
-    RESULTS.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
-    return RESULTS
+    path.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2))
+    return path
 
 
 def show(metrics: list[Metric], notes: list[str]) -> None:
