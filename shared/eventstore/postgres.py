@@ -522,8 +522,13 @@ class PostgresEventStore:
                     retries += 1
                     await asyncio.sleep(min(0.0005 * 2**retries, 0.05))
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), idle_timeout)
+                # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that arrives as the wake-up does, and this generator would never stop.
+                waiter = asyncio.ensure_future(wake.wait())
+                try:
+                    await asyncio.wait({waiter}, timeout=idle_timeout)
+                finally:
+                    waiter.cancel()
                 if self._listener is None or self._listener.is_closed():
                     self._listener = None
                     with contextlib.suppress(OSError, asyncpg.PostgresError):

@@ -36,7 +36,9 @@ async def rebuild(store: PostgresEventStore, projection: Projection, batch_size:
         await conn.execute(
             "SELECT position FROM projections.checkpoints WHERE name = $1 FOR UPDATE", name
         )
-        position = await shadow.catch_up()  # the tail that arrived during the long part
+        # The tail that arrived during the long part (what is visible from here: later events
+        # reach the live runner after the switch, from the checkpoint set below).
+        position = await shadow.catch_up(visible_only=True)
         await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(old_schema)} CASCADE")
         await conn.execute(
             f"ALTER SCHEMA {quote_ident(schema)} RENAME TO {quote_ident(old_schema)}"

@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import structlog
@@ -118,9 +119,7 @@ class ProjectionRunner:
                 if lost.is_set():
                     raise ConnectionError("advisory lock connection lost")
             finally:
-                for t in [follow, *waiters]:
-                    t.cancel()
-                await asyncio.gather(follow, *waiters, return_exceptions=True)
+                await _cancel_all([follow, *waiters])
                 self.active = False
         finally:
             with contextlib.suppress(Exception):
@@ -246,11 +245,16 @@ class ProjectionRunner:
                 self._advanced.wait_for(lambda: self.position >= position), timeout
             )
 
-    async def catch_up(self) -> int:
-        """Apply everything visible now without subscribing (used by rebuilds and tests)."""
+    async def catch_up(self, until: int | None = None, *, visible_only: bool = False) -> int:
+        """Apply everything up to ``until`` (default: the last event committed when called),
+        without subscribing. Used by rebuilds and tests. Events that committed but are not yet
+        visible (an older transaction is still open) are waited for, not skipped — unless
+        ``visible_only``: inside a transaction of one's own (a rebuild's switch-over) they can
+        only become visible after it commits, so waiting would never end."""
         async with self.pool.acquire() as conn:
             await ensure_schema(conn, self.projection, self.schema)
             self.position = max(self.position, await self._checkpoint(conn))
+        target = await self.store.head_position() if until is None else until
 
         def fetch(after: int) -> asyncio.Task[ReadAllPage]:
             return asyncio.create_task(
@@ -265,12 +269,17 @@ class ProjectionRunner:
         # Read the next page while the current one is applied: the database does both at once.
         pending = fetch(self.position)
         try:
-            while True:
+            while self.position < target:
                 page = await pending
                 if not page.events and page.last_position <= self.position:
-                    return self.position
+                    if visible_only:
+                        break
+                    await asyncio.sleep(0.005)  # the rest is behind the visibility horizon
+                    pending = fetch(self.position)
+                    continue
                 pending = fetch(page.last_position)
                 await self.process(page.events, page.last_position)
+            return self.position
         finally:
             pending.cancel()
 
@@ -284,6 +293,18 @@ class ProjectionRunner:
             self.position,
         )
         PROJECTION_LAG_EVENTS.labels(self.name).set(n)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel and wait until each task has really finished (a cancellation can be lost in
+    library code; asking again is harmless)."""
+    while pending := [t for t in tasks if not t.done()]:
+        for t in pending:
+            t.cancel()
+        await asyncio.wait(pending, timeout=1.0)
+    for t in tasks:
+        if not t.cancelled():
+            t.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 async def wait_for_checkpoint(

@@ -294,23 +294,9 @@ class ContactCommands:
                 )
                 for k in s_dec[0][1]["moved_fields"]
             ]
-            s_stream, m_stream = domain.stream_of(survivor_id), domain.stream_of(merged_id)
+            pair = ((survivor, s_key, s_dec), (merged, m_key, m_dec))
             try:
-                results = await self.store.append_multi(
-                    [
-                        StreamAppend(
-                            s_stream,
-                            _events(s_stream, s_dec, request_id, meta, s_key),
-                            survivor.version,
-                        ),
-                        StreamAppend(
-                            m_stream,
-                            _events(m_stream, m_dec, request_id, meta, m_key),
-                            merged.version,
-                        ),
-                        *moves,
-                    ]
-                )
+                results = await self._append_pair(pair, moves, request_id, meta)
             except _CONFLICT:
                 if attempt == _ATTEMPTS - 1:
                     raise
@@ -340,23 +326,9 @@ class ContactCommands:
                 )
                 for k in m_dec[0][1]["restored_fields"]
             ]
-            s_stream, m_stream = domain.stream_of(survivor.contact_id), domain.stream_of(merged_id)
+            pair = ((survivor, s_key, s_dec), (merged, m_key, m_dec))
             try:
-                results = await self.store.append_multi(
-                    [
-                        StreamAppend(
-                            s_stream,
-                            _events(s_stream, s_dec, request_id, meta, s_key),
-                            survivor.version,
-                        ),
-                        StreamAppend(
-                            m_stream,
-                            _events(m_stream, m_dec, request_id, meta, m_key),
-                            merged.version,
-                        ),
-                        *moves,
-                    ]
-                )
+                results = await self._append_pair(pair, moves, request_id, meta)
             except _CONFLICT:
                 if attempt == _ATTEMPTS - 1:
                     raise
@@ -366,6 +338,24 @@ class ContactCommands:
                 _apply(merged, m_dec, results[1].recorded_at, results[1].version),
             )
         raise AssertionError("unreachable")
+
+    async def _append_pair(
+        self,
+        pair: tuple[tuple[Contact, bytes | None, list[domain.Event]], ...],
+        moves: list[StreamAppend],
+        request_id: str,
+        meta: Mapping[str, Any],
+    ) -> list[AppendResult]:
+        """Both sides of a merge or unmerge, and the identities that move, in one append."""
+        appends = [
+            StreamAppend(
+                stream := domain.stream_of(state.contact_id),
+                _events(stream, decided, request_id, meta, key),
+                state.version,
+            )
+            for state, key, decided in pair
+        ]
+        return await self.store.append_multi([*appends, *moves])
 
     async def _transfer(
         self,

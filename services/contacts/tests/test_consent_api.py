@@ -30,6 +30,7 @@ from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.errors import error_info, field_violations
 from shared.grpckit.server import GrpcServer
 from shared.projections.runner import ProjectionRunner, ensure_schema
+from shared.testing.events import read_everything
 
 EMAIL, SMS, PUSH = pb.CHANNEL_EMAIL, pb.CHANNEL_SMS, pb.CHANNEL_PUSH
 SUB, UNSUB = pb.CONSENT_STATE_SUBSCRIBED, pb.CONSENT_STATE_UNSUBSCRIBED
@@ -634,9 +635,9 @@ async def test_every_appended_event_decodes_as_its_published_message(env: Env) -
     await env.stub.UnsuppressChannel(
         pb.UnsuppressChannelRequest(contact_id=cid, channel=EMAIL, note="ok")
     )
-    page = await env.store.read_all(0, categories=["consent"])
-    assert {e.type for e in page.events} == set(domain.TYPES)
-    for e in page.events:
+    page_events = await read_everything(env.store, categories=["consent"])
+    assert {e.type for e in page_events} == set(domain.TYPES)
+    for e in page_events:
         package, _, name = e.type.rpartition(".")
         assert package == "crm.contacts.v1", e.type
         message = getattr(events_pb2, name)()

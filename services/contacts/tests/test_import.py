@@ -8,6 +8,7 @@ import grpc
 
 from crm.contacts.v1 import contacts_pb2 as pb
 from services.contacts.tests.test_grpc_api import Env, env, expect_error, register
+from shared.testing.events import read_everything
 
 __all__ = ["env"]
 
@@ -45,8 +46,8 @@ async def test_import_creates_then_rerun_changes_nothing_then_updates(env: Env) 
     found = await env.stub.FindContact(pb.FindContactRequest(external_id="shop-1"))
     assert (found.contact.first_name, found.contact.last_name) == ("C1", "Imported")
     assert found.contact.email == "c1@shop.io" and list(found.contact.tags) == ["imported"]
-    page = await env.store.read_all(0, categories=["contact"], limit=10)
-    assert all(e.metadata["backfill"] is True and e.metadata["import_id"] for e in page.events)
+    page_events = await read_everything(env.store, categories=["contact"])
+    assert all(e.metadata["backfill"] is True and e.metadata["import_id"] for e in page_events)
 
 
 async def test_bad_rows_are_reported_by_number_and_the_rest_imported(env: Env) -> None:

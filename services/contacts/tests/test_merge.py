@@ -7,6 +7,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from crm.contacts.v1 import contacts_pb2 as pb
 from services.contacts.tests.test_grpc_api import Env, env, expect_error, register
+from shared.testing.events import read_everything
 
 __all__ = ["env"]
 
@@ -232,7 +233,7 @@ async def test_every_event_type_decodes_as_its_published_message(env: Env) -> No
     await env.stub.UnmergeContacts(pb.UnmergeContactsRequest(merged_id=b.contact_id))
     await env.stub.EraseContact(pb.EraseContactRequest(contact_id=b.contact_id))
 
-    events = (await env.store.read_all(0, limit=1000)).events
+    events = await read_everything(env.store)
     keys = await DataKeys(env.store.pool).get_many({e.data["contact_id"] for e in events})
     seen = set()
     for e in events:
