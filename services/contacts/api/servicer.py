@@ -336,7 +336,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     ) -> pb.ExportContactDataResponse:
         cid = _contact_id(request.contact_id)
         events, key = await self.commands.history(cid)
-        contact = await self.commands.load(cid)
+        contact = self.commands.fold(events, key)
         if contact is None:
             raise ge.NotFound("CONTACT_NOT_FOUND", f"no contact {cid}", domain=DOMAIN)
         consent = await self.commands.store.read_stream(f"consent-{cid}")

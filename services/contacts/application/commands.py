@@ -93,6 +93,17 @@ class ContactCommands:
         self, contact_id: str, up_to_version: int | None = None, as_of: datetime | None = None
     ) -> Contact | None:
         events, key = await self.history(contact_id)
+        return self.fold(events, key, up_to_version=up_to_version, as_of=as_of)
+
+    @staticmethod
+    def fold(
+        events: Sequence[RecordedEvent],
+        key: bytes | None,
+        *,
+        up_to_version: int | None = None,
+        as_of: datetime | None = None,
+    ) -> Contact | None:
+        """The contact from events already read with ``history``."""
         if up_to_version is not None:
             events = [e for e in events if e.version <= up_to_version]
         if as_of is not None:
