@@ -34,7 +34,7 @@ from services.contacts.domain.consent import (
     Suppress,
     Unsuppress,
 )
-from services.contacts.domain.errors import Invalid, NotFound, Precondition
+from shared.domain.errors import Invalid, NotFound, Precondition
 from shared.eventstore import EventStore, NewEvent, RecordedEvent, StreamState, WrongExpectedVersion
 
 _NS = uuid.UUID("0b8e3f5c-7d4a-4c1e-9f2b-5a6d8c3e1f70")

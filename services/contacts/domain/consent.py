@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.contacts.domain.errors import Invalid, NotFound, Precondition
+from shared.domain.errors import Invalid, NotFound, Precondition
 
 PREFIX = "crm.contacts.v1."
 GRANTED = PREFIX + "ConsentGranted"

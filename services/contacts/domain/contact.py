@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from services.contacts.domain.errors import Invalid, Precondition
+from shared.domain.errors import Invalid, Precondition
 from services.contacts.domain.identity import KINDS, NORMALISERS, BadIdentity
 
 PREFIX = "crm.contacts.v1."

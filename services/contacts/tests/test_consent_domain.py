@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.contacts.domain import consent as d
-from services.contacts.domain.errors import Invalid, NotFound, Precondition
+from shared.domain.errors import Invalid, NotFound, Precondition
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TTL = timedelta(hours=48)

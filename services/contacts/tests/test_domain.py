@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.contacts.domain import contact as d
-from services.contacts.domain.errors import Invalid
+from shared.domain.errors import Invalid
 from services.contacts.domain.identity import identity_stream, normalise_email, normalise_phone
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

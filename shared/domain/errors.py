@@ -1,4 +1,4 @@
-"""Domain errors; the API layer maps them to gRPC statuses (see api/errors.py)."""
+"""Domain errors shared by every service; shared/grpckit/errors.domain_call maps them to gRPC."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class NotFound(DomainError):
 
 
 class Conflict(DomainError):
-    """An identity is held by another contact."""
+    """Something unique is already held (an identity, an id)."""
 
 
 class StaleEtag(DomainError):
@@ -35,4 +35,4 @@ class StaleEtag(DomainError):
 
 
 class Precondition(DomainError):
-    """The contact is in a state that forbids the command (archived, erased)."""
+    """The aggregate is in a state that forbids the command (archived, erased, shipped…)."""

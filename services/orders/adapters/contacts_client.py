@@ -1,0 +1,76 @@
+"""ContactDirectory over the contacts service's gRPC API (the only way orders learns who a
+customer is: services never read each other's tables)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+from grpc_status import rpc_status
+
+from crm.contacts.v1 import contacts_pb2 as cpb
+from crm.contacts.v1 import contacts_pb2_grpc as cpb_grpc
+from shared.domain.errors import Invalid
+from shared.grpckit import errors as ge
+
+KINDS = ("email", "phone", "external_id")
+TIMEOUT = 5.0
+
+
+def _reason(err: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
+    status = rpc_status.from_call(err)
+    info = ge.error_info(status) if status is not None else None
+    return (info.reason, dict(info.metadata)) if info is not None else ("", {})
+
+
+class GrpcContactDirectory:
+    def __init__(self, target: str) -> None:
+        self.channel = grpc.aio.insecure_channel(target)
+        self.stub = cpb_grpc.ContactsServiceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def resolve(self, kind: str, value: str, *, request_id: str = "") -> str:
+        assert kind in KINDS
+        field = f"customer.{kind}"
+        try:
+            found = await self.stub.FindContact(
+                cpb.FindContactRequest(**{kind: value}), timeout=TIMEOUT
+            )
+            return str(found.contact.contact_id)
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise self._translate(err, field) from None
+        # A guest contact. The request id is derived from the identity, so concurrent orders of
+        # one new customer register one contact; one that appeared meanwhile is reported as
+        # ALREADY_EXISTS with the holder's id.
+        digest = hashlib.sha256(f"{kind}:{value.strip().lower()}".encode()).hexdigest()[:40]
+        try:
+            made = await self.stub.RegisterContact(
+                self._guest(kind, value, f"orders.guest:{digest}"),
+                timeout=TIMEOUT,
+            )
+            return str(made.contact.contact_id)
+        except grpc.aio.AioRpcError as err:
+            _, metadata = _reason(err)
+            if err.code() == grpc.StatusCode.ALREADY_EXISTS and metadata.get("contact_id"):
+                return metadata["contact_id"]
+            raise self._translate(err, field) from None
+
+    @staticmethod
+    def _guest(kind: str, value: str, request_id: str) -> cpb.RegisterContactRequest:
+        request = cpb.RegisterContactRequest(tags=["guest"], request_id=request_id)
+        setattr(request, kind, value)
+        return request
+
+    @staticmethod
+    def _translate(err: grpc.aio.AioRpcError, field: str) -> Exception:
+        reason, _ = _reason(err)
+        if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            return Invalid([(field, reason or "INVALID_IDENTITY", err.details() or "invalid")])
+        return ge.Unavailable(
+            "CONTACTS_UNAVAILABLE",
+            f"the contacts service could not resolve the customer ({err.code().name})",
+            domain="orders.crm",
+        )

@@ -1,0 +1,42 @@
+"""The abandoned-cart timer: durable because its state is the carts read model and the carts'
+own streams, not memory. Every replica may run it; CartCommands.abandon makes each cart's
+CartAbandoned happen once (a fixed event id, appended at the version the decision read)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+import structlog
+
+from services.orders.application.commands import CartCommands
+from services.orders.application.queries import OrderQueries
+
+log = structlog.get_logger(__name__)
+
+
+class AbandonmentTimer:
+    def __init__(
+        self, queries: OrderQueries, carts: CartCommands, after: timedelta, poll_seconds: float
+    ) -> None:
+        self.queries, self.carts, self.after, self.poll = queries, carts, after, poll_seconds
+
+    async def tick(self) -> int:
+        """Decide every cart the read model says is idle; return how many this call abandoned."""
+        now, due = await self.queries.idle_carts(self.after)
+        fired = 0
+        for cart_id in due:
+            fired += await self.carts.abandon(cart_id, now, self.after)
+        if fired:
+            log.info("carts.abandoned", count=fired)
+        return fired
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:  # a database blip must not end the timer; the next tick retries
+                log.exception("carts.abandonment_tick_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.poll)

@@ -1,0 +1,385 @@
+"""Command handlers for carts and orders: load the stream, decide, append with the version read.
+
+Retries are exactly-once (AIP-155): event ids derive from the request id, so a retried call
+finds its own events in the stream and answers with the state they produced.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from services.orders.domain import cart as carts
+from services.orders.domain import order as orders
+from services.orders.domain.cart import Cart
+from services.orders.domain.order import Order
+from shared.domain.errors import Conflict, Invalid, NotFound, StaleEtag
+from shared.eventstore import (
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    StreamAppend,
+    StreamState,
+    WrongExpectedVersion,
+)
+from shared.eventstore.model import ExpectedVersion
+
+NS = uuid.UUID("0b6f3c1e-8f0a-4a55-b4a9-5d8e2a7c9e31")
+ATTEMPTS = 3
+S = TypeVar("S", Cart, Order)
+Event = tuple[str, dict[str, Any]]
+
+
+def event_id(request_id: str, stream: str, index: int) -> uuid.UUID:
+    return uuid.uuid5(NS, f"{request_id}\n{stream}\n{index}")
+
+
+def new_events(
+    stream: str, decided: Sequence[Event], request_id: str, meta: Mapping[str, Any]
+) -> list[NewEvent]:
+    return [
+        NewEvent(
+            type=t,
+            data=d,
+            metadata=dict(meta),
+            event_id=event_id(request_id, stream, i) if request_id else uuid.uuid4(),
+        )
+        for i, (t, d) in enumerate(decided)
+    ]
+
+
+@dataclass(frozen=True)
+class Kind(Generic[S]):
+    """What the generic handler needs to know about an aggregate."""
+
+    stream_of: Callable[[str], str]
+    fold: Callable[[Any], S | None]
+    evolve: Callable[[S | None, str, Mapping[str, Any], datetime, int], S]
+    missing: str  # NotFound reason
+
+
+CART: Kind[Cart] = Kind(carts.stream_of, carts.fold, carts.evolve, "CART_NOT_FOUND")
+ORDER: Kind[Order] = Kind(orders.stream_of, orders.fold, orders.evolve, "ORDER_NOT_FOUND")
+
+
+def _rows(events: Sequence[RecordedEvent]) -> list[tuple[str, Any, datetime, int]]:
+    return [(e.type, e.data, e.recorded_at, e.version) for e in events]
+
+
+class Aggregates:
+    """Load, decide and append for one stream at a time, shared by carts and orders."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def load(self, kind: Kind[S], id_: str) -> S | None:
+        return kind.fold(_rows(await self.store.read_stream(kind.stream_of(id_))))
+
+    async def get(self, kind: Kind[S], id_: str) -> S:
+        state = await self.load(kind, id_)
+        if state is None:
+            raise NotFound(kind.missing, f"no such id {id_}", id=id_)
+        return state
+
+    @staticmethod
+    def replayed(
+        kind: Kind[S], events: Sequence[RecordedEvent], stream: str, request_id: str
+    ) -> S | None:
+        """The state right after an earlier execution of ``request_id``, if there was one."""
+        if not request_id:
+            return None
+        mine = {event_id(request_id, stream, i) for i in range(8)}
+        done = [e.version for e in events if e.event_id in mine]
+        if not done:
+            return None
+        return kind.fold(_rows([e for e in events if e.version <= max(done)]))
+
+    async def execute(
+        self,
+        kind: Kind[S],
+        id_: str,
+        decide: Callable[[S], list[Event]],
+        *,
+        request_id: str = "",
+        meta: Mapping[str, Any] = {},
+        etag: str = "",
+    ) -> S:
+        stream = kind.stream_of(id_)
+        for attempt in range(ATTEMPTS):
+            events = await self.store.read_stream(stream)
+            if (done := self.replayed(kind, events, stream, request_id)) is not None:
+                return done
+            state = kind.fold(_rows(events))
+            if state is None:
+                raise NotFound(kind.missing, f"no such id {id_}", id=id_)
+            version: int = state.version
+            if etag and etag != str(version):
+                raise StaleEtag(
+                    "ETAG_MISMATCH",
+                    f"etag {etag!r} is stale; the current etag is {version}",
+                    current_etag=str(version),
+                )
+            decided = decide(state)
+            if not decided:
+                return state
+            try:
+                result = await self.store.append(
+                    stream, new_events(stream, decided, request_id, meta), version
+                )
+            except WrongExpectedVersion:
+                if etag or attempt == ATTEMPTS - 1:
+                    raise
+                continue
+            return apply(kind, state, decided, result.recorded_at, result.version)
+        raise AssertionError("unreachable")
+
+
+def apply(
+    kind: Kind[S], state: S | None, decided: Sequence[Event], at: datetime | None, last: int
+) -> S:
+    at = at or datetime.now(UTC)
+    first = last - len(decided) + 1
+    out = state
+    for i, (t, d) in enumerate(decided):
+        out = kind.evolve(out, t, d, at, first + i)
+    assert out is not None
+    return out
+
+
+class CartCommands:
+    def __init__(self, store: EventStore, aggregates: Aggregates | None = None) -> None:
+        self.store = store
+        self.agg = aggregates or Aggregates(store)
+
+    async def create(
+        self, contact_id: str, currency: str, *, request_id: str = "", meta: Mapping[str, Any] = {}
+    ) -> Cart:
+        cart_id = str(uuid.uuid5(NS, f"cart\n{request_id}") if request_id else uuid.uuid4())
+        stream = carts.stream_of(cart_id)
+        decided = carts.decide_create(cart_id, contact_id, currency, datetime.now(UTC))
+        result = await self.store.append(
+            stream, new_events(stream, decided, request_id, meta), StreamState.NO_STREAM
+        )
+        if result.idempotent:
+            return await self.agg.get(CART, cart_id)
+        return apply(CART, None, decided, result.recorded_at, result.version)
+
+    async def add(self, cart_id: str, item: Mapping[str, Any], **kw: Any) -> Cart:
+        return await self.agg.execute(
+            CART, cart_id, lambda c: carts.decide_add(c, cart_id, item), **kw
+        )
+
+    async def change(self, cart_id: str, item: Mapping[str, Any], **kw: Any) -> Cart:
+        return await self.agg.execute(
+            CART, cart_id, lambda c: carts.decide_change(c, cart_id, item), **kw
+        )
+
+    async def remove(self, cart_id: str, sku: str, **kw: Any) -> Cart:
+        return await self.agg.execute(
+            CART, cart_id, lambda c: carts.decide_remove(c, cart_id, sku), **kw
+        )
+
+    async def checkout(self, cart_id: str, **kw: Any) -> Cart:
+        return await self.agg.execute(
+            CART, cart_id, lambda c: carts.decide_checkout(c, cart_id), **kw
+        )
+
+    async def abandon(self, cart_id: str, now: datetime, after: timedelta) -> bool:
+        """Append CartAbandoned if the cart's own stream says it is due. The event id is fixed
+        per cart and the append expects the version the decision was taken at: racing timers
+        (replicas, a restart mid-way) write it at most once. True if this call wrote it."""
+        stream = carts.stream_of(cart_id)
+        cart = await self.agg.load(CART, cart_id)
+        decided = carts.decide_abandon(cart, now, after)
+        if cart is None or not decided:
+            return False
+        events = new_events(stream, decided, f"abandon\n{cart_id}", {"schema": 1, "actor": "timer"})
+        try:
+            result = await self.store.append(stream, events, cart.version)
+        except WrongExpectedVersion:
+            return False  # activity or another timer got there first; the next poll decides again
+        return not result.idempotent
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    contact_id: str
+    currency: str
+    items: Sequence[Mapping[str, Any]]
+    shipping: int = 0
+    tax: int = 0
+    order_id: str = ""
+    cart_id: str = ""
+    external_ref: str = ""
+    placed_at: datetime | None = None
+    source: str = "api"
+
+
+class OrderCommands:
+    def __init__(
+        self,
+        store: EventStore,
+        abandoned_carts: Callable[[str, datetime], Any] | None = None,
+        recovery_window: timedelta = timedelta(days=5),
+        aggregates: Aggregates | None = None,
+    ) -> None:
+        self.store = store
+        self.agg = aggregates or Aggregates(store)
+        # contact id, since -> ids of that contact's abandoned, unrecovered carts (read model)
+        self.abandoned_carts = abandoned_carts
+        self.recovery_window = recovery_window
+
+    def order_id_for(self, given: str, request_id: str) -> str:
+        if given:
+            return given
+        return str(uuid.uuid5(NS, f"order\n{request_id}") if request_id else uuid.uuid4())
+
+    async def place(
+        self, cmd: PlaceOrder, *, request_id: str = "", meta: Mapping[str, Any] = {}
+    ) -> Order:
+        order_id = self.order_id_for(cmd.order_id, request_id)
+        stream = orders.stream_of(order_id)
+        for attempt in range(ATTEMPTS):
+            existing = await self.store.read_stream(stream)
+            if (done := Aggregates.replayed(ORDER, existing, stream, request_id)) is not None:
+                return done
+            if existing:
+                raise _order_exists(order_id)
+            appends, decided = await self._plan(cmd, order_id, request_id, meta)
+            try:
+                results = await self.store.append_multi(appends)
+            except WrongExpectedVersion as e:
+                if e.stream == stream:
+                    continue  # placed concurrently: the next round replays it or says it exists
+                if attempt == ATTEMPTS - 1:
+                    raise
+                continue  # a cart moved under us: decide again
+            return apply(ORDER, None, decided, results[0].recorded_at, results[0].version)
+        raise _order_exists(order_id)
+
+    async def _plan(
+        self, cmd: PlaceOrder, order_id: str, request_id: str, meta: Mapping[str, Any]
+    ) -> tuple[list[StreamAppend], list[Event]]:
+        contact_id, currency, items, cart_version = cmd.contact_id, cmd.currency, cmd.items, None
+        cart: Cart | None = None
+        if cmd.cart_id:
+            cart = await self.agg.load(CART, cmd.cart_id)
+            if cart is None:
+                raise NotFound("CART_NOT_FOUND", f"no cart {cmd.cart_id}", id=cmd.cart_id)
+            if currency and currency.strip().upper() != cart.currency:
+                raise Invalid(
+                    [
+                        (
+                            "currency",
+                            "MIXED_CURRENCIES",
+                            f"{currency} differs from the cart's {cart.currency}",
+                        )
+                    ]
+                )
+            contact_id, currency, items, cart_version = (
+                cart.contact_id,
+                cart.currency,
+                list(cart.items),
+                cart.version,
+            )
+        placed_at = cmd.placed_at or datetime.now(UTC)
+        decided = orders.decide_place(
+            order_id,
+            contact_id,
+            currency,
+            items,
+            shipping=cmd.shipping,
+            tax=cmd.tax,
+            placed_at=placed_at,
+            external_ref=cmd.external_ref,
+            cart_id=cmd.cart_id,
+            source="cart" if cmd.cart_id else cmd.source,
+        )
+        stream = orders.stream_of(order_id)
+        appends = [
+            StreamAppend(
+                stream, new_events(stream, decided, request_id, meta), StreamState.NO_STREAM
+            )
+        ]
+        if cart is not None:
+            cart_events = carts.decide_convert(cart, cmd.cart_id, order_id)
+            appends.append(
+                self._cart_append(cart.cart_id, cart_events, request_id, meta, cart_version)
+            )
+        for other in await self._abandoned(contact_id, placed_at, exclude=cmd.cart_id):
+            if recovered := carts.decide_recover(other, order_id):
+                appends.append(
+                    self._cart_append(other.cart_id, recovered, request_id, meta, other.version)
+                )
+        return appends, decided
+
+    @staticmethod
+    def _cart_append(
+        cart_id: str,
+        decided: list[Event],
+        request_id: str,
+        meta: Mapping[str, Any],
+        version: ExpectedVersion | None,
+    ) -> StreamAppend:
+        stream = carts.stream_of(cart_id)
+        assert version is not None
+        return StreamAppend(stream, new_events(stream, decided, request_id, meta), version)
+
+    async def _abandoned(self, contact_id: str, placed_at: datetime, exclude: str) -> list[Cart]:
+        if self.abandoned_carts is None:
+            return []
+        ids = await self.abandoned_carts(contact_id, placed_at - self.recovery_window)
+        found = [await self.agg.load(CART, i) for i in ids if i != exclude]
+        return [c for c in found if c is not None]
+
+    async def pay(self, order_id: str, amount: int, payment_ref: str, **kw: Any) -> Order:
+        return await self.agg.execute(
+            ORDER, order_id, lambda o: orders.decide_pay(o, amount, payment_ref), **kw
+        )
+
+    async def ship(
+        self,
+        order_id: str,
+        shipment_id: str,
+        carrier: str,
+        tracking_number: str,
+        tracking_url: str,
+        **kw: Any,
+    ) -> Order:
+        return await self.agg.execute(
+            ORDER,
+            order_id,
+            lambda o: orders.decide_ship(o, shipment_id, carrier, tracking_number, tracking_url),
+            **kw,
+        )
+
+    async def deliver(self, order_id: str, **kw: Any) -> Order:
+        return await self.agg.execute(ORDER, order_id, orders.decide_deliver, **kw)
+
+    async def cancel(self, order_id: str, reason: str, **kw: Any) -> Order:
+        return await self.agg.execute(
+            ORDER, order_id, lambda o: orders.decide_cancel(o, reason), **kw
+        )
+
+    async def refund(
+        self,
+        order_id: str,
+        amount: int,
+        lines: Sequence[Mapping[str, Any]],
+        reason: str,
+        refund_id: str,
+        **kw: Any,
+    ) -> Order:
+        return await self.agg.execute(
+            ORDER,
+            order_id,
+            lambda o: orders.decide_refund(o, amount, lines, reason, refund_id),
+            **kw,
+        )
+
+
+def _order_exists(order_id: str) -> Exception:
+    return Conflict("ORDER_EXISTS", f"order {order_id} already exists", order_id=order_id)

@@ -1,0 +1,82 @@
+"""Request helpers every servicer shares: argument checks, event metadata, domain-error mapping.
+
+Each takes the service's ErrorInfo ``domain`` (e.g. "orders.crm") so errors name their origin.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from shared.domain import errors as de
+from shared.grpckit import errors as ge
+
+MAX_REQUEST_ID = 128
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+T = TypeVar("T")
+
+
+def invalid(domain: str, field: str, reason: str, message: str) -> ge.InvalidArgument:
+    return ge.InvalidArgument(
+        reason, f"{field}: {message}", domain=domain, violations=[(field, message)]
+    )
+
+
+def uuid_arg(domain: str, value: str, field: str, reason: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise invalid(domain, field, reason, "must be a UUID") from None
+
+
+def request_id(domain: str, value: str) -> str:
+    if len(value) > MAX_REQUEST_ID:
+        raise invalid(
+            domain, "request_id", "INVALID_REQUEST_ID", f"at most {MAX_REQUEST_ID} characters"
+        )
+    return value
+
+
+def page_size(domain: str, value: int) -> int:
+    if value < 0 or value > MAX_PAGE:
+        raise invalid(domain, "page_size", "INVALID_PAGE_SIZE", f"must be 0..{MAX_PAGE}")
+    return value or DEFAULT_PAGE
+
+
+def event_meta(request_id: str, context: grpc.aio.ServicerContext | None) -> dict[str, Any]:
+    """The metadata every event of this call carries."""
+    md = dict((context.invocation_metadata() or ()) if context is not None else ())
+    bound = structlog.contextvars.get_contextvars()
+    return {
+        "schema": 1,
+        "request_id": request_id,
+        "correlation_id": bound.get("correlation_id", ""),
+        "actor": md.get("x-actor", ""),
+        "traceparent": md.get("traceparent", ""),
+    }
+
+
+async def domain_call(domain: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Run an application call, translating domain errors into rich gRPC statuses."""
+    try:
+        return await call()
+    except de.Invalid as e:
+        violations = [(f, d) for f, _, d in e.violations]
+        raise ge.InvalidArgument(
+            e.reason, e.message, domain=domain, violations=violations
+        ) from None
+    except de.NotFound as e:
+        raise ge.NotFound(e.reason, e.message, domain=domain, metadata=e.metadata) from None
+    except de.Conflict as e:
+        raise ge.AlreadyExists(e.reason, e.message, domain=domain, metadata=e.metadata) from None
+    except de.StaleEtag as e:
+        raise ge.Aborted(e.reason, e.message, domain=domain, metadata=e.metadata) from None
+    except de.Precondition as e:
+        raise ge.FailedPrecondition(
+            e.reason, e.message, domain=domain, metadata=e.metadata
+        ) from None
