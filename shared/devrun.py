@@ -11,16 +11,25 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from shared.db import embedded
 
 console = Console()
+
+
+CONTACTS_GRPC_PORT = 50051
+WEBHOOK_PORT = 8080
+# Development only: signs test webhooks (X-Shopify-Hmac-Sha256); SHOPIFY_WEBHOOK_SECRET overrides.
+DEV_SHOPIFY_WEBHOOK_SECRET = "dev-shopify-webhook-secret"  # noqa: S105
+SHOPIFY_WEBHOOK_SECRET = os.environ.get("SHOPIFY_WEBHOOK_SECRET") or DEV_SHOPIFY_WEBHOOK_SECRET
 
 
 @dataclass(frozen=True)
@@ -29,11 +38,31 @@ class Role:
     role: str
     grpc_port: int
     metrics_port: int
+    env: Mapping[str, str] = field(default_factory=dict)  # role-specific settings
+    http: str = ""  # other endpoints, printed in the table
 
 
 ROLES = [
-    Role("contacts", "serve", 50051, 9464),
+    Role("contacts", "serve", CONTACTS_GRPC_PORT, 9464),
     Role("contacts", "project", 50151, 9465),
+    Role(
+        "orders",
+        "serve",
+        50052,
+        9466,
+        env={
+            "CONTACTS_TARGET": f"127.0.0.1:{CONTACTS_GRPC_PORT}",
+            "WEBHOOK_PORT": str(WEBHOOK_PORT),
+            "SHOPIFY_WEBHOOK_SECRET": SHOPIFY_WEBHOOK_SECRET,
+        },
+        http=f"POST http://127.0.0.1:{WEBHOOK_PORT}/webhooks/shopify\n"
+        + (
+            f"secret: {SHOPIFY_WEBHOOK_SECRET}"
+            if SHOPIFY_WEBHOOK_SECRET == DEV_SHOPIFY_WEBHOOK_SECRET
+            else "secret: $SHOPIFY_WEBHOOK_SECRET"
+        ),
+    ),
+    Role("orders", "project", 50152, 9467),
 ]
 
 
@@ -69,6 +98,7 @@ def main() -> int:
                 "GRPC_PORT": str(r.grpc_port),
                 "METRICS_PORT": str(r.metrics_port),
                 "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
+                **r.env,
             }
             children.append(
                 subprocess.Popen([sys.executable, "-m", f"services.{r.service}", r.role], env=env)
@@ -85,16 +115,20 @@ def main() -> int:
                 return 1
             time.sleep(0.2)
         table = Table(title="CRM suite is running (Ctrl-C stops everything)")
-        for col in ("service", "role", "gRPC", "metrics"):
-            table.add_column(col)
+        for col in ("service", "role", "gRPC", "metrics", "HTTP"):
+            table.add_column(col, no_wrap=True)
         for r in ROLES:
             table.add_row(
                 r.service,
                 r.role,
                 f"127.0.0.1:{r.grpc_port}",
                 f"http://127.0.0.1:{r.metrics_port}/metrics",
+                r.http,
             )
-        console.print(table)
+        # Never squeeze the addresses: at its natural width even when the output is narrower
+        # (a log file counts as 80 columns).
+        natural = Measurement.get(console, console.options, table).maximum
+        console.print(table, width=max(console.width, natural))
         console.print(f"database: {dsn}")
         while not stopping:
             if any(c.poll() is not None for c in children):

@@ -285,6 +285,7 @@ class OrderCommands:
                 list(cart.items),
                 cart.version,
             )
+            cart_events = carts.decide_convert(cart, cmd.cart_id, order_id)  # cart checks first
         placed_at = cmd.placed_at or datetime.now(UTC)
         decided = orders.decide_place(
             order_id,
@@ -305,7 +306,6 @@ class OrderCommands:
             )
         ]
         if cart is not None:
-            cart_events = carts.decide_convert(cart, cmd.cart_id, order_id)
             appends.append(
                 self._cart_append(cart.cart_id, cart_events, request_id, meta, cart_version)
             )
