@@ -1,5 +1,8 @@
 """gRPC RegisterContact against the real contacts service (subprocesses), next to a trivial
-grpc.aio server in a subprocess, with a load client (this process, grpc.aio on uvloop)."""
+grpc.aio server in a subprocess, with a load client (this process, grpc.aio on uvloop).
+
+``compare`` is generic over the service and the call (a Workload): bench/orders.py runs
+PlaceOrder through it the same way."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import collections
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +48,35 @@ class LoadResult:
         }
 
 
-async def load(ports: list[int], seconds: float, cpu: CpuMeter) -> LoadResult:
-    """IN_FLIGHT concurrent callers spread over one channel per port; unique emails."""
+@dataclass(frozen=True)
+class Workload:
+    """One kind of call: the stub to build on a channel, the method, and the w-th caller's i-th
+    request (``run`` is unique per load run)."""
+
+    stub: Callable[[grpc.aio.Channel], Any]
+    method: str
+    request: Callable[[str, int, int], Any]
+
+
+def _register_request(run: str, w: int, i: int) -> pb.RegisterContactRequest:
+    return pb.RegisterContactRequest(
+        email=f"load{run}.{w}.{i}@shop.example.com",
+        first_name="Ada",
+        last_name="Lovelace",
+        tags=["bench", "vip"],
+        request_id=uuid.uuid4().hex,
+    )
+
+
+REGISTER_CONTACT = Workload(pb_grpc.ContactsServiceStub, "RegisterContact", _register_request)
+
+
+async def load(
+    ports: list[int], seconds: float, cpu: CpuMeter, work: Workload = REGISTER_CONTACT
+) -> LoadResult:
+    """IN_FLIGHT concurrent callers spread over one channel per port; unique requests."""
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p}") for p in ports]
-    stubs = [pb_grpc.ContactsServiceStub(c) for c in channels]
+    rpcs = [getattr(work.stub(c), work.method) for c in channels]
     run = uuid.uuid4().hex[:8]
     latencies: list[float] = []
     errors: collections.Counter[str] = collections.Counter()
@@ -56,20 +85,14 @@ async def load(ports: list[int], seconds: float, cpu: CpuMeter) -> LoadResult:
     measure_from, end = started + WARMUP, started + WARMUP + seconds
 
     async def caller(w: int) -> None:
-        stub = stubs[w % len(stubs)]
+        rpc = rpcs[w % len(rpcs)]
         i = 0
         while time.perf_counter() < end:
             i += 1
-            request = pb.RegisterContactRequest(
-                email=f"load{run}.{w}.{i}@shop.example.com",
-                first_name="Ada",
-                last_name="Lovelace",
-                tags=["bench", "vip"],
-                request_id=uuid.uuid4().hex,
-            )
+            request = work.request(run, w, i)
             t0 = time.perf_counter()
             try:
-                await stub.RegisterContact(request, timeout=10)
+                await rpc(request, timeout=10)
             except grpc.aio.AioRpcError as exc:
                 errors[exc.code().name] += 1
                 if not first_error:

@@ -27,9 +27,15 @@ console = Console()
 
 CONTACTS_GRPC_PORT = 50051
 WEBHOOK_PORT = 8080
-# Development only: signs test webhooks (X-Shopify-Hmac-Sha256); SHOPIFY_WEBHOOK_SECRET overrides.
+# Development only: signs test webhooks (X-Shopify-Hmac-Sha256). Set SHOPIFY_WEBHOOK_SECRET to
+# use another; the table then does not print it.
 DEV_SHOPIFY_WEBHOOK_SECRET = "dev-shopify-webhook-secret"  # noqa: S105
 SHOPIFY_WEBHOOK_SECRET = os.environ.get("SHOPIFY_WEBHOOK_SECRET") or DEV_SHOPIFY_WEBHOOK_SECRET
+_SHOWN_SECRET = (
+    DEV_SHOPIFY_WEBHOOK_SECRET
+    if SHOPIFY_WEBHOOK_SECRET == DEV_SHOPIFY_WEBHOOK_SECRET
+    else "$SHOPIFY_WEBHOOK_SECRET"
+)
 
 
 @dataclass(frozen=True)
@@ -55,12 +61,7 @@ ROLES = [
             "WEBHOOK_PORT": str(WEBHOOK_PORT),
             "SHOPIFY_WEBHOOK_SECRET": SHOPIFY_WEBHOOK_SECRET,
         },
-        http=f"POST http://127.0.0.1:{WEBHOOK_PORT}/webhooks/shopify\n"
-        + (
-            f"secret: {SHOPIFY_WEBHOOK_SECRET}"
-            if SHOPIFY_WEBHOOK_SECRET == DEV_SHOPIFY_WEBHOOK_SECRET
-            else "secret: $SHOPIFY_WEBHOOK_SECRET"
-        ),
+        http=f"POST http://127.0.0.1:{WEBHOOK_PORT}/webhooks/shopify\nsecret: {_SHOWN_SECRET}",
     ),
     Role("orders", "project", 50152, 9467),
 ]
@@ -127,8 +128,8 @@ def main() -> int:
             )
         # Never squeeze the addresses: at its natural width even when the output is narrower
         # (a log file counts as 80 columns).
-        natural = Measurement.get(console, console.options, table).maximum
-        console.print(table, width=max(console.width, natural))
+        natural = Measurement.get(console, console.options.update_width(1000), table).maximum
+        Console(width=max(console.width, natural)).print(table)
         console.print(f"database: {dsn}")
         while not stopping:
             if any(c.poll() is not None for c in children):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -60,6 +61,10 @@ def item_in(i: epb.LineItem) -> dict[str, Any]:
         "discount": i.discount,
         "currency": i.currency,
     }
+
+
+async def _now(check: Callable[[PlaceOrder], None], cmd: PlaceOrder) -> None:
+    check(cmd)
 
 
 def cart_pb(c: Cart) -> pb.Cart:
@@ -221,8 +226,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
                 )
             contact_id, currency, items = "", request.currency, []
         else:
-            cart_id = ""
-            contact_id = await self.customer(request.customer)
+            cart_id, contact_id = "", ""
             currency, items = request.currency, [item_in(i) for i in request.items]
         cmd = PlaceOrder(
             contact_id=contact_id,
@@ -237,6 +241,9 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             if request.HasField("place_time")
             else None,
         )
+        if not cart_id:
+            await self._call(lambda: _now(self.orders.check, cmd))
+            cmd = replace(cmd, contact_id=await self.customer(request.customer))
         order = await self._call(
             lambda: self.orders.place(cmd, request_id=kw["request_id"], meta=kw["meta"])
         )

@@ -237,6 +237,22 @@ class OrderCommands:
             return given
         return str(uuid.uuid5(NS, f"order\n{request_id}") if request_id else uuid.uuid4())
 
+    @staticmethod
+    def check(cmd: PlaceOrder) -> None:
+        """Validate an order given by items, before its customer is resolved: bad input must not
+        leave a guest contact behind."""
+        if not cmd.cart_id:
+            orders.decide_place(
+                str(uuid.UUID(int=0)),
+                "",
+                cmd.currency,
+                cmd.items,
+                shipping=cmd.shipping,
+                tax=cmd.tax,
+                placed_at=cmd.placed_at or datetime.now(UTC),
+                external_ref=cmd.external_ref,
+            )
+
     async def place(
         self, cmd: PlaceOrder, *, request_id: str = "", meta: Mapping[str, Any] = {}
     ) -> Order:

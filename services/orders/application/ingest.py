@@ -97,6 +97,7 @@ class Ingestor:
         kw: dict[str, Any] = {"request_id": c.request_id, "meta": meta}
         match c:
             case Place():
+                self.orders.check(c.order)
                 contact_id = await self.directory.resolve(*c.customer)
                 return await self.orders.place(replace(c.order, contact_id=contact_id), **kw)
             case Pay():

@@ -338,6 +338,18 @@ async def test_guest_contact_is_created_through_the_contacts_service(env: Env) -
     ).order
     assert by_phone.contact_id == known.contact_id
     before = await env.event_count()
+    # Bad input from a new customer leaves no guest contact behind.
+    await expect_error(
+        env.stub.PlaceOrder(
+            pb.PlaceOrderRequest(
+                customer=pb.CustomerRef(email="new.person@example.org"),
+                currency="XYZ",
+                items=[item()],
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "UNKNOWN_CURRENCY",
+    )
     await expect_error(
         env.stub.PlaceOrder(
             pb.PlaceOrderRequest(

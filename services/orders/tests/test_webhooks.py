@@ -1,0 +1,213 @@
+"""Shopify webhooks over real HTTP: signature checks, mapping, idempotent redelivery, out-of-order
+delivery, and bad payloads that write nothing."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from crm.contacts.v1 import contacts_pb2 as cpb
+from crm.orders.v1 import orders_pb2 as pb
+from services.orders.tests.conftest import Env
+
+pytestmark = pytest.mark.timeout(120)
+SHOP = "demo-shop.myshopify.com"
+
+ORDER: dict[str, Any] = {
+    "id": 820982911946154508,
+    "email": "Jon.Snow@Example.com",
+    "created_at": "2026-11-20T10:15:00-05:00",
+    "currency": "USD",
+    "financial_status": "pending",
+    "total_tax": "2.40",
+    "total_shipping_price_set": {"shop_money": {"amount": "5.00", "currency_code": "USD"}},
+    "customer": {"id": 115310627314723954, "email": "Jon.Snow@Example.com"},
+    "line_items": [
+        {
+            "id": 866550311766439020,
+            "sku": "IPOD-342-N",
+            "title": "IPod Nano",
+            "quantity": 2,
+            "price": "19.99",
+            "total_discount": "1.00",
+            "price_set": {"shop_money": {"amount": "19.99", "currency_code": "USD"}},
+        },
+        {
+            "id": 141249953214522974,
+            "sku": "",
+            "title": "Gift wrap",
+            "quantity": 1,
+            "price": "3.50",
+            "total_discount": "0.00",
+        },
+    ],
+}
+
+
+async def post(
+    env: Env, topic: str, payload: Any, *, signature: str | None = None, raw: bytes | None = None
+) -> tuple[int, dict[str, Any]]:
+    body = raw if raw is not None else orjson.dumps(payload)
+    headers = {
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Shop-Domain": SHOP,
+        "X-Shopify-Hmac-Sha256": env.shopify.sign(body) if signature is None else signature,
+        "X-Shopify-Webhook-Id": "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+        "Content-Type": "application/json",
+    }
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(env.webhook_url, data=body, headers=headers) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def test_order_lifecycle_from_webhooks_applied_once(env: Env) -> None:
+    status, body = await post(env, "orders/create", ORDER)
+    assert (status, body["result"]) == (200, "applied")
+    order_id = body["order_id"]
+    assert order_id == env.shopify.order_id(SHOP, ORDER["id"])
+    o = (await env.stub.GetOrder(pb.GetOrderRequest(order_id=order_id))).order
+    assert [(i.sku, i.quantity, i.unit_price, i.discount) for i in o.items] == [
+        ("IPOD-342-N", 2, 1999, 100),
+        ("shopify-line-141249953214522974", 1, 350, 0),
+    ]
+    assert (o.shipping, o.tax, o.total, o.currency) == (
+        500,
+        240,
+        3998 - 100 + 350 + 500 + 240,
+        "USD",
+    )
+    assert o.external_ref == f"shopify:{SHOP}:{ORDER['id']}"
+    assert o.place_time.ToJsonString() == "2026-11-20T15:15:00Z"
+    # The customer was resolved through the contacts service (a guest contact was created).
+    contact = (
+        await env.contacts.GetContact(cpb.GetContactRequest(contact_id=o.contact_id))
+    ).contact
+    assert contact.email == "jon.snow@example.com"
+
+    count = await env.event_count()
+    status, body = await post(env, "orders/create", ORDER)  # delivered twice
+    assert (status, body["order_id"]) == (200, order_id)
+    assert await env.event_count() == count
+
+    assert (await post(env, "orders/paid", {"id": ORDER["id"]}))[0] == 200
+    fulfilment = {
+        "id": 255858046,
+        "order_id": ORDER["id"],
+        "tracking_company": "USPS",
+        "tracking_number": "9400111899223197428490",
+        "tracking_url": "https://tools.usps.com/x",
+    }
+    assert (await post(env, "fulfillments/create", fulfilment))[0] == 200
+    refund = {
+        "id": 509562969,
+        "order_id": ORDER["id"],
+        "note": "damaged",
+        "refund_line_items": [
+            {
+                "line_item_id": 866550311766439020,
+                "quantity": 1,
+                "line_item": {"id": 866550311766439020, "sku": "IPOD-342-N"},
+            }
+        ],
+        "transactions": [
+            {"kind": "refund", "status": "success", "amount": "18.99", "currency": "USD"},
+            {"kind": "refund", "status": "failure", "amount": "99.00", "currency": "USD"},
+        ],
+    }
+    assert (await post(env, "refunds/create", refund))[0] == 200
+    count = await env.event_count()
+    for topic, payload in (
+        ("orders/paid", {"id": ORDER["id"]}),
+        ("fulfillments/create", fulfilment),
+        ("refunds/create", refund),
+    ):
+        status, body = await post(env, topic, payload)  # every one delivered twice
+        assert status == 200, body
+    assert await env.event_count() == count
+    o = (await env.stub.GetOrder(pb.GetOrderRequest(order_id=order_id))).order
+    assert (o.state, o.paid, o.refunded) == (pb.ORDER_STATE_SHIPPED, o.total, 1899)
+    assert [(s.carrier, s.tracking_number) for s in o.shipments] == [
+        ("USPS", "9400111899223197428490")
+    ]
+    delivered = {**fulfilment, "shipment_status": "delivered"}
+    assert (await post(env, "fulfillments/update", delivered))[0] == 200
+    o = (await env.stub.GetOrder(pb.GetOrderRequest(order_id=order_id))).order
+    assert o.state == pb.ORDER_STATE_DELIVERED
+
+
+async def test_paid_at_creation_then_orders_paid_is_applied_once(env: Env) -> None:
+    paid = {**ORDER, "id": 1001, "financial_status": "paid"}
+    status, body = await post(env, "orders/create", paid)
+    assert status == 200
+    count = await env.event_count()
+    assert (await post(env, "orders/paid", {"id": 1001}))[0] == 200
+    assert await env.event_count() == count
+    o = (await env.stub.GetOrder(pb.GetOrderRequest(order_id=body["order_id"]))).order
+    assert o.state == pb.ORDER_STATE_PAID
+
+
+async def test_unsigned_or_badly_signed_webhooks_are_refused(env: Env) -> None:
+    before = await env.event_count()
+    body = orjson.dumps(ORDER)
+    assert (await post(env, "orders/create", ORDER, signature=""))[0] == 401
+    assert (await post(env, "orders/create", ORDER, signature="bm90IHRoZSBzaWduYXR1cmU="))[0] == 401
+    tampered = body.replace(b'"19.99"', b'"0.01"', 1)
+    assert (await post(env, "orders/create", None, raw=tampered, signature=env.shopify.sign(body)))[
+        0
+    ] == 401
+    assert await env.event_count() == before
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "reason"),
+    [
+        (lambda o: o.update(currency="ZZZ"), 422, "UNKNOWN_CURRENCY"),
+        (lambda o: o["line_items"][0].update(price="19.999"), 422, "INVALID_AMOUNT"),
+        (lambda o: o["line_items"][0].update(price="-1.00"), 422, "NEGATIVE_AMOUNT"),
+        (lambda o: o["line_items"][0].update(price="abc"), 422, "INVALID_AMOUNT"),
+        (lambda o: o["line_items"][0].update(quantity=1.5), 422, "INVALID_QUANTITY"),
+        (
+            lambda o: o["line_items"][0]["price_set"]["shop_money"].update(currency_code="EUR"),
+            422,
+            "MIXED_CURRENCIES",
+        ),
+        (lambda o: o.update(line_items=[]), 422, "EMPTY_ORDER"),
+        (lambda o: (o.pop("email"), o.pop("customer")), 422, "CUSTOMER_REQUIRED"),
+        (lambda o: o.pop("id"), 422, "MISSING_FIELD"),
+    ],
+)
+async def test_bad_payloads_write_nothing(env: Env, change: Any, status: int, reason: str) -> None:
+    payload = copy.deepcopy(ORDER)
+    change(payload)
+    before = await env.event_count()
+    got, body = await post(env, "orders/create", payload)
+    assert (got, body.get("error")) == (status, reason), body
+    assert await env.event_count() == before
+
+
+async def test_malformed_and_unknown_requests(env: Env) -> None:
+    before = await env.event_count()
+    status, body = await post(env, "orders/create", None, raw=b"{not json")
+    assert (status, body["error"]) == (400, "MALFORMED_JSON")
+    status, body = await post(env, "products/create", {"id": 1})
+    assert (status, body["error"]) == (400, "UNKNOWN_TOPIC")
+    # A refund for an order that has not arrived yet: 409, so the platform retries it later.
+    status, body = await post(
+        env,
+        "refunds/create",
+        {
+            "id": 7,
+            "order_id": 999,
+            "transactions": [
+                {"kind": "refund", "status": "success", "amount": "1.00", "currency": "USD"}
+            ],
+        },
+    )
+    assert (status, body["error"]) == (409, "ORDER_NOT_FOUND")
+    assert await env.event_count() == before
