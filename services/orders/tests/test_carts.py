@@ -24,11 +24,9 @@ CS = pb.CartState
 IDLE = timedelta(milliseconds=300)
 
 
-async def new_cart(env: Env, contact: str | None = None, **kw: object) -> pb.Cart:
+async def new_cart(env: Env, contact: str | None = None) -> pb.Cart:
     ref = pb.CustomerRef(contact_id=contact or str(uuid.uuid4()))
-    return (
-        await env.stub.CreateCart(pb.CreateCartRequest(customer=ref, currency="EUR", **kw))
-    ).cart  # type: ignore[arg-type]
+    return (await env.stub.CreateCart(pb.CreateCartRequest(customer=ref, currency="EUR"))).cart
 
 
 async def test_cart_items_add_change_remove_checkout(env: Env) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -44,8 +45,8 @@ def item(
         quantity=quantity,
         unit_price=unit_price,
         discount=discount,
-        **kw,
-    )  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 async def place(env: Env, contact_id: str | None = None, **kw: object) -> pb.Order:
@@ -257,7 +258,7 @@ async def test_pay_amount_must_match_total(env: Env) -> None:
     ],
 )
 async def test_bad_orders_are_refused_and_write_nothing(
-    env: Env, kw: dict[str, object], reason: str
+    env: Env, kw: dict[str, Any], reason: str
 ) -> None:
     before = await env.event_count()
     with pytest.raises(grpc.aio.AioRpcError) as info:

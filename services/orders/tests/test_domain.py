@@ -1,0 +1,110 @@
+"""Pure domain tests: money, the order and cart deciders, RFM scoring. No I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.orders.domain import cart as carts
+from services.orders.domain import money, rfm
+from services.orders.domain import order as orders
+from shared.domain.errors import Invalid, Precondition
+
+AT = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "minor"),
+    [
+        ("19.99", "USD", 1999),
+        ("19.9", "USD", 1990),
+        ("1500", "JPY", 1500),
+        ("1.234", "KWD", 1234),
+        ("0", "EUR", 0),
+    ],
+)
+def test_decimal_amounts_become_exact_minor_units(text: str, code: str, minor: int) -> None:
+    assert money.parse_decimal(text, code, "f") == minor
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("19.999", "USD"),
+        ("1.5", "JPY"),
+        ("-1", "USD"),
+        ("NaN", "USD"),
+        ("1e400", "USD"),
+        ("", "USD"),
+    ],
+)
+def test_decimal_amounts_that_are_not_money_are_refused(text: str, code: str) -> None:
+    with pytest.raises(Invalid):
+        money.parse_decimal(text, code, "f")
+
+
+def test_currencies_are_iso_4217_and_not_metals() -> None:
+    assert money.currency(" eur ") == "EUR"
+    for bad in ("XAU", "EURO", "", "xyz"):
+        with pytest.raises(Invalid) as e:
+            money.currency(bad)
+        assert e.value.reason == "UNKNOWN_CURRENCY"
+
+
+def _order(total_items: list[dict[str, int | str]]) -> orders.Order:
+    decided = orders.decide_place("o1", "c1", "EUR", total_items, shipping=0, placed_at=AT)
+    return orders.evolve(None, *decided[0], AT, 0)
+
+
+def test_refund_lines_are_valued_pro_rata_and_bounded() -> None:
+    o = _order([{"sku": "A", "quantity": 3, "unit_price": 1000, "discount": 300}])
+    o = orders.evolve(o, *orders.decide_pay(o, 0, "")[0], AT, 1)
+    t, d = orders.decide_refund(o, 0, [{"sku": "A", "quantity": 1}], "", "")[0]
+    assert d["amount"] == 900 and d["lines"] == [{"sku": "A", "quantity": 1}]
+    o = orders.evolve(o, t, d, AT, 2)
+    with pytest.raises(Invalid):
+        orders.decide_refund(o, 0, [{"sku": "A", "quantity": 3}], "", "")
+    assert orders.decide_refund(o, 0, [], "", d["refund_id"]) == []  # the same refund id: no-op
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=5000), max_size=12))
+def test_refunded_total_never_exceeds_paid(amounts: list[int]) -> None:
+    o = _order([{"sku": "A", "quantity": 2, "unit_price": 2500, "discount": 0}])
+    o = orders.evolve(o, *orders.decide_pay(o, 0, "")[0], AT, 1)
+    for n, amount in enumerate(amounts):
+        try:
+            decided = orders.decide_refund(o, amount, [], "", "")
+        except (Invalid, Precondition):
+            continue
+        o = orders.evolve(o, *decided[0], AT, n + 2)
+        assert o.refunded <= o.paid
+    assert o.refunded <= o.paid
+    assert (o.state == "REFUNDED") == (o.refunded == o.paid)
+
+
+def test_cart_adds_merge_and_abandon_only_when_idle_with_items() -> None:
+    c = carts.evolve(None, *carts.decide_create("k", "c", "usd", AT)[0], AT, 0)
+    assert carts.decide_abandon(c, AT + timedelta(hours=5), timedelta(hours=1)) == []  # empty
+    for v, q in ((1, 1), (2, 2)):
+        c = carts.evolve(
+            c, *carts.decide_add(c, "k", {"sku": "A", "quantity": q, "unit_price": 5})[0], AT, v
+        )
+    assert [i["quantity"] for i in c.items] == [3] and c.subtotal == 15
+    assert carts.decide_abandon(c, AT + timedelta(minutes=59), timedelta(hours=1)) == []
+    [(t, d)] = carts.decide_abandon(c, AT + timedelta(hours=1), timedelta(hours=1))
+    assert t == carts.ABANDONED and d["subtotal"] == 15
+    c = carts.evolve(c, t, d, AT + timedelta(hours=1), 3)
+    assert carts.decide_abandon(c, AT + timedelta(days=9), timedelta(hours=1)) == []  # once
+
+
+def test_rfm_scores_are_quintiles_with_ties_shared() -> None:
+    assert [rfm.score(b, 10) for b in range(10)] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert rfm.score(0, 1) == 1
+    with pytest.raises(ValueError):
+        rfm.score(3, 3)
+    assert rfm.group(5, 5) == "champions" and rfm.group(1, 1) == "hibernating"
+    assert rfm.group(5, 1) == "new_customers" and rfm.group(1, 5) == "cannot_lose_them"
