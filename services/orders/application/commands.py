@@ -18,6 +18,7 @@ from services.orders.domain.cart import Cart
 from services.orders.domain.order import Order
 from shared.domain.errors import Conflict, Invalid, NotFound, StaleEtag
 from shared.eventstore import (
+    DuplicateEventId,
     EventStore,
     NewEvent,
     RecordedEvent,
@@ -256,25 +257,34 @@ class OrderCommands:
     async def place(
         self, cmd: PlaceOrder, *, request_id: str = "", meta: Mapping[str, Any] = {}
     ) -> Order:
+        """Optimistic: append first (the order stream must not exist); only a conflict reads the
+        stream, to answer a retry with its first result or to report ORDER_EXISTS. A retry from
+        a cart is recognised before deciding, since its cart is converted by then."""
         order_id = self.order_id_for(cmd.order_id, request_id)
-        stream = orders.stream_of(order_id)
+        if cmd.cart_id and request_id and (done := await self._earlier(order_id, request_id)):
+            return done
         for attempt in range(ATTEMPTS):
-            existing = await self.store.read_stream(stream)
-            if (done := Aggregates.replayed(ORDER, existing, stream, request_id)) is not None:
-                return done
-            if existing:
-                raise _order_exists(order_id)
             appends, decided = await self._plan(cmd, order_id, request_id, meta)
             try:
                 results = await self.store.append_multi(appends)
-            except WrongExpectedVersion as e:
-                if e.stream == stream:
-                    continue  # placed concurrently: the next round replays it or says it exists
+            except (WrongExpectedVersion, DuplicateEventId):
+                if done := await self._earlier(order_id, request_id):
+                    return done
+                if await self.store.stream_version(orders.stream_of(order_id)) >= 0:
+                    raise _order_exists(order_id) from None
                 if attempt == ATTEMPTS - 1:
                     raise
                 continue  # a cart moved under us: decide again
+            if results[0].idempotent:
+                return await self.agg.get(ORDER, order_id)
             return apply(ORDER, None, decided, results[0].recorded_at, results[0].version)
-        raise _order_exists(order_id)
+        raise AssertionError("unreachable")
+
+    async def _earlier(self, order_id: str, request_id: str) -> Order | None:
+        stream = orders.stream_of(order_id)
+        if not request_id:
+            return None
+        return Aggregates.replayed(ORDER, await self.store.read_stream(stream), stream, request_id)
 
     async def _plan(
         self, cmd: PlaceOrder, order_id: str, request_id: str, meta: Mapping[str, Any]
