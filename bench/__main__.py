@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from bench import db, grpc_load, importer, projection, report, store
+from bench import db, grpc_load, importer, orders, projection, report, store
 from bench.common import SCALE, Metric, log
 from shared.db import connect_pool
 from shared.eventstore.postgres import PostgresEventStore
@@ -84,8 +84,17 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
             await _guarded(
                 "projection_rebuild_contacts", metrics, notes, lambda: projection.rebuild(es, raw)
             )
+            await _guarded(
+                "projection_rebuild_metrics",
+                metrics,
+                notes,
+                lambda: orders.rebuild_metrics(es, raw, notes),
+            )
             await _guarded("read_all", metrics, notes, lambda: store.read_all(es, raw))
             await _guarded("grpc_register_contact", metrics, notes, lambda: _grpc(dsn, notes, info))
+            await _guarded(
+                "grpc_place_order", metrics, notes, lambda: _grpc_orders(dsn, notes, info)
+            )
             await _guarded("import_contacts", metrics, notes, lambda: importer.import_contacts(dsn))
             await _guarded(
                 "projection_lag_p99_ms",
@@ -113,6 +122,12 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
 async def _grpc(dsn: str, notes: list[str], info: dict[str, Any]) -> list[Metric]:
     metrics, configs = await grpc_load.grpc_register(dsn, notes)
     info["grpc_configs"] = configs
+    return metrics
+
+
+async def _grpc_orders(dsn: str, notes: list[str], info: dict[str, Any]) -> list[Metric]:
+    metrics, configs = await orders.grpc_place_order(dsn, notes)
+    info["grpc_place_order_configs"] = configs
     return metrics
 
 

@@ -45,6 +45,10 @@ GOALS: dict[str, Goal] = {
     "grpc_register_contact_p99_ms": Goal(20, higher_is_better=False),
     "projection_lag_p99_ms": Goal(100, higher_is_better=False),
     "import_contacts": Goal(20_000),
+    # the orders issue
+    "grpc_place_order": Goal(1_500),
+    "grpc_place_order_p99_ms": Goal(25, higher_is_better=False),
+    "projection_rebuild_metrics": Goal(30_000),
 }
 
 

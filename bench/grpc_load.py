@@ -123,42 +123,55 @@ async def load(
     )
 
 
-async def _trivial(seconds: float) -> LoadResult:
+async def _trivial(seconds: float, work: Workload) -> LoadResult:
     port = free_port()
     async with running("grpc-trivial", ["-m", "bench.trivial_server", str(port)], {}) as (
         proc,
         path,
     ):
         await wait_serving(port, proc, path)
-        return await load([port], seconds, CpuMeter({"server": proc.pid, "client": _self()}))
+        return await load([port], seconds, CpuMeter({"server": proc.pid, "client": _self()}), work)
 
 
-async def _service(dsn: str, processes: int, seconds: float, notes: list[str]) -> LoadResult:
+@dataclass(frozen=True)
+class Service:
+    """A real service's serve role under load."""
+
+    name: str  # python -m services.<name> serve
+    work: Workload
+    env: Callable[[], dict[str, str]] = dict  # extra environment (on top of service_env)
+
+
+CONTACTS = Service("contacts", REGISTER_CONTACT)
+
+
+async def _service(
+    dsn: str, processes: int, seconds: float, notes: list[str], service: Service = CONTACTS
+) -> LoadResult:
     ports = [free_port() for _ in range(processes)]
+    name = service.name
     async with contextlib.AsyncExitStack() as stack:
         procs = []
         for i, port in enumerate(ports):
             procs.append(
                 await stack.enter_async_context(
                     running(
-                        f"contacts-serve-{processes}p-{i}",
-                        ["-m", "services.contacts", "serve"],
-                        service_env(dsn, port),
+                        f"{name}-serve-{processes}p-{i}",
+                        ["-m", f"services.{name}", "serve"],
+                        {**service_env(dsn, port), **service.env()},
                     )
                 )
             )
         for port, (proc, path) in zip(ports, procs, strict=True):
             took = await wait_serving(port, proc, path)
-            log(f"  contacts serve on :{port} SERVING after {took:.1f}s")
+            log(f"  {name} serve on :{port} SERVING after {took:.1f}s")
         pids = {f"server{i}": p.pid for i, (p, _) in enumerate(procs)}
-        result = await load(ports, seconds, CpuMeter({**pids, "client": _self()}))
+        result = await load(ports, seconds, CpuMeter({**pids, "client": _self()}), service.work)
         for proc, path in procs:
             if proc.returncode is not None:
-                notes.append(
-                    f"contacts serve exited with {proc.returncode} under load: {tail(path)}"
-                )
+                notes.append(f"{name} serve exited with {proc.returncode} under load: {tail(path)}")
             elif text := tail(path, 10):
-                notes.append(f"contacts serve ({processes}p) logged under load: {text}")
+                notes.append(f"{name} serve ({processes}p) logged under load: {text}")
         return result
 
 
@@ -168,38 +181,44 @@ def _self() -> int:
     return os.getpid()
 
 
-async def grpc_register(dsn: str, notes: list[str]) -> tuple[list[Metric], dict[str, Any]]:
+async def compare(
+    dsn: str, notes: list[str], service: Service, metric: str, unit: str, configs_key: str
+) -> tuple[list[Metric], dict[str, Any]]:
+    """The trivial server, then 1 and 2 serve processes of ``service``, IN_FLIGHT calls each;
+    ``metric`` (rate, best of the two) and ``metric``_p99_ms next to the trivial server's.
+    The details go to the report's ``configs_key``."""
     seconds = scaled(10.0, 2.0)
-    log(f"  trivial grpc.aio server, {IN_FLIGHT} in flight, {seconds:.0f}s")
-    base = await _trivial(seconds)
+    method = service.work.method
+    log(f"  trivial grpc.aio server ({method}), {IN_FLIGHT} in flight, {seconds:.0f}s")
+    base = await _trivial(seconds, service.work)
     log(f"  trivial: {base.calls_per_s:,.0f} calls/s, p99 {base.p99_ms:.1f} ms")
     configs: dict[str, LoadResult] = {}
     for n in (1, 2):
-        log(f"  contacts serve x{n}, {IN_FLIGHT} in flight, {seconds:.0f}s")
-        configs[f"{n}_process"] = r = await _service(dsn, n, seconds, notes)
+        log(f"  {service.name} serve x{n}, {IN_FLIGHT} in flight, {seconds:.0f}s")
+        configs[f"{n}_process"] = r = await _service(dsn, n, seconds, notes, service)
         log(
             f"  serve x{n}: {r.calls_per_s:,.0f} calls/s, p50 {r.p50_ms:.1f} ms, "
             f"p99 {r.p99_ms:.1f} ms, errors {r.errors or 0}"
         )
         if r.errors:
             notes.append(
-                f"RegisterContact errors with {n} process(es): {r.errors}; first: {r.first_error}"
+                f"{method} errors with {n} process(es): {r.errors}; first: {r.first_error}"
             )
     best_name = max(configs, key=lambda k: configs[k].calls_per_s)
     best = configs[best_name]
-    note = f"best of 1 and 2 serve processes: {best_name} (both in grpc_configs)"
+    note = f"best of 1 and 2 serve processes: {best_name} (both in {configs_key})"
     baseline_desc = f"trivial grpc.aio server (1 process, no DB), {IN_FLIGHT} in flight"
     metrics = [
         Metric(
-            name="grpc_register_contact",
+            name=metric,
             value=best.calls_per_s,
-            unit="calls/s",
+            unit=unit,
             baseline=base.calls_per_s,
             baseline_desc=baseline_desc,
             extra={"config": best_name, "note": note},
         ),
         Metric(
-            name="grpc_register_contact_p99_ms",
+            name=f"{metric}_p99_ms",
             value=best.p99_ms,
             unit="ms",
             baseline=base.p99_ms,
@@ -209,3 +228,9 @@ async def grpc_register(dsn: str, notes: list[str]) -> tuple[list[Metric], dict[
     ]
     details = {"baseline_trivial": base.summary(), **{k: v.summary() for k, v in configs.items()}}
     return metrics, details
+
+
+async def grpc_register(dsn: str, notes: list[str]) -> tuple[list[Metric], dict[str, Any]]:
+    return await compare(
+        dsn, notes, CONTACTS, "grpc_register_contact", "calls/s", configs_key="grpc_configs"
+    )
