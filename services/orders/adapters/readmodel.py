@@ -13,7 +13,7 @@ set-based statement, so a rebuild runs at batch speed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -102,7 +102,8 @@ def _json_default(value: Any) -> Any:
 
 
 def dump(state: Order | Cart) -> str:
-    return orjson.dumps(asdict(state), default=_json_default).decode()
+    # orjson serialises the (slotted) dataclass itself: ~20x faster than dataclasses.asdict.
+    return orjson.dumps(state, default=_json_default).decode()
 
 
 _ORDER_TIMES = {"placed_at", "updated_at"}

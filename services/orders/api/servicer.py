@@ -241,8 +241,10 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             if request.HasField("place_time")
             else None,
         )
-        if not cart_id:
+        if not cart_id and request.customer.WhichOneof("ref") != "contact_id":
+            # Validate before resolving: bad input must not leave a guest contact behind.
             await self._call(lambda: _now(self.orders.check, cmd))
+        if not cart_id:
             cmd = replace(cmd, contact_id=await self.customer(request.customer))
         order = await self._call(
             lambda: self.orders.place(cmd, request_id=kw["request_id"], meta=kw["meta"])

@@ -266,7 +266,11 @@ class OrderCommands:
         for attempt in range(ATTEMPTS):
             appends, decided = await self._plan(cmd, order_id, request_id, meta)
             try:
-                results = await self.store.append_multi(appends)
+                if len(appends) == 1:  # the common case: the single-stream fast path
+                    a = appends[0]
+                    results = [await self.store.append(a.stream, a.events, a.expected_version)]
+                else:
+                    results = await self.store.append_multi(appends)
             except (WrongExpectedVersion, DuplicateEventId):
                 if done := await self._earlier(order_id, request_id):
                     return done
