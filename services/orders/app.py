@@ -48,7 +48,8 @@ async def connect(settings: Settings) -> tuple[str, asyncpg.Pool, EventStore]:
         dsn, _ = embedded.start(embedded.default_data_dir())
     pool = await connect_pool(dsn, max_size=settings.db_pool_size, wait_seconds=120)
     async with pool.acquire() as conn:
-        await migrate(conn, "eventstore", STORE_MIGRATIONS)
+        if settings.eventstore_backend == "postgres":
+            await migrate(conn, "eventstore", STORE_MIGRATIONS)
         await migrate(conn, "projections", PROJECTION_MIGRATIONS)
         for projection in PROJECTIONS:
             await ensure_schema(conn, projection, projection.schema)

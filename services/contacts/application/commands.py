@@ -15,8 +15,8 @@ from typing import Any
 from services.contacts.adapters.keys import DataKeys, seal, unseal
 from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact, ProfileInput
-from shared.domain.errors import Conflict, NotFound, Precondition, StaleEtag
 from services.contacts.domain.identity import identity_stream
+from shared.domain.errors import Conflict, NotFound, Precondition, StaleEtag
 from shared.eventstore import (
     AppendResult,
     DuplicateEventId,

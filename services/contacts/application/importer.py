@@ -18,8 +18,8 @@ from services.contacts.adapters.keys import DataKeys
 from services.contacts.application.commands import ContactCommands, _events, _fold
 from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact, ProfileInput
-from shared.domain.errors import DomainError, Invalid
 from services.contacts.domain.identity import KINDS, NORMALISERS, BadIdentity, identity_stream
+from shared.domain.errors import DomainError, Invalid
 from shared.eventstore import DuplicateEventId, StreamAppend, StreamState, WrongExpectedVersion
 from shared.eventstore.postgres import PostgresEventStore
 

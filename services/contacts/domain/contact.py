@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from shared.domain.errors import Invalid, Precondition
 from services.contacts.domain.identity import KINDS, NORMALISERS, BadIdentity
+from shared.domain.errors import Invalid, Precondition
 
 PREFIX = "crm.contacts.v1."
 REGISTERED = PREFIX + "ContactRegistered"

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.contacts.domain import contact as d
-from shared.domain.errors import Invalid
 from services.contacts.domain.identity import identity_stream, normalise_email, normalise_phone
+from shared.domain.errors import Invalid
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

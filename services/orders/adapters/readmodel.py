@@ -149,7 +149,9 @@ async def _fold_batch(
         if s is not None and e.version <= s.version:
             continue  # already applied (a redelivered batch)
         if s is None and e.version != 0:
-            continue  # the aggregate's first event is not in this read model (should not happen)
+            # Its first event never reached this read model (parked?): park this one too,
+            # visibly, rather than build a row from half a history.
+            raise ValueError(f"{e.stream} v{e.version}: the read model has no row for {i}")
         states[i] = evolve(s, e.type, e.data, e.recorded_at, e.version)
     return states
 
