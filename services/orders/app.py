@@ -19,6 +19,7 @@ from services.orders.application.abandonment import AbandonmentTimer
 from services.orders.application.commands import CartCommands, OrderCommands
 from services.orders.application.ingest import Ingestor
 from services.orders.application.queries import OrderQueries
+from services.orders.application.recovery import RecoveryReactor
 from shared.db import connect_pool, embedded, migrate
 from shared.eventstore import EventStore
 from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
@@ -62,11 +63,8 @@ async def connect(settings: Settings) -> tuple[str, asyncpg.Pool, EventStore]:
     return dsn, pool, PostgresEventStore(pool, dsn)
 
 
-def commands(
-    store: EventStore, queries: OrderQueries, settings: OrdersSettings
-) -> tuple[CartCommands, OrderCommands]:
-    window = timedelta(seconds=settings.cart_recovery_window_seconds)
-    return CartCommands(store), OrderCommands(store, queries.abandoned_carts, window)
+def commands(store: EventStore) -> tuple[CartCommands, OrderCommands]:
+    return CartCommands(store), OrderCommands(store)
 
 
 async def _connect_or_stop(
@@ -100,7 +98,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         return
     _, pool, store = connected
     queries = OrderQueries(pool)
-    carts, orders = commands(store, queries, settings)
+    carts, orders = commands(store)
     directory = GrpcContactDirectory(settings.contacts_target)
     servicer.bind(carts, orders, queries, directory)
     webhooks = None
@@ -123,8 +121,8 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
 
 
 async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
-    """Projection runners (one active per projection across replicas) and the abandonment timer
-    (safe on every replica)."""
+    """Projection runners (one active per projection across replicas: the two read models and
+    the cart-recovery reactor) and the abandonment timer (safe on every replica)."""
     server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
     await server.start()
     serve_metrics(settings.metrics_port)
@@ -133,12 +131,15 @@ async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
         await server.stop()
         return
     dsn, pool, store = connected
+    reactor = RecoveryReactor(store, timedelta(seconds=settings.cart_recovery_window_seconds))
+    async with pool.acquire() as conn:
+        await ensure_schema(conn, reactor, reactor.schema)
     runners = [
         ProjectionRunner(store, p, pool=pool, dsn=dsn, batch_size=settings.projection_batch_size)
-        for p in PROJECTIONS
+        for p in (*PROJECTIONS, reactor)
     ]
     queries = OrderQueries(pool)
-    carts, _ = commands(store, queries, settings)
+    carts, _ = commands(store)
     timer = AbandonmentTimer(
         queries,
         carts,

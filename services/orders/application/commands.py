@@ -220,18 +220,9 @@ class PlaceOrder:
 
 
 class OrderCommands:
-    def __init__(
-        self,
-        store: EventStore,
-        abandoned_carts: Callable[[str, datetime], Any] | None = None,
-        recovery_window: timedelta = timedelta(days=5),
-        aggregates: Aggregates | None = None,
-    ) -> None:
+    def __init__(self, store: EventStore, aggregates: Aggregates | None = None) -> None:
         self.store = store
         self.agg = aggregates or Aggregates(store)
-        # contact id, since -> ids of that contact's abandoned, unrecovered carts (read model)
-        self.abandoned_carts = abandoned_carts
-        self.recovery_window = recovery_window
 
     def order_id_for(self, given: str, request_id: str) -> str:
         if given:
@@ -339,11 +330,6 @@ class OrderCommands:
             appends.append(
                 self._cart_append(cart.cart_id, cart_events, request_id, meta, cart_version)
             )
-        for other in await self._abandoned(contact_id, placed_at, exclude=cmd.cart_id):
-            if recovered := carts.decide_recover(other, order_id):
-                appends.append(
-                    self._cart_append(other.cart_id, recovered, request_id, meta, other.version)
-                )
         return appends, decided
 
     @staticmethod
@@ -357,13 +343,6 @@ class OrderCommands:
         stream = carts.stream_of(cart_id)
         assert version is not None
         return StreamAppend(stream, new_events(stream, decided, request_id, meta), version)
-
-    async def _abandoned(self, contact_id: str, placed_at: datetime, exclude: str) -> list[Cart]:
-        if self.abandoned_carts is None:
-            return []
-        ids = await self.abandoned_carts(contact_id, placed_at - self.recovery_window)
-        found = [await self.agg.load(CART, i) for i in ids if i != exclude]
-        return [c for c in found if c is not None]
 
     async def pay(self, order_id: str, amount: int, payment_ref: str, **kw: Any) -> Order:
         return await self.agg.execute(

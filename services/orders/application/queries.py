@@ -113,16 +113,6 @@ class OrderQueries:
         )
         return page, token
 
-    async def abandoned_carts(self, contact_id: str, since: datetime) -> list[str]:
-        rows = await self.pool.fetch(
-            f"""SELECT cart_id::text FROM {self.carts}.carts
-                WHERE contact_id = $1 AND abandoned AND NOT recovered AND state <> 'CONVERTED'
-                  AND abandoned_at >= $2""",
-            uuid.UUID(contact_id),
-            since,
-        )
-        return [r["cart_id"] for r in rows]
-
     async def idle_carts(self, after: timedelta, limit: int = 500) -> tuple[datetime, list[str]]:
         """Carts idle for at least ``after`` (by the read model), and the database's now."""
         rows = await self.pool.fetch(

@@ -26,9 +26,10 @@ from services.orders.api.servicer import SERVICE, OrdersServicer
 from services.orders.application.commands import CartCommands, OrderCommands
 from services.orders.application.ingest import Ingestor
 from services.orders.application.queries import OrderQueries
+from services.orders.application.recovery import RecoveryReactor
 from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.server import GrpcServer
-from shared.projections.runner import ProjectionRunner
+from shared.projections.runner import ProjectionRunner, ensure_schema
 
 SECRET = "shpss_test_secret"
 
@@ -85,7 +86,7 @@ async def env(dsn: str) -> AsyncIterator[Env]:
     await server.start()
     queries = OrderQueries(store.pool)
     carts = CartCommands(store)
-    orders = OrderCommands(store, queries.abandoned_carts, timedelta(days=5))
+    orders = OrderCommands(store)
     directory = GrpcContactDirectory(contacts_target)
     servicer.bind(carts, orders, queries, directory)
     await server.ready()
@@ -95,9 +96,13 @@ async def env(dsn: str) -> AsyncIterator[Env]:
     )
     port = await webhooks.start()
 
+    reactor = RecoveryReactor(store, timedelta(days=5))
+    async with store.pool.acquire() as conn:
+        await ensure_schema(conn, reactor, reactor.schema)
     runners = [
         ProjectionRunner(store, OrdersProjection()),
         ProjectionRunner(store, CartsProjection()),
+        ProjectionRunner(store, reactor),
         ProjectionRunner(store, ContactsProjection()),
     ]
     stop = asyncio.Event()
@@ -111,7 +116,7 @@ async def env(dsn: str) -> AsyncIterator[Env]:
         queries,
         carts,
         orders,
-        runners[:2],
+        runners[:3],
         f"http://127.0.0.1:{port}/webhooks/shopify",
         shopify,
     )

@@ -15,8 +15,10 @@ from services.orders.application.abandonment import AbandonmentTimer
 from services.orders.application.commands import CartCommands
 from services.orders.application.queries import OrderQueries
 from services.orders.domain import cart as carts
+from services.orders.domain import order as orders
 from services.orders.tests.conftest import Env
 from services.orders.tests.test_orders_api import expect_error, item
+from shared.projections.model import ApplyContext
 from shared.testing.events import read_everything
 
 pytestmark = pytest.mark.timeout(120)
@@ -207,29 +209,35 @@ async def test_a_later_order_by_the_contact_recovers_the_abandoned_cart(env: Env
     contact = str(uuid.uuid4())
     c = await new_cart(env, contact)
     await env.stub.AddCartItem(pb.AddCartItemRequest(cart_id=c.cart_id, item=item("A", 1, 500)))
+    fresh = await new_cart(env, contact)  # not abandoned: not recovered
+    await env.stub.AddCartItem(pb.AddCartItemRequest(cart_id=fresh.cart_id, item=item("B")))
     await env.settle()
     await asyncio.sleep(IDLE.total_seconds() + 0.1)
+    await env.stub.AddCartItem(pb.AddCartItemRequest(cart_id=fresh.cart_id, item=item("B")))
     assert await timer(env).tick() == 1
     await env.settle()
-    o = (
-        await env.stub.PlaceOrder(
-            pb.PlaceOrderRequest(
-                customer=pb.CustomerRef(contact_id=contact),
-                currency="EUR",
-                items=[item("A", 1, 500)],
-            )
-        )
-    ).order
-    events = await env.store.read_stream(carts.stream_of(c.cart_id))
-    assert [(e.data["how"], e.data["order_id"]) for e in events if e.type == carts.RECOVERED] == [
-        ("ordered", o.order_id)
-    ]
-    # Recovered once: another order does not recover it again.
-    await env.settle()
-    await env.stub.PlaceOrder(
-        pb.PlaceOrderRequest(
+
+    async def order() -> pb.Order:
+        req = pb.PlaceOrderRequest(
             customer=pb.CustomerRef(contact_id=contact), currency="EUR", items=[item("A", 1, 500)]
         )
-    )
-    events = await env.store.read_stream(carts.stream_of(c.cart_id))
-    assert len([e for e in events if e.type == carts.RECOVERED]) == 1
+        return (await env.stub.PlaceOrder(req)).order
+
+    async def recovered(cart_id: str) -> list[tuple[str, str]]:
+        events = await env.store.read_stream(carts.stream_of(cart_id))
+        return [(e.data["how"], e.data["order_id"]) for e in events if e.type == carts.RECOVERED]
+
+    o = await order()
+    await env.settle()  # the recovery reactor has seen the order
+    assert await recovered(c.cart_id) == [("ordered", o.order_id)]
+    assert await recovered(fresh.cart_id) == []
+    # Recovered once: another order does not recover it again, nor does a re-run.
+    await order()
+    await env.settle()
+    assert len(await recovered(c.cart_id)) == 1
+    reactor = env.runners[2].projection
+    placed = [e for e in await read_everything(env.store, types=[orders.PLACED])]
+    async with env.store.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL search_path TO cart_recovery")
+        await reactor.apply(conn, placed, ApplyContext(replay=False))
+    assert len(await recovered(c.cart_id)) == 1

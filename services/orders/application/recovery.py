@@ -1,0 +1,84 @@
+"""Cart recovery by a later order: a reactor on OrderPlaced, run by the projection runner (one
+leader across replicas, checkpointed). It is off PlaceOrder's path on purpose: most orders
+come from contacts without an abandoned cart, and the lookup cost every order a query.
+
+For each order it asks the carts read model for the contact's abandoned, unrecovered carts
+within the recovery window, re-decides each from the cart's stream and appends CartRecovered
+with an event id fixed per cart, so a re-run (a retried batch, a restart) writes it once. In
+replay (a rebuild) it does nothing. A cart converted into the order is recovered by PlaceOrder
+itself, atomically; this reactor handles the "ordered another way" case.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from services.orders.application.commands import CART, Aggregates, new_events
+from services.orders.domain import cart as carts
+from services.orders.domain import order as orders
+from shared.eventstore import EventStore, RecordedEvent, WrongExpectedVersion
+from shared.projections.model import ApplyContext
+
+ATTEMPTS = 3
+
+
+class RecoveryReactor:
+    name = "cart-recovery"
+    schema = "cart_recovery"
+    # What it did, for operators: one row per recovered cart.
+    ddl = """CREATE TABLE recovered (
+        cart_id uuid PRIMARY KEY, order_id uuid NOT NULL, at timestamptz NOT NULL DEFAULT now())"""
+    categories: Sequence[str] | None = ("order",)
+    types: Sequence[str] | None = (orders.PLACED,)
+
+    def __init__(
+        self, store: EventStore, window: timedelta, carts_schema: str = "carts_rm"
+    ) -> None:
+        self.store, self.window, self.carts_schema = store, window, carts_schema
+        self.agg = Aggregates(store)
+
+    async def apply(
+        self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], ctx: ApplyContext
+    ) -> None:
+        if ctx.replay:
+            return
+        for e in events:
+            d = e.data
+            placed = datetime.fromisoformat(d["placed_at"])
+            rows = await conn.fetch(
+                f"""SELECT cart_id::text FROM {self.carts_schema}.carts
+                    WHERE contact_id = $1 AND abandoned AND NOT recovered
+                      AND state <> 'CONVERTED' AND abandoned_at >= $2 AND abandoned_at <= $3""",
+                uuid.UUID(d["contact_id"]),
+                placed - self.window,
+                max(placed, e.recorded_at),
+            )
+            for r in rows:
+                if r["cart_id"] != d.get("cart_id") and await self._recover(r["cart_id"], d):
+                    await conn.execute(
+                        "INSERT INTO recovered (cart_id, order_id) VALUES ($1, $2)"
+                        " ON CONFLICT DO NOTHING",
+                        uuid.UUID(r["cart_id"]),
+                        uuid.UUID(d["order_id"]),
+                    )
+
+    async def _recover(self, cart_id: str, order: dict[str, str]) -> bool:
+        stream = carts.stream_of(cart_id)
+        for _ in range(ATTEMPTS):
+            cart = await self.agg.load(CART, cart_id)
+            decided = carts.decide_recover(cart, order["order_id"]) if cart else []
+            if cart is None or not decided:
+                return False
+            events = new_events(
+                stream, decided, f"recover\n{cart_id}", {"schema": 1, "actor": "cart-recovery"}
+            )
+            try:
+                result = await self.store.append(stream, events, cart.version)
+            except WrongExpectedVersion:
+                continue  # the cart moved (activity); decide again
+            return not result.idempotent
+        raise RuntimeError(f"cart {cart_id} kept moving; the runner will retry")
