@@ -43,14 +43,28 @@ def _to_service_error(exc: BaseException) -> ServiceError | None:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        # Handlers are fixed once the server runs: wrap each method once, not on every call.
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        cached = self._handlers.get(details.method)
+        if cached is not None:
+            return cached
         handler = await continuation(details)
         if handler is None:
             return handler
+        wrapped = self._instrument(handler, details)
+        self._handlers[details.method] = wrapped
+        return wrapped
+
+    def _instrument(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
         service, _, method = details.method.lstrip("/").rpartition("/")
         if service.startswith("grpc."):  # health and reflection: not ours to instrument
             return handler

@@ -83,28 +83,25 @@ def evolve(
             version=version,
         )
     assert state is not None, f"{type_} before OrderPlaced"
-    s = replace(state, updated_at=at, version=version)
+    change: dict[str, Any] = {"updated_at": at, "version": version}  # one replace() per event
     if type_ == PAID:
-        return replace(s, state="PAID", paid=d["amount"])
-    if type_ == SHIPPED:
+        change.update(state="PAID", paid=d["amount"])
+    elif type_ == SHIPPED:
         shipment = {
             k: d.get(k, "") for k in ("shipment_id", "carrier", "tracking_number", "tracking_url")
         }
-        return replace(s, state="SHIPPED", shipments=(*s.shipments, {**shipment, "at": at}))
-    if type_ == DELIVERED:
-        return replace(s, state="DELIVERED")
-    if type_ == CANCELLED:
-        return replace(s, state="CANCELLED")
-    if type_ == REFUNDED:
+        change.update(state="SHIPPED", shipments=(*state.shipments, {**shipment, "at": at}))
+    elif type_ in (DELIVERED, CANCELLED):
+        change["state"] = "DELIVERED" if type_ == DELIVERED else "CANCELLED"
+    elif type_ == REFUNDED:
         lines = tuple((ln["sku"], int(ln["quantity"])) for ln in d.get("lines", ()))
-        return replace(
-            s,
+        change.update(
             refunded=d["refunded_total"],
-            refund_ids=s.refund_ids | {d["refund_id"]},
-            returned=s.returned + lines,
-            state="REFUNDED" if d.get("full") else s.state,
+            refund_ids=state.refund_ids | {d["refund_id"]},
+            returned=state.returned + lines,
+            state="REFUNDED" if d.get("full") else state.state,
         )
-    return s
+    return replace(state, **change)
 
 
 def fold(events: Iterable[tuple[str, Mapping[str, Any], datetime, int]]) -> Order | None:
