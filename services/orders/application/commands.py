@@ -26,7 +26,6 @@ from shared.eventstore import (
     StreamState,
     WrongExpectedVersion,
 )
-from shared.eventstore.model import ExpectedVersion
 
 NS = uuid.UUID("0b6f3c1e-8f0a-4a55-b4a9-5d8e2a7c9e31")
 ATTEMPTS = 3
@@ -284,8 +283,8 @@ class OrderCommands:
     async def _plan(
         self, cmd: PlaceOrder, order_id: str, request_id: str, meta: Mapping[str, Any]
     ) -> tuple[list[StreamAppend], list[Event]]:
-        contact_id, currency, items, cart_version = cmd.contact_id, cmd.currency, cmd.items, None
-        cart: Cart | None = None
+        contact_id, currency, items = cmd.contact_id, cmd.currency, cmd.items
+        cart_append: StreamAppend | None = None
         if cmd.cart_id:
             cart = await self.agg.load(CART, cmd.cart_id)
             if cart is None:
@@ -300,13 +299,13 @@ class OrderCommands:
                         )
                     ]
                 )
-            contact_id, currency, items, cart_version = (
-                cart.contact_id,
-                cart.currency,
-                list(cart.items),
-                cart.version,
+            contact_id, currency, items = cart.contact_id, cart.currency, list(cart.items)
+            # The cart's checks come first (an empty cart is CART_EMPTY, not EMPTY_ORDER).
+            converted = carts.decide_convert(cart, cmd.cart_id, order_id)
+            cart_stream = carts.stream_of(cart.cart_id)
+            cart_append = StreamAppend(
+                cart_stream, new_events(cart_stream, converted, request_id, meta), cart.version
             )
-            cart_events = carts.decide_convert(cart, cmd.cart_id, order_id)  # cart checks first
         placed_at = cmd.placed_at or datetime.now(UTC)
         decided = orders.decide_place(
             order_id,
@@ -326,23 +325,9 @@ class OrderCommands:
                 stream, new_events(stream, decided, request_id, meta), StreamState.NO_STREAM
             )
         ]
-        if cart is not None:
-            appends.append(
-                self._cart_append(cart.cart_id, cart_events, request_id, meta, cart_version)
-            )
+        if cart_append is not None:
+            appends.append(cart_append)
         return appends, decided
-
-    @staticmethod
-    def _cart_append(
-        cart_id: str,
-        decided: list[Event],
-        request_id: str,
-        meta: Mapping[str, Any],
-        version: ExpectedVersion | None,
-    ) -> StreamAppend:
-        stream = carts.stream_of(cart_id)
-        assert version is not None
-        return StreamAppend(stream, new_events(stream, decided, request_id, meta), version)
 
     async def pay(self, order_id: str, amount: int, payment_ref: str, **kw: Any) -> Order:
         return await self.agg.execute(
