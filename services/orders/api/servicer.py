@@ -22,6 +22,7 @@ from services.orders.application.commands import (
 )
 from services.orders.application.directory import ContactDirectory
 from services.orders.application.queries import OrderQueries
+from services.orders.domain import money
 from services.orders.domain.cart import Cart
 from services.orders.domain.order import STATES, Order
 from shared.grpckit import calls
@@ -63,8 +64,9 @@ def item_in(i: epb.LineItem) -> dict[str, Any]:
     }
 
 
-async def _now(check: Callable[[PlaceOrder], None], cmd: PlaceOrder) -> None:
-    check(cmd)
+async def _now(check: Callable[[Any], object], arg: Any) -> None:
+    """A synchronous domain check, run through domain_call so its errors map like any other."""
+    check(arg)
 
 
 def cart_pb(c: Cart) -> pb.Cart:
@@ -160,6 +162,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.CreateCartRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateCartResponse:
         kw = self._kw(request.request_id, context)
+        await self._call(lambda: _now(money.currency, request.currency))  # before any guest
         contact_id = await self.customer(request.customer)
         cart = await self._call(
             lambda: self.carts.create(

@@ -103,6 +103,15 @@ async def test_empty_cart_cannot_check_out_or_become_an_order(env: Env) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "UNKNOWN_CURRENCY",
     )
+    await expect_error(  # a new customer with a bad currency: no guest contact either
+        env.stub.CreateCart(
+            pb.CreateCartRequest(
+                customer=pb.CustomerRef(email="someone.new@example.org"), currency="EURO"
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "UNKNOWN_CURRENCY",
+    )
     await expect_error(
         env.stub.GetCart(pb.GetCartRequest(cart_id=str(uuid.uuid4()))),
         grpc.StatusCode.NOT_FOUND,
