@@ -27,7 +27,7 @@ from shared.db import connect_pool, embedded, migrate
 from shared.eventstore import EventStore
 from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
 from shared.eventstore.postgres import PostgresEventStore
-from shared.grpckit.server import GrpcServer
+from shared.grpckit.server import GrpcServer, unless_stopped
 from shared.metrics import serve_metrics
 from shared.projections.runner import ProjectionRunner, ensure_schema
 from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
@@ -70,20 +70,6 @@ async def connect(settings: Settings) -> Runtime:
     return Runtime(dsn, pool, store)
 
 
-async def _connect_or_stop(settings: Settings, stop: asyncio.Event) -> Runtime | None:
-    """Connect, but give up at once if asked to stop while the database is still away."""
-    connecting = asyncio.create_task(connect(settings))
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if connecting.done():
-        return connecting.result()
-    connecting.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await connecting
-    return None
-
-
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     servicer, consent = ContactsServicer(), ConsentServicer()
     server = GrpcServer(
@@ -97,7 +83,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     )
     await server.start()  # health: NOT_SERVING until the database is reachable and migrated
     serve_metrics(settings.metrics_port)
-    rt = await _connect_or_stop(settings, stop)
+    rt = await unless_stopped(connect(settings), stop)
     if rt is None:
         await server.stop()
         return
@@ -123,7 +109,7 @@ async def project(settings: Settings, stop: asyncio.Event) -> None:
     server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
     await server.start()
     serve_metrics(settings.metrics_port)
-    rt = await _connect_or_stop(settings, stop)
+    rt = await unless_stopped(connect(settings), stop)
     if rt is None:
         await server.stop()
         return

@@ -24,7 +24,7 @@ from shared.db import connect_pool, embedded, migrate
 from shared.eventstore import EventStore
 from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
 from shared.eventstore.postgres import PostgresEventStore
-from shared.grpckit.server import GrpcServer
+from shared.grpckit.server import GrpcServer, unless_stopped
 from shared.metrics import serve_metrics
 from shared.projections.runner import ProjectionRunner, ensure_schema
 from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
@@ -67,21 +67,6 @@ def commands(store: EventStore) -> tuple[CartCommands, OrderCommands]:
     return CartCommands(store), OrderCommands(store)
 
 
-async def _connect_or_stop(
-    settings: Settings, stop: asyncio.Event
-) -> tuple[str, asyncpg.Pool, EventStore] | None:
-    connecting = asyncio.create_task(connect(settings))
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if connecting.done():
-        return connecting.result()
-    connecting.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await connecting
-    return None
-
-
 async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     servicer = OrdersServicer()
     server = GrpcServer(
@@ -92,7 +77,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     )
     await server.start()
     serve_metrics(settings.metrics_port)
-    connected = await _connect_or_stop(settings, stop)
+    connected = await unless_stopped(connect(settings), stop)
     if connected is None:
         await server.stop()
         return
@@ -126,7 +111,7 @@ async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
     server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
     await server.start()
     serve_metrics(settings.metrics_port)
-    connected = await _connect_or_stop(settings, stop)
+    connected = await unless_stopped(connect(settings), stop)
     if connected is None:
         await server.stop()
         return

@@ -4,8 +4,10 @@ graceful drain on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 import grpc
 import structlog
@@ -13,6 +15,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shared.grpckit.interceptor import ServerInterceptor
+
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -77,3 +81,18 @@ async def run_until_signalled(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await main(stop)
+
+
+async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """``work``'s result, or None if ``stop`` is set first (e.g. SIGTERM while the database is
+    still away at start-up): a pod must be able to stop before it ever connected."""
+    doing = asyncio.ensure_future(work)
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([doing, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if doing.done():
+        return doing.result()
+    doing.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await doing
+    return None

@@ -1,8 +1,12 @@
-"""The contacts service as real processes: both roles, /metrics, health, SIGTERM drain."""
+"""The services as real processes: both roles, /metrics, health, SIGTERM drain; orders calling
+the contacts process over gRPC and taking a signed Shopify webhook over HTTP."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import os
 import signal
 import socket
@@ -13,11 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
+from crm.orders.v1 import events_pb2 as epb
+from crm.orders.v1 import orders_pb2 as opb
+from crm.orders.v1 import orders_pb2_grpc as opb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +37,9 @@ def free_port() -> int:
 
 
 class Proc:
-    def __init__(self, role: str, database_url: str) -> None:
+    def __init__(
+        self, role: str, database_url: str, service: str = "contacts", **extra: str
+    ) -> None:
         self.grpc_port, self.metrics_port = free_port(), free_port()
         env = {
             **os.environ,
@@ -38,8 +48,9 @@ class Proc:
             "GRPC_PORT": str(self.grpc_port),
             "METRICS_PORT": str(self.metrics_port),
             "LOG_LEVEL": "WARNING",
+            **extra,
         }
-        self.p = subprocess.Popen([sys.executable, "-m", "services.contacts", role], env=env)
+        self.p = subprocess.Popen([sys.executable, "-m", f"services.{service}", role], env=env)
 
     async def health(self, service: str = "") -> int:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}") as ch:
@@ -129,3 +140,71 @@ async def test_not_serving_and_unavailable_while_the_database_is_away(procs: lis
             )
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert serve.terminate(timeout=10) == 0  # SIGTERM is honoured even while waiting for the DB
+
+
+async def test_orders_processes_resolve_customers_take_webhooks_and_drain(
+    dsn: str, procs: list[Proc]
+) -> None:
+    contacts = Proc("serve", dsn)
+    procs.append(contacts)
+    hook_port, secret = free_port(), "e2e-secret"
+    orders_env = {
+        "CONTACTS_TARGET": f"127.0.0.1:{contacts.grpc_port}",
+        "WEBHOOK_PORT": str(hook_port),
+        "SHOPIFY_WEBHOOK_SECRET": secret,
+    }
+    serve = Proc("serve", dsn, "orders", **orders_env)
+    project = Proc("project", dsn, "orders", **orders_env)
+    procs += [serve, project]
+    for p in (contacts, serve, project):
+        await p.wait_health(SERVING)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{serve.grpc_port}") as ch:
+        stub = opb_grpc.OrdersServiceStub(ch)
+        placed = await stub.PlaceOrder(
+            opb.PlaceOrderRequest(
+                customer=opb.CustomerRef(email="buyer@e2e.io"),
+                currency="EUR",
+                items=[epb.LineItem(sku="A", quantity=1, unit_price=900)],
+            )
+        )
+        assert placed.order.contact_id  # a guest, registered by the contacts process
+        body = orjson.dumps(
+            {
+                "id": 42,
+                "email": "buyer@e2e.io",
+                "currency": "EUR",
+                "created_at": "2026-11-20T10:00:00Z",
+                "line_items": [{"id": 1, "sku": "B", "quantity": 2, "price": "4.50"}],
+            }
+        )
+        headers = {
+            "X-Shopify-Topic": "orders/create",
+            "X-Shopify-Shop-Domain": "e2e.myshopify.com",
+            "X-Shopify-Hmac-Sha256": base64.b64encode(
+                hmac.new(secret.encode(), body, hashlib.sha256).digest()
+            ).decode(),
+        }
+
+        def post() -> dict[str, str]:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{hook_port}/webhooks/shopify", body, headers, method="POST"
+            )
+            with urllib.request.urlopen(req) as r:  # noqa: S310 - a local test URL
+                return dict(orjson.loads(r.read()))
+
+        hooked = await asyncio.to_thread(post)
+        for _ in range(100):  # the project process builds the metrics
+            m = await stub.GetCustomerMetrics(
+                opb.GetCustomerMetricsRequest(contact_id=placed.order.contact_id)
+            )
+            if m.order_count == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert m.order_count == 2 and m.currencies[0].revenue == 900 + 900
+        got = await stub.GetOrder(opb.GetOrderRequest(order_id=hooked["order_id"]))
+        assert got.order.contact_id == placed.order.contact_id
+    text = await scrape(project.metrics_port)
+    assert 'crm_projection_position{projection="orders"}' in text
+    assert 'crm_projection_position{projection="cart-recovery"}' in text
+    for p in (serve, project, contacts):
+        assert p.terminate() == 0
