@@ -6,11 +6,14 @@ Each takes the service's ErrorInfo ``domain`` (e.g. "orders.crm") so errors name
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar, overload
 
 import grpc
 import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from shared.domain import errors as de
 from shared.grpckit import errors as ge
@@ -61,10 +64,11 @@ def event_meta(request_id: str, context: grpc.aio.ServicerContext | None) -> dic
     }
 
 
-async def domain_call(domain: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Run an application call, translating domain errors into rich gRPC statuses."""
+@contextmanager
+def domain_errors(domain: str) -> Iterator[None]:
+    """Translate domain errors raised in the block into rich gRPC statuses."""
     try:
-        return await call()
+        yield
     except de.Invalid as e:
         violations = [(f, d) for f, _, d in e.violations]
         raise ge.InvalidArgument(
@@ -80,3 +84,34 @@ async def domain_call(domain: str, call: Callable[[], Awaitable[T]]) -> T:
         raise ge.FailedPrecondition(
             e.reason, e.message, domain=domain, metadata=e.metadata
         ) from None
+
+
+async def domain_call(domain: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Run an application call, translating domain errors into rich gRPC statuses."""
+    with domain_errors(domain):
+        return await call()
+
+
+@overload
+def timestamp(at: datetime) -> Timestamp: ...
+@overload
+def timestamp(at: datetime | None) -> Timestamp | None: ...
+def timestamp(at: datetime | None) -> Timestamp | None:
+    """A protobuf Timestamp for an aware datetime (None stays None: the field stays unset)."""
+    if at is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
+def timestamp_arg(domain: str, msg: Any, name: str) -> datetime | None:
+    """Request field ``name`` as an aware datetime, None when unset; a Timestamp outside
+    0001..9999 is INVALID_ARGUMENT (INVALID_<NAME>), not an internal error."""
+    if not msg.HasField(name):
+        return None
+    try:
+        at: datetime = getattr(msg, name).ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise invalid(domain, name, f"INVALID_{name.upper()}", "not a valid timestamp") from None
+    return at

@@ -5,23 +5,22 @@ a name the domain rejects, so every validation rule lives in the domain."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from crm.contacts.v1 import consent_pb2 as pb
 from crm.contacts.v1 import consent_pb2_grpc as pb_grpc
 from services.contacts.api.common import DOMAIN
 from services.contacts.api.common import contact_id as _contact_id
 from services.contacts.api.common import domain_call as _domain
-from services.contacts.api.common import invalid as _invalid
 from services.contacts.api.common import meta as _meta
 from services.contacts.api.common import request_id as _request_id
 from services.contacts.application.consent import ConsentLedgers, Entry
 from services.contacts.domain import consent as domain
 from services.contacts.domain.consent import ChannelConsent, Evidence, Terms
+from shared.grpckit import calls
 from shared.grpckit import errors as ge
 
 SERVICE = "crm.contacts.v1.ConsentService"
@@ -58,22 +57,6 @@ def _out(mapping: Mapping[Any, str], name: str) -> Any:
     return next((k for k, v in mapping.items() if v == name), 0)
 
 
-def _ts(at: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(at)
-    return t
-
-
-def _timestamp(msg: Any, name: str) -> datetime | None:
-    if not msg.HasField(name):
-        return None
-    try:
-        at: datetime = getattr(msg, name).ToDatetime(tzinfo=UTC)
-        return at
-    except (ValueError, OverflowError):
-        raise _invalid(name, f"INVALID_{name.upper()}", "not a valid timestamp") from None
-
-
 def _evidence(m: pb.ConsentEvidence) -> Evidence:
     return Evidence(ip=m.ip, user_agent=m.user_agent)
 
@@ -91,19 +74,19 @@ def channel_to_pb(ch: ChannelConsent, at: datetime) -> pb.ChannelConsent:
     request = ch.open_request(at)
     if state == domain.PENDING and request is not None:
         _terms(msg, request.terms)
-        msg.update_time.CopyFrom(_ts(request.requested_at))
+        msg.update_time.CopyFrom(calls.timestamp(request.requested_at))
     elif ch.changed_at is not None:
         _terms(msg, ch.terms)
-        msg.update_time.CopyFrom(_ts(ch.changed_at))
+        msg.update_time.CopyFrom(calls.timestamp(ch.changed_at))
     if request is not None:
         _terms(msg.pending, request.terms)
-        msg.pending.request_time.CopyFrom(_ts(request.requested_at))
-        msg.pending.expire_time.CopyFrom(_ts(request.expires_at))
+        msg.pending.request_time.CopyFrom(calls.timestamp(request.requested_at))
+        msg.pending.expire_time.CopyFrom(calls.timestamp(request.expires_at))
     if ch.suppression is not None:
         msg.suppressed = True
         msg.suppression_reason = _out(REASONS, ch.suppression.reason)
         msg.suppression_note = ch.suppression.note
-        msg.suppress_time.CopyFrom(_ts(ch.suppression.at))
+        msg.suppress_time.CopyFrom(calls.timestamp(ch.suppression.at))
     return msg
 
 
@@ -123,11 +106,13 @@ def entry_to_pb(entry: Entry) -> pb.ConsentLedgerEntry:
         request_id=e.metadata.get("request_id", ""),
     )
     _terms(msg, Terms.of(d))
-    msg.record_time.CopyFrom(_ts(e.recorded_at))
+    msg.record_time.CopyFrom(calls.timestamp(e.recorded_at))
     if "occur_time" in d:
-        msg.occur_time.CopyFrom(_ts(datetime.fromisoformat(d["occur_time"])))
+        msg.occur_time.CopyFrom(calls.timestamp(datetime.fromisoformat(d["occur_time"])))
     if "expire_time" in d:
-        msg.confirmation_expire_time.CopyFrom(_ts(datetime.fromisoformat(d["expire_time"])))
+        msg.confirmation_expire_time.CopyFrom(
+            calls.timestamp(datetime.fromisoformat(d["expire_time"]))
+        )
     ev = d.get("evidence") or {}
     if ev:
         msg.evidence.ip, msg.evidence.user_agent = ev.get("ip", ""), ev.get("user_agent", "")
@@ -167,7 +152,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
             terms=Terms(_in(BASES, request.legal_basis), request.source, request.policy_version),
             evidence=_evidence(request.evidence),
             double_opt_in=request.double_opt_in,
-            occurred_at=_timestamp(request, "occur_time"),
+            occurred_at=calls.timestamp_arg(DOMAIN, request, "occur_time"),
         )
         r = await _domain(
             lambda: self.ledgers.record(cid, cmd, request_id=rid, meta=_meta(rid, context))
@@ -179,7 +164,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
             confirmation_token=r.token,
         )
         if r.token_expires_at is not None:
-            out.confirmation_expire_time.CopyFrom(_ts(r.token_expires_at))
+            out.confirmation_expire_time.CopyFrom(calls.timestamp(r.token_expires_at))
         return out
 
     async def ConfirmConsent(
@@ -200,7 +185,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         self, request: pb.GetConsentRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetConsentResponse:
         cid = _contact_id(request.contact_id)
-        at = _timestamp(request, "as_of_time")
+        at = calls.timestamp_arg(DOMAIN, request, "as_of_time")
         if at is None:
             channels, now = await _domain(lambda: self.ledgers.current(cid))
             return pb.GetConsentResponse(contact_id=cid, channels=_all_channels(channels, now))

@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import orjson
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
@@ -37,6 +35,7 @@ from services.contacts.domain.contact import (
 )
 from services.contacts.domain.identity import NORMALISERS, BadIdentity
 from shared.eventstore import RecordedEvent
+from shared.grpckit import calls
 from shared.grpckit import errors as ge
 
 MAX_IMPORT_BATCH = 1000
@@ -71,16 +70,10 @@ def to_pb(c: Contact) -> pb.Contact:
     for name, value in c.attributes.items():
         json_format.ParseDict(dict(value), msg.attributes[name])
     if c.create_time:
-        msg.create_time.CopyFrom(_ts(c.create_time))
+        msg.create_time.CopyFrom(calls.timestamp(c.create_time))
     if c.update_time:
-        msg.update_time.CopyFrom(_ts(c.update_time))
+        msg.update_time.CopyFrom(calls.timestamp(c.update_time))
     return msg
-
-
-def _ts(dt: datetime) -> Timestamp:
-    t = Timestamp()
-    t.FromDatetime(dt)
-    return t
 
 
 def _profile(m: Any) -> ProfileInput:
@@ -144,8 +137,8 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self, request: pb.GetContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetContactResponse:
         cid = _contact_id(request.contact_id)
-        if request.HasField("as_of"):
-            contact = await self.commands.load(cid, as_of=request.as_of.ToDatetime(UTC))
+        if (as_of := calls.timestamp_arg(DOMAIN, request, "as_of")) is not None:
+            contact = await self.commands.load(cid, as_of=as_of)
         else:
             # The read model may lag a just-registered contact by milliseconds: fall back to the
             # stream so a client can read what it just wrote.
@@ -383,7 +376,7 @@ def _event_pb(e: RecordedEvent, key: bytes | None) -> pb.ContactEvent:
         data_json=orjson.dumps(data).decode(),
         personal_data_erased=erased,
     )
-    msg.recorded_at.CopyFrom(_ts(e.recorded_at))
+    msg.recorded_at.CopyFrom(calls.timestamp(e.recorded_at))
     return msg
 
 

@@ -226,6 +226,13 @@ async def test_get_contact_as_of_any_instant(env: Env) -> None:
         grpc.StatusCode.NOT_FOUND,
         "CONTACT_NOT_FOUND",
     )
+    await expect_error(  # beyond year 9999: a clear error, not an internal one
+        env.stub.GetContact(
+            pb.GetContactRequest(contact_id=c.contact_id, as_of=Timestamp(seconds=10**13))
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_AS_OF",
+    )
 
 
 async def test_list_contact_events_pages_and_decrypts(env: Env) -> None:

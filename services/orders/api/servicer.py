@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from crm.orders.v1 import events_pb2 as epb
 from crm.orders.v1 import orders_pb2 as pb
@@ -30,14 +30,6 @@ from shared.grpckit import calls
 DOMAIN = "orders.crm"
 SERVICE = "crm.orders.v1.OrdersService"
 T = TypeVar("T")
-
-
-def _ts(at: datetime | None) -> Timestamp | None:
-    if at is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(at)
-    return ts
 
 
 def _items_pb(items: Any) -> list[epb.LineItem]:
@@ -64,11 +56,6 @@ def item_in(i: epb.LineItem) -> dict[str, Any]:
     }
 
 
-async def _now(check: Callable[[Any], object], arg: Any) -> None:
-    """A synchronous domain check, run through domain_call so its errors map like any other."""
-    check(arg)
-
-
 def cart_pb(c: Cart) -> pb.Cart:
     return pb.Cart(
         cart_id=c.cart_id,
@@ -78,8 +65,8 @@ def cart_pb(c: Cart) -> pb.Cart:
         subtotal=c.subtotal,
         state=pb.CartState.Value(f"CART_STATE_{c.state}"),
         order_id=c.order_id,
-        create_time=_ts(c.created_at),
-        last_activity_time=_ts(c.last_activity_at),
+        create_time=calls.timestamp(c.created_at),
+        last_activity_time=calls.timestamp(c.last_activity_at),
         etag=str(c.version),
     )
 
@@ -103,14 +90,14 @@ def order_pb(o: Order) -> pb.Order:
                 carrier=s["carrier"],
                 tracking_number=s["tracking_number"],
                 tracking_url=s["tracking_url"],
-                ship_time=_ts(s["at"]),
+                ship_time=calls.timestamp(s["at"]),
             )
             for s in o.shipments
         ],
         external_ref=o.external_ref,
         cart_id=o.cart_id,
-        place_time=_ts(o.placed_at),
-        update_time=_ts(o.updated_at),
+        place_time=calls.timestamp(o.placed_at),
+        update_time=calls.timestamp(o.updated_at),
         etag=str(o.version),
     )
 
@@ -143,7 +130,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         rid = calls.request_id(DOMAIN, request_id)
         return {"request_id": rid, "meta": calls.event_meta(rid, context), "etag": etag}
 
-    async def customer(self, ref: pb.CustomerRef, request_id: str = "") -> str:
+    async def customer(self, ref: pb.CustomerRef) -> str:
         kind = ref.WhichOneof("ref")
         if kind is None or not getattr(ref, kind):
             raise calls.invalid(
@@ -162,7 +149,8 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.CreateCartRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateCartResponse:
         kw = self._kw(request.request_id, context)
-        await self._call(lambda: _now(money.currency, request.currency))  # before any guest
+        with calls.domain_errors(DOMAIN):
+            money.currency(request.currency)  # before a guest contact may be registered
         contact_id = await self.customer(request.customer)
         cart = await self._call(
             lambda: self.carts.create(
@@ -218,39 +206,35 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.PlaceOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.PlaceOrderResponse:
         kw = self._kw(request.request_id, context)
-        order_id = (
-            self._id(request.order_id, "order_id", "INVALID_ORDER_ID") if request.order_id else ""
+        cmd = PlaceOrder(
+            contact_id="",
+            currency=request.currency,
+            items=[item_in(i) for i in request.items],
+            shipping=request.shipping,
+            tax=request.tax,
+            order_id=(
+                self._id(request.order_id, "order_id", "INVALID_ORDER_ID")
+                if request.order_id
+                else ""
+            ),
+            external_ref=request.external_ref,
+            placed_at=calls.timestamp_arg(DOMAIN, request, "place_time"),
         )
+        customer = None
         if request.cart_id:
-            cart_id = self._id(request.cart_id, "cart_id", "INVALID_CART_ID")
             if request.items or request.HasField("customer"):
                 raise calls.invalid(
                     DOMAIN, "cart_id", "CART_OR_ITEMS", "give either cart_id, or customer and items"
                 )
-            contact_id, currency, items = "", request.currency, []
-        else:
-            cart_id, contact_id = "", ""
-            currency, items = request.currency, [item_in(i) for i in request.items]
-        cmd = PlaceOrder(
-            contact_id=contact_id,
-            currency=currency,
-            items=items,
-            shipping=request.shipping,
-            tax=request.tax,
-            order_id=order_id,
-            cart_id=cart_id,
-            external_ref=request.external_ref,
-            placed_at=request.place_time.ToDatetime(tzinfo=UTC)
-            if request.HasField("place_time")
-            else None,
-        )
-        if not cart_id and request.customer.WhichOneof("ref") != "contact_id":
-            # Validate before resolving: bad input must not leave a guest contact behind.
-            await self._call(lambda: _now(self.orders.check, cmd))
-        if not cart_id:
+            cmd = replace(cmd, cart_id=self._id(request.cart_id, "cart_id", "INVALID_CART_ID"))
+        elif request.customer.WhichOneof("ref") == "contact_id":
             cmd = replace(cmd, contact_id=await self.customer(request.customer))
+        else:  # resolved (maybe a guest registered) only once the order validated
+            customer = partial(self.customer, request.customer)
         order = await self._call(
-            lambda: self.orders.place(cmd, request_id=kw["request_id"], meta=kw["meta"])
+            lambda: self.orders.place(
+                cmd, customer=customer, request_id=kw["request_id"], meta=kw["meta"]
+            )
         )
         return pb.PlaceOrderResponse(order=order_pb(order))
 
@@ -357,8 +341,8 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         first = min(r.first_order_at for r in rows)
         last = max(r.last_order_at for r in rows)
         out.order_count = sum(r.order_count for r in rows)
-        out.first_order_time.FromDatetime(first)
-        out.last_order_time.FromDatetime(last)
+        out.first_order_time.CopyFrom(calls.timestamp(first))
+        out.last_order_time.CopyFrom(calls.timestamp(last))
         out.days_since_last_order = (datetime.now(UTC) - last).days
         for r in rows:
             out.currencies.append(
@@ -368,8 +352,8 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
                     revenue=r.revenue,
                     refunded=r.refunded,
                     average_order_value=r.average_order_value,
-                    first_order_time=_ts(r.first_order_at),
-                    last_order_time=_ts(r.last_order_at),
+                    first_order_time=calls.timestamp(r.first_order_at),
+                    last_order_time=calls.timestamp(r.last_order_at),
                     rfm=pb.Rfm(
                         recency=r.recency, frequency=r.frequency, monetary=r.monetary, group=r.group
                     ),

@@ -7,8 +7,8 @@ finds its own events in the stream and answers with the state they produced.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -228,28 +228,23 @@ class OrderCommands:
             return given
         return str(uuid.uuid5(NS, f"order\n{request_id}") if request_id else uuid.uuid4())
 
-    @staticmethod
-    def check(cmd: PlaceOrder) -> None:
-        """Validate an order given by items, before its customer is resolved: bad input must not
-        leave a guest contact behind."""
-        if not cmd.cart_id:
-            orders.decide_place(
-                str(uuid.UUID(int=0)),
-                "",
-                cmd.currency,
-                cmd.items,
-                shipping=cmd.shipping,
-                tax=cmd.tax,
-                placed_at=cmd.placed_at or datetime.now(UTC),
-                external_ref=cmd.external_ref,
-            )
-
     async def place(
-        self, cmd: PlaceOrder, *, request_id: str = "", meta: Mapping[str, Any] = {}
+        self,
+        cmd: PlaceOrder,
+        *,
+        customer: Callable[[], Awaitable[str]] | None = None,
+        request_id: str = "",
+        meta: Mapping[str, Any] = {},
     ) -> Order:
         """Optimistic: append first (the order stream must not exist); only a conflict reads the
         stream, to answer a retry with its first result or to report ORDER_EXISTS. A retry from
-        a cart is recognised before deciding, since its cart is converted by then."""
+        a cart is recognised before deciding, since its cart is converted by then.
+
+        ``customer`` resolves the contact when the order names it by identity; it is called
+        only once the order itself validated, so bad input never leaves a guest contact."""
+        if customer is not None:
+            self._decide(cmd, str(uuid.UUID(int=0)), datetime.now(UTC))
+            cmd = replace(cmd, contact_id=await customer())
         order_id = self.order_id_for(cmd.order_id, request_id)
         if cmd.cart_id and request_id and (done := await self._earlier(order_id, request_id)):
             return done
@@ -274,6 +269,21 @@ class OrderCommands:
             return apply(ORDER, None, decided, results[0].recorded_at, results[0].version)
         raise AssertionError("unreachable")
 
+    @staticmethod
+    def _decide(cmd: PlaceOrder, order_id: str, placed_at: datetime) -> list[Event]:
+        return orders.decide_place(
+            order_id,
+            cmd.contact_id,
+            cmd.currency,
+            cmd.items,
+            shipping=cmd.shipping,
+            tax=cmd.tax,
+            placed_at=cmd.placed_at or placed_at,
+            external_ref=cmd.external_ref,
+            cart_id=cmd.cart_id,
+            source="cart" if cmd.cart_id else cmd.source,
+        )
+
     async def _earlier(self, order_id: str, request_id: str) -> Order | None:
         stream = orders.stream_of(order_id)
         if not request_id:
@@ -283,42 +293,31 @@ class OrderCommands:
     async def _plan(
         self, cmd: PlaceOrder, order_id: str, request_id: str, meta: Mapping[str, Any]
     ) -> tuple[list[StreamAppend], list[Event]]:
-        contact_id, currency, items = cmd.contact_id, cmd.currency, cmd.items
         cart_append: StreamAppend | None = None
         if cmd.cart_id:
             cart = await self.agg.load(CART, cmd.cart_id)
             if cart is None:
                 raise NotFound("CART_NOT_FOUND", f"no cart {cmd.cart_id}", id=cmd.cart_id)
-            if currency and currency.strip().upper() != cart.currency:
+            if cmd.currency and cmd.currency.strip().upper() != cart.currency:
                 raise Invalid(
                     [
                         (
                             "currency",
                             "MIXED_CURRENCIES",
-                            f"{currency} differs from the cart's {cart.currency}",
+                            f"{cmd.currency} differs from the cart's {cart.currency}",
                         )
                     ]
                 )
-            contact_id, currency, items = cart.contact_id, cart.currency, list(cart.items)
             # The cart's checks come first (an empty cart is CART_EMPTY, not EMPTY_ORDER).
             converted = carts.decide_convert(cart, cmd.cart_id, order_id)
             cart_stream = carts.stream_of(cart.cart_id)
             cart_append = StreamAppend(
                 cart_stream, new_events(cart_stream, converted, request_id, meta), cart.version
             )
-        placed_at = cmd.placed_at or datetime.now(UTC)
-        decided = orders.decide_place(
-            order_id,
-            contact_id,
-            currency,
-            items,
-            shipping=cmd.shipping,
-            tax=cmd.tax,
-            placed_at=placed_at,
-            external_ref=cmd.external_ref,
-            cart_id=cmd.cart_id,
-            source="cart" if cmd.cart_id else cmd.source,
-        )
+            cmd = replace(
+                cmd, contact_id=cart.contact_id, currency=cart.currency, items=list(cart.items)
+            )
+        decided = self._decide(cmd, order_id, datetime.now(UTC))
         stream = orders.stream_of(order_id)
         appends = [
             StreamAppend(

@@ -8,7 +8,7 @@ order id are derived from them, so a redelivered webhook finds its events and ch
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from services.orders.application.commands import OrderCommands, PlaceOrder
@@ -97,9 +97,10 @@ class Ingestor:
         kw: dict[str, Any] = {"request_id": c.request_id, "meta": meta}
         match c:
             case Place():
-                self.orders.check(c.order)
-                contact_id = await self.directory.resolve(*c.customer)
-                return await self.orders.place(replace(c.order, contact_id=contact_id), **kw)
+                kind, value = c.customer
+                return await self.orders.place(
+                    c.order, customer=lambda: self.directory.resolve(kind, value), **kw
+                )
             case Pay():
                 return await self.orders.pay(c.order_id, 0, c.payment_ref, **kw)
             case Ship():

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_status import rpc_status
 
 from crm.contacts.v1 import contacts_pb2 as cpb
@@ -255,6 +256,7 @@ async def test_pay_amount_must_match_total(env: Env) -> None:
         ({"items": [item(sku="")]}, "INVALID_SKU"),
         ({"shipping": -1}, "NEGATIVE_AMOUNT"),
         ({"order_id": "not-a-uuid"}, "INVALID_ORDER_ID"),
+        ({"place_time": Timestamp(seconds=10**13)}, "INVALID_PLACE_TIME"),
     ],
 )
 async def test_bad_orders_are_refused_and_write_nothing(
