@@ -24,9 +24,8 @@ class AbandonmentTimer:
 
     async def tick(self) -> int:
         """Decide every cart the read model says is idle; return how many this call abandoned."""
-        now, due = await self.queries.idle_carts(self.after)
         fired = 0
-        for cart_id in due:
+        for cart_id, now in await self.queries.idle_carts(self.after):
             fired += await self.carts.abandon(cart_id, now, self.after)
         if fired:
             log.info("carts.abandoned", count=fired)

@@ -136,6 +136,33 @@ class Aggregates:
             return apply(kind, state, decided, result.recorded_at, result.version)
         raise AssertionError("unreachable")
 
+    async def append_once(
+        self,
+        kind: Kind[S],
+        id_: str,
+        decide: Callable[[S], list[Event]],
+        key: str,
+        actor: str,
+        attempts: int = ATTEMPTS,
+    ) -> bool | None:
+        """For system decisions (timers, reactors): decide from the stream and append under the
+        fixed request id ``key`` at the version read, so however many callers race, the events
+        are written once. True if this call wrote them, False if there was nothing to do or
+        another caller did it, None if the stream kept moving for ``attempts`` tries."""
+        stream = kind.stream_of(id_)
+        for _ in range(attempts):
+            state = await self.load(kind, id_)
+            decided = decide(state) if state is not None else []
+            if state is None or not decided:
+                return False
+            events = new_events(stream, decided, key, {"schema": 1, "actor": actor})
+            try:
+                result = await self.store.append(stream, events, state.version)
+            except WrongExpectedVersion:
+                continue  # it moved; decide again from the new version
+            return not result.idempotent
+        return None
+
 
 def apply(
     kind: Kind[S], state: S | None, decided: Sequence[Event], at: datetime | None, last: int
@@ -188,20 +215,18 @@ class CartCommands:
         )
 
     async def abandon(self, cart_id: str, now: datetime, after: timedelta) -> bool:
-        """Append CartAbandoned if the cart's own stream says it is due. The event id is fixed
-        per cart and the append expects the version the decision was taken at: racing timers
-        (replicas, a restart mid-way) write it at most once. True if this call wrote it."""
-        stream = carts.stream_of(cart_id)
-        cart = await self.agg.load(CART, cart_id)
-        decided = carts.decide_abandon(cart, now, after)
-        if cart is None or not decided:
-            return False
-        events = new_events(stream, decided, f"abandon\n{cart_id}", {"schema": 1, "actor": "timer"})
-        try:
-            result = await self.store.append(stream, events, cart.version)
-        except WrongExpectedVersion:
-            return False  # activity or another timer got there first; the next poll decides again
-        return not result.idempotent
+        """Append CartAbandoned if the cart's own stream says it is due; at most once, however
+        many timers race (replicas, a restart mid-way). True if this call wrote it. A cart that
+        moved under us is left to the next poll."""
+        wrote = await self.agg.append_once(
+            CART,
+            cart_id,
+            lambda c: carts.decide_abandon(c, now, after),
+            f"abandon\n{cart_id}",
+            "timer",
+            attempts=1,
+        )
+        return bool(wrote)
 
 
 @dataclass(frozen=True)

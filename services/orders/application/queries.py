@@ -113,15 +113,15 @@ class OrderQueries:
         )
         return page, token
 
-    async def idle_carts(self, after: timedelta, limit: int = 500) -> tuple[datetime, list[str]]:
-        """Carts idle for at least ``after`` (by the read model), and the database's now."""
+    async def idle_carts(self, after: timedelta, limit: int = 500) -> list[tuple[str, datetime]]:
+        """Carts idle for at least ``after`` by the read model, each with the database's now
+        (the clock their activity times come from)."""
         rows = await self.pool.fetch(
-            f"""SELECT now() AS now, cart_id::text FROM {self.carts}.carts
+            f"""SELECT cart_id::text, now() AS now FROM {self.carts}.carts
                 WHERE state IN ('OPEN', 'CHECKOUT') AND NOT abandoned AND item_count > 0
                   AND last_activity_at <= now() - $1::interval
                 ORDER BY last_activity_at LIMIT $2""",
             after,
             limit,
         )
-        now = rows[0]["now"] if rows else await self.pool.fetchval("SELECT now()")
-        return now, [r["cart_id"] for r in rows]
+        return [(r["cart_id"], r["now"]) for r in rows]

@@ -17,13 +17,11 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from services.orders.application.commands import CART, Aggregates, new_events
+from services.orders.application.commands import CART, Aggregates
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
-from shared.eventstore import EventStore, RecordedEvent, WrongExpectedVersion
+from shared.eventstore import EventStore, RecordedEvent
 from shared.projections.model import ApplyContext
-
-ATTEMPTS = 3
 
 
 class RecoveryReactor:
@@ -67,18 +65,13 @@ class RecoveryReactor:
                     )
 
     async def _recover(self, cart_id: str, order: dict[str, str]) -> bool:
-        stream = carts.stream_of(cart_id)
-        for _ in range(ATTEMPTS):
-            cart = await self.agg.load(CART, cart_id)
-            decided = carts.decide_recover(cart, order["order_id"]) if cart else []
-            if cart is None or not decided:
-                return False
-            events = new_events(
-                stream, decided, f"recover\n{cart_id}", {"schema": 1, "actor": "cart-recovery"}
-            )
-            try:
-                result = await self.store.append(stream, events, cart.version)
-            except WrongExpectedVersion:
-                continue  # the cart moved (activity); decide again
-            return not result.idempotent
-        raise RuntimeError(f"cart {cart_id} kept moving; the runner will retry")
+        wrote = await self.agg.append_once(
+            CART,
+            cart_id,
+            lambda c: carts.decide_recover(c, order["order_id"]),
+            f"recover\n{cart_id}",
+            "cart-recovery",
+        )
+        if wrote is None:
+            raise RuntimeError(f"cart {cart_id} kept moving; the runner will retry")
+        return wrote
