@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from dataclasses import dataclass
-from typing import Any
 
-import asyncpg
 import structlog
 
 from crm.contacts.v1 import consent_pb2_grpc as consent_grpc
@@ -23,14 +19,11 @@ from services.contacts.application.commands import ContactCommands
 from services.contacts.application.consent import ConsentLedgers
 from services.contacts.application.importer import ContactImporter
 from services.contacts.application.queries import ContactQueries
-from shared.db import connect_pool, embedded, migrate
-from shared.eventstore import EventStore
-from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
+from shared import runtime
 from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.server import GrpcServer, unless_stopped
 from shared.metrics import serve_metrics
-from shared.projections.runner import ProjectionRunner, ensure_schema
-from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
+from shared.runtime import Runtime
 from shared.settings import Settings
 
 SERVICE = "crm.contacts.v1.ContactsService"
@@ -38,36 +31,11 @@ PROJECTIONS = (ContactsProjection(), ConsentProjection())
 log = structlog.get_logger(__name__)
 
 
-@dataclass
-class Runtime:
-    dsn: str
-    pool: asyncpg.Pool
-    store: EventStore
-
-
 async def connect(settings: Settings) -> Runtime:
-    """Connect (waiting for the database), migrate what this service owns, build the store."""
-    dsn = settings.database_url
-    if not dsn:
-        dsn, _ = embedded.start(embedded.default_data_dir())
-    pool = await connect_pool(dsn, max_size=settings.db_pool_size, wait_seconds=120)
-    async with pool.acquire() as conn:
-        if settings.eventstore_backend == "postgres":
-            await migrate(conn, "eventstore", STORE_MIGRATIONS)
-        await migrate(conn, "projections", PROJECTION_MIGRATIONS)
-        await migrate(conn, "contacts", KEY_MIGRATIONS)
-        for projection in PROJECTIONS:
-            await ensure_schema(conn, projection, projection.schema)
-    store: Any
-    if settings.eventstore_backend == "eventstoredb":
-        from shared.eventstore.esdb import EventStoreDBStore
-
-        if not settings.eventstore_url:
-            raise SystemExit("EVENTSTORE_URL is required with EVENTSTORE_BACKEND=eventstoredb")
-        store = await EventStoreDBStore.connect(settings.eventstore_url)
-    else:
-        store = PostgresEventStore(pool, dsn)
-    return Runtime(dsn, pool, store)
+    """Connect (waiting for the database) and migrate what this service owns."""
+    return await runtime.connect(
+        settings, migrations=[("contacts", KEY_MIGRATIONS)], projections=PROJECTIONS
+    )
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
@@ -100,9 +68,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     log.info("contacts.serving", port=server.port)
     await stop.wait()
     await server.stop()
-    await rt.store.close()
-    if rt.store is not rt.pool:
-        await rt.pool.close()
+    await rt.close()
 
 
 async def project(settings: Settings, stop: asyncio.Event) -> None:
@@ -113,23 +79,7 @@ async def project(settings: Settings, stop: asyncio.Event) -> None:
     if rt is None:
         await server.stop()
         return
-    runners = [
-        ProjectionRunner(
-            rt.store,
-            projection,
-            pool=rt.pool,
-            dsn=rt.dsn,
-            batch_size=settings.projection_batch_size,
-        )
-        for projection in PROJECTIONS
-    ]
     await server.ready()
-    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
-    while not stop.is_set():
-        for r in runners:
-            await r.update_lag()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 5)
-    await asyncio.gather(*tasks)
+    await runtime.run_projections(rt, PROJECTIONS, settings, stop)
     await server.stop()
-    await rt.store.close()
+    await rt.close()

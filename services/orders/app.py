@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
-import asyncpg
 import structlog
 
 from crm.orders.v1 import orders_pb2_grpc as pb_grpc
@@ -20,14 +18,10 @@ from services.orders.application.commands import CartCommands, OrderCommands
 from services.orders.application.ingest import Ingestor
 from services.orders.application.queries import OrderQueries
 from services.orders.application.recovery import RecoveryReactor
-from shared.db import connect_pool, embedded, migrate
-from shared.eventstore import EventStore
-from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
-from shared.eventstore.postgres import PostgresEventStore
+from shared import runtime
 from shared.grpckit.server import GrpcServer, unless_stopped
 from shared.metrics import serve_metrics
-from shared.projections.runner import ProjectionRunner, ensure_schema
-from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
+from shared.runtime import Runtime
 from shared.settings import Settings
 
 PROJECTIONS = (OrdersProjection(), CartsProjection())
@@ -43,28 +37,9 @@ class OrdersSettings(Settings):
     abandonment_poll_seconds: float = 10.0
 
 
-async def connect(settings: Settings) -> tuple[str, asyncpg.Pool, EventStore]:
-    dsn = settings.database_url
-    if not dsn:
-        dsn, _ = embedded.start(embedded.default_data_dir())
-    pool = await connect_pool(dsn, max_size=settings.db_pool_size, wait_seconds=120)
-    async with pool.acquire() as conn:
-        if settings.eventstore_backend == "postgres":
-            await migrate(conn, "eventstore", STORE_MIGRATIONS)
-        await migrate(conn, "projections", PROJECTION_MIGRATIONS)
-        for projection in PROJECTIONS:
-            await ensure_schema(conn, projection, projection.schema)
-    if settings.eventstore_backend == "eventstoredb":
-        from shared.eventstore.esdb import EventStoreDBStore
-
-        if not settings.eventstore_url:
-            raise SystemExit("EVENTSTORE_URL is required with EVENTSTORE_BACKEND=eventstoredb")
-        return dsn, pool, await EventStoreDBStore.connect(settings.eventstore_url)
-    return dsn, pool, PostgresEventStore(pool, dsn)
-
-
-def commands(store: EventStore) -> tuple[CartCommands, OrderCommands]:
-    return CartCommands(store), OrderCommands(store)
+async def connect(settings: Settings) -> Runtime:
+    """Connect (waiting for the database) and migrate what this service owns."""
+    return await runtime.connect(settings, projections=PROJECTIONS)
 
 
 async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
@@ -77,13 +52,12 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     )
     await server.start()
     serve_metrics(settings.metrics_port)
-    connected = await unless_stopped(connect(settings), stop)
-    if connected is None:
+    rt = await unless_stopped(connect(settings), stop)
+    if rt is None:
         await server.stop()
         return
-    _, pool, store = connected
-    queries = OrderQueries(pool)
-    carts, orders = commands(store)
+    queries = OrderQueries(rt.pool)
+    carts, orders = CartCommands(rt.store), OrderCommands(rt.store)
     directory = GrpcContactDirectory(settings.contacts_target)
     servicer.bind(carts, orders, queries, directory)
     webhooks = None
@@ -100,9 +74,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     if webhooks is not None:
         await webhooks.stop()
     await directory.close()
-    await store.close()
-    if store is not pool:
-        await pool.close()
+    await rt.close()
 
 
 async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
@@ -111,36 +83,18 @@ async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
     server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
     await server.start()
     serve_metrics(settings.metrics_port)
-    connected = await unless_stopped(connect(settings), stop)
-    if connected is None:
+    rt = await unless_stopped(connect(settings), stop)
+    if rt is None:
         await server.stop()
         return
-    dsn, pool, store = connected
-    reactor = RecoveryReactor(store, timedelta(seconds=settings.cart_recovery_window_seconds))
-    async with pool.acquire() as conn:
-        await ensure_schema(conn, reactor, reactor.schema)
-    runners = [
-        ProjectionRunner(store, p, pool=pool, dsn=dsn, batch_size=settings.projection_batch_size)
-        for p in (*PROJECTIONS, reactor)
-    ]
-    queries = OrderQueries(pool)
-    carts, _ = commands(store)
+    reactor = RecoveryReactor(rt.store, timedelta(seconds=settings.cart_recovery_window_seconds))
     timer = AbandonmentTimer(
-        queries,
-        carts,
+        OrderQueries(rt.pool),
+        CartCommands(rt.store),
         timedelta(seconds=settings.cart_abandon_after_seconds),
         settings.abandonment_poll_seconds,
     )
     await server.ready()
-    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
-    tasks.append(asyncio.create_task(timer.run(stop)))
-    while not stop.is_set():
-        for r in runners:
-            await r.update_lag()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 5)
-    await asyncio.gather(*tasks)
+    await runtime.run_projections(rt, (*PROJECTIONS, reactor), settings, stop, [timer.run(stop)])
     await server.stop()
-    await store.close()
-    if store is not pool:
-        await pool.close()
+    await rt.close()

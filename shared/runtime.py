@@ -1,0 +1,100 @@
+"""What every service's composition root does the same way: open the database and the event
+store (migrating what the service owns), and run a set of projections until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from shared.db import connect_pool, embedded, migrate
+from shared.eventstore import EventStore
+from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
+from shared.eventstore.postgres import PostgresEventStore
+from shared.projections.model import Projection
+from shared.projections.runner import ProjectionRunner, ensure_schema
+from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
+from shared.settings import Settings
+
+LAG_EVERY = 5.0  # seconds between projection-lag metric updates
+
+
+@dataclass
+class Runtime:
+    dsn: str
+    pool: asyncpg.Pool  # checkpoints and read models (PostgreSQL whatever the store backend)
+    store: EventStore
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.pool.close()  # already closed by a PostgreSQL store: a no-op then
+
+
+async def connect(
+    settings: Settings,
+    *,
+    migrations: Sequence[tuple[str, Path]] = (),
+    projections: Sequence[Projection] = (),
+) -> Runtime:
+    """Connect (waiting for the database), migrate the store, the checkpoints and the service's
+    own ``migrations`` (component, directory), create the projections' schemas, build the
+    store for ``EVENTSTORE_BACKEND``."""
+    dsn = settings.database_url
+    if not dsn:
+        dsn, _ = embedded.start(embedded.default_data_dir())
+    pool = await connect_pool(dsn, max_size=settings.db_pool_size, wait_seconds=120)
+    async with pool.acquire() as conn:
+        if settings.eventstore_backend == "postgres":
+            await migrate(conn, "eventstore", STORE_MIGRATIONS)
+        await migrate(conn, "projections", PROJECTION_MIGRATIONS)
+        for component, directory in migrations:
+            await migrate(conn, component, directory)
+        for projection in projections:
+            await ensure_schema(conn, projection, projection.schema)
+    store: Any
+    if settings.eventstore_backend == "eventstoredb":
+        from shared.eventstore.esdb import EventStoreDBStore
+
+        if not settings.eventstore_url:
+            raise SystemExit("EVENTSTORE_URL is required with EVENTSTORE_BACKEND=eventstoredb")
+        store = await EventStoreDBStore.connect(settings.eventstore_url)
+    else:
+        store = PostgresEventStore(pool, dsn)
+    return Runtime(dsn, pool, store)
+
+
+async def run_projections(
+    rt: Runtime,
+    projections: Sequence[Projection],
+    settings: Settings,
+    stop: asyncio.Event,
+    also: Sequence[Coroutine[Any, Any, None]] = (),
+) -> None:
+    """One runner per projection (each leads or stands by, see the runner) plus ``also``,
+    updating the lag metrics until ``stop``; returns when all have finished."""
+    async with rt.pool.acquire() as conn:
+        for projection in projections:  # idempotent: schemas connect() did not know about
+            await ensure_schema(conn, projection, projection.schema)
+    runners = [
+        ProjectionRunner(
+            rt.store,
+            projection,
+            pool=rt.pool,
+            dsn=rt.dsn,
+            batch_size=settings.projection_batch_size,
+        )
+        for projection in projections
+    ]
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    tasks += [asyncio.create_task(c) for c in also]
+    while not stop.is_set():
+        for r in runners:
+            await r.update_lag()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), LAG_EVERY)
+    await asyncio.gather(*tasks)
