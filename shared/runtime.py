@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
+import uvloop
 
 from shared.db import connect_pool, embedded, migrate
 from shared.eventstore import EventStore
 from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
 from shared.eventstore.postgres import PostgresEventStore
+from shared.grpckit.server import run_until_signalled
+from shared.logs import configure
 from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner, ensure_schema
 from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
@@ -98,3 +101,22 @@ async def run_projections(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), LAG_EVERY)
     await asyncio.gather(*tasks)
+
+
+S = TypeVar("S", bound=Settings)
+Role = Callable[[S, asyncio.Event], Awaitable[None]]
+
+
+def main(
+    argv: Sequence[str], service: str, settings: Callable[[], S], serve: Role[S], project: Role[S]
+) -> None:
+    """``python -m services.<service> serve|project``: settings from the environment, logging,
+    uvloop, and the role run until SIGTERM/SIGINT."""
+    role = argv[1] if len(argv) > 1 else ""
+    if role not in ("serve", "project"):
+        raise SystemExit(f"usage: python -m services.{service} serve|project")
+    config = settings()
+    configure(config.log_level, config.log_format)
+    entry = serve if role == "serve" else project
+    uvloop.install()
+    asyncio.run(run_until_signalled(lambda stop: entry(config, stop)))

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
-import uvloop
-
 from services.contacts import app
-from shared.grpckit.server import run_until_signalled
-from shared.logs import configure
+from shared import runtime
 from shared.settings import Settings
 
 
 def main(argv: list[str]) -> None:
-    role = argv[1] if len(argv) > 1 else ""
-    if role not in ("serve", "project"):
-        raise SystemExit("usage: python -m services.contacts serve|project")
-    settings = Settings()
-    configure(settings.log_level, settings.log_format)
-    entry = app.serve if role == "serve" else app.project
-    uvloop.install()
-    asyncio.run(run_until_signalled(lambda stop: entry(settings, stop)))
+    runtime.main(argv, "contacts", Settings, app.serve, app.project)
 
 
 if __name__ == "__main__":

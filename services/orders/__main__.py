@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
-import uvloop
-
 from services.orders import app
-from shared.grpckit.server import run_until_signalled
-from shared.logs import configure
+from shared import runtime
 
 
 def main(argv: list[str]) -> None:
-    role = argv[1] if len(argv) > 1 else ""
-    if role not in ("serve", "project"):
-        raise SystemExit("usage: python -m services.orders serve|project")
-    settings = app.OrdersSettings()
-    configure(settings.log_level, settings.log_format)
-    entry = app.serve if role == "serve" else app.project
-    uvloop.install()
-    asyncio.run(run_until_signalled(lambda stop: entry(settings, stop)))
+    runtime.main(argv, "orders", app.OrdersSettings, app.serve, app.project)
 
 
 if __name__ == "__main__":
