@@ -94,10 +94,7 @@ class WebhookServer:
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port)
         await site.start()
-        server = site._server  # the bound port when asked for port 0
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        self.port = int(self.runner.addresses[0][1])  # the bound port when asked for port 0
         return self.port
 
     async def stop(self) -> None:
