@@ -10,13 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from services.contacts.adapters.keys import DataKeys, seal, unseal
 from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact, ProfileInput
 from services.contacts.domain.identity import identity_stream
-from shared.domain.errors import Conflict, NotFound, Precondition, StaleEtag
+from shared.domain.errors import Conflict, DomainError, NotFound, Precondition, StaleEtag
 from shared.eventstore import (
     AppendResult,
     DuplicateEventId,
@@ -32,6 +32,23 @@ from shared.eventstore.postgres import PostgresEventStore
 
 _NS = uuid.UUID("6f1c7a3e-2b1d-4f57-9a51-3c2f0e9d8b10")
 _ATTEMPTS = 3  # optimistic-concurrency retries when an identity stream moved under us
+T = TypeVar("T")
+# What a retry of an already executed request may run into because of its own first attempt.
+REPLAY_CHECKED = (DomainError, WrongExpectedVersion, DuplicateEventId)
+
+
+async def first_answer(run: Awaitable[T], earlier: Callable[[], Awaitable[T | None]]) -> T:
+    """``run``'s result; if it fails, the earlier execution's result when there was one.
+
+    Every command goes through this (AIP-155): an error is returned only once we know the same
+    request did not already succeed, since a concurrent or earlier attempt of it is exactly what
+    makes a retry fail (CONTACT_MERGED, IDENTITY_TAKEN, a lost optimistic-concurrency race)."""
+    try:
+        return await run
+    except REPLAY_CHECKED:
+        if (done := await earlier()) is not None:
+            return done
+        raise
 
 
 def _event_id(request_id: str, stream: str, index: int) -> uuid.UUID:
@@ -125,6 +142,14 @@ class ContactCommands:
         contact_id = str(uuid.uuid5(_NS, f"register\n{request_id}") if request_id else uuid.uuid4())
         if (done := await self._replayed(request_id, contact_id)) is not None:
             return done
+        return await first_answer(
+            self._register(contact_id, profile, request_id, meta),
+            lambda: self._replayed(request_id, contact_id),
+        )
+
+    async def _register(
+        self, contact_id: str, profile: ProfileInput, request_id: str, meta: Mapping[str, Any]
+    ) -> Contact:
         decided = domain.decide_register(contact_id, profile)
         after = domain.evolve(None, decided[0][0], decided[0][1], None, 0)  # type: ignore[arg-type]
         for attempt in range(_ATTEMPTS):
@@ -180,6 +205,20 @@ class ContactCommands:
         etag: str = "",
         request_id: str = "",
         meta: Mapping[str, Any] = {},
+    ) -> Contact:
+        return await first_answer(
+            self._update(contact_id, paths, profile, etag, request_id, meta),
+            lambda: self._replayed(request_id, contact_id),
+        )
+
+    async def _update(
+        self,
+        contact_id: str,
+        paths: Sequence[str],
+        profile: ProfileInput,
+        etag: str,
+        request_id: str,
+        meta: Mapping[str, Any],
     ) -> Contact:
         stream = domain.stream_of(contact_id)
         for attempt in range(_ATTEMPTS):
@@ -237,6 +276,19 @@ class ContactCommands:
         meta: Mapping[str, Any] = {},
     ) -> Contact:
         """A state change with no identity effects (archive, restore)."""
+        return await first_answer(
+            self._change(contact_id, decide, etag, request_id, meta),
+            lambda: self._replayed(request_id, contact_id),
+        )
+
+    async def _change(
+        self,
+        contact_id: str,
+        decide: Callable[[Contact], list[domain.Event]],
+        etag: str,
+        request_id: str,
+        meta: Mapping[str, Any],
+    ) -> Contact:
         stream = domain.stream_of(contact_id)
         for attempt in range(_ATTEMPTS):
             state, key, done = await self._for_command(contact_id, etag, request_id)
@@ -261,6 +313,14 @@ class ContactCommands:
     ) -> Contact:
         """ContactErased, the release of every identity and the destruction of the data key,
         in one transaction: never a half-erased contact."""
+        return await first_answer(
+            self._erase(contact_id, reason, request_id, meta),
+            lambda: self._replayed(request_id, contact_id),
+        )
+
+    async def _erase(
+        self, contact_id: str, reason: str, request_id: str, meta: Mapping[str, Any]
+    ) -> Contact:
         stream = domain.stream_of(contact_id)
         for attempt in range(_ATTEMPTS):
             state, _key, done = await self._for_command(contact_id, "", request_id)
@@ -293,6 +353,14 @@ class ContactCommands:
     ) -> Contact:
         """Merge ``merged_id`` into ``survivor_id``: both streams and the moved identities in
         one atomic append. Nothing is destroyed; unmerge restores both."""
+        return await first_answer(
+            self._merge(survivor_id, merged_id, request_id, meta),
+            lambda: self._replayed(request_id, survivor_id),
+        )
+
+    async def _merge(
+        self, survivor_id: str, merged_id: str, request_id: str, meta: Mapping[str, Any]
+    ) -> Contact:
         for attempt in range(_ATTEMPTS):
             survivor, s_key, done = await self._for_command(survivor_id, "", request_id)
             if done is not None:
@@ -319,6 +387,28 @@ class ContactCommands:
         self, merged_id: str, *, request_id: str = "", meta: Mapping[str, Any] = {}
     ) -> tuple[Contact, Contact]:
         """Undo a merge: (survivor, merged) as they were before it, identities moved back."""
+        return await first_answer(
+            self._unmerge(merged_id, request_id, meta),
+            lambda: self._unmerge_replayed(request_id, merged_id),
+        )
+
+    async def _unmerge_replayed(
+        self, request_id: str, merged_id: str
+    ) -> tuple[Contact, Contact] | None:
+        """Both contacts as an earlier execution of this unmerge left them, if there was one."""
+        if not request_id:
+            return None
+        first = await self.store.get_event(_event_id(request_id, domain.stream_of(merged_id), 0))
+        if first is None:
+            return None
+        survivor = await self._replayed(request_id, first.data["survivor_id"])
+        merged = await self.load(merged_id, up_to_version=first.version)
+        assert survivor is not None and merged is not None, "unmerge appends to both streams"
+        return survivor, merged
+
+    async def _unmerge(
+        self, merged_id: str, request_id: str, meta: Mapping[str, Any]
+    ) -> tuple[Contact, Contact]:
         for attempt in range(_ATTEMPTS):
             recorded, m_key = await self.history(merged_id)
             merged = _fold(recorded, m_key)

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from services.contacts.adapters import keys
 from services.contacts.adapters.consent_readmodel import ConsentReadModel
+from services.contacts.application.commands import first_answer
 from services.contacts.domain import consent as domain
 from services.contacts.domain.consent import (
     ChannelConsent,
@@ -190,16 +191,45 @@ class ConsentLedgers:
         *,
         unknown_token: str = "",
     ) -> Written:
+        """Decide and append; a retry (concurrent or later) gets the first execution's ledger,
+        also when its own first attempt is what makes this one fail (``first_answer``)."""
+        return await first_answer(
+            self._write_once(contact_id, decide, key, request_id, meta, unknown_token),
+            lambda: self._replayed(contact_id, request_id),
+        )
+
+    async def _replayed(self, contact_id: str, request_id: str) -> Written | None:
+        if not request_id:
+            return None
+        recorded = await self.store.read_stream(domain.stream_of(contact_id))
+        return self._replay_of(contact_id, recorded, request_id)
+
+    def _replay_of(
+        self, contact_id: str, recorded: Sequence[RecordedEvent], request_id: str
+    ) -> Written | None:
+        """The ledger as an earlier execution of ``request_id`` left it, if there was one."""
+        first = _event_id(request_id, domain.stream_of(contact_id), 0)
+        done = next((e for e in recorded if e.event_id == first), None)
+        if done is None:
+            return None
+        upto = [e for e in recorded if e.version <= done.version]
+        return Written(_fold(contact_id, upto), False, first, self.clock())
+
+    async def _write_once(
+        self,
+        contact_id: str,
+        decide: Decider,
+        key: bytes | None,
+        request_id: str,
+        meta: Mapping[str, Any],
+        unknown_token: str,
+    ) -> Written:
         stream = domain.stream_of(contact_id)
         for attempt in range(_ATTEMPTS):
             recorded = await self.store.read_stream(stream)
             now = self.clock()
-            if request_id:
-                first = _event_id(request_id, stream, 0)
-                done = next((e for e in recorded if e.event_id == first), None)
-                if done is not None:  # a retry: answer from the ledger as the original left it
-                    upto = [e for e in recorded if e.version <= done.version]
-                    return Written(_fold(contact_id, upto), False, first, now)
+            if request_id and (done := self._replay_of(contact_id, recorded, request_id)):
+                return done  # a retry: answer from the ledger as the original left it
             ledger = _fold(contact_id, recorded)
             if unknown_token and unknown_token not in ledger.tokens:
                 # checked before the contact: a forged token learns nothing about contacts

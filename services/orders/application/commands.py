@@ -1,8 +1,5 @@
-"""Command handlers for carts and orders: load the stream, decide, append with the version read.
-
-Retries are exactly-once (AIP-155): event ids derive from the request id, so a retried call
-finds its own events in the stream and answers with the state they produced.
-"""
+"""Command handlers for carts and orders: load the stream, decide, append with the version read
+(``Aggregates``), every command answering a retry with its first result (``first_answer``)."""
 
 from __future__ import annotations
 
@@ -10,170 +7,33 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any
 
+from services.orders.application.aggregates import (
+    ATTEMPTS,
+    CART,
+    NS,
+    ORDER,
+    Aggregates,
+    Event,
+    apply,
+    first_answer,
+    new_events,
+)
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
 from services.orders.domain.cart import Cart
 from services.orders.domain.order import Order
-from shared.domain.errors import Conflict, Invalid, NotFound, StaleEtag
+from shared.domain.errors import Conflict, Invalid, NotFound
 from shared.eventstore import (
     DuplicateEventId,
     EventStore,
-    NewEvent,
-    RecordedEvent,
     StreamAppend,
     StreamState,
     WrongExpectedVersion,
 )
 
-NS = uuid.UUID("0b6f3c1e-8f0a-4a55-b4a9-5d8e2a7c9e31")
-ATTEMPTS = 3
-S = TypeVar("S", Cart, Order)
-Event = tuple[str, dict[str, Any]]
-
-
-def event_id(request_id: str, stream: str, index: int) -> uuid.UUID:
-    return uuid.uuid5(NS, f"{request_id}\n{stream}\n{index}")
-
-
-def new_events(
-    stream: str, decided: Sequence[Event], request_id: str, meta: Mapping[str, Any]
-) -> list[NewEvent]:
-    return [
-        NewEvent(
-            type=t,
-            data=d,
-            metadata=dict(meta),
-            event_id=event_id(request_id, stream, i) if request_id else uuid.uuid4(),
-        )
-        for i, (t, d) in enumerate(decided)
-    ]
-
-
-@dataclass(frozen=True)
-class Kind(Generic[S]):
-    """What the generic handler needs to know about an aggregate."""
-
-    stream_of: Callable[[str], str]
-    fold: Callable[[Any], S | None]
-    evolve: Callable[[S | None, str, Mapping[str, Any], datetime, int], S]
-    missing: str  # NotFound reason
-
-
-CART: Kind[Cart] = Kind(carts.stream_of, carts.fold, carts.evolve, "CART_NOT_FOUND")
-ORDER: Kind[Order] = Kind(orders.stream_of, orders.fold, orders.evolve, "ORDER_NOT_FOUND")
-
-
-def _rows(events: Sequence[RecordedEvent]) -> list[tuple[str, Any, datetime, int]]:
-    return [(e.type, e.data, e.recorded_at, e.version) for e in events]
-
-
-class Aggregates:
-    """Load, decide and append for one stream at a time, shared by carts and orders."""
-
-    def __init__(self, store: EventStore) -> None:
-        self.store = store
-
-    async def load(self, kind: Kind[S], id_: str) -> S | None:
-        return kind.fold(_rows(await self.store.read_stream(kind.stream_of(id_))))
-
-    async def get(self, kind: Kind[S], id_: str) -> S:
-        state = await self.load(kind, id_)
-        if state is None:
-            raise NotFound(kind.missing, f"no such id {id_}", id=id_)
-        return state
-
-    @staticmethod
-    def replayed(
-        kind: Kind[S], events: Sequence[RecordedEvent], stream: str, request_id: str
-    ) -> S | None:
-        """The state right after an earlier execution of ``request_id``, if there was one."""
-        if not request_id:
-            return None
-        mine = {event_id(request_id, stream, i) for i in range(8)}
-        done = [e.version for e in events if e.event_id in mine]
-        if not done:
-            return None
-        return kind.fold(_rows([e for e in events if e.version <= max(done)]))
-
-    async def execute(
-        self,
-        kind: Kind[S],
-        id_: str,
-        decide: Callable[[S], list[Event]],
-        *,
-        request_id: str = "",
-        meta: Mapping[str, Any] = {},
-        etag: str = "",
-    ) -> S:
-        stream = kind.stream_of(id_)
-        for attempt in range(ATTEMPTS):
-            events = await self.store.read_stream(stream)
-            if (done := self.replayed(kind, events, stream, request_id)) is not None:
-                return done
-            state = kind.fold(_rows(events))
-            if state is None:
-                raise NotFound(kind.missing, f"no such id {id_}", id=id_)
-            version: int = state.version
-            if etag and etag != str(version):
-                raise StaleEtag(
-                    "ETAG_MISMATCH",
-                    f"etag {etag!r} is stale; the current etag is {version}",
-                    current_etag=str(version),
-                )
-            decided = decide(state)
-            if not decided:
-                return state
-            try:
-                result = await self.store.append(
-                    stream, new_events(stream, decided, request_id, meta), version
-                )
-            except WrongExpectedVersion:
-                if etag or attempt == ATTEMPTS - 1:
-                    raise
-                continue
-            return apply(kind, state, decided, result.recorded_at, result.version)
-        raise AssertionError("unreachable")
-
-    async def append_once(
-        self,
-        kind: Kind[S],
-        id_: str,
-        decide: Callable[[S], list[Event]],
-        key: str,
-        actor: str,
-        attempts: int = ATTEMPTS,
-    ) -> bool | None:
-        """For system decisions (timers, reactors): decide from the stream and append under the
-        fixed request id ``key`` at the version read, so however many callers race, the events
-        are written once. True if this call wrote them, False if there was nothing to do or
-        another caller did it, None if the stream kept moving for ``attempts`` tries."""
-        stream = kind.stream_of(id_)
-        for _ in range(attempts):
-            state = await self.load(kind, id_)
-            decided = decide(state) if state is not None else []
-            if state is None or not decided:
-                return False
-            events = new_events(stream, decided, key, {"schema": 1, "actor": actor})
-            try:
-                result = await self.store.append(stream, events, state.version)
-            except WrongExpectedVersion:
-                continue  # it moved; decide again from the new version
-            return not result.idempotent
-        return None
-
-
-def apply(
-    kind: Kind[S], state: S | None, decided: Sequence[Event], at: datetime | None, last: int
-) -> S:
-    at = at or datetime.now(UTC)
-    first = last - len(decided) + 1
-    out = state
-    for i, (t, d) in enumerate(decided):
-        out = kind.evolve(out, t, d, at, first + i)
-    assert out is not None
-    return out
+__all__ = ["CART", "ORDER", "Aggregates", "CartCommands", "OrderCommands", "PlaceOrder"]
 
 
 class CartCommands:
@@ -261,18 +121,29 @@ class OrderCommands:
         request_id: str = "",
         meta: Mapping[str, Any] = {},
     ) -> Order:
-        """Optimistic: append first (the order stream must not exist); only a conflict reads the
-        stream, to answer a retry with its first result or to report ORDER_EXISTS. A retry from
-        a cart is recognised before deciding, since its cart is converted by then.
+        """Optimistic: append first (the order stream must not exist); only a failure reads the
+        order stream, to answer a retry with its first result (``first_answer``: also when the
+        failure is CART_CONVERTED by that first attempt) or to report ORDER_EXISTS.
 
         ``customer`` resolves the contact when the order names it by identity; it is called
         only once the order itself validated, so bad input never leaves a guest contact."""
+        order_id = self.order_id_for(cmd.order_id, request_id)
+        return await first_answer(
+            self._place(cmd, order_id, customer, request_id, meta),
+            lambda: self._earlier(order_id, request_id),
+        )
+
+    async def _place(
+        self,
+        cmd: PlaceOrder,
+        order_id: str,
+        customer: Callable[[], Awaitable[str]] | None,
+        request_id: str,
+        meta: Mapping[str, Any],
+    ) -> Order:
         if customer is not None:
             self._decide(cmd, str(uuid.UUID(int=0)), datetime.now(UTC))
             cmd = replace(cmd, contact_id=await customer())
-        order_id = self.order_id_for(cmd.order_id, request_id)
-        if cmd.cart_id and request_id and (done := await self._earlier(order_id, request_id)):
-            return done
         for attempt in range(ATTEMPTS):
             appends, decided = await self._plan(cmd, order_id, request_id, meta)
             try:
@@ -282,10 +153,8 @@ class OrderCommands:
                 else:
                     results = await self.store.append_multi(appends)
             except (WrongExpectedVersion, DuplicateEventId):
-                if done := await self._earlier(order_id, request_id):
-                    return done
                 if await self.store.stream_version(orders.stream_of(order_id)) >= 0:
-                    raise _order_exists(order_id) from None
+                    raise _order_exists(order_id) from None  # unless it is our own: first_answer
                 if attempt == ATTEMPTS - 1:
                     raise
                 continue  # a cart moved under us: decide again
