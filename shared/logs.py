@@ -1,4 +1,6 @@
-"""structlog JSON logs, with request_id / correlation_id bound per RPC through contextvars."""
+"""structlog logs (JSON, or console for humans), with request_id / correlation_id bound per RPC
+through contextvars. Stack traces never carry local variables, in either format: the locals of
+a request's frames are the request's personal data (and sometimes key material)."""
 
 from __future__ import annotations
 
@@ -6,21 +8,28 @@ import logging
 import sys
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 
 def configure(level: str = "INFO", fmt: str = "json", *, cache: bool = True) -> None:
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    rendering: list[structlog.types.Processor]
+    if fmt == "json":
+        rendering = [
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        rendering = [
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
-            renderer,
+            *rendering,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)

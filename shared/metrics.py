@@ -30,12 +30,23 @@ PROJECTION_POSITION = Gauge(
     "crm_projection_position", "Last global position a projection committed.", ["projection"]
 )
 PROJECTION_LAG_EVENTS = Gauge(
-    "crm_projection_lag_events", "Events a projection still has to process.", ["projection"]
+    "crm_projection_lag_events",
+    "Events of the projection's kinds after its committed checkpoint (counted up to 1,000,000).",
+    ["projection"],
 )
 PROJECTION_LAG_SECONDS = Gauge(
     "crm_projection_lag_seconds",
-    "Age of the last event a projection processed, when it processed it.",
+    "Age of the oldest event the projection has not committed yet; 0 when caught up. Measured "
+    "from the store and the checkpoint table, so a dead or stuck runner shows as growing lag.",
     ["projection"],
+)
+WORKER_UP = Gauge(
+    "crm_worker_up",
+    "1 while a supervised worker (projection, reactor, timer) runs; 0 while it backs off.",
+    ["worker"],
+)
+WORKER_RESTARTS = Counter(
+    "crm_worker_restarts_total", "Times a supervised worker failed and was restarted.", ["worker"]
 )
 PARKED_EVENTS = Gauge(
     "crm_parked_events", "Events a projection parked after failing to apply them.", ["projection"]
@@ -45,7 +56,7 @@ NOTIFICATIONS_SENT = Counter(
 )
 
 
-def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - metrics listen on all
+def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
     """Expose /metrics on its own port (0 disables it)."""
     if port:
         start_http_server(port, addr=addr)

@@ -4,27 +4,32 @@ store (migrating what the service owns), and run a set of projections until stop
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import structlog
 import uvloop
 
 from shared.db import connect_pool, embedded, migrate
 from shared.eventstore import EventStore
 from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
 from shared.eventstore.postgres import PostgresEventStore
-from shared.grpckit.server import run_until_signalled
+from shared.grpckit.server import GrpcServer, run_until_signalled
 from shared.logs import configure
+from shared.projections.lag import update_lag
 from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner, ensure_schema
 from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
 from shared.settings import Settings
+from shared.supervision import Worker, sleep_unless_stopped, supervise
 
 LAG_EVERY = 5.0  # seconds between projection-lag metric updates
+READY_EVERY = 0.5  # seconds between readiness updates of a project role
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -50,7 +55,12 @@ async def connect(
     dsn = settings.database_url
     if not dsn:
         dsn, _ = embedded.start(embedded.default_data_dir())
-    pool = await connect_pool(dsn, max_size=settings.db_pool_size, wait_seconds=120)
+    pool = await connect_pool(
+        dsn,
+        max_size=settings.db_pool_size,
+        wait_seconds=120,
+        statement_timeout=settings.db_statement_timeout_seconds,
+    )
     async with pool.acquire() as conn:
         if settings.eventstore_backend == "postgres":
             await migrate(conn, "eventstore", STORE_MIGRATIONS)
@@ -76,10 +86,14 @@ async def run_projections(
     projections: Sequence[Projection],
     settings: Settings,
     stop: asyncio.Event,
-    also: Sequence[Coroutine[Any, Any, None]] = (),
+    *,
+    server: GrpcServer | None = None,
+    workers: Mapping[str, Callable[[], Awaitable[None]]] | None = None,
 ) -> None:
-    """One runner per projection (each leads or stands by, see the runner) plus ``also``,
-    updating the lag metrics until ``stop``; returns when all have finished."""
+    """One supervised runner per projection (each leads or stands by, see the runner) plus the
+    supervised ``workers`` (name -> run until ``stop``, e.g. timers), until ``stop``. Meanwhile
+    ``server`` reports SERVING only while every one of them runs, and the lag metrics are
+    measured from the checkpoints table and the store."""
     async with rt.pool.acquire() as conn:
         for projection in projections:  # idempotent: schemas connect() did not know about
             await ensure_schema(conn, projection, projection.schema)
@@ -93,13 +107,24 @@ async def run_projections(
         )
         for projection in projections
     ]
+    others = {Worker(name): run for name, run in (workers or {}).items()}
     tasks = [asyncio.create_task(r.run(stop)) for r in runners]
-    tasks += [asyncio.create_task(c) for c in also]
+    tasks += [asyncio.create_task(supervise(w, run, stop)) for w, run in others.items()]
+    everyone = [*(r.worker for r in runners), *others]
+    next_lag = 0.0
     while not stop.is_set():
-        for r in runners:
-            await r.update_lag()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), LAG_EVERY)
+        if server is not None:
+            await server.set_ready(
+                all(w.healthy for w in everyone),
+                why=", ".join(f"{w.name}: {w.last_error}" for w in everyone if not w.healthy),
+            )
+        if time.monotonic() >= next_lag:
+            next_lag = time.monotonic() + LAG_EVERY
+            try:
+                await update_lag(rt.pool, rt.store, projections)
+            except Exception as exc:  # the database is away: the workers' own logs say more
+                log.warning("projection.lag_unmeasured", error=f"{type(exc).__name__}: {exc}")
+        await sleep_unless_stopped(stop, READY_EVERY)
     await asyncio.gather(*tasks)
 
 
@@ -116,6 +141,9 @@ def main(
     if role not in ("serve", "project"):
         raise SystemExit(f"usage: python -m services.{service} serve|project")
     config = settings()
+    if role == "project":  # long batches and rebuilds are normal here; the supervisor handles
+        # a database that hangs, and the lag metric shows it
+        config = config.model_copy(update={"db_statement_timeout_seconds": 0.0})
     configure(config.log_level, config.log_format)
     entry = serve if role == "serve" else project
     uvloop.install()

@@ -10,9 +10,19 @@ class Settings(BaseSettings):
 
     database_url: str | None = None  # unset: start/attach the embedded PostgreSQL (dev only)
     crm_pgdata: str = "/var/tmp/crm-suite/pgdata"  # embedded server's data directory
-    grpc_host: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces in a pod
+    # Loopback by default: nothing is exposed until asked (the container image sets 0.0.0.0).
+    grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # 0 disables /metrics
+    grpc_max_message_bytes: int = 4 * 1024 * 1024  # requests and responses, each way
+    # Calls of one method in flight per process (0: half the pool), and how long a call beyond
+    # that waits for a slot before RESOURCE_EXHAUSTED.
+    grpc_max_in_flight_per_method: int = 0
+    grpc_queue_seconds: float = 1.0
+    # serve roles: a statement running longer is cancelled (DEADLINE_EXCEEDED); 0 = no limit.
+    # project roles run without one (long batches and rebuilds are normal there).
+    db_statement_timeout_seconds: float = 5.0
     log_level: str = "INFO"
     log_format: str = "json"  # json | console
     eventstore_backend: str = "postgres"  # postgres | eventstoredb
@@ -20,3 +30,5 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     shutdown_grace_seconds: float = 20.0
     projection_batch_size: int = 500
+    # Signs page tokens (HMAC-SHA256); one value per deployment, shared by every replica.
+    page_token_secret: str = "dev-page-token-secret"  # noqa: S105 - dev default, documented

@@ -21,7 +21,7 @@ from services.contacts.application.importer import ContactImporter
 from services.contacts.application.queries import ContactQueries
 from shared import runtime
 from shared.eventstore.postgres import PostgresEventStore
-from shared.grpckit.server import GrpcServer, unless_stopped
+from shared.grpckit.server import GrpcServer, Limits, unless_stopped
 from shared.metrics import serve_metrics
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -48,9 +48,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             (CONSENT, lambda s: consent_grpc.add_ConsentServiceServicer_to_server(consent, s)),
         ],
         grace=settings.shutdown_grace_seconds,
+        limits=Limits.of(settings),
     )
     await server.start()  # health: NOT_SERVING until the database is reachable and migrated
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     rt = await unless_stopped(connect(settings), stop)
     if rt is None:
         await server.stop()
@@ -74,12 +75,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 async def project(settings: Settings, stop: asyncio.Event) -> None:
     server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
     await server.start()
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     rt = await unless_stopped(connect(settings), stop)
     if rt is None:
         await server.stop()
         return
     await server.ready()
-    await runtime.run_projections(rt, PROJECTIONS, settings, stop)
+    await runtime.run_projections(rt, PROJECTIONS, settings, stop, server=server)
     await server.stop()
     await rt.close()

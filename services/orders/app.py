@@ -19,7 +19,7 @@ from services.orders.application.ingest import Ingestor
 from services.orders.application.queries import OrderQueries
 from services.orders.application.recovery import RecoveryReactor
 from shared import runtime
-from shared.grpckit.server import GrpcServer, unless_stopped
+from shared.grpckit.server import GrpcServer, Limits, unless_stopped
 from shared.metrics import serve_metrics
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -49,9 +49,10 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
         port=settings.grpc_port,
         services=[(SERVICE, lambda s: pb_grpc.add_OrdersServiceServicer_to_server(servicer, s))],
         grace=settings.shutdown_grace_seconds,
+        limits=Limits.of(settings),
     )
     await server.start()
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     rt = await unless_stopped(connect(settings), stop)
     if rt is None:
         await server.stop()
@@ -82,7 +83,7 @@ async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
     the cart-recovery reactor) and the abandonment timer (safe on every replica)."""
     server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
     await server.start()
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     rt = await unless_stopped(connect(settings), stop)
     if rt is None:
         await server.stop()
@@ -95,6 +96,13 @@ async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
         settings.abandonment_poll_seconds,
     )
     await server.ready()
-    await runtime.run_projections(rt, (*PROJECTIONS, reactor), settings, stop, [timer.run(stop)])
+    await runtime.run_projections(
+        rt,
+        (*PROJECTIONS, reactor),
+        settings,
+        stop,
+        server=server,
+        workers={"abandonment-timer": lambda: timer.run(stop)},
+    )
     await server.stop()
     await rt.close()

@@ -17,9 +17,16 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 async def connect_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 10, wait_seconds: float = 30.0
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    wait_seconds: float = 30.0,
+    statement_timeout: float = 0.0,
 ) -> asyncpg.Pool:
-    """Open a pool, retrying while the server is starting or restarting."""
+    """Open a pool, retrying while the server is starting or restarting. ``statement_timeout``
+    (seconds, 0 = none) makes the server cancel any longer statement of these connections."""
+    settings = {"statement_timeout": f"{int(statement_timeout * 1000)}ms"}
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(_TRANSIENT),
         stop=stop_after_delay(wait_seconds),
@@ -28,7 +35,12 @@ async def connect_pool(
     ):
         with attempt:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, command_timeout=60, reset=_no_reset
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=60,
+                reset=_no_reset,
+                server_settings=settings if statement_timeout > 0 else None,
             )
     assert pool is not None
     return pool

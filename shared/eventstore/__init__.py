@@ -2,6 +2,7 @@
 
 from shared.eventstore.model import (
     AppendResult,
+    Backlog,
     DuplicateEventId,
     EventStoreError,
     ExpectedVersion,
@@ -18,6 +19,7 @@ from shared.eventstore.port import Direction, EventStore
 
 __all__ = [
     "AppendResult",
+    "Backlog",
     "Direction",
     "DuplicateEventId",
     "EventStore",

@@ -39,6 +39,7 @@ import orjson
 from shared.eventstore import hashing
 from shared.eventstore.model import (
     AppendResult,
+    Backlog,
     DuplicateEventId,
     ExpectedVersion,
     NewEvent,
@@ -448,6 +449,26 @@ class EventStoreDBStore:
         limit: int = 1000,
     ) -> ReadAllPage:
         return (await self._page(after, _Filter(categories, types), limit))[0]
+
+    async def backlog(
+        self,
+        after: int,
+        *,
+        categories: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        cap: int = 1_000_000,
+    ) -> Backlog:
+        """Counted by paging through $all (no server-side count exists)."""
+        count, oldest, position, flt = 0, None, after, _Filter(categories, types)
+        while count < cap:
+            page, more = await self._page(position, flt, min(1000, cap - count))
+            if oldest is None and page.events:
+                oldest = page.events[0].recorded_at
+            count += len(page.events)
+            if not more or page.last_position <= position:
+                break
+            position = page.last_position
+        return Backlog(count, oldest)
 
     async def subscribe(
         self,

@@ -81,6 +81,15 @@ class ReadAllPage:
 
 
 @dataclass(frozen=True, slots=True)
+class Backlog:
+    """What a reader at some position has not read yet: how many matching events (counted up to
+    a cap) and when the oldest of them was recorded (None when there is none)."""
+
+    count: int
+    oldest: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
     streams: int
     events: int

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from shared.eventstore.model import (
     AppendResult,
+    Backlog,
     ExpectedVersion,
     NewEvent,
     ReadAllPage,
@@ -67,6 +68,18 @@ class EventStore(Protocol):
         """Catch up, then go live; yields pages (possibly with no events but a later
         ``last_position``). At-least-once: resume from your own checkpoint. ``idle_timeout``
         bounds how long a live reader waits before looking again without being woken."""
+        ...
+
+    async def backlog(
+        self,
+        after: int,
+        *,
+        categories: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        cap: int = 1_000_000,
+    ) -> Backlog:
+        """The matching events after ``after`` (committed, visible or not): their count up to
+        ``cap`` and the oldest one's time. Projection lag is measured with it."""
         ...
 
     async def get_event(self, event_id: uuid.UUID) -> RecordedEvent | None: ...

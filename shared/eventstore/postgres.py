@@ -17,6 +17,7 @@ from shared.db import migrate
 from shared.eventstore import hashing
 from shared.eventstore.model import (
     AppendResult,
+    Backlog,
     DuplicateEventId,
     ExpectedVersion,
     NewEvent,
@@ -403,6 +404,31 @@ class PostgresEventStore:
             visible_max = horizon_row[0]
             last = max(after, visible_max) if visible_max is not None else after
         return ReadAllPage(events, last)
+
+    async def backlog(
+        self,
+        after: int,
+        *,
+        categories: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+        cap: int = 1_000_000,
+    ) -> Backlog:
+        where, args = "position > $1", list[Any]([after])
+        if categories is not None:
+            args.append(list(categories))
+            where += f" AND category = ANY(${len(args)}::text[])"
+        if types is not None:
+            args.append(list(types))
+            where += f" AND type = ANY(${len(args)}::text[])"
+        args.append(cap)
+        row = await self._pool.fetchrow(
+            f"""SELECT (SELECT count(*) FROM (SELECT 1 FROM eventstore.events
+                          WHERE {where} LIMIT ${len(args)}) t),
+                       (SELECT recorded_at FROM eventstore.events WHERE {where}
+                          ORDER BY position LIMIT 1)""",
+            *args,
+        )
+        return Backlog(int(row[0]), row[1])
 
     async def read_streams(self, streams: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         """Many whole streams in one query (bulk work: imports, batch loads)."""

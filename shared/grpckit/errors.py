@@ -1,4 +1,10 @@
-"""Errors as google.rpc.Status with one ErrorInfo (and BadRequest field violations)."""
+"""Errors as google.rpc.Status with one ErrorInfo (and BadRequest field violations).
+
+A status travels in the response trailers, which gRPC limits to 16 KiB: a status that quotes
+a huge input would be replaced by RESOURCE_EXHAUSTED without details. So every text is cut to a
+bound here, whatever the caller put in it: the message, each violation and metadata value, and
+the number of violations and metadata entries.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,16 @@ from collections.abc import Mapping, Sequence
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+MAX_MESSAGE = 512
+MAX_TEXT = 256  # a violation's description, a metadata value
+MAX_NAME = 128  # a field path, a metadata key
+MAX_ENTRIES = 16  # violations, metadata entries
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis when it was longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ServiceError(Exception):
@@ -19,7 +35,7 @@ class ServiceError(Exception):
         reason: str,
         message: str,
         *,
-        domain: str = "crm",
+        domain: str = "",  # empty: the interceptor fills in the service's own domain
         metadata: Mapping[str, str] | None = None,
         violations: Sequence[tuple[str, str]] = (),
     ) -> None:
@@ -31,21 +47,29 @@ class ServiceError(Exception):
         self.violations = list(violations)
 
     def to_status(self) -> status_pb2.Status:
-        details = []
+        metadata = {
+            clip(k, MAX_NAME): clip(v, MAX_TEXT)
+            for k, v in list(self.metadata.items())[:MAX_ENTRIES]
+        }
         info = error_details_pb2.ErrorInfo(
-            reason=self.reason, domain=self.domain, metadata=self.metadata
+            reason=clip(self.reason, MAX_NAME), domain=self.domain or "crm", metadata=metadata
         )
-        details.append(_pack(info))
+        details = [_pack(info)]
         if self.violations:
             bad = error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                    for f, d in self.violations
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=clip(f, MAX_NAME), description=clip(d, MAX_TEXT)
+                    )
+                    for f, d in self.violations[:MAX_ENTRIES]
                 ]
             )
             details.append(_pack(bad))
+        message = clip(self.message, MAX_MESSAGE)
+        if len(self.violations) > MAX_ENTRIES:
+            message += f" ({len(self.violations) - MAX_ENTRIES} more violations not listed)"
         return status_pb2.Status(
-            code=getattr(code_pb2, self.code.name), message=self.message, details=details
+            code=getattr(code_pb2, self.code.name), message=message, details=details
         )
 
 
@@ -77,6 +101,18 @@ class Aborted(ServiceError):
 
 class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class ResourceExhausted(ServiceError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceeded(ServiceError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Internal(ServiceError):
+    code = grpc.StatusCode.INTERNAL
 
 
 def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:

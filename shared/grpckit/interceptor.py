@@ -1,8 +1,20 @@
 """One server interceptor for every RPC: Prometheus metrics with the standard grpc_server_* names,
-request/correlation ids in the logs, and errors mapped to rich statuses — never a stack trace."""
+request/correlation ids in the logs, admission (a per-method limit on calls in flight), and
+errors mapped to rich statuses — never a stack trace to the caller.
+
+The error path, for any exception a handler raises:
+- a ServiceError → its status (the service's ErrorInfo domain filled in when it has none);
+- a database that is away → UNAVAILABLE (retryable), a statement timeout → DEADLINE_EXCEEDED, a
+  lost serialization race → ABORTED, a stream version conflict → ABORTED;
+- anything else → INTERNAL with ErrorInfo reason INTERNAL and metadata ``error_id``, and exactly
+  one log line carrying the same id and the stack trace (without local variables).
+The metric counts the code the caller really got.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,40 +24,71 @@ import grpc
 import structlog
 from grpc_status import rpc_status
 
+from shared.db.errors import DbFault, classify
 from shared.eventstore import WrongExpectedVersion
-from shared.grpckit.errors import Aborted, ServiceError, Unavailable
+from shared.grpckit import errors as ge
 from shared.metrics import GRPC_HANDLED, GRPC_HANDLING, GRPC_STARTED
 
 log = structlog.get_logger("grpc")
 
-_UNAVAILABLE = (OSError, ConnectionError)
+
+def service_domain(service: str) -> str:
+    """The ErrorInfo domain of a gRPC service: crm.contacts.v1.ContactsService → contacts.crm."""
+    parts = service.split(".")
+    return f"{parts[1]}.crm" if len(parts) > 2 and parts[0] == "crm" else "crm"
 
 
-def _to_service_error(exc: BaseException) -> ServiceError | None:
-    if isinstance(exc, ServiceError):
+def to_service_error(exc: BaseException) -> ge.ServiceError | None:
+    """The status an exception stands for; None for an unexpected one (a bug: INTERNAL)."""
+    if isinstance(exc, ge.ServiceError):
         return exc
     if isinstance(exc, WrongExpectedVersion):
-        return Aborted(
+        return ge.Aborted(
             "CONCURRENT_MODIFICATION",
             "the entity was changed concurrently; read it again and retry",
             metadata={"actual_version": str(exc.actual)},
         )
-    try:
-        import asyncpg
-
-        if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
-            return Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(exc, _UNAVAILABLE):
-        return Unavailable("DATABASE_UNAVAILABLE", "a dependency is unavailable; retry")
+    fault = classify(exc)
+    if fault is DbFault.UNAVAILABLE:
+        return ge.Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
+    if fault is DbFault.TIMEOUT:
+        return ge.DeadlineExceeded(
+            "DATABASE_TIMEOUT", "the database did not answer in time; retry later"
+        )
+    if fault is DbFault.CONFLICT:
+        return ge.Aborted("TRANSACTION_CONFLICT", "a concurrent transaction won; retry")
     return None
 
 
+class Admission:
+    """At most ``limit`` calls of one method in flight; a call beyond waits up to ``wait``
+    seconds (less if its deadline is nearer) for a slot, then gets RESOURCE_EXHAUSTED. So one
+    heavy method can never hold the whole connection pool, and cheap calls stay cheap."""
+
+    def __init__(self, limit: int, wait: float) -> None:
+        self.limit, self.wait = max(1, limit), wait
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    def slots(self, method: str) -> asyncio.Semaphore:
+        return self._slots.setdefault(method, asyncio.Semaphore(self.limit))
+
+    async def enter(self, slots: asyncio.Semaphore, remaining: float | None) -> bool:
+        if not slots.locked():
+            await slots.acquire()
+            return True
+        wait = self.wait if remaining is None else max(0.0, min(self.wait, remaining))
+        try:
+            await asyncio.wait_for(slots.acquire(), wait)
+        except TimeoutError:
+            return False
+        return True
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
+    def __init__(self, *, max_in_flight_per_method: int = 64, queue_seconds: float = 1.0) -> None:
         # Handlers are fixed once the server runs: wrap each method once, not on every call.
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self.admission = Admission(max_in_flight_per_method, queue_seconds)
 
     async def intercept_service(
         self,
@@ -87,6 +130,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     ) -> Callable[..., Awaitable[Any]]:
         started_c = GRPC_STARTED.labels(kind, service, method)
         hist = GRPC_HANDLING.labels(kind, service, method)
+        domain = service_domain(service)
+        slots = self.admission.slots(f"{service}/{method}")
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started_c.inc()
@@ -95,25 +140,58 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(
                 rpc=method,
-                request_id=getattr(request, "request_id", "") or md.get("x-request-id", ""),
+                request_id=_request_id(request, md),
                 correlation_id=md.get("x-correlation-id") or str(uuid.uuid4()),
             )
-            code = grpc.StatusCode.OK
+            code = grpc.StatusCode.UNKNOWN  # until we know better
+            admitted = False
             try:
-                return await behavior(request, context)
+                admitted = await self.admission.enter(slots, context.time_remaining())
+                if not admitted:
+                    raise ge.ResourceExhausted(
+                        "TOO_MANY_REQUESTS",
+                        f"{method} has {self.admission.limit} calls in flight; retry with backoff",
+                        metadata={"method": method, "limit": str(self.admission.limit)},
+                    )
+                result = await behavior(request, context)
+                code = grpc.StatusCode.OK
+                return result
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN  # the servicer aborted itself
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
             except Exception as exc:
-                err = _to_service_error(exc)
-                if err is None:
-                    if isinstance(exc, grpc.aio.AbortError):
-                        code = context.code() or grpc.StatusCode.UNKNOWN
-                        raise
-                    log.exception("rpc.internal_error")
-                    err = ServiceError("INTERNAL", "internal error; it has been logged")
+                err = to_service_error(exc) or _internal(exc)
                 code = err.code
-                log.info("rpc.error", code=code.name, reason=err.reason)
+                if not err.domain:
+                    err.domain = domain
+                if err.code is not grpc.StatusCode.INTERNAL:
+                    log.info("rpc.error", code=code.name, reason=err.reason)
                 await context.abort_with_status(rpc_status.to_status(err.to_status()))
             finally:
+                if admitted:
+                    slots.release()
                 GRPC_HANDLED.labels(kind, service, method, code.name).inc()
                 hist.observe(time.perf_counter() - t0)
 
         return wrapped
+
+
+def _request_id(request: Any, md: dict[str, str]) -> str:
+    value = getattr(request, "request_id", "") if hasattr(request, "DESCRIPTOR") else ""
+    return str(value or md.get("x-request-id", ""))[:128]
+
+
+def _internal(exc: BaseException) -> ge.ServiceError:
+    """INTERNAL for a bug, with an id that finds its single log line (the stack trace, never
+    the local variables: they hold the request's personal data)."""
+    error_id = uuid.uuid4().hex
+    with contextlib.suppress(Exception):  # a failing log must not change what the caller gets
+        log.error("rpc.internal_error", error_id=error_id, exc_info=exc)
+    return ge.Internal(
+        "INTERNAL",
+        f"internal error; quote error id {error_id}",
+        metadata={"error_id": error_id},
+    )

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
@@ -15,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shared.grpckit.interceptor import ServerInterceptor
+from shared.settings import Settings
 
 T = TypeVar("T")
 
@@ -27,6 +29,27 @@ LIVENESS = "liveness"
 Register = Callable[[grpc.aio.Server], None]
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one server process accepts. Messages: 4 MiB each way (gRPC's own default, chosen
+    on purpose: the largest request, an ImportContacts message of 1,000 rows, is far below it).
+    Metadata: 16 KiB. In flight: per method (see interceptor.Admission)."""
+
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_metadata_bytes: int = 16 * 1024
+    max_in_flight_per_method: int = 10
+    queue_seconds: float = 1.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            max_message_bytes=settings.grpc_max_message_bytes,
+            max_in_flight_per_method=settings.grpc_max_in_flight_per_method
+            or max(1, settings.db_pool_size // 2),
+            queue_seconds=settings.grpc_queue_seconds,
+        )
+
+
 class GrpcServer:
     def __init__(
         self,
@@ -35,15 +58,24 @@ class GrpcServer:
         port: int,
         services: Iterable[tuple[str, Register]] = (),
         grace: float = 20.0,
+        limits: Limits | None = None,
     ) -> None:
+        limits = limits or Limits()
+        self.interceptor = ServerInterceptor(
+            max_in_flight_per_method=limits.max_in_flight_per_method,
+            queue_seconds=limits.queue_seconds,
+        )
         self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor()],
+            interceptors=[self.interceptor],
             options=[
-                ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                ("grpc.max_metadata_size", limits.max_metadata_bytes),
                 ("grpc.so_reuseport", 0),
             ],
         )
         self.grace = grace
+        self._ready = False
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.names = [name for name, _ in services]
@@ -56,11 +88,28 @@ class GrpcServer:
 
     async def start(self) -> None:
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._ready = False
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
 
     async def ready(self) -> None:
-        await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+        await self.set_ready(True)
+
+    async def set_ready(self, ready: bool, *, why: str = "") -> None:
+        """Readiness (the overall and per-service health names); ``liveness`` stays SERVING.
+        Transitions are logged, with ``why`` when becoming NOT_SERVING."""
+        if ready == self._ready:
+            return
+        self._ready = ready
+        if ready:
+            log.info("health.serving")
+        else:
+            log.warning("health.not_serving", why=why)
+        await self._set_all(
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
 
     async def _set_all(self, status: int) -> None:
         for name in ["", *self.names]:
@@ -68,6 +117,7 @@ class GrpcServer:
 
     async def stop(self) -> None:
         """Drain: report NOT_SERVING (load balancers stop sending), let in-flight calls finish."""
+        self._ready = False
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.grace)
 

@@ -1,9 +1,14 @@
-"""The projection runner (ARCHITECTURE §6).
+"""The projection runner.
 
 - Exactly-once effect: each batch's read-model writes and its checkpoint commit in one transaction.
 - One active runner per projection: a session advisory lock; other replicas wait on standby.
-- Poison events: a failing batch is retried, then applied event by event; an event that still
-  fails is parked with its error (projections.parked) and the runner moves on.
+- Supervised (shared/supervision.py): any error — a database restart, a dropped connection, a
+  bug — is logged, and the runner starts again from its committed checkpoint after a backoff,
+  for as long as the process lives. Its ``worker.healthy`` feeds the role's readiness.
+- Poison events: a batch failing with a non-transient error is retried, then applied event by
+  event; an event that still fails is parked with its error (projections.parked) and the runner
+  moves on. A transient error (the database is away) never parks anything: the runner backs off
+  and retries the same batch.
 - Side-by-side rebuild: see rebuild.py.
 """
 
@@ -13,20 +18,16 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import structlog
 
+from shared.db.errors import transient
 from shared.eventstore import EventStore, ReadAllPage, RecordedEvent
-from shared.metrics import (
-    PARKED_EVENTS,
-    PROJECTION_LAG_EVENTS,
-    PROJECTION_LAG_SECONDS,
-    PROJECTION_POSITION,
-)
+from shared.metrics import PARKED_EVENTS
 from shared.projections.model import ApplyContext, Projection
+from shared.supervision import Worker, sleep_unless_stopped, supervise
 
 log = structlog.get_logger(__name__)
 
@@ -75,24 +76,18 @@ class ProjectionRunner:
         self.retry_delay = retry_delay
         self.standby_poll = standby_poll
         self.position = 0
-        self.active = False
+        self.active = False  # holds the leader lock
+        self.worker = Worker(self.name)
         self._advanced = asyncio.Condition()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Run until ``stop`` is set: wait for leadership, then follow the log. Database errors
-        (a restart, a dropped connection) are retried; nothing is lost since the checkpoint
-        only moves with committed writes."""
+        """Run until ``stop`` is set: wait for leadership, then follow the log; after any error,
+        back off and start again from the committed checkpoint (nothing is lost: the checkpoint
+        only moves with committed writes)."""
         stop = stop or asyncio.Event()
-        while not stop.is_set():
-            try:
-                await self._lead(stop)
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-                log.warning("projection.connection_lost", projection=self.name, error=str(exc))
-                self.active = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+        await supervise(self.worker, lambda: self._lead(stop), stop)
 
     async def _lead(self, stop: asyncio.Event) -> None:
         lock_conn = await asyncpg.connect(self.dsn)
@@ -100,8 +95,7 @@ class ProjectionRunner:
             while not await lock_conn.fetchval(
                 "SELECT pg_try_advisory_lock(hashtext('projection:' || $1))", self.name
             ):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.standby_poll)
+                await sleep_unless_stopped(stop, self.standby_poll)
                 if stop.is_set():
                     return
             lost = asyncio.Event()
@@ -145,9 +139,9 @@ class ProjectionRunner:
             try:
                 await self._commit(events, last_position)
                 break
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-                raise
             except Exception as exc:
+                if transient(exc):
+                    raise  # the database is away: the supervisor retries this batch later
                 log.warning(
                     "projection.batch_failed",
                     projection=self.name,
@@ -157,7 +151,7 @@ class ProjectionRunner:
                 await asyncio.sleep(self.retry_delay * 2**attempt)
         else:
             await self._one_by_one(events, last_position)
-        await self._advance(last_position, events[-1] if events else None)
+        await self._advance(last_position)
 
     async def _commit(
         self, events: Sequence[RecordedEvent], last_position: int, *, park: str | None = None
@@ -203,9 +197,9 @@ class ProjectionRunner:
                 try:
                     await self._commit([e], e.position)
                     break
-                except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-                    raise
                 except Exception as exc:
+                    if transient(exc):
+                        raise
                     error = repr(exc)
                     await asyncio.sleep(self.retry_delay * 2**attempt)
             else:
@@ -220,15 +214,10 @@ class ProjectionRunner:
                 PARKED_EVENTS.labels(self.name).inc()
         await self._commit([], last_position)
 
-    async def _advance(self, position: int, last: RecordedEvent | None) -> None:
+    async def _advance(self, position: int) -> None:
         async with self._advanced:
             self.position = max(self.position, position)
             self._advanced.notify_all()
-        PROJECTION_POSITION.labels(self.name).set(self.position)
-        if last is not None:
-            PROJECTION_LAG_SECONDS.labels(self.name).set(
-                max(0.0, (datetime.now(UTC) - last.recorded_at).total_seconds())
-            )
 
     async def _checkpoint(self, conn: asyncpg.Connection) -> int:
         v = await conn.fetchval(
@@ -282,17 +271,6 @@ class ProjectionRunner:
             return self.position
         finally:
             pending.cancel()
-
-    async def update_lag(self) -> None:
-        """Refresh crm_projection_lag_events (bounded count, cheap)."""
-        if not hasattr(self.store, "pool"):
-            return  # only the PostgreSQL backend can count cheaply
-        n = await self.pool.fetchval(
-            """SELECT count(*) FROM (SELECT 1 FROM eventstore.events
-                 WHERE position > $1 LIMIT 1000000) t""",
-            self.position,
-        )
-        PROJECTION_LAG_EVENTS.labels(self.name).set(n)
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

@@ -5,13 +5,13 @@ CartAbandoned happen once (a fixed event id, appended at the version the decisio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 import structlog
 
 from services.orders.application.commands import CartCommands
 from services.orders.application.queries import OrderQueries
+from shared.supervision import sleep_unless_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -32,10 +32,8 @@ class AbandonmentTimer:
         return fired
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Tick every ``poll`` seconds until ``stop``. A failed tick ends this call; the role
+        runs it supervised (shared/supervision.py), so it is logged and started again."""
         while not stop.is_set():
-            try:
-                await self.tick()
-            except Exception:  # a database blip must not end the timer; the next tick retries
-                log.exception("carts.abandonment_tick_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.poll)
+            await self.tick()
+            await sleep_unless_stopped(stop, self.poll)
