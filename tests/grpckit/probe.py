@@ -1,0 +1,73 @@
+"""A probe gRPC service for the service kit's tests: raw bytes in and out (no protos), each
+method a way for a handler to behave — fail with a bug, hit a database that is away or slow,
+quote a huge input, or hold its slot until released."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import grpc
+
+from shared.grpckit import errors as ge
+
+SERVICE = "crm.probe.v1.ProbeService"
+PERSONAL = "ada.lovelace@example.com"  # must never reach a log line
+
+
+class Probe:
+    def __init__(self, pool: asyncpg.Pool | None = None) -> None:
+        self.pool = pool
+        self.release = asyncio.Event()
+        self.holding = 0
+
+    async def boom(self, request: bytes, context: Any) -> bytes:
+        email, key = request.decode(), b"\x01" * 32  # locals of the failing frame
+        raise ValueError(f"unexpected state for a request of {len(email) + len(key)} bytes")
+
+    async def database_away(self, request: bytes, context: Any) -> bytes:
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+
+    async def database_shutdown(self, request: bytes, context: Any) -> bytes:
+        raise asyncpg.exceptions.AdminShutdownError("terminating connection")
+
+    async def slow_statement(self, request: bytes, context: Any) -> bytes:
+        assert self.pool is not None
+        await self.pool.execute("SELECT pg_sleep(30)")
+        return b"slept"
+
+    async def echo_invalid(self, request: bytes, context: Any) -> bytes:
+        text = request.decode()
+        raise ge.InvalidArgument(
+            "INVALID_TAG", f"tag {text} is not valid", violations=[("tags", text)] * 1000
+        )
+
+    async def hold(self, request: bytes, context: Any) -> bytes:
+        self.holding += 1
+        try:
+            await self.release.wait()
+        finally:
+            self.holding -= 1
+        return b"held"
+
+    async def ok(self, request: bytes, context: Any) -> bytes:
+        return b"ok"
+
+    def register(self, server: grpc.aio.Server) -> None:
+        methods: dict[str, Callable[[bytes, Any], Awaitable[bytes]]] = {
+            "Boom": self.boom,
+            "DatabaseAway": self.database_away,
+            "DatabaseShutdown": self.database_shutdown,
+            "SlowStatement": self.slow_statement,
+            "EchoInvalid": self.echo_invalid,
+            "Hold": self.hold,
+            "Ok": self.ok,
+        }
+        handlers = {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in methods.items()}
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+
+
+def call(channel: grpc.aio.Channel, method: str) -> grpc.aio.UnaryUnaryMultiCallable:
+    return channel.unary_unary(f"/{SERVICE}/{method}")
