@@ -88,11 +88,13 @@ WHERE c.contact_id = u.id AND c.version < u.v
 """
 
 
-# Archive, restore and erase, last state per contact in the batch. Erasure blanks every personal
-# column (the row stays: anonymous aggregates keep counting the contact).
+# Archive, restore and erase, last state per contact in the batch. ``archived`` is NULL when the
+# batch neither archived nor restored the contact: the row's own value stands (an erasure in one
+# batch must not undo an archive in an earlier one). Erasure blanks every personal column (the
+# row stays: anonymous aggregates keep counting the contact).
 _FLAGS = """
 UPDATE contacts c SET
-    archived = f.archived,
+    archived = coalesce(f.archived, c.archived),
     erased = c.erased OR f.erased,
     email = CASE WHEN f.erased THEN '' ELSE c.email END,
     phone = CASE WHEN f.erased THEN '' ELSE c.phone END,
@@ -183,7 +185,7 @@ class ContactsProjection:
                     row[f] = e.data.get(f, {"tags": [], "attributes": {}}.get(f, ""))
                 row["version"], row["at"] = e.version, e.recorded_at
             elif e.type in (domain.ARCHIVED, domain.RESTORED, domain.ERASED):
-                archived, erased, _, _ = flags.get(cid, [False, False, 0, None])
+                archived, erased, _, _ = flags.get(cid, [None, False, 0, None])
                 if e.type == domain.ERASED:
                     erased = True
                 else:
