@@ -12,6 +12,7 @@ set-based statement, so a rebuild runs at batch speed.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime
@@ -42,12 +43,13 @@ CREATE TABLE orders (
 CREATE INDEX orders_contact ON orders (contact_id, placed_at DESC, order_id DESC);
 CREATE INDEX orders_state ON orders (state, placed_at DESC, order_id DESC);
 CREATE INDEX orders_placed ON orders (placed_at DESC, order_id DESC);
+-- Sums over any number of orders are numeric: each order fits bigint, their sum need not.
 CREATE TABLE customer_metrics (
     contact_id     uuid        NOT NULL,
     currency       text        NOT NULL,
     order_count    bigint      NOT NULL,
-    revenue        bigint      NOT NULL,
-    refunded       bigint      NOT NULL,
+    revenue        numeric     NOT NULL,
+    refunded       numeric     NOT NULL,
     first_order_at timestamptz NOT NULL,
     last_order_at  timestamptz NOT NULL,
     PRIMARY KEY (contact_id, currency)
@@ -68,7 +70,8 @@ ON CONFLICT (order_id) DO UPDATE SET
 WHERE orders.version < excluded.version
 """
 
-# Cancelled orders do not count; revenue is net of refunds.
+# Cancelled orders do not count; revenue is net of refunds. sum(bigint) is numeric: exact, and
+# stored as such (no bigint overflow however many orders a customer has).
 _METRICS = """
 WITH k AS (SELECT DISTINCT contact_id, currency
            FROM unnest($1::uuid[], $2::text[]) AS k(contact_id, currency)),
@@ -137,14 +140,15 @@ async def _fold_batch(
     load: Any,
     evolve: Any,
 ) -> dict[str, Any]:
-    """The touched aggregates after the batch, starting from their stored rows."""
-    ids = list({e.data[key] for e in events})
+    """The touched aggregates after the batch, starting from their stored rows. Ids are keyed in
+    PostgreSQL's canonical text form, the form the rows are read back in."""
+    ids = list({str(uuid.UUID(e.data[key])) for e in events})
     rows = await conn.fetch(
         f"SELECT {key}::text AS id, doc FROM {table} WHERE {key} = any($1::uuid[])", ids
     )
     states: dict[str, Any] = {r["id"]: load(orjson.loads(r["doc"])) for r in rows}
     for e in events:
-        i = e.data[key]
+        i = str(uuid.UUID(e.data[key]))
         s = states.get(i)
         if s is not None and e.version <= s.version:
             continue  # already applied (a redelivered batch)

@@ -16,22 +16,41 @@ from services.orders.domain.order import Order
 from shared.domain import paging
 from shared.domain.errors import Invalid
 
+INT64_MAX = 2**63 - 1  # the API's money fields are int64
+
 
 @dataclass(frozen=True)
 class CurrencyMetrics:
+    """One currency's figures. The read model keeps exact sums (numeric); ``revenue`` and
+    ``refunded`` saturate at INT64_MAX, which only a customer with thousands of maximal orders
+    reaches. The average is taken from the exact revenue, so it is always exact."""
+
     currency: str
     order_count: int
     revenue: int
     refunded: int
+    average_order_value: int
     first_order_at: datetime
     last_order_at: datetime
     recency: int
     frequency: int
     monetary: int
 
-    @property
-    def average_order_value(self) -> int:
-        return (2 * self.revenue + self.order_count) // (2 * self.order_count)  # half up
+    @classmethod
+    def of(cls, r: asyncpg.Record, recency: int, frequency: int, monetary: int) -> CurrencyMetrics:
+        revenue, count = int(r["revenue"]), r["order_count"]
+        return cls(
+            r["currency"],
+            count,
+            min(revenue, INT64_MAX),
+            min(int(r["refunded"]), INT64_MAX),
+            (2 * revenue + count) // (2 * count),  # half up
+            r["first_order_at"],
+            r["last_order_at"],
+            recency,
+            frequency,
+            monetary,
+        )
 
     @property
     def group(self) -> str:
@@ -62,13 +81,8 @@ class OrderQueries:
     async def metrics(self, contact_id: str) -> list[CurrencyMetrics]:
         rows = await self.pool.fetch(_METRICS.format(s=self.schema), uuid.UUID(contact_id))
         return [
-            CurrencyMetrics(
-                r["currency"],
-                r["order_count"],
-                r["revenue"],
-                r["refunded"],
-                r["first_order_at"],
-                r["last_order_at"],
+            CurrencyMetrics.of(
+                r,
                 rfm.score(r["r_below"], r["n"]),
                 rfm.score(r["f_below"], r["n"]),
                 rfm.score(r["m_below"], r["n"]),

@@ -14,7 +14,11 @@ import pytest
 
 from crm.orders.v1 import orders_pb2 as pb
 from services.orders.application.commands import PlaceOrder
+from services.orders.application.queries import INT64_MAX
+from services.orders.domain import money
+from services.orders.domain import order as orders
 from services.orders.tests.conftest import Env
+from shared.eventstore import NewEvent, StreamAppend, StreamState
 from shared.projections.rebuild import rebuild
 
 pytestmark = pytest.mark.timeout(180)
@@ -159,3 +163,61 @@ async def test_metrics_and_rfm_match_an_independent_computation(env: Env) -> Non
     await rebuild(env.store, env.runners[0].projection)
     await env.settle()
     await check()
+
+
+async def test_many_maximal_orders_never_overflow_the_metrics(env: Env) -> None:
+    """One customer with more orders of the largest total the domain allows than int64 can sum:
+    nothing is parked, the read model holds the exact sums, and GetCustomerMetrics answers with
+    revenue saturated at INT64_MAX, the exact refunds, count and average."""
+    n = INT64_MAX // money.MAX_AMOUNT + 5  # the sum passes int64 even net of the refunds
+    assert n <= 20_000, "the per-order bound changed: this test would get slow"
+    contact, now = str(uuid.uuid4()), datetime.now(UTC)
+    item = {"sku": "BIG", "quantity": 1, "unit_price": money.MAX_AMOUNT}
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    for chunk in range(0, n, 1000):  # decided by the domain, appended in bulk (fast to set up)
+        await env.store.append_multi(
+            [
+                StreamAppend(
+                    orders.stream_of(oid),
+                    [
+                        NewEvent(t, d)
+                        for t, d in orders.decide_place(oid, contact, "EUR", [item], placed_at=now)
+                    ],
+                    StreamState.NO_STREAM,
+                )
+                for oid in ids[chunk : chunk + 1000]
+            ]
+        )
+    await env.orders.pay(ids[0], 0, "")
+    await env.orders.refund(ids[0], 123, [], "", "")
+    await env.orders.pay(ids[1], 0, "")
+    await env.orders.refund(ids[1], money.MAX_AMOUNT, [], "", "")  # a full refund
+    await env.orders.cancel(ids[2], "test")  # not counted
+    small = str(uuid.uuid4())  # a second customer, behind on every measure
+    await env.orders.place(
+        PlaceOrder(small, "EUR", [{**item, "unit_price": 100}], placed_at=now - timedelta(hours=1))
+    )
+    await env.settle()
+
+    assert await env.store.pool.fetchval("SELECT count(*) FROM projections.parked") == 0
+    counted, refunded = n - 1, 123 + money.MAX_AMOUNT
+    revenue = counted * money.MAX_AMOUNT - refunded
+    assert revenue > INT64_MAX
+    row = await env.store.pool.fetchrow(
+        "SELECT order_count, revenue, refunded FROM orders_rm.customer_metrics"
+        " WHERE contact_id = $1",
+        uuid.UUID(contact),
+    )
+    assert tuple(row) == (counted, revenue, refunded)
+    got = await env.stub.GetCustomerMetrics(pb.GetCustomerMetricsRequest(contact_id=contact))
+    (m,) = got.currencies
+    assert (got.order_count, m.order_count, m.revenue, m.refunded) == (
+        counted,
+        counted,
+        INT64_MAX,
+        refunded,
+    )
+    assert m.average_order_value == (2 * revenue + counted) // (2 * counted)
+    assert (m.rfm.recency, m.rfm.frequency, m.rfm.monetary) == (3, 3, 3)  # 1 + 5 * 1 // 2
+    other = await env.stub.GetCustomerMetrics(pb.GetCustomerMetricsRequest(contact_id=small))
+    assert other.currencies[0].rfm.monetary == 1
