@@ -36,7 +36,7 @@ async def supervise(
     stop: asyncio.Event,
     *,
     backoff: float = 0.25,
-    max_backoff: float = 15.0,
+    max_backoff: float = 5.0,
 ) -> None:
     """Run ``run()`` until ``stop`` is set, restarting it after any failure. ``run`` must return
     only once ``stop`` is set; returning earlier counts as a failure too."""

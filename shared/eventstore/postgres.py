@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 
 from shared.db import migrate
+from shared.db.errors import transient
 from shared.eventstore import hashing
 from shared.eventstore.model import (
     AppendResult,
@@ -484,17 +485,31 @@ class PostgresEventStore:
             self._notifier = asyncio.get_running_loop().create_task(self._announce_loop())
 
     async def _announce_loop(self) -> None:
-        conn = await asyncpg.connect(self._dsn)
-        try:
-            while True:
-                await self._announce.wait()
-                # Gather the commits of the next moment into one NOTIFY: at thousands of appends
-                # a second, one per append would cost as much as the appends themselves.
-                await asyncio.sleep(NOTIFY_WINDOW)
-                self._announce.clear()
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(self._to_announce))
-        finally:
-            await conn.close()
+        """Send the coalesced NOTIFYs. A lost connection (a database restart) is opened again;
+        a NOTIFY lost meanwhile only delays other processes' readers until their idle_timeout."""
+        while True:
+            try:
+                conn = await asyncpg.connect(self._dsn)
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                while True:
+                    await self._announce.wait()
+                    # Gather the commits of the next moment into one NOTIFY: at thousands of
+                    # appends a second, one per append would cost as much as the appends.
+                    await asyncio.sleep(NOTIFY_WINDOW)
+                    self._announce.clear()
+                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(self._to_announce))
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                self._announce.set()  # announce the latest position on the new connection
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close()
 
     async def _ensure_listener(self) -> None:
         async with self._listen_lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -76,3 +77,24 @@ class DatabaseFactory:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+def _pg_ctl(server: Any, *args: str) -> None:
+    """Run pg_ctl as the server's owner. Through runuser, not subprocess's ``user=``: that forks
+    the whole (gRPC-threaded) test process, whose fork handlers can crash the child."""
+    command = [str(server.bin_path / "pg_ctl"), "-w", "-D", str(server.pgdata), *args]
+    if server.system_user:
+        command = ["runuser", "-u", server.system_user, "--", *command]
+    subprocess.run(command, check=True, timeout=60, capture_output=True)  # noqa: S603
+
+
+def restart_embedded(server: Any) -> None:
+    """Restart an embedded server the way an operator would (``pg_ctl restart -m fast``: every
+    session is terminated, new connections are refused until it is back)."""
+    _pg_ctl(server, "-m", "fast", "-l", str(server.log), "restart")
+
+
+def stop_embedded(server: Any) -> None:
+    """Stop an embedded server (also one restarted by ``restart_embedded``, which the handle's
+    own stop() no longer recognises)."""
+    _pg_ctl(server, "-m", "fast", "stop")
