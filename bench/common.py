@@ -35,7 +35,7 @@ class Goal:
         return got >= self.target if self.higher_is_better else got <= self.target
 
 
-# ARCHITECTURE §10, in one place.
+# docs/architecture.md §6, in one place.
 GOALS: dict[str, Goal] = {
     "append_single_8w": Goal(0.8, on_ratio=True),
     "append_batch100": Goal(50_000),

@@ -22,7 +22,7 @@ from bench.procs import CpuMeter, free_port, running, service_env, tail, wait_se
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
 
-IN_FLIGHT = 32  # as in ARCHITECTURE §10; by Little's law p99 <= 20 ms needs > 1,600 calls/s
+IN_FLIGHT = 32  # docs/architecture.md §6; by Little's law p99 <= 20 ms needs > 1,600 calls/s
 WARMUP = 1.0
 
 

@@ -1,4 +1,4 @@
-"""Every Prometheus metric the suite exports (ARCHITECTURE §9). No per-contact labels."""
+"""Every Prometheus metric the suite exports (docs/architecture.md §4). No per-contact labels."""
 
 from __future__ import annotations
 

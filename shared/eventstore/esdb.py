@@ -1,6 +1,7 @@
 """The EventStoreDB/KurrentDB event store, on the ``eventstoredb`` 0.9 asyncio client (grpclib).
 
-Same contract as postgres.py, within these limits of the protocol and the client (ARCHITECTURE §13):
+Same contract as postgres.py (docs/architecture.md §2), within these limits of the protocol and
+the client:
 - Plaintext only: the client has no TLS and sends no credentials, so ``connect`` refuses a URL
   without ``Tls=false`` or with a user (kurrentdbclient is the complete alternative).
 - ``append_multi`` is NOT atomic: ESDB appends to one stream per call, so streams are written one

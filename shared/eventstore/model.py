@@ -1,4 +1,4 @@
-"""Value types of the event store contract (ARCHITECTURE §5). No I/O here."""
+"""Value types of the event store contract (docs/architecture.md §2). No I/O here."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The event store contract (ARCHITECTURE §5), run against every backend.
+"""The event store contract (docs/architecture.md §2), run against every backend.
 
 PostgreSQL always runs (embedded, or DATABASE_URL); EventStoreDB runs when EVENTSTORE_URL is set.
 Every test uses its own stream category, so the suite also works on a shared ESDB server.

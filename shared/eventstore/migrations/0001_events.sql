@@ -1,4 +1,4 @@
--- The append-only event log (ARCHITECTURE §5).
+-- The append-only event log (docs/architecture.md §2).
 --
 -- Global order without gaps for readers, with concurrent writers: an event's position is its
 -- writing transaction's 64-bit id (xid8) shifted left by 20 bits, plus its index within that

@@ -1,4 +1,4 @@
--- Per-contact data keys for crypto-shredding (ARCHITECTURE §7). Outside the event log: erasing a
+-- Per-contact data keys for crypto-shredding (contacts canvas: erasure). Outside the event log: erasing a
 -- contact sets its key to NULL, after which the personal fields in its events cannot be read.
 CREATE SCHEMA IF NOT EXISTS contacts_keys;
 
