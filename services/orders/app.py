@@ -32,9 +32,16 @@ class OrdersSettings(Settings):
     contacts_target: str = "127.0.0.1:50051"  # the contacts service's gRPC address
     webhook_port: int = 8080  # 0 disables the webhook endpoint
     shopify_webhook_secret: str = ""  # unset: every Shopify webhook is refused (401)
+    # Comma-separated shop domains (x.myshopify.com) whose webhooks are taken; others get 403.
+    # Unset: every Shopify webhook is refused. The HMAC covers the body only, not this header.
+    shopify_shop_domains: str = ""
     cart_abandon_after_seconds: float = 3600.0
     cart_recovery_window_seconds: float = 5 * 86400.0
     abandonment_poll_seconds: float = 10.0
+
+
+def shopify(settings: OrdersSettings) -> Shopify:
+    return Shopify(settings.shopify_webhook_secret, settings.shopify_shop_domains.split(","))
 
 
 async def connect(settings: Settings) -> Runtime:
@@ -63,9 +70,7 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     servicer.bind(carts, orders, queries, directory)
     webhooks = None
     if settings.webhook_port:
-        app = make_app(
-            {"shopify": Shopify(settings.shopify_webhook_secret)}, Ingestor(orders, directory)
-        )
+        app = make_app({"shopify": shopify(settings)}, Ingestor(orders, directory))
         webhooks = WebhookServer(app, settings.grpc_host, settings.webhook_port)
         await webhooks.start()
     await server.ready()

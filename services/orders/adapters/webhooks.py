@@ -1,12 +1,16 @@
-"""The webhook endpoint: POST /webhooks/<platform>. Verifies the signature on the raw body,
-maps the payload with the platform's module, runs the commands, and answers in the way shop
-platforms understand (they retry anything but 2xx):
+"""The webhook endpoint: POST /webhooks/<platform>. Verifies the signature on the raw body and
+the sender's shop, maps the payload with the platform's module, runs the commands, and answers
+in the way shop platforms understand (they retry anything but 2xx). Every answer is JSON with a
+reason; every 4xx wrote nothing.
 
-- 200: applied, a redelivery (nothing changed), or a topic/transition already covered
-  (e.g. orders/paid after orders/create said paid) - body {"result": ..., "order_id": ...}
-- 401: missing or wrong signature; 400: not JSON, unknown topic or missing header
-- 422: the payload maps to bad input (unknown currency, non-integer amount, ...) - nothing
-  is written, and retrying will not help
+- 200 {"result": "applied"}: applied, or a redelivery (nothing changed)
+- 200 {"result": "already_applied"}: the effect was already there (orders/paid after orders/create
+  said paid, a cancellation of a cancelled order)
+- 202 {"result": "deferred", "reasons": [...]}: out of order for the order's state (a refund
+  before the payment): kept in the order's inbox and applied as soon as the order allows it
+- 400: not JSON, unknown or missing topic; 401: missing or wrong signature; 403: a shop domain
+  this deployment does not serve; 404: unknown platform; 413: body too large
+- 422: the payload is malformed, invalid or does not agree with its topic - retrying will not help
 - 409: refers to an order not placed yet (out-of-order delivery): the platform retries later
 - 503: the contacts service could not resolve the customer: retry later
 """
@@ -40,24 +44,22 @@ def make_app(platforms: Mapping[str, Platform], ingestor: Ingestor) -> web.Appli
         body = await request.read()
         if not platform.verify(request.headers, body):
             return _answer(401, error="INVALID_SIGNATURE")
+        if not platform.serves(request.headers):
+            return _answer(403, error="UNKNOWN_SHOP", message="this shop is not configured")
         try:
             payload = orjson.loads(body)
-            if not isinstance(payload, dict):
-                raise ValueError("not an object")
         except ValueError:
             return _answer(400, error="MALFORMED_JSON")
         try:
             commands = platform.map(request.headers, payload)
-            if not commands:
-                return _answer(200, result="ignored")
             meta = {
                 "schema": 1,
                 "actor": f"webhook:{platform.name}",
-                "correlation_id": request.headers.get("X-Shopify-Webhook-Id", ""),
+                "correlation_id": request.headers.get("X-Shopify-Webhook-Id", "")[:200],
             }
-            order = await ingestor.run(commands, meta)
+            outcome = await ingestor.run(commands, meta)
         except UnknownTopic as e:
-            return _answer(400, error="UNKNOWN_TOPIC", topic=str(e))
+            return _answer(400, error="UNKNOWN_TOPIC", topic=str(e)[:200])
         except de.Invalid as e:
             return _answer(
                 422,
@@ -69,16 +71,16 @@ def make_app(platforms: Mapping[str, Platform], ingestor: Ingestor) -> web.Appli
             )
         except de.NotFound as e:
             return _answer(409, error=e.reason, message=e.message)
-        except de.Precondition as e:
-            if e.reason.startswith("ORDER_"):  # already past this step: nothing to do
-                return _answer(200, result="ignored", reason=e.reason)
+        except de.DomainError as e:  # a refusal that no later delivery will change
             return _answer(422, error=e.reason, message=e.message)
-        except de.DomainError as e:
-            return _answer(409, error=e.reason, message=e.message)
         except ServiceError as e:
             return _answer(503, error=e.reason, message=e.message)
-        log.info("webhook.applied", platform=platform.name, commands=len(commands))
-        return _answer(200, result="applied", order_id=order.order_id if order else "")
+        order_id = outcome.order.order_id if outcome.order else ""
+        log.info("webhook.done", platform=platform.name, deferred=outcome.deferred)
+        if outcome.deferred:
+            return _answer(202, result="deferred", reasons=outcome.deferred, order_id=order_id)
+        result = "already_applied" if outcome.already else "applied"
+        return _answer(200, result=result, order_id=order_id)
 
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post("/webhooks/{platform}", handle)

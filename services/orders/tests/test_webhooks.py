@@ -1,5 +1,6 @@
-"""Shopify webhooks over real HTTP: signature checks, mapping, idempotent redelivery, out-of-order
-delivery, and bad payloads that write nothing."""
+"""Shopify webhooks over real HTTP: signature and shop checks, mapping, idempotent redelivery,
+payloads bound to their topic, out-of-order delivery kept and applied later, and bad payloads that
+write nothing."""
 
 from __future__ import annotations
 
@@ -16,6 +17,15 @@ from services.orders.tests.conftest import Env
 
 pytestmark = pytest.mark.timeout(120)
 SHOP = "demo-shop.myshopify.com"
+OTHER_SHOP = "other-shop.myshopify.com"
+
+
+@pytest.fixture
+def env(env: Env) -> Env:
+    """The suite's webhook endpoint, serving SHOP (the adapter serves no shop unless told)."""
+    env.shopify.shops = frozenset({SHOP})
+    return env
+
 
 ORDER: dict[str, Any] = {
     "id": 820982911946154508,
@@ -46,15 +56,30 @@ ORDER: dict[str, Any] = {
         },
     ],
 }
+PAID: dict[str, Any] = {**ORDER, "financial_status": "paid"}
+FULFILMENT: dict[str, Any] = {
+    "id": 255858046,
+    "order_id": ORDER["id"],
+    "status": "success",
+    "tracking_company": "USPS",
+    "tracking_number": "9400111899223197428490",
+    "tracking_url": "https://tools.usps.com/x",
+}
 
 
 async def post(
-    env: Env, topic: str, payload: Any, *, signature: str | None = None, raw: bytes | None = None
+    env: Env,
+    topic: str,
+    payload: Any,
+    *,
+    signature: str | None = None,
+    raw: bytes | None = None,
+    shop: str = SHOP,
 ) -> tuple[int, dict[str, Any]]:
     body = raw if raw is not None else orjson.dumps(payload)
     headers = {
         "X-Shopify-Topic": topic,
-        "X-Shopify-Shop-Domain": SHOP,
+        "X-Shopify-Shop-Domain": shop,
         "X-Shopify-Hmac-Sha256": env.shopify.sign(body) if signature is None else signature,
         "X-Shopify-Webhook-Id": "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
         "Content-Type": "application/json",
@@ -95,7 +120,7 @@ async def test_order_lifecycle_from_webhooks_applied_once(env: Env) -> None:
     assert (status, body["order_id"]) == (200, order_id)
     assert await env.event_count() == count
 
-    assert (await post(env, "orders/paid", {"id": ORDER["id"]}))[0] == 200
+    assert (await post(env, "orders/paid", PAID))[0] == 200
     fulfilment = {
         "id": 255858046,
         "order_id": ORDER["id"],
@@ -123,7 +148,7 @@ async def test_order_lifecycle_from_webhooks_applied_once(env: Env) -> None:
     assert (await post(env, "refunds/create", refund))[0] == 200
     count = await env.event_count()
     for topic, payload in (
-        ("orders/paid", {"id": ORDER["id"]}),
+        ("orders/paid", PAID),
         ("fulfillments/create", fulfilment),
         ("refunds/create", refund),
     ):
@@ -146,7 +171,8 @@ async def test_paid_at_creation_then_orders_paid_is_applied_once(env: Env) -> No
     status, body = await post(env, "orders/create", paid)
     assert status == 200
     count = await env.event_count()
-    assert (await post(env, "orders/paid", {"id": 1001}))[0] == 200
+    status, body = await post(env, "orders/paid", paid)  # same request id as create's payment
+    assert (status, body["result"]) == (200, "applied")
     assert await env.event_count() == count
     o = (await env.stub.GetOrder(pb.GetOrderRequest(order_id=body["order_id"]))).order
     assert o.state == pb.ORDER_STATE_PAID
@@ -171,7 +197,22 @@ async def test_unsigned_or_badly_signed_webhooks_are_refused(env: Env) -> None:
         (lambda o: o["line_items"][0].update(price="19.999"), 422, "INVALID_AMOUNT"),
         (lambda o: o["line_items"][0].update(price="-1.00"), 422, "NEGATIVE_AMOUNT"),
         (lambda o: o["line_items"][0].update(price="abc"), 422, "INVALID_AMOUNT"),
-        (lambda o: o["line_items"][0].update(quantity=1.5), 422, "INVALID_QUANTITY"),
+        (lambda o: o["line_items"][0].update(quantity=0), 422, "INVALID_QUANTITY"),
+        (lambda o: o["line_items"][0].update(quantity=1.5), 422, "INVALID_FIELD"),
+        (lambda o: o.update(customer="abc"), 422, "INVALID_FIELD"),
+        (lambda o: o.update(line_items={}), 422, "INVALID_FIELD"),
+        (lambda o: o.update(line_items=["x"]), 422, "INVALID_FIELD"),
+        (lambda o: o.update(total_shipping_price_set="5.00"), 422, "INVALID_FIELD"),
+        (lambda o: o["line_items"][0].update(price=19.99), 422, "INVALID_FIELD"),
+        (lambda o: o["line_items"][0].update(price="1e999999"), 422, "INVALID_AMOUNT"),
+        (lambda o: o["line_items"][0].update(price="1e300000"), 422, "INVALID_AMOUNT"),
+        (lambda o: o["line_items"][0].update(price="9" * 17), 422, "INVALID_AMOUNT"),
+        (lambda o: o.update(total_tax="Infinity"), 422, "INVALID_AMOUNT"),
+        (lambda o: o.update(id="820982911946154508"), 422, "INVALID_FIELD"),
+        (lambda o: o.update(created_at="2026-11-20T10:15:00"), 422, "INVALID_TIME"),
+        (lambda o: o.update(created_at="1999-12-31T23:00:00Z"), 422, "TIME_OUT_OF_RANGE"),
+        (lambda o: o.update(created_at="2100-01-01T00:00:00Z"), 422, "TIME_OUT_OF_RANGE"),
+        (lambda o: o.update(created_at="yesterday"), 422, "INVALID_TIME"),
         (
             lambda o: o["line_items"][0]["price_set"]["shop_money"].update(currency_code="EUR"),
             422,
@@ -211,3 +252,99 @@ async def test_malformed_and_unknown_requests(env: Env) -> None:
     )
     assert (status, body["error"]) == (409, "ORDER_NOT_FOUND")
     assert await env.event_count() == before
+
+
+async def test_deliveries_are_bound_to_configured_shops(env: Env) -> None:
+    before = await env.event_count()
+    for shop in (OTHER_SHOP, "", SHOP.upper() + ".evil.com"):
+        status, body = await post(env, "orders/create", ORDER, shop=shop)
+        assert (status, body["error"]) == (403, "UNKNOWN_SHOP")
+    assert await env.event_count() == before
+    # The same signed body from a served shop is taken (the domain is matched case-insensitively).
+    assert (await post(env, "orders/create", ORDER, shop=SHOP.upper()))[0] == 200
+
+
+async def test_a_signed_body_resent_under_another_topic_or_shop_changes_nothing(env: Env) -> None:
+    status, body = await post(env, "orders/create", ORDER)
+    assert status == 200
+    order_id = body["order_id"]
+    before = await env.event_count()
+    for topic, reason in (
+        ("orders/cancelled", "PAYLOAD_TOPIC_MISMATCH"),  # no cancelled_at
+        ("orders/paid", "PAYLOAD_TOPIC_MISMATCH"),  # financial_status pending
+        ("fulfillments/create", "MISSING_FIELD"),  # no order_id
+        ("fulfillments/update", "MISSING_FIELD"),
+        ("refunds/create", "MISSING_FIELD"),
+    ):
+        status, body = await post(env, topic, ORDER)
+        assert (status, body["error"]) == (422, reason), (topic, body)
+    assert (await post(env, "orders/create", ORDER, shop=OTHER_SHOP))[0] == 403
+    assert await env.event_count() == before
+    o = (await env.stub.GetOrder(pb.GetOrderRequest(order_id=order_id))).order
+    assert o.state == pb.ORDER_STATE_PLACED
+    # A real cancellation names when it happened.
+    cancelled = {**ORDER, "cancelled_at": "2026-11-21T09:00:00+01:00", "cancel_reason": "customer"}
+    status, body = await post(env, "orders/cancelled", cancelled)
+    assert (status, body["result"]) == (200, "applied")
+    status, body = await post(env, "orders/cancelled", {**cancelled, "cancelled_at": "2026-11-21"})
+    assert (status, body["error"]) == (422, "INVALID_TIME")
+
+
+async def test_cash_on_delivery_shipment_before_payment_is_kept_then_applied(env: Env) -> None:
+    order = {**ORDER, "id": 2002}
+    fulfilment = {**FULFILMENT, "id": 3003, "order_id": 2002}
+    status, body = await post(env, "orders/create", order)
+    assert status == 200
+    order_id = body["order_id"]
+    status, body = await post(env, "fulfillments/create", fulfilment)  # shipped, not paid yet
+    assert (status, body["result"], body["reasons"]) == (202, "deferred", ["ORDER_PLACED"])
+    delivered = {**fulfilment, "shipment_status": "delivered"}
+    status, body = await post(env, "fulfillments/update", delivered)
+    assert (status, body["result"]) == (202, "deferred")
+    # The same fulfilment again with other content: the first kept shipment stands.
+    status, body = await post(env, "fulfillments/update", {**delivered, "tracking_number": "X"})
+    assert (status, body["result"]) == (202, "deferred")
+    count = await env.event_count()
+    assert (await post(env, "fulfillments/update", delivered))[0] == 202  # redelivered
+    assert await env.event_count() == count  # kept once
+    o = (await env.stub.GetOrder(pb.GetOrderRequest(order_id=order_id))).order
+    assert (o.state, len(o.shipments)) == (pb.ORDER_STATE_PLACED, 0)
+
+    status, body = await post(env, "orders/paid", {**order, "financial_status": "paid"})
+    assert (status, body["result"]) == (200, "applied")
+    o = (await env.stub.GetOrder(pb.GetOrderRequest(order_id=order_id))).order
+    assert (o.state, o.paid) == (pb.ORDER_STATE_DELIVERED, o.total)
+    assert [s.tracking_number for s in o.shipments] == [FULFILMENT["tracking_number"]]
+    count = await env.event_count()
+    for topic, payload in (("fulfillments/create", fulfilment), ("fulfillments/update", delivered)):
+        status, body = await post(env, topic, payload)
+        assert (status, body["result"]) == (200, "applied"), body
+    assert await env.event_count() == count
+
+
+async def test_refund_before_payment_is_kept_then_applied(env: Env) -> None:
+    order = {**ORDER, "id": 4004}
+    status, body = await post(env, "orders/create", order)
+    order_id = body["order_id"]
+    refund = {
+        "id": 5005,
+        "order_id": 4004,
+        "transactions": [
+            {"kind": "refund", "status": "success", "amount": "10.00", "currency": "USD"}
+        ],
+    }
+    status, body = await post(env, "refunds/create", refund)
+    assert (status, body["reasons"]) == (202, ["NOTHING_PAID"])
+    assert (await post(env, "orders/paid", {**order, "financial_status": "paid"}))[0] == 200
+    o = (await env.stub.GetOrder(pb.GetOrderRequest(order_id=order_id))).order
+    assert (o.state, o.refunded) == (pb.ORDER_STATE_PAID, 1000)
+
+
+async def test_a_payment_already_recorded_is_already_applied(env: Env) -> None:
+    order = {**ORDER, "id": 6006}
+    status, body = await post(env, "orders/create", order)
+    await env.stub.PayOrder(pb.PayOrderRequest(order_id=body["order_id"]))  # through the API
+    count = await env.event_count()
+    status, body = await post(env, "orders/paid", {**order, "financial_status": "paid"})
+    assert (status, body["result"]) == (200, "already_applied")
+    assert await env.event_count() == count
