@@ -36,6 +36,10 @@ _SHOWN_SECRET = (
     if SHOPIFY_WEBHOOK_SECRET == DEV_SHOPIFY_WEBHOOK_SECRET
     else "$SHOPIFY_WEBHOOK_SECRET"
 )
+# The shop domain(s) whose webhooks are taken (X-Shopify-Shop-Domain); SHOPIFY_SHOP_DOMAINS
+# (comma-separated) overrides it.
+DEV_SHOPIFY_SHOP_DOMAIN = "dev-shop.myshopify.com"
+SHOPIFY_SHOP_DOMAINS = os.environ.get("SHOPIFY_SHOP_DOMAINS") or DEV_SHOPIFY_SHOP_DOMAIN
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,12 @@ ROLES = [
             "CONTACTS_TARGET": f"127.0.0.1:{CONTACTS_GRPC_PORT}",
             "WEBHOOK_PORT": str(WEBHOOK_PORT),
             "SHOPIFY_WEBHOOK_SECRET": SHOPIFY_WEBHOOK_SECRET,
+            "SHOPIFY_SHOP_DOMAINS": SHOPIFY_SHOP_DOMAINS,
         },
-        http=f"POST http://127.0.0.1:{WEBHOOK_PORT}/webhooks/shopify\nsecret: {_SHOWN_SECRET}",
+        http=(
+            f"POST http://127.0.0.1:{WEBHOOK_PORT}/webhooks/shopify\nsecret: {_SHOWN_SECRET}"
+            f"\nshop: {SHOPIFY_SHOP_DOMAINS}"
+        ),
     ),
     Role("orders", "project", 50152, 9467),
 ]
