@@ -196,10 +196,11 @@ class Ingestor:
     async def _pending(self, order_id: str) -> list[tuple[Lifecycle, dict[str, Any]]]:
         events = await self.store.read_stream(inbox_of(order_id))
         settled = {e.data["request_id"] for e in events if e.type == SETTLED}
+        kept = [e for e in events if e.type == KEPT]
         return [
-            (KINDS[e.data["kind"]](**e.data["command"]), e.metadata)
-            for e in events
-            if e.type == KEPT and e.data["command"]["request_id"] not in settled
+            (KINDS[e.data["kind"]](**cmd), {**e.metadata, "request_id": cmd["request_id"]})
+            for e in kept
+            if (cmd := e.data["command"])["request_id"] not in settled
         ]
 
     async def _settle(self, c: Lifecycle, result: str, meta: Mapping[str, Any]) -> None:

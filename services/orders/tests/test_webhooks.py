@@ -315,6 +315,9 @@ async def test_cash_on_delivery_shipment_before_payment_is_kept_then_applied(env
     o = (await env.stub.GetOrder(pb.GetOrderRequest(order_id=order_id))).order
     assert (o.state, o.paid) == (pb.ORDER_STATE_DELIVERED, o.total)
     assert [s.tracking_number for s in o.shipments] == [FULFILMENT["tracking_number"]]
+    shipped = [e for e in await env.store.read_stream(f"order-{order_id}") if "Shipped" in e.type]
+    assert shipped[0].metadata["request_id"] == f"shopify:{SHOP}:fulfillment:3003"
+    assert shipped[0].metadata["actor"] == "webhook:shopify"
     count = await env.event_count()
     for topic, payload in (("fulfillments/create", fulfilment), ("fulfillments/update", delivered)):
         status, body = await post(env, topic, payload)
