@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+QUOTE = 32  # characters of an offending value an error text may quote
+
+
+def quote(value: object, limit: int = QUOTE) -> str:
+    """An offending value for an error text: repr of at most ``limit`` characters, then "…",
+    so an error stays small however large the input was."""
+    text = str(value)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
+
 
 class DomainError(Exception):
     def __init__(self, reason: str, message: str, **metadata: str) -> None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from services.contacts.domain.identity import KINDS, NORMALISERS, BadIdentity
-from shared.domain.errors import Invalid, Precondition
+from shared.domain.errors import Invalid, Precondition, quote
 
 PREFIX = "crm.contacts.v1."
 REGISTERED = PREFIX + "ContactRegistered"
@@ -206,7 +206,7 @@ def _clean(fields: Mapping[str, Any], only: Iterable[str]) -> dict[str, Any]:
             bad = [t for t in tags if len(t) > MAX_TAG or not _TAG.match(t)]
             if bad:
                 problems.append(
-                    ("tags", "INVALID_TAG", f"{bad[0]!r}: 1..{MAX_TAG} of a-z 0-9 _ : . - ")
+                    ("tags", "INVALID_TAG", f"{quote(bad[0])}: 1..{MAX_TAG} of a-z 0-9 _ : . - ")
                 )
             out["tags"] = tags
     if problems:
@@ -233,12 +233,12 @@ def _clean_attributes(value: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any
         return out, f"at most {MAX_ATTRIBUTES} attributes"
     for name, typed in value.items():
         if not _ATTRIBUTE_KEY.match(name):
-            return out, f"{name!r}: names are 1..64 of a-z 0-9 _, starting with a letter"
+            return out, f"{quote(name)}: names are 1..64 of a-z 0-9 _, starting with a letter"
         if len(typed) != 1 or next(iter(typed)) not in _ATTRIBUTE_KINDS:
-            return out, f"{name!r}: set exactly one of {', '.join(_ATTRIBUTE_KINDS)}"
+            return out, f"{quote(name)}: set exactly one of {', '.join(_ATTRIBUTE_KINDS)}"
         kind, v = next(iter(typed.items()))
         if why := _attribute_problem(kind, v):
-            return out, f"{name!r}: {why}"
+            return out, f"{quote(name)}: {why}"
         out[name] = {kind: v}
     return out, ""
 
@@ -254,10 +254,10 @@ def _attribute_problem(kind: str, v: Any) -> str:
     if kind == "bool_value":
         return "" if isinstance(v, bool) else "must be true or false"
     try:
-        datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+        at = datetime.fromisoformat(str(v).replace("Z", "+00:00"))
     except ValueError:
         return "timestamps are RFC 3339"
-    return ""
+    return "" if at.tzinfo is not None else "timestamps need a time zone offset"
 
 
 def _writable(state: Contact) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.orders.domain import money
-from shared.domain.errors import Invalid, NotFound, Precondition
+from shared.domain.errors import Invalid, NotFound, Precondition, quote
 
 PREFIX = "crm.orders.v1."
 CREATED = PREFIX + "CartCreated"
@@ -143,7 +143,7 @@ def decide_add(cart: Cart | None, cart_id: str, raw: Mapping[str, Any]) -> list[
                 (
                     "item.unit_price",
                     "PRICE_MISMATCH",
-                    f"the cart has {item['sku']} at {old['unit_price']}; use ChangeCartItem",
+                    f"the cart has {quote(item['sku'])} at {old['unit_price']}; use ChangeCartItem",
                 )
             ]
         )
@@ -151,7 +151,20 @@ def decide_add(cart: Cart | None, cart_id: str, raw: Mapping[str, Any]) -> list[
         raise Invalid([("item", "TOO_MANY_LINES", f"at most {money.MAX_LINES} lines")])
     if old is not None and old["quantity"] + item["quantity"] > money.MAX_QUANTITY:
         raise Invalid([("item.quantity", "INVALID_QUANTITY", f"at most {money.MAX_QUANTITY}")])
+    _within_bounds(c, item, adding=True)
     return [(ITEM_ADDED, {"cart_id": c.cart_id, "item": item})]
+
+
+def _within_bounds(c: Cart, item: Mapping[str, Any], *, adding: bool) -> None:
+    """The cart's line and subtotal after this add or change stay within MAX_AMOUNT."""
+    old = c.item(item["sku"])
+    line = dict(item)
+    if adding and old is not None:
+        line["quantity"] = old["quantity"] + item["quantity"]
+        line["discount"] = old["discount"] + item["discount"]
+    money.bounded(money.line_total(line), "item", "line total")
+    others = money.subtotal(i for i in c.items if i["sku"] != item["sku"])
+    money.bounded(others + money.line_total(line), "item", "cart's subtotal")
 
 
 def decide_change(cart: Cart | None, cart_id: str, raw: Mapping[str, Any]) -> list[Event]:
@@ -160,8 +173,9 @@ def decide_change(cart: Cart | None, cart_id: str, raw: Mapping[str, Any]) -> li
     old = c.item(item["sku"])
     if old is None:
         raise NotFound(
-            "CART_ITEM_NOT_FOUND", f"the cart has no line {item['sku']}", sku=item["sku"]
+            "CART_ITEM_NOT_FOUND", f"the cart has no line {quote(item['sku'])}", sku=item["sku"]
         )
+    _within_bounds(c, item, adding=False)
     if {**old, "name": item["name"] or old["name"]} == {
         **item,
         "name": item["name"] or old["name"],
@@ -178,7 +192,7 @@ def decide_change(cart: Cart | None, cart_id: str, raw: Mapping[str, Any]) -> li
 def decide_remove(cart: Cart | None, cart_id: str, sku: str) -> list[Event]:
     c = _editable(cart, cart_id)
     if c.item(sku) is None:
-        raise NotFound("CART_ITEM_NOT_FOUND", f"the cart has no line {sku}", sku=sku)
+        raise NotFound("CART_ITEM_NOT_FOUND", f"the cart has no line {quote(sku)}", sku=sku)
     return [(ITEM_REMOVED, {"cart_id": c.cart_id, "sku": sku})]
 
 

@@ -15,9 +15,12 @@ from typing import Any
 import pycountry
 from babel.numbers import get_currency_precision
 
-from shared.domain.errors import Invalid
+from shared.domain.errors import Invalid, quote
 
-MAX_AMOUNT = 10**15  # a quadrillion minor units: far beyond any order, far inside int64
+# The most any one order or cart may be worth, in minor units: every amount, line total,
+# subtotal, total, payment and refund of one order stays at or below it. A quadrillion is far
+# beyond any real order, and 9 000 of them still fit int64 / bigint.
+MAX_AMOUNT = 10**15
 MAX_QUANTITY = 1_000_000
 MAX_LINES = 500
 MAX_SKU = 128
@@ -49,7 +52,9 @@ def currencies() -> frozenset[str]:
 def currency(value: str, field: str = "currency") -> str:
     code = value.strip().upper()
     if code not in currencies():
-        raise Invalid([(field, "UNKNOWN_CURRENCY", f"{value!r} is not an ISO 4217 currency code")])
+        raise Invalid(
+            [(field, "UNKNOWN_CURRENCY", f"{quote(value)} is not an ISO 4217 currency code")]
+        )
     return code
 
 
@@ -64,7 +69,14 @@ def amount(value: int, field: str) -> int:
     if value < 0:
         raise Invalid([(field, "NEGATIVE_AMOUNT", "must not be negative")])
     if value > MAX_AMOUNT:
-        raise Invalid([(field, "INVALID_AMOUNT", f"must be at most {MAX_AMOUNT}")])
+        raise Invalid([(field, "AMOUNT_TOO_LARGE", f"must be at most {MAX_AMOUNT}")])
+    return value
+
+
+def bounded(value: int, field: str, what: str) -> int:
+    """A derived amount (line total, subtotal, total) that must stay within MAX_AMOUNT."""
+    if value > MAX_AMOUNT:
+        raise Invalid([(field, "AMOUNT_TOO_LARGE", f"the {what} must be at most {MAX_AMOUNT}")])
     return value
 
 
@@ -74,13 +86,21 @@ def parse_decimal(text: Any, code: str, field: str) -> int:
     try:
         d = Decimal(str(text).strip())
     except (InvalidOperation, ValueError):
-        raise Invalid([(field, "INVALID_AMOUNT", f"{text!r} is not a decimal amount")]) from None
+        raise Invalid(
+            [(field, "INVALID_AMOUNT", f"{quote(text)} is not a decimal amount")]
+        ) from None
     if not d.is_finite():
-        raise Invalid([(field, "INVALID_AMOUNT", f"{text!r} is not a decimal amount")])
+        raise Invalid([(field, "INVALID_AMOUNT", f"{quote(text)} is not a decimal amount")])
     minor = d.scaleb(exponent(code))
     if minor != minor.to_integral_value():
         raise Invalid(
-            [(field, "INVALID_AMOUNT", f"{text} has more decimals than {code} has minor units")]
+            [
+                (
+                    field,
+                    "INVALID_AMOUNT",
+                    f"{quote(text)} has more decimals than {code} has minor units",
+                )
+            ]
         )
     return amount(int(minor), field)
 
@@ -100,7 +120,11 @@ def line_item(raw: Mapping[str, Any], field: str, code: str) -> dict[str, Any]:
     given = str(raw.get("currency") or "").strip().upper()
     if given and given != code:
         problems.append(
-            (f"{field}.currency", "MIXED_CURRENCIES", f"{given} differs from the order's {code}")
+            (
+                f"{field}.currency",
+                "MIXED_CURRENCIES",
+                f"{quote(given)} differs from the order's {code}",
+            )
         )
     sku = str(raw.get("sku", "")).strip()
     if not sku or len(sku) > MAX_SKU or not _SKU.match(sku):
@@ -133,6 +157,7 @@ def line_item(raw: Mapping[str, Any], field: str, code: str) -> dict[str, Any]:
     }
     if item["discount"] > item["quantity"] * item["unit_price"]:
         raise Invalid([(f"{field}.discount", "INVALID_DISCOUNT", "exceeds the line's price")])
+    bounded(line_total(item), field, "line total")
     return item
 
 
@@ -152,4 +177,5 @@ def line_items(
             problems.extend(e.violations)
     if problems:
         raise Invalid(problems)
+    bounded(subtotal(items), field, "subtotal")
     return items

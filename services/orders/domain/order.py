@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from services.orders.domain import money
-from shared.domain.errors import Invalid, Precondition
+from shared.domain.errors import Invalid, Precondition, quote
 
 PREFIX = "crm.orders.v1."
 PLACED = PREFIX + "OrderPlaced"
@@ -146,9 +146,11 @@ def decide_place(
     skus = [i["sku"] for i in items]
     dupes = sorted({s for s in skus if skus.count(s) > 1})
     if dupes:
-        raise Invalid([("items", "DUPLICATE_SKU", f"each SKU once per order: {', '.join(dupes)}")])
+        named = ", ".join(quote(s) for s in dupes[:3]) + (", …" if len(dupes) > 3 else "")
+        raise Invalid([("items", "DUPLICATE_SKU", f"each SKU once per order: {named}")])
     shipping, tax = money.amount(shipping, "shipping"), money.amount(tax, "tax")
     sub = money.subtotal(items)
+    total = money.bounded(sub + shipping + tax, "total", "order's total")
     return [
         (
             PLACED,
@@ -160,7 +162,7 @@ def decide_place(
                 "subtotal": sub,
                 "shipping": shipping,
                 "tax": tax,
-                "total": sub + shipping + tax,
+                "total": total,
                 "placed_at": placed_at.isoformat(),
                 "external_ref": _text(external_ref, "external_ref"),
                 "cart_id": cart_id,
@@ -290,7 +292,9 @@ def _refund_lines(o: Order, raw: Sequence[Mapping[str, Any]]) -> tuple[list[dict
         sku, q = str(ln.get("sku", "")), ln.get("quantity", 0)
         item = by_sku.get(sku)
         if item is None:
-            problems.append((f"lines[{n}].sku", "UNKNOWN_SKU", f"the order has no line {sku!r}"))
+            problems.append(
+                (f"lines[{n}].sku", "UNKNOWN_SKU", f"the order has no line {quote(sku)}")
+            )
             continue
         left = (
             item["quantity"]
@@ -299,7 +303,7 @@ def _refund_lines(o: Order, raw: Sequence[Mapping[str, Any]]) -> tuple[list[dict
         )
         if isinstance(q, bool) or not isinstance(q, int) or not 0 < q <= left:
             problems.append(
-                (f"lines[{n}].quantity", "INVALID_QUANTITY", f"must be 1..{left} for {sku}")
+                (f"lines[{n}].quantity", "INVALID_QUANTITY", f"must be 1..{left} for {quote(sku)}")
             )
             continue
         lines.append({"sku": sku, "quantity": q})
