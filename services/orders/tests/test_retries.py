@@ -57,6 +57,19 @@ async def test_place_order_from_a_cart(env: Env) -> None:
     assert cart_events.count("CartConverted") == 1
 
 
+async def test_cart_change_with_an_etag(env: Env) -> None:
+    ref = pb.CustomerRef(contact_id=str(uuid.uuid4()))
+    cart = (await env.stub.CreateCart(pb.CreateCartRequest(customer=ref, currency="EUR"))).cart
+    add = pb.AddCartItemRequest(
+        cart_id=cart.cart_id, item=items()[0], etag=cart.etag, request_id=str(uuid.uuid4())
+    )
+
+    answer: Any = await same_answer(lambda: env.stub.AddCartItem(add))  # never ETAG_MISMATCH
+
+    assert [i.quantity for i in answer.cart.items] == [2]
+    assert (await types_in(env, f"cart-{cart.cart_id}")).count("CartItemAdded") == 1
+
+
 async def test_place_order_from_items_for_a_new_guest(env: Env) -> None:
     email = f"guest-{uuid.uuid4().hex[:8]}@example.com"
     request = pb.PlaceOrderRequest(
