@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
 import grpc
@@ -20,6 +20,7 @@ from shared.grpckit import errors as ge
 
 MAX_REQUEST_ID = 128
 MAX_PAGE = 1000
+MAX_VIOLATIONS = 10  # field violations listed in one error
 DEFAULT_PAGE = 100
 T = TypeVar("T")
 
@@ -70,7 +71,8 @@ def domain_errors(domain: str) -> Iterator[None]:
     try:
         yield
     except de.Invalid as e:
-        violations = [(f, d) for f, _, d in e.violations]
+        # the first few only: every violation goes into the status's trailer (16 KB at most)
+        violations = [(f, d) for f, _, d in e.violations[:MAX_VIOLATIONS]]
         raise ge.InvalidArgument(
             e.reason, e.message, domain=domain, violations=violations
         ) from None
@@ -105,13 +107,29 @@ def timestamp(at: datetime | None) -> Timestamp | None:
     return ts
 
 
-def timestamp_arg(domain: str, msg: Any, name: str) -> datetime | None:
-    """Request field ``name`` as an aware datetime, None when unset; a Timestamp outside
-    0001..9999 is INVALID_ARGUMENT (INVALID_<NAME>), not an internal error."""
+def timestamp_arg(
+    domain: str,
+    msg: Any,
+    name: str,
+    *,
+    earliest: datetime | None = None,
+    ahead: timedelta | None = None,
+) -> datetime | None:
+    """Request field ``name`` as an aware datetime, None when unset. A Timestamp outside
+    0001..9999 or with nanos outside 0..10^9-1 is INVALID_ARGUMENT (INVALID_<NAME>), as is one
+    before ``earliest`` or more than ``ahead`` after now (a business time's sane range)."""
     if not msg.HasField(name):
         return None
+    ts = getattr(msg, name)
+    reason = f"INVALID_{name.upper()}"
+    if not 0 <= ts.nanos < 1_000_000_000:
+        raise invalid(domain, name, reason, "nanos must be 0..999999999")
     try:
-        at: datetime = getattr(msg, name).ToDatetime(tzinfo=UTC)
+        at: datetime = ts.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
-        raise invalid(domain, name, f"INVALID_{name.upper()}", "not a valid timestamp") from None
+        raise invalid(domain, name, reason, "not a valid timestamp") from None
+    if earliest is not None and at < earliest:
+        raise invalid(domain, name, reason, f"must not be before {earliest.isoformat()}")
+    if ahead is not None and at > datetime.now(UTC) + ahead:
+        raise invalid(domain, name, reason, f"must not be more than {ahead} in the future")
     return at

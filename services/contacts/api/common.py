@@ -7,11 +7,39 @@ from typing import Any, TypeVar
 
 import grpc
 
+from services.contacts.domain import consent, contact
+from services.contacts.domain.identity import MAX_EXTERNAL_ID
 from shared.grpckit import calls
 from shared.grpckit import errors as ge
+from shared.grpckit.limits import Limits
 
 DOMAIN = "contacts.crm"
 T = TypeVar("T")
+MAX_IMPORT_BATCH = 1000  # rows per ImportContacts message
+# Checked before anything else in every RPC of both services (see the canvas's Limits section).
+# Other strings: identifiers (*_id) 128, etag 32, page_token 1024, anything else 4096 (the
+# profile's own rules, e.g. names <= 200, are checked after, per row in imports); lists and maps
+# 1000 items; attribute names 128.
+LIMITS = Limits(
+    fields={
+        "email": 320,
+        "phone": 64,
+        "external_id": MAX_EXTERNAL_ID,
+        "tags": 256,
+        "tag": 256,
+        "locale": 64,
+        "time_zone": 64,
+        "token": 512,
+        "reason": contact.MAX_REASON,
+        "note": consent.MAX_NOTE,
+        "source": consent.MAX_SOURCE,
+        "policy_version": consent.MAX_POLICY_VERSION,
+        "user_agent": consent.MAX_USER_AGENT,
+        "ip": 64,
+        "rows[]": MAX_IMPORT_BATCH,
+    },
+    reasons={"rows[]": "TOO_MANY_ROWS", "timestamp_value": "INVALID_ATTRIBUTE"},
+)
 
 
 def invalid(field: str, reason: str, message: str) -> ge.InvalidArgument:

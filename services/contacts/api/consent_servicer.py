@@ -5,14 +5,14 @@ a name the domain rejects, so every validation rule lives in the domain."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
 
 from crm.contacts.v1 import consent_pb2 as pb
 from crm.contacts.v1 import consent_pb2_grpc as pb_grpc
-from services.contacts.api.common import DOMAIN
+from services.contacts.api.common import DOMAIN, LIMITS
 from services.contacts.api.common import contact_id as _contact_id
 from services.contacts.api.common import domain_call as _domain
 from services.contacts.api.common import meta as _meta
@@ -20,11 +20,14 @@ from services.contacts.api.common import request_id as _request_id
 from services.contacts.application.consent import ConsentLedgers, Entry
 from services.contacts.domain import consent as domain
 from services.contacts.domain.consent import ChannelConsent, Evidence, Terms
+from shared.domain import paging
 from shared.grpckit import calls
 from shared.grpckit import errors as ge
+from shared.grpckit.limits import enforced
 
 SERVICE = "crm.contacts.v1.ConsentService"
 T = TypeVar("T")
+EARLIEST_OCCUR_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # and never in the future (domain rule)
 
 CHANNELS = {pb.CHANNEL_EMAIL: "email", pb.CHANNEL_SMS: "sms", pb.CHANNEL_PUSH: "push"}
 STATES = {
@@ -125,6 +128,21 @@ def _all_channels(channels: Mapping[str, ChannelConsent], at: datetime) -> list[
     ]
 
 
+def _seal(token: str) -> str:
+    """The ledger's history token, signed: clients can neither forge nor edit it."""
+    return paging.seal({"h": token}) if token else ""
+
+
+def _unseal(token: str) -> str:
+    if not token:
+        return ""
+    data = paging.unseal(token)
+    if not isinstance(data, dict) or not isinstance(data.get("h"), str) or not data["h"]:
+        raise paging.Invalid([("page_token", "INVALID_PAGE_TOKEN", "not a page token")])
+    return data["h"]
+
+
+@enforced(DOMAIN, LIMITS, pb.DESCRIPTOR.services_by_name["ConsentService"])
 class ConsentServicer(pb_grpc.ConsentServiceServicer):
     """Registered before the server starts (gRPC requires it); ``bind`` gives it its handlers
     once the database is ready. Until then every call is UNAVAILABLE."""
@@ -152,7 +170,9 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
             terms=Terms(_in(BASES, request.legal_basis), request.source, request.policy_version),
             evidence=_evidence(request.evidence),
             double_opt_in=request.double_opt_in,
-            occurred_at=calls.timestamp_arg(DOMAIN, request, "occur_time"),
+            occurred_at=calls.timestamp_arg(
+                DOMAIN, request, "occur_time", earliest=EARLIEST_OCCUR_TIME
+            ),
         )
         r = await _domain(
             lambda: self.ledgers.record(cid, cmd, request_id=rid, meta=_meta(rid, context))
@@ -197,13 +217,15 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         self, request: pb.GetConsentHistoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetConsentHistoryResponse:
         cid = _contact_id(request.contact_id)
+        with calls.domain_errors(DOMAIN):
+            after = _unseal(request.page_token)
         entries, token = await _domain(
             lambda: self.ledgers.history(
-                cid, _in(CHANNELS, request.channel), request.page_size, request.page_token
+                cid, _in(CHANNELS, request.channel), request.page_size, after
             )
         )
         return pb.GetConsentHistoryResponse(
-            entries=[entry_to_pb(e) for e in entries], next_page_token=token
+            entries=[entry_to_pb(e) for e in entries], next_page_token=_seal(token)
         )
 
     async def SuppressChannel(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -14,7 +13,7 @@ from google.protobuf import json_format
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
 from services.contacts.adapters.keys import ERASED, SEALED, unseal
-from services.contacts.api.common import DOMAIN, T, page_size
+from services.contacts.api.common import DOMAIN, LIMITS, MAX_IMPORT_BATCH, T, page_size
 from services.contacts.api.common import contact_id as _contact_id
 from services.contacts.api.common import domain_call as _domain
 from services.contacts.api.common import meta as _meta
@@ -34,11 +33,12 @@ from services.contacts.domain.contact import (
     decide_restore,
 )
 from services.contacts.domain.identity import NORMALISERS, BadIdentity
+from shared.domain import paging
 from shared.eventstore import RecordedEvent
 from shared.grpckit import calls
 from shared.grpckit import errors as ge
+from shared.grpckit.limits import enforced
 
-MAX_IMPORT_BATCH = 1000
 _IMPORTABLE = (
     "email",
     "phone",
@@ -93,6 +93,7 @@ def _profile(m: Any) -> ProfileInput:
     )
 
 
+@enforced(DOMAIN, LIMITS, pb.DESCRIPTOR.services_by_name["ContactsService"])
 class ContactsServicer(pb_grpc.ContactsServiceServicer):
     """Registered before the server starts (gRPC requires it); ``bind`` gives it its
     dependencies once the database is ready. Until then every call is UNAVAILABLE."""
@@ -381,22 +382,15 @@ def _event_pb(e: RecordedEvent, key: bytes | None) -> pb.ContactEvent:
 
 
 def _encode_version_token(version: int, contact_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"v": version, "c": contact_id})).decode()
+    return paging.encode_token(version, f"events|{contact_id}")
 
 
 def _version_token(token: str, contact_id: str) -> int:
-    try:
-        data = orjson.loads(base64.urlsafe_b64decode(token.encode()))
-        if data["c"] != contact_id:
-            raise ValueError
-        return int(data["v"])
-    except (ValueError, KeyError, TypeError):
-        raise ge.InvalidArgument(
-            "INVALID_PAGE_TOKEN",
-            "not a token from this API for this contact",
-            domain=DOMAIN,
-            violations=[("page_token", "invalid")],
-        ) from None
+    with calls.domain_errors(DOMAIN):
+        version = paging.decode_token(token, f"events|{contact_id}")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise calls.invalid(DOMAIN, "page_token", "INVALID_PAGE_TOKEN", "not a page token")
+    return version
 
 
 def _normalised(kind: str, value: str) -> str:

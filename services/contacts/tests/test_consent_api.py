@@ -1048,11 +1048,12 @@ async def test_validation_reports_every_field(env: Env) -> None:
                 contact_id=cid,
                 channel=EMAIL,
                 state=SUB,
-                source=_long(300),
                 evidence=pb.ConsentEvidence(ip="nope"),
+                occur_time=ts(datetime.now(UTC) + timedelta(days=3)),
             )
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
         "LEGAL_BASIS_REQUIRED",
     )
-    assert violations == ["legal_basis", "source", "evidence.ip"]
+    # (an over-long field would be refused before this: the request limits come first)
+    assert violations == ["legal_basis", "evidence.ip", "occur_time"]

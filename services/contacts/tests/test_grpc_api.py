@@ -212,9 +212,15 @@ BAD_INPUT = [
     ),
     (
         "RegisterContact",
-        pb.RegisterContactRequest(external_id="x" * 300),
+        pb.RegisterContactRequest(external_id="bad\x01id"),
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_EXTERNAL_ID",
+    ),
+    (
+        "RegisterContact",
+        pb.RegisterContactRequest(external_id="x" * 300),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "FIELD_TOO_LONG",
     ),
     (
         "RegisterContact",

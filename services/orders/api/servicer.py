@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -24,12 +24,33 @@ from services.orders.application.directory import ContactDirectory
 from services.orders.application.queries import OrderQueries
 from services.orders.domain import money
 from services.orders.domain.cart import Cart
-from services.orders.domain.order import STATES, Order
+from services.orders.domain.order import MAX_TEXT, STATES, Order
 from shared.grpckit import calls
+from shared.grpckit.limits import Limits, enforced
 
 DOMAIN = "orders.crm"
 SERVICE = "crm.orders.v1.OrdersService"
 T = TypeVar("T")
+# Checked before anything else in every RPC (see the canvas's Limits section). Other strings:
+# identifiers (*_id) 128, etag 32, page_token 1024, anything else 4096; lists 1000 items.
+LIMITS = Limits(
+    fields={
+        "currency": 16,
+        "sku": money.MAX_SKU,
+        "name": money.MAX_NAME,
+        "items[]": money.MAX_LINES,
+        "lines[]": money.MAX_LINES,
+        "email": 320,
+        "phone": 64,
+        "external_id": 255,
+        **dict.fromkeys(
+            ("external_ref", "payment_ref", "carrier", "tracking_number", "tracking_url", "reason"),
+            MAX_TEXT,
+        ),
+    }
+)
+EARLIEST_PLACE_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+PLACE_TIME_AHEAD = timedelta(days=1)  # clocks differ; an order placed tomorrow does not
 
 
 def _items_pb(items: Any) -> list[epb.LineItem]:
@@ -102,6 +123,7 @@ def order_pb(o: Order) -> pb.Order:
     )
 
 
+@enforced(DOMAIN, LIMITS, pb.DESCRIPTOR.services_by_name["OrdersService"])
 class OrdersServicer(pb_grpc.OrdersServiceServicer):
     """Bound to its application objects once the database is reachable (see app.py)."""
 
@@ -218,7 +240,13 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
                 else ""
             ),
             external_ref=request.external_ref,
-            placed_at=calls.timestamp_arg(DOMAIN, request, "place_time"),
+            placed_at=calls.timestamp_arg(
+                DOMAIN,
+                request,
+                "place_time",
+                earliest=EARLIEST_PLACE_TIME,
+                ahead=PLACE_TIME_AHEAD,
+            ),
         )
         customer = None
         if request.cart_id:
@@ -319,11 +347,9 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             else ""
         )
         state = ""
-        if request.state:
-            name = pb.OrderState.Name(request.state).removeprefix("ORDER_STATE_")
-            if name not in STATES:
-                raise calls.invalid(DOMAIN, "state", "INVALID_STATE", "unknown state")
-            state = name
+        if request.state:  # a known number: the limits check rejected any other
+            state = pb.OrderState.Name(request.state).removeprefix("ORDER_STATE_")
+            assert state in STATES, state
         size = calls.page_size(DOMAIN, request.page_size)
         page, token = await self._call(
             lambda: self.queries.list_orders(contact_id, state, size, request.page_token)

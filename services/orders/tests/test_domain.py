@@ -108,3 +108,55 @@ def test_rfm_scores_are_quintiles_with_ties_shared() -> None:
         rfm.score(3, 3)
     assert rfm.group(5, 5) == "champions" and rfm.group(1, 1) == "hibernating"
     assert rfm.group(5, 1) == "new_customers" and rfm.group(1, 5) == "cannot_lose_them"
+
+
+def _place(items: list[dict[str, int | str]], shipping: int = 0) -> list[orders.Event]:
+    return orders.decide_place("o", "c", "EUR", items, placed_at=AT, shipping=shipping)
+
+
+@pytest.mark.parametrize(
+    ("items", "extra"),
+    [
+        ([{"sku": "A", "quantity": 10_000, "unit_price": 10**15}], {}),  # a line of 10^19
+        (
+            [{"sku": "A", "quantity": 1, "unit_price": 10**15}] * 1
+            + [{"sku": "B", "quantity": 1, "unit_price": 1}],
+            {},
+        ),
+        ([{"sku": "A", "quantity": 1, "unit_price": 10**15}], {"shipping": 1}),
+        ([{"sku": "A", "quantity": 1, "unit_price": 10**15 + 1}], {}),
+    ],
+)
+def test_an_order_worth_more_than_max_amount_is_refused(
+    items: list[dict[str, int | str]], extra: dict[str, int]
+) -> None:
+    with pytest.raises(Invalid) as e:
+        _place(items, **extra)
+    assert e.value.reason == "AMOUNT_TOO_LARGE"
+
+
+def test_an_order_of_exactly_max_amount_is_placed() -> None:
+    [(_, data)] = _place([{"sku": "A", "quantity": 1, "unit_price": money.MAX_AMOUNT}])
+    assert data["total"] == money.MAX_AMOUNT
+
+
+def test_a_cart_cannot_grow_beyond_max_amount() -> None:
+    cart = carts.evolve(
+        None, carts.CREATED, {"cart_id": "k", "contact_id": "c", "currency": "EUR"}, AT, 0
+    )
+    half = {"sku": "A", "quantity": 1, "unit_price": money.MAX_AMOUNT // 2 + 1}
+    [(t, d)] = carts.decide_add(cart, "k", half)
+    cart = carts.evolve(cart, t, d, AT, 1)
+    for raw in (half, {**half, "sku": "B"}):  # the same line again, or a second line
+        with pytest.raises(Invalid) as e:
+            carts.decide_add(cart, "k", raw)
+        assert e.value.reason == "AMOUNT_TOO_LARGE"
+    with pytest.raises(Invalid) as e:
+        carts.decide_change(cart, "k", {**half, "quantity": 2})
+    assert e.value.reason == "AMOUNT_TOO_LARGE"
+
+
+def test_error_texts_quote_only_a_prefix_of_a_value() -> None:
+    with pytest.raises(Invalid) as e:
+        money.currency("X" * 1_000_000)
+    assert len(e.value.message) < 100

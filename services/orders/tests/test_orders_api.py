@@ -3,6 +3,7 @@ illegal, partial refunds, bad input that writes nothing, guest contacts, idempot
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -399,4 +400,20 @@ async def test_list_orders_by_contact_and_state_paged(env: Env) -> None:
         env.stub.ListOrders(pb.ListOrdersRequest(page_size=2, page_token=r.next_page_token)),
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_PAGE_TOKEN",
+    )
+    # Made-up and edited tokens: the payload is signed, so none reaches the query.
+    body, _, mac = r.next_page_token.partition(".")
+    forged = base64.urlsafe_b64encode(b'{"a":["2020-01-01",1],"f":"|"}').decode()
+    for token in ("%%%", "bm90IGpzb24", forged, f"{forged}.{mac}", f"{body}.{mac[:-2]}AA", body):
+        await expect_error(
+            env.stub.ListOrders(
+                pb.ListOrdersRequest(contact_id=contact, page_size=2, page_token=token)
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_PAGE_TOKEN",
+        )
+    await expect_error(
+        env.stub.ListOrders(pb.ListOrdersRequest(state=99)),  # type: ignore[arg-type]
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_STATE",
     )
