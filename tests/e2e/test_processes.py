@@ -152,6 +152,7 @@ async def test_orders_processes_resolve_customers_take_webhooks_and_drain(
         "CONTACTS_TARGET": f"127.0.0.1:{contacts.grpc_port}",
         "WEBHOOK_PORT": str(hook_port),
         "SHOPIFY_WEBHOOK_SECRET": secret,
+        "SHOPIFY_SHOP_DOMAINS": "e2e.myshopify.com",
     }
     serve = Proc("serve", dsn, "orders", **orders_env)
     project = Proc("project", dsn, "orders", **orders_env)
