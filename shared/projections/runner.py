@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -36,8 +37,24 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def ensure_schema(conn: asyncpg.Connection, projection: Projection, schema: str) -> None:
-    """Create the read model's schema and tables if the schema does not exist yet."""
+def definition_hash(projection: Projection) -> str:
+    """What a read model's tables are built from: the projection's DDL, whitespace aside."""
+    return hashlib.sha256(" ".join(projection.ddl.split()).encode()).hexdigest()
+
+
+async def record_definition(conn: asyncpg.Connection, schema: str, projection: Projection) -> None:
+    await conn.execute(
+        """INSERT INTO projections.definitions (schema_name, ddl_hash) VALUES ($1, $2)
+           ON CONFLICT (schema_name)
+           DO UPDATE SET ddl_hash = excluded.ddl_hash, built_at = now()""",
+        schema,
+        definition_hash(projection),
+    )
+
+
+async def ensure_schema(conn: asyncpg.Connection, projection: Projection, schema: str) -> bool:
+    """Create the read model's schema and tables if the schema does not exist yet. Return True
+    when it exists but was built from another definition (its leader then rebuilds it)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('schema:' || $1))", schema)
         exists = await conn.fetchval("SELECT true FROM pg_namespace WHERE nspname = $1", schema)
@@ -45,6 +62,12 @@ async def ensure_schema(conn: asyncpg.Connection, projection: Projection, schema
             await conn.execute(f"CREATE SCHEMA {quote_ident(schema)}")
             await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}, public")
             await conn.execute(projection.ddl)
+            await record_definition(conn, schema, projection)
+            return False
+        built_from = await conn.fetchval(
+            "SELECT ddl_hash FROM projections.definitions WHERE schema_name = $1", schema
+        )
+        return bool(built_from != definition_hash(projection))
 
 
 class ProjectionRunner:
@@ -121,8 +144,26 @@ class ProjectionRunner:
 
     async def _follow(self) -> None:
         async with self.pool.acquire() as conn:
-            await ensure_schema(conn, self.projection, self.schema)
-            self.position = await self._checkpoint(conn)
+            outdated = await ensure_schema(conn, self.projection, self.schema)
+            checkpoint = await self._checkpoint(conn)
+        if outdated and not self.ctx.replay:
+            # The tables were built from another definition (the code changed): build them
+            # again side by side, up to our checkpoint, while the old ones keep serving; then
+            # follow from that checkpoint as before. Up to it in replay mode (a reactor's
+            # effects happened already), after it live: nothing is skipped or done twice.
+            from shared.projections.rebuild import rebuild_into  # it builds on this module
+
+            log.warning("projection.definition_changed", projection=self.name)
+            await rebuild_into(
+                self.store,
+                self.pool,
+                self.dsn,
+                self.projection,
+                self.name,
+                self.schema,
+                until=checkpoint,
+            )
+        await self._advance(checkpoint)  # wakes wait_for() even when nothing new arrives
         async for page in self.store.subscribe(
             self.position,
             categories=self.projection.categories,
@@ -260,6 +301,8 @@ class ProjectionRunner:
         try:
             while self.position < target:
                 page = await pending
+                if until is not None and page.last_position > target:  # nothing past until
+                    page = ReadAllPage([e for e in page.events if e.position <= target], target)
                 if not page.events and page.last_position <= self.position:
                     if visible_only:
                         break
