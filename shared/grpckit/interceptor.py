@@ -4,6 +4,7 @@ errors mapped to rich statuses — never a stack trace to the caller.
 
 The error path, for any exception a handler raises:
 - a ServiceError → its status (the service's ErrorInfo domain filled in when it has none);
+- a request id reused for a different request → ALREADY_EXISTS (REQUEST_ID_REUSED);
 - a database that is away → UNAVAILABLE (retryable), a statement timeout → DEADLINE_EXCEEDED, a
   lost serialization race → ABORTED, a stream version conflict → ABORTED;
 - anything else → INTERNAL with ErrorInfo reason INTERNAL and metadata ``error_id``, and exactly
@@ -25,7 +26,7 @@ import structlog
 from grpc_status import rpc_status
 
 from shared.db.errors import DbFault, classify
-from shared.eventstore import WrongExpectedVersion
+from shared.eventstore import DuplicateEventId, WrongExpectedVersion
 from shared.grpckit import errors as ge
 from shared.metrics import GRPC_HANDLED, GRPC_HANDLING, GRPC_STARTED
 
@@ -42,6 +43,11 @@ def to_service_error(exc: BaseException) -> ge.ServiceError | None:
     """The status an exception stands for; None for an unexpected one (a bug: INTERNAL)."""
     if isinstance(exc, ge.ServiceError):
         return exc
+    if isinstance(exc, DuplicateEventId):  # the same request id, another request (AIP-155)
+        return ge.AlreadyExists(
+            "REQUEST_ID_REUSED",
+            "this request_id was already used for a different request; use a new request_id",
+        )
     if isinstance(exc, WrongExpectedVersion):
         return ge.Aborted(
             "CONCURRENT_MODIFICATION",

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import grpc
 
+from shared.eventstore import DuplicateEventId
 from shared.grpckit import errors as ge
 
 SERVICE = "crm.probe.v1.ProbeService"
@@ -32,6 +33,9 @@ class Probe:
 
     async def database_shutdown(self, request: bytes, context: Any) -> bytes:
         raise asyncpg.exceptions.AdminShutdownError("terminating connection")
+
+    async def reused_request_id(self, request: bytes, context: Any) -> bytes:
+        raise DuplicateEventId("event id already stored with other content")
 
     async def slow_statement(self, request: bytes, context: Any) -> bytes:
         assert self.pool is not None
@@ -60,6 +64,7 @@ class Probe:
             "Boom": self.boom,
             "DatabaseAway": self.database_away,
             "DatabaseShutdown": self.database_shutdown,
+            "ReusedRequestId": self.reused_request_id,
             "SlowStatement": self.slow_statement,
             "EchoInvalid": self.echo_invalid,
             "Hold": self.hold,

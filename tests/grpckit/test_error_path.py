@@ -95,6 +95,13 @@ async def test_a_database_that_is_away_is_unavailable_and_retryable(env: Env, me
     assert handled(method, "UNAVAILABLE") == before + 1
 
 
+async def test_a_request_id_reused_for_another_request_is_already_exists(env: Env) -> None:
+    code, status = await env.fails("ReusedRequestId")
+    assert code is grpc.StatusCode.ALREADY_EXISTS
+    info = error_info(status)
+    assert info is not None and info.reason == "REQUEST_ID_REUSED"
+
+
 async def test_a_statement_over_the_time_limit_is_deadline_exceeded(env: Env) -> None:
     code, status = await env.fails("SlowStatement")
     assert code is grpc.StatusCode.DEADLINE_EXCEEDED

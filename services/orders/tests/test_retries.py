@@ -10,13 +10,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf.message import Message
+from grpc_status import rpc_status
 
 from crm.contacts.v1 import contacts_pb2 as cpb
 from crm.orders.v1 import events_pb2 as epb
 from crm.orders.v1 import orders_pb2 as pb
 from services.orders.tests.conftest import Env
+from shared.grpckit.errors import error_info
 
 pytestmark = pytest.mark.timeout(180)
 CALLS = 50
@@ -135,3 +138,21 @@ async def test_merge_and_unmerge_contacts(env: Env) -> None:
     assert (undone.survivor.phone, undone.restored.phone) == ("", "+14155550100")
     assert (await types_in(env, f"contact-{merged}"))[2:] == ["ContactUnmerged"]
     assert (await types_in(env, f"contact-{survivor}"))[2:] == ["ContactAbsorptionReverted"]
+
+
+async def test_a_request_id_reused_for_a_different_request_is_refused(env: Env) -> None:
+    ref = pb.CustomerRef(contact_id=str(uuid.uuid4()))
+    rid = str(uuid.uuid4())
+    await env.stub.CreateCart(pb.CreateCartRequest(customer=ref, currency="EUR", request_id=rid))
+    before = await env.store.head_position()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await env.stub.CreateCart(
+            pb.CreateCartRequest(customer=ref, currency="JPY", request_id=rid)
+        )
+    assert info.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    status = rpc_status.from_call(info.value)
+    assert status is not None
+    detail = error_info(status)
+    assert detail is not None and detail.reason == "REQUEST_ID_REUSED"
+    assert detail.domain == "orders.crm"
+    assert await env.store.head_position() == before
