@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from services.contacts.adapters import keys
 from services.contacts.adapters.consent_readmodel import ConsentReadModel
-from services.contacts.application.commands import first_answer
 from services.contacts.domain import consent as domain
 from services.contacts.domain.consent import (
     ChannelConsent,
@@ -35,6 +34,7 @@ from services.contacts.domain.consent import (
     Suppress,
     Unsuppress,
 )
+from shared.application.replay import first_answer
 from shared.domain.errors import Invalid, NotFound, Precondition
 from shared.eventstore import EventStore, NewEvent, RecordedEvent, StreamState, WrongExpectedVersion
 

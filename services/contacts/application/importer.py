@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.contacts.adapters.keys import DataKeys
-from services.contacts.application.commands import ContactCommands, _events, _fold
+from services.contacts.application.commands import ContactCommands
+from services.contacts.application.contact_events import fold_contact, new_events
 from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact, ProfileInput
 from services.contacts.domain.identity import KINDS, NORMALISERS, BadIdentity, identity_stream
@@ -150,14 +151,14 @@ class ContactImporter:
             keys = await self.keys.ensure(c.contact_id for c in new)
             for c in new:
                 stream = domain.stream_of(c.contact_id)
-                events = _events(stream, c.registered, "", meta, keys[c.contact_id])
+                events = new_events(stream, c.registered, "", meta, keys[c.contact_id])
                 plan.appends.append(StreamAppend(stream, events, StreamState.NO_STREAM))
                 for kind, value in c.ids.items():
                     s = identity_stream(kind, value)
                     head = heads.get(s)  # a released identity is claimed after its last event
                     claim = [(domain.IDENTITY_CLAIMED, {"contact_id": c.contact_id, "kind": kind})]
                     expected = head.version if head else StreamState.NO_STREAM
-                    plan.appends.append(StreamAppend(s, _events(s, claim, "", meta), expected))
+                    plan.appends.append(StreamAppend(s, new_events(s, claim, "", meta), expected))
                 plan.created += 1
         return plan
 
@@ -172,7 +173,7 @@ class ContactImporter:
         keys = await self.keys.get_many(matched)
         for cid, r in matched.items():
             recorded = streams.get(domain.stream_of(cid), [])
-            state = _fold(recorded, keys.get(cid))
+            state = fold_contact(recorded, keys.get(cid))
             if state is None or state.merged_into or state.erased:
                 plan.slow.append(r)  # the command path explains (or follows the merge)
                 continue
@@ -191,7 +192,7 @@ class ContactImporter:
             stream = domain.stream_of(cid)
             plan.appends.append(
                 StreamAppend(
-                    stream, _events(stream, decided, "", meta, keys.get(cid)), state.version
+                    stream, new_events(stream, decided, "", meta, keys.get(cid)), state.version
                 )
             )
             plan.updated += 1

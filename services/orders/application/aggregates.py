@@ -1,16 +1,15 @@
 """Load, decide and append for one stream at a time, shared by carts and orders.
 
 Retries are exactly-once (AIP-155): event ids derive from the request id, so a retried call
-finds its own events in the stream and answers with the state they produced. ``first_answer``
-makes that hold for every outcome: an error (a domain error, or a lost optimistic-concurrency
-race) is returned only after checking that the same request did not already succeed, because a
-concurrent or earlier attempt is exactly what makes a retry fail (CART_CONVERTED, ORDER_PAID).
+finds its own events in the stream and answers with the state they produced; every command runs
+under ``shared.application.replay.first_answer``, so an error reaches a caller only once the
+same request is known not to have succeeded already.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -19,9 +18,9 @@ from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
 from services.orders.domain.cart import Cart
 from services.orders.domain.order import Order
-from shared.domain.errors import DomainError, NotFound, StaleEtag
+from shared.application.replay import first_answer
+from shared.domain.errors import NotFound, StaleEtag
 from shared.eventstore import (
-    DuplicateEventId,
     EventStore,
     NewEvent,
     RecordedEvent,
@@ -33,18 +32,6 @@ ATTEMPTS = 3
 S = TypeVar("S", Cart, Order)
 T = TypeVar("T")
 Event = tuple[str, dict[str, Any]]
-# What a retry of an already executed request may run into because of its own first attempt.
-REPLAY_CHECKED = (DomainError, WrongExpectedVersion, DuplicateEventId)
-
-
-async def first_answer(run: Awaitable[T], earlier: Callable[[], Awaitable[T | None]]) -> T:
-    """``run``'s result; if it fails, the earlier execution's result when there was one."""
-    try:
-        return await run
-    except REPLAY_CHECKED:
-        if (done := await earlier()) is not None:
-            return done
-        raise
 
 
 def event_id(request_id: str, stream: str, index: int) -> uuid.UUID:

@@ -17,13 +17,13 @@ from services.orders.application.aggregates import (
     Aggregates,
     Event,
     apply,
-    first_answer,
     new_events,
 )
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
 from services.orders.domain.cart import Cart
 from services.orders.domain.order import Order
+from shared.application.replay import first_answer
 from shared.domain.errors import Conflict, Invalid, NotFound
 from shared.eventstore import (
     DuplicateEventId,
