@@ -6,9 +6,16 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import settings
 
 from shared.testing.postgres import DatabaseFactory, base_dsn
 from shared.testing.suite import migrate_everything
+
+# CI explores the same examples every run (a red CI must mean a change broke something); a
+# developer's run explores new ones each time (set CI=true to reproduce CI's).
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

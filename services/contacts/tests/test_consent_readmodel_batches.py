@@ -19,8 +19,8 @@ from services.contacts.application.commands import ContactCommands
 from services.contacts.application.consent import ConsentLedgers
 from services.contacts.domain import consent as c
 from services.contacts.domain.contact import ProfileInput
-from services.contacts.tests.batches import batch_sizes, fresh_store, project_in_batches
 from shared.domain.errors import DomainError
+from shared.testing.batches import batch_sizes, fresh_store, project_in_batches
 from shared.testing.postgres import DatabaseFactory
 
 CONTACTS = 2

@@ -21,9 +21,9 @@ from services.contacts.adapters.readmodel import ContactsProjection
 from services.contacts.application.commands import ContactCommands
 from services.contacts.application.queries import ContactQueries
 from services.contacts.domain import contact as d
-from services.contacts.tests.batches import batch_sizes, fresh_store, project_in_batches
 from shared.domain.errors import DomainError
 from shared.eventstore import RecordedEvent
+from shared.testing.batches import batch_sizes, fresh_store, project_in_batches
 from shared.testing.postgres import DatabaseFactory
 
 SLOTS = 3

@@ -18,7 +18,6 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.contacts.tests.batches import batch_sizes, fresh_store, project_in_batches
 from services.orders.adapters.readmodel import (
     CartsProjection,
     OrdersProjection,
@@ -30,6 +29,7 @@ from services.orders.application.commands import CartCommands, OrderCommands, Pl
 from services.orders.domain import cart as carts
 from services.orders.domain.order import Order
 from shared.domain.errors import DomainError
+from shared.testing.batches import batch_sizes, fresh_store, project_in_batches
 from shared.testing.postgres import DatabaseFactory
 
 CONTACTS = ("00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b")
