@@ -46,10 +46,11 @@ def request_id(domain: str, value: str) -> str:
     return value
 
 
-def page_size(domain: str, value: int) -> int:
-    if value < 0 or value > MAX_PAGE:
-        raise invalid(domain, "page_size", "INVALID_PAGE_SIZE", f"must be 0..{MAX_PAGE}")
-    return value or DEFAULT_PAGE
+def page_size(domain: str, value: int, most: int = MAX_PAGE) -> int:
+    """A page size in 0..``most`` (0: the default, at most ``most``)."""
+    if value < 0 or value > most:
+        raise invalid(domain, "page_size", "INVALID_PAGE_SIZE", f"must be 0..{most}")
+    return value or min(DEFAULT_PAGE, most)
 
 
 def event_meta(request_id: str, context: grpc.aio.ServicerContext | None) -> dict[str, Any]:

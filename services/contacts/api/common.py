@@ -54,8 +54,8 @@ def request_id(value: str) -> str:
     return calls.request_id(DOMAIN, value)
 
 
-def page_size(value: int) -> int:
-    return calls.page_size(DOMAIN, value)
+def page_size(value: int, most: int = calls.MAX_PAGE) -> int:
+    return calls.page_size(DOMAIN, value, most)
 
 
 def meta(request_id: str, context: grpc.aio.ServicerContext) -> dict[str, Any]:

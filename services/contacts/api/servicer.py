@@ -93,6 +93,9 @@ def _profile(m: Any) -> ProfileInput:
     )
 
 
+MAX_DUPLICATE_PAGE = 100
+
+
 @enforced(DOMAIN, LIMITS, pb.DESCRIPTOR.services_by_name["ContactsService"])
 class ContactsServicer(pb_grpc.ContactsServiceServicer):
     """Registered before the server starts (gRPC requires it); ``bind`` gives it its
@@ -225,7 +228,10 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     async def ListDuplicateCandidates(
         self, request: pb.ListDuplicateCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDuplicateCandidatesResponse:
-        rows = await self.queries.duplicate_candidates(page_size(request.page_size))
+        # A self-join over the whole read model: a small page keeps one call cheap.
+        rows = await self.queries.duplicate_candidates(
+            page_size(request.page_size, MAX_DUPLICATE_PAGE)
+        )
         return pb.ListDuplicateCandidatesResponse(
             candidates=[
                 pb.DuplicateCandidate(contact_id=a, other_contact_id=b, reason=why)

@@ -248,3 +248,14 @@ async def test_every_event_type_decodes_as_its_published_message(env: Env) -> No
     published = {m.name for m in events_pb2.DESCRIPTOR.message_types_by_name.values()}
     helpers = {"PersonalData", "AttributeValue", "Evidence"}
     assert seen == published - helpers
+
+
+async def test_duplicate_candidate_pages_are_capped(env: Env) -> None:
+    """The query joins every contact with every other: one call may not ask for a huge page."""
+    ok = await env.stub.ListDuplicateCandidates(pb.ListDuplicateCandidatesRequest(page_size=100))
+    assert list(ok.candidates) == []
+    await expect_error(
+        env.stub.ListDuplicateCandidates(pb.ListDuplicateCandidatesRequest(page_size=101)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_PAGE_SIZE",
+    )
