@@ -1,6 +1,7 @@
 """The event store contract (docs/architecture.md §2), run against every backend.
 
-PostgreSQL always runs (embedded, or DATABASE_URL); EventStoreDB runs when EVENTSTORE_URL is set.
+PostgreSQL always runs (embedded, or DATABASE_URL), and so does the in-memory store (the fake
+that application tests use); EventStoreDB runs when EVENTSTORE_URL is set.
 Every test uses its own stream category, so the suite also works on a shared ESDB server.
 """
 
@@ -22,15 +23,24 @@ from shared.eventstore import (
     StreamState,
     WrongExpectedVersion,
 )
+from shared.eventstore.memory import InMemoryEventStore
 from shared.eventstore.postgres import PostgresEventStore
 
-BACKENDS = ["postgres", "eventstoredb"]
+BACKENDS = ["postgres", "memory", "eventstoredb"]
+
+
+def is_esdb(store: Any) -> bool:
+    """EventStoreDB cannot append to several streams atomically nor compare content on id
+    reuse (documented in esdb.py); the other backends can."""
+    return not isinstance(store, PostgresEventStore | InMemoryEventStore)
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, dsn: str) -> AsyncIterator[Any]:
     if request.param == "postgres":
         s: Any = await PostgresEventStore.connect(dsn, max_size=20)
+    elif request.param == "memory":
+        s = InMemoryEventStore()
     else:
         url = os.environ.get("EVENTSTORE_URL")
         if not url:
@@ -96,7 +106,7 @@ async def test_idempotent_by_event_id(store: Any, cat: str) -> None:
 
 
 async def test_same_id_other_content_is_rejected(store: Any, cat: str) -> None:
-    if isinstance(store, PostgresEventStore) is False:
+    if is_esdb(store):
         pytest.skip("ESDB does not compare content on id reuse")
     s = f"{cat}-1"
     e = ev(n=1)
@@ -130,8 +140,8 @@ async def test_filtered_page_reports_scanned_position(store: Any, cat: str) -> N
 
 
 async def test_multi_stream_append_is_atomic(store: Any, cat: str) -> None:
-    if not isinstance(store, PostgresEventStore):
-        pytest.skip("append_multi is only atomic on PostgreSQL (documented)")
+    if is_esdb(store):
+        pytest.skip("append_multi is not atomic on EventStoreDB (documented)")
     await store.append(f"{cat}-b", [ev()], StreamState.NO_STREAM)
     with pytest.raises(WrongExpectedVersion):
         await store.append_multi(
@@ -161,8 +171,8 @@ async def test_multi_stream_append_is_atomic(store: Any, cat: str) -> None:
 
 
 async def test_multi_stream_append_events_get_distinct_positions(store: Any, cat: str) -> None:
-    if not isinstance(store, PostgresEventStore):
-        pytest.skip("append_multi is only atomic on PostgreSQL (documented)")
+    if is_esdb(store):
+        pytest.skip("append_multi is not atomic on EventStoreDB (documented)")
     ok = await store.append_multi(
         [
             StreamAppend(f"{cat}-x", [ev(), ev()], StreamState.NO_STREAM),
