@@ -112,6 +112,7 @@ async def run_projections(
     tasks += [asyncio.create_task(supervise(w, run, stop)) for w, run in others.items()]
     everyone = [*(r.worker for r in runners), *others]
     next_lag = 0.0
+    await asyncio.sleep(0)  # let every worker start before readiness is first judged
     while not stop.is_set():
         if server is not None:
             await server.set_ready(
