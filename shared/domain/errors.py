@@ -1,4 +1,5 @@
-"""Domain errors shared by every service; shared/grpckit/errors.domain_call maps them to gRPC."""
+"""Domain errors shared by every service; the gRPC interceptor maps them to statuses
+(shared/grpckit/errors.from_domain)."""
 
 from __future__ import annotations
 

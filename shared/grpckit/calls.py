@@ -1,4 +1,5 @@
-"""Request helpers every servicer shares: argument checks, event metadata, domain-error mapping.
+"""Request helpers every servicer shares: argument checks and event metadata. (Domain errors
+need no mapping here: servicers let them through and the interceptor maps them.)
 
 Each takes the service's ErrorInfo ``domain`` (e.g. "orders.crm") so errors name their origin.
 """
@@ -6,8 +7,6 @@ Each takes the service's ErrorInfo ``domain`` (e.g. "orders.crm") so errors name
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -15,7 +14,6 @@ import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from shared.domain import errors as de
 from shared.grpckit import errors as ge
 
 MAX_REQUEST_ID = 128
@@ -64,35 +62,6 @@ def event_meta(request_id: str, context: grpc.aio.ServicerContext | None) -> dic
         "actor": md.get("x-actor", ""),
         "traceparent": md.get("traceparent", ""),
     }
-
-
-@contextmanager
-def domain_errors(domain: str) -> Iterator[None]:
-    """Translate domain errors raised in the block into rich gRPC statuses."""
-    try:
-        yield
-    except de.Invalid as e:
-        # the first few only: every violation goes into the status's trailer (16 KB at most)
-        violations = [(f, d) for f, _, d in e.violations[:MAX_VIOLATIONS]]
-        raise ge.InvalidArgument(
-            e.reason, e.message, domain=domain, violations=violations
-        ) from None
-    except de.NotFound as e:
-        raise ge.NotFound(e.reason, e.message, domain=domain, metadata=e.metadata) from None
-    except de.Conflict as e:
-        raise ge.AlreadyExists(e.reason, e.message, domain=domain, metadata=e.metadata) from None
-    except de.StaleEtag as e:
-        raise ge.Aborted(e.reason, e.message, domain=domain, metadata=e.metadata) from None
-    except de.Precondition as e:
-        raise ge.FailedPrecondition(
-            e.reason, e.message, domain=domain, metadata=e.metadata
-        ) from None
-
-
-async def domain_call(domain: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Run an application call, translating domain errors into rich gRPC statuses."""
-    with domain_errors(domain):
-        return await call()
 
 
 @overload

@@ -14,6 +14,8 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from shared.domain import errors as de
+
 MAX_MESSAGE = 512
 MAX_TEXT = 256  # a violation's description, a metadata value
 MAX_NAME = 128  # a field path, a metadata key
@@ -113,6 +115,24 @@ class DeadlineExceeded(ServiceError):
 
 class Internal(ServiceError):
     code = grpc.StatusCode.INTERNAL
+
+
+_FROM_DOMAIN: list[tuple[type[de.DomainError], type[ServiceError]]] = [
+    (de.NotFound, NotFound),
+    (de.Conflict, AlreadyExists),
+    (de.StaleEtag, Aborted),
+    (de.Precondition, FailedPrecondition),
+]
+
+
+def from_domain(e: de.DomainError) -> ServiceError:
+    """The status of a domain error (the interceptor fills in the service's ErrorInfo domain)."""
+    if isinstance(e, de.Invalid):
+        return InvalidArgument(e.reason, e.message, violations=[(f, d) for f, _, d in e.violations])
+    for domain_kind, kind in _FROM_DOMAIN:
+        if isinstance(e, domain_kind):
+            return kind(e.reason, e.message, metadata=e.metadata)
+    return FailedPrecondition(e.reason, e.message, metadata=e.metadata)
 
 
 def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:

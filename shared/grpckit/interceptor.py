@@ -1,8 +1,12 @@
 """One server interceptor for every RPC: Prometheus metrics with the standard grpc_server_* names,
-request/correlation ids in the logs, admission (a per-method limit on calls in flight), and
+request/correlation ids in the logs, a readiness gate (UNAVAILABLE / NOT_READY until the server
+is ready and again while it drains), admission (a per-method limit on calls in flight), and
 errors mapped to rich statuses — never a stack trace to the caller.
 
 The error path, for any exception a handler raises:
+- a domain error (shared/domain/errors.py) → its status: Invalid → INVALID_ARGUMENT with the
+  violations, NotFound → NOT_FOUND, Conflict → ALREADY_EXISTS, StaleEtag → ABORTED,
+  Precondition → FAILED_PRECONDITION; servicers just let them through;
 - a ServiceError → its status (the service's ErrorInfo domain filled in when it has none);
 - a request id reused for a different request → ALREADY_EXISTS (REQUEST_ID_REUSED);
 - a database that is away → UNAVAILABLE (retryable), a statement timeout → DEADLINE_EXCEEDED, a
@@ -26,6 +30,7 @@ import structlog
 from grpc_status import rpc_status
 
 from shared.db.errors import DbFault, classify
+from shared.domain.errors import DomainError
 from shared.eventstore import DuplicateEventId, WrongExpectedVersion
 from shared.grpckit import errors as ge
 from shared.metrics import GRPC_HANDLED, GRPC_HANDLING, GRPC_STARTED
@@ -43,6 +48,8 @@ def to_service_error(exc: BaseException) -> ge.ServiceError | None:
     """The status an exception stands for; None for an unexpected one (a bug: INTERNAL)."""
     if isinstance(exc, ge.ServiceError):
         return exc
+    if isinstance(exc, DomainError):
+        return ge.from_domain(exc)
     if isinstance(exc, DuplicateEventId):  # the same request id, another request (AIP-155)
         return ge.AlreadyExists(
             "REQUEST_ID_REUSED",
@@ -95,6 +102,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         # Handlers are fixed once the server runs: wrap each method once, not on every call.
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self.admission = Admission(max_in_flight_per_method, queue_seconds)
+        self.ready = False  # set by GrpcServer.set_ready: the runtime behind the servicers
 
     async def intercept_service(
         self,
@@ -152,6 +160,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.UNKNOWN  # until we know better
             admitted = False
             try:
+                if not self.ready:
+                    raise ge.Unavailable("NOT_READY", "the service is starting or stopping; retry")
                 admitted = await self.admission.enter(slots, context.time_remaining())
                 if not admitted:
                     raise ge.ResourceExhausted(

@@ -100,7 +100,7 @@ class GrpcServer:
         Transitions are logged, with ``why`` when becoming NOT_SERVING."""
         if ready == self._ready:
             return
-        self._ready = ready
+        self._ready = self.interceptor.ready = ready
         if ready:
             log.info("health.serving")
         else:
@@ -116,8 +116,9 @@ class GrpcServer:
             await self.health.set(name, status)
 
     async def stop(self) -> None:
-        """Drain: report NOT_SERVING (load balancers stop sending), let in-flight calls finish."""
-        self._ready = False
+        """Drain: report NOT_SERVING (load balancers stop sending), let in-flight calls finish;
+        calls that still arrive get UNAVAILABLE (NOT_READY) and retry elsewhere."""
+        self._ready = self.interceptor.ready = False
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.grace)
 

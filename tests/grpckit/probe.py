@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import grpc
 
+from shared.domain.errors import NotFound
 from shared.eventstore import DuplicateEventId
 from shared.grpckit import errors as ge
 
@@ -36,6 +37,9 @@ class Probe:
 
     async def reused_request_id(self, request: bytes, context: Any) -> bytes:
         raise DuplicateEventId("event id already stored with other content")
+
+    async def domain_not_found(self, request: bytes, context: Any) -> bytes:
+        raise NotFound("THING_NOT_FOUND", "no thing 42", thing_id="42")
 
     async def slow_statement(self, request: bytes, context: Any) -> bytes:
         assert self.pool is not None
@@ -65,6 +69,7 @@ class Probe:
             "DatabaseAway": self.database_away,
             "DatabaseShutdown": self.database_shutdown,
             "ReusedRequestId": self.reused_request_id,
+            "DomainNotFound": self.domain_not_found,
             "SlowStatement": self.slow_statement,
             "EchoInvalid": self.echo_invalid,
             "Hold": self.hold,

@@ -151,3 +151,29 @@ async def test_pool_connections_survive_a_cancelled_statement(env: Env, dsn: str
         assert await conn.fetchval("SELECT 1") == 1
     finally:
         await conn.close()
+
+
+async def test_calls_are_unavailable_until_the_server_is_ready() -> None:
+    probe = Probe()
+    server = GrpcServer(host="127.0.0.1", port=0, services=[(SERVICE, probe.register)])
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        env = Env(probe, channel)
+        code, status = await env.fails("Ok")
+        assert code is grpc.StatusCode.UNAVAILABLE
+        info = error_info(status)
+        assert info is not None and (info.reason, info.domain) == ("NOT_READY", "probe.crm")
+        await server.ready()
+        assert await call(channel, "Ok")(b"", timeout=30) == b"ok"
+        await server.set_ready(False)  # draining, or the runtime went away
+        code, _ = await env.fails("Ok")
+        assert code is grpc.StatusCode.UNAVAILABLE
+    await server.stop()
+
+
+async def test_domain_errors_need_no_mapping_in_the_servicer(env: Env) -> None:
+    code, status = await env.fails("DomainNotFound")
+    assert code is grpc.StatusCode.NOT_FOUND
+    info = error_info(status)
+    assert info is not None and (info.reason, info.domain) == ("THING_NOT_FOUND", "probe.crm")
+    assert info.metadata["thing_id"] == "42"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -60,7 +59,3 @@ def page_size(value: int, most: int = calls.MAX_PAGE) -> int:
 
 def meta(request_id: str, context: grpc.aio.ServicerContext) -> dict[str, Any]:
     return calls.event_meta(request_id, context)
-
-
-async def domain_call(call: Callable[[], Awaitable[T]]) -> T:
-    return await calls.domain_call(DOMAIN, call)

@@ -14,7 +14,6 @@ from crm.contacts.v1 import consent_pb2 as pb
 from crm.contacts.v1 import consent_pb2_grpc as pb_grpc
 from services.contacts.api.common import DOMAIN, LIMITS
 from services.contacts.api.common import contact_id as _contact_id
-from services.contacts.api.common import domain_call as _domain
 from services.contacts.api.common import meta as _meta
 from services.contacts.api.common import request_id as _request_id
 from services.contacts.application.consent import ConsentLedgers, Entry
@@ -174,9 +173,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
                 DOMAIN, request, "occur_time", earliest=EARLIEST_OCCUR_TIME
             ),
         )
-        r = await _domain(
-            lambda: self.ledgers.record(cid, cmd, request_id=rid, meta=_meta(rid, context))
-        )
+        r = await self.ledgers.record(cid, cmd, request_id=rid, meta=_meta(rid, context))
         out = pb.RecordConsentResponse(
             contact_id=cid,
             consent=channel_to_pb(r.consent, r.now),
@@ -191,13 +188,11 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         self, request: pb.ConfirmConsentRequest, context: grpc.aio.ServicerContext
     ) -> pb.ConfirmConsentResponse:
         rid = _request_id(request.request_id)
-        cid, ch, now = await _domain(
-            lambda: self.ledgers.confirm(
-                request.token,
-                _evidence(request.evidence),
-                request_id=rid,
-                meta=_meta(rid, context),
-            )
+        cid, ch, now = await self.ledgers.confirm(
+            request.token,
+            _evidence(request.evidence),
+            request_id=rid,
+            meta=_meta(rid, context),
         )
         return pb.ConfirmConsentResponse(contact_id=cid, consent=channel_to_pb(ch, now))
 
@@ -207,22 +202,19 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         cid = _contact_id(request.contact_id)
         at = calls.timestamp_arg(DOMAIN, request, "as_of_time")
         if at is None:
-            channels, now = await _domain(lambda: self.ledgers.current(cid))
+            channels, now = await self.ledgers.current(cid)
             return pb.GetConsentResponse(contact_id=cid, channels=_all_channels(channels, now))
         as_of = at
-        channels = await _domain(lambda: self.ledgers.as_of(cid, as_of))
+        channels = await self.ledgers.as_of(cid, as_of)
         return pb.GetConsentResponse(contact_id=cid, channels=_all_channels(channels, as_of))
 
     async def GetConsentHistory(
         self, request: pb.GetConsentHistoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetConsentHistoryResponse:
         cid = _contact_id(request.contact_id)
-        with calls.domain_errors(DOMAIN):
-            after = _unseal(request.page_token)
-        entries, token = await _domain(
-            lambda: self.ledgers.history(
-                cid, _in(CHANNELS, request.channel), request.page_size, after
-            )
+        after = _unseal(request.page_token)
+        entries, token = await self.ledgers.history(
+            cid, _in(CHANNELS, request.channel), request.page_size, after
         )
         return pb.GetConsentHistoryResponse(
             entries=[entry_to_pb(e) for e in entries], next_page_token=_seal(token)
@@ -236,8 +228,8 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         cmd = domain.Suppress(
             _in(CHANNELS, request.channel), _in(REASONS, request.reason), request.note
         )
-        ch, changed, now = await _domain(
-            lambda: self.ledgers.suppress(cid, cmd, request_id=rid, meta=_meta(rid, context))
+        ch, changed, now = await self.ledgers.suppress(
+            cid, cmd, request_id=rid, meta=_meta(rid, context)
         )
         return pb.SuppressChannelResponse(
             contact_id=cid, consent=channel_to_pb(ch, now), changed=changed
@@ -249,8 +241,8 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         cid = _contact_id(request.contact_id)
         rid = _request_id(request.request_id)
         cmd = domain.Unsuppress(_in(CHANNELS, request.channel), request.note)
-        ch, changed, now = await _domain(
-            lambda: self.ledgers.unsuppress(cid, cmd, request_id=rid, meta=_meta(rid, context))
+        ch, changed, now = await self.ledgers.unsuppress(
+            cid, cmd, request_id=rid, meta=_meta(rid, context)
         )
         return pb.UnsuppressChannelResponse(
             contact_id=cid, consent=channel_to_pb(ch, now), changed=changed

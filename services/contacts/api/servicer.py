@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -13,9 +13,8 @@ from google.protobuf import json_format
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
 from services.contacts.adapters.keys import ERASED, SEALED, unseal
-from services.contacts.api.common import DOMAIN, LIMITS, MAX_IMPORT_BATCH, T, page_size
+from services.contacts.api.common import DOMAIN, LIMITS, MAX_IMPORT_BATCH, page_size
 from services.contacts.api.common import contact_id as _contact_id
-from services.contacts.api.common import domain_call as _domain
 from services.contacts.api.common import meta as _meta
 from services.contacts.api.common import request_id as _request_id
 from services.contacts.application.commands import ContactCommands
@@ -130,10 +129,8 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self, request: pb.RegisterContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterContactResponse:
         rid = _request_id(request.request_id)
-        contact = await _domain(
-            lambda: self.commands.register(
-                _profile(request), request_id=rid, meta=_meta(rid, context)
-            )
+        contact = await self.commands.register(
+            _profile(request), request_id=rid, meta=_meta(rid, context)
         )
         return pb.RegisterContactResponse(contact=to_pb(contact))
 
@@ -161,15 +158,13 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     ) -> pb.UpdateContactResponse:
         cid = _contact_id(request.contact.contact_id, "contact.contact_id")
         rid = _request_id(request.request_id)
-        contact = await _domain(
-            lambda: self.commands.update(
-                cid,
-                list(request.update_mask.paths),
-                _profile(request.contact),
-                etag=request.etag,
-                request_id=rid,
-                meta=_meta(rid, context),
-            )
+        contact = await self.commands.update(
+            cid,
+            list(request.update_mask.paths),
+            _profile(request.contact),
+            etag=request.etag,
+            request_id=rid,
+            meta=_meta(rid, context),
         )
         return pb.UpdateContactResponse(contact=to_pb(contact))
 
@@ -184,11 +179,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
             phone=_normalised("phone", request.phone),
             external_id=_normalised("external_id", request.external_id),
         )
-        after = (
-            await _domain(_async(lambda: decode_token(request.page_token, f)))
-            if request.page_token
-            else None
-        )
+        after = decode_token(request.page_token, f) if request.page_token else None
         rows = await self.queries.list(f, size + 1, after)
         token = encode_token(rows[size - 1].contact_id, f) if len(rows) > size else ""
         return pb.ListContactsResponse(
@@ -245,8 +236,8 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         survivor = _contact_id(request.survivor_id, "survivor_id")
         merged = _contact_id(request.merged_id, "merged_id")
         rid = _request_id(request.request_id)
-        contact = await _domain(
-            lambda: self.commands.merge(survivor, merged, request_id=rid, meta=_meta(rid, context))
+        contact = await self.commands.merge(
+            survivor, merged, request_id=rid, meta=_meta(rid, context)
         )
         return pb.MergeContactsResponse(survivor=to_pb(contact))
 
@@ -255,8 +246,8 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     ) -> pb.UnmergeContactsResponse:
         merged = _contact_id(request.merged_id, "merged_id")
         rid = _request_id(request.request_id)
-        survivor, restored = await _domain(
-            lambda: self.commands.unmerge(merged, request_id=rid, meta=_meta(rid, context))
+        survivor, restored = await self.commands.unmerge(
+            merged, request_id=rid, meta=_meta(rid, context)
         )
         return pb.UnmergeContactsResponse(survivor=to_pb(survivor), restored=to_pb(restored))
 
@@ -298,14 +289,12 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self, request: pb.ArchiveContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.ArchiveContactResponse:
         cid, rid = _contact_id(request.contact_id), _request_id(request.request_id)
-        contact = await _domain(
-            lambda: self.commands.change(
-                cid,
-                lambda s: decide_archive(s, request.reason),
-                etag=request.etag,
-                request_id=rid,
-                meta=_meta(rid, context),
-            )
+        contact = await self.commands.change(
+            cid,
+            lambda s: decide_archive(s, request.reason),
+            etag=request.etag,
+            request_id=rid,
+            meta=_meta(rid, context),
         )
         return pb.ArchiveContactResponse(contact=to_pb(contact))
 
@@ -313,10 +302,8 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self, request: pb.RestoreContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.RestoreContactResponse:
         cid, rid = _contact_id(request.contact_id), _request_id(request.request_id)
-        contact = await _domain(
-            lambda: self.commands.change(
-                cid, decide_restore, etag=request.etag, request_id=rid, meta=_meta(rid, context)
-            )
+        contact = await self.commands.change(
+            cid, decide_restore, etag=request.etag, request_id=rid, meta=_meta(rid, context)
         )
         return pb.RestoreContactResponse(contact=to_pb(contact))
 
@@ -324,10 +311,8 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self, request: pb.EraseContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.EraseContactResponse:
         cid, rid = _contact_id(request.contact_id), _request_id(request.request_id)
-        contact = await _domain(
-            lambda: self.commands.erase(
-                cid, request.reason, request_id=rid, meta=_meta(rid, context)
-            )
+        contact = await self.commands.erase(
+            cid, request.reason, request_id=rid, meta=_meta(rid, context)
         )
         return pb.EraseContactResponse(contact=to_pb(contact))
 
@@ -392,8 +377,7 @@ def _encode_version_token(version: int, contact_id: str) -> str:
 
 
 def _version_token(token: str, contact_id: str) -> int:
-    with calls.domain_errors(DOMAIN):
-        version = paging.decode_token(token, f"events|{contact_id}")
+    version = paging.decode_token(token, f"events|{contact_id}")
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise calls.invalid(DOMAIN, "page_token", "INVALID_PAGE_TOKEN", "not a page token")
     return version
@@ -411,10 +395,3 @@ def _normalised(kind: str, value: str) -> str:
             domain=DOMAIN,
             violations=[(kind, str(exc))],
         ) from None
-
-
-def _async(fn: Callable[[], T]) -> Callable[[], Awaitable[T]]:
-    async def run() -> T:
-        return fn()
-
-    return run

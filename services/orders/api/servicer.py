@@ -137,10 +137,6 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self.carts, self.orders, self.queries, self.directory = carts, orders, queries, directory
 
     @staticmethod
-    async def _call(call: Callable[[], Awaitable[T]]) -> T:
-        return await calls.domain_call(DOMAIN, call)
-
-    @staticmethod
     def _id(value: str, field: str, reason: str) -> str:
         if not value:
             raise calls.invalid(DOMAIN, field, reason, "required")
@@ -163,7 +159,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             )
         if kind == "contact_id":
             return self._id(ref.contact_id, "customer.contact_id", "INVALID_CONTACT_ID")
-        return await self._call(lambda: self.directory.resolve(kind, getattr(ref, kind)))
+        return await self.directory.resolve(kind, getattr(ref, kind))
 
     # Carts ---------------------------------------------------------------------------------
 
@@ -171,13 +167,10 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.CreateCartRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateCartResponse:
         kw = self._kw(request.request_id, context)
-        with calls.domain_errors(DOMAIN):
-            money.currency(request.currency)  # before a guest contact may be registered
+        money.currency(request.currency)  # before a guest contact may be registered
         contact_id = await self.customer(request.customer)
-        cart = await self._call(
-            lambda: self.carts.create(
-                contact_id, request.currency, request_id=kw["request_id"], meta=kw["meta"]
-            )
+        cart = await self.carts.create(
+            contact_id, request.currency, request_id=kw["request_id"], meta=kw["meta"]
         )
         return pb.CreateCartResponse(cart=cart_pb(cart))
 
@@ -185,16 +178,14 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.GetCartRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCartResponse:
         cart_id = self._id(request.cart_id, "cart_id", "INVALID_CART_ID")
-        return pb.GetCartResponse(
-            cart=cart_pb(await self._call(lambda: self.carts.agg.get(CART, cart_id)))
-        )
+        return pb.GetCartResponse(cart=cart_pb(await self.carts.agg.get(CART, cart_id)))
 
     async def AddCartItem(
         self, request: pb.AddCartItemRequest, context: grpc.aio.ServicerContext
     ) -> pb.AddCartItemResponse:
         cart_id = self._id(request.cart_id, "cart_id", "INVALID_CART_ID")
         kw = self._kw(request.request_id, context, request.etag)
-        cart = await self._call(lambda: self.carts.add(cart_id, item_in(request.item), **kw))
+        cart = await self.carts.add(cart_id, item_in(request.item), **kw)
         return pb.AddCartItemResponse(cart=cart_pb(cart))
 
     async def ChangeCartItem(
@@ -202,7 +193,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     ) -> pb.ChangeCartItemResponse:
         cart_id = self._id(request.cart_id, "cart_id", "INVALID_CART_ID")
         kw = self._kw(request.request_id, context, request.etag)
-        cart = await self._call(lambda: self.carts.change(cart_id, item_in(request.item), **kw))
+        cart = await self.carts.change(cart_id, item_in(request.item), **kw)
         return pb.ChangeCartItemResponse(cart=cart_pb(cart))
 
     async def RemoveCartItem(
@@ -210,7 +201,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     ) -> pb.RemoveCartItemResponse:
         cart_id = self._id(request.cart_id, "cart_id", "INVALID_CART_ID")
         kw = self._kw(request.request_id, context, request.etag)
-        cart = await self._call(lambda: self.carts.remove(cart_id, request.sku, **kw))
+        cart = await self.carts.remove(cart_id, request.sku, **kw)
         return pb.RemoveCartItemResponse(cart=cart_pb(cart))
 
     async def StartCheckout(
@@ -218,9 +209,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     ) -> pb.StartCheckoutResponse:
         cart_id = self._id(request.cart_id, "cart_id", "INVALID_CART_ID")
         kw = self._kw(request.request_id, context)
-        return pb.StartCheckoutResponse(
-            cart=cart_pb(await self._call(lambda: self.carts.checkout(cart_id, **kw)))
-        )
+        return pb.StartCheckoutResponse(cart=cart_pb(await self.carts.checkout(cart_id, **kw)))
 
     # Orders --------------------------------------------------------------------------------
 
@@ -259,10 +248,8 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             cmd = replace(cmd, contact_id=await self.customer(request.customer))
         else:  # resolved (maybe a guest registered) only once the order validated
             customer = partial(self.customer, request.customer)
-        order = await self._call(
-            lambda: self.orders.place(
-                cmd, customer=customer, request_id=kw["request_id"], meta=kw["meta"]
-            )
+        order = await self.orders.place(
+            cmd, customer=customer, request_id=kw["request_id"], meta=kw["meta"]
         )
         return pb.PlaceOrderResponse(order=order_pb(order))
 
@@ -270,13 +257,11 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetOrderResponse:
         order_id = self._id(request.order_id, "order_id", "INVALID_ORDER_ID")
-        return pb.GetOrderResponse(
-            order=order_pb(await self._call(lambda: self.orders.agg.get(ORDER, order_id)))
-        )
+        return pb.GetOrderResponse(order=order_pb(await self.orders.agg.get(ORDER, order_id)))
 
     async def _order(self, order_id: str, run: Callable[[str], Awaitable[Order]]) -> pb.Order:
         oid = self._id(order_id, "order_id", "INVALID_ORDER_ID")
-        return order_pb(await self._call(lambda: run(oid)))
+        return order_pb(await run(oid))
 
     async def PayOrder(
         self, request: pb.PayOrderRequest, context: grpc.aio.ServicerContext
@@ -351,9 +336,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             state = pb.OrderState.Name(request.state).removeprefix("ORDER_STATE_")
             assert state in STATES, state
         size = calls.page_size(DOMAIN, request.page_size)
-        page, token = await self._call(
-            lambda: self.queries.list_orders(contact_id, state, size, request.page_token)
-        )
+        page, token = await self.queries.list_orders(contact_id, state, size, request.page_token)
         return pb.ListOrdersResponse(orders=[order_pb(o) for o in page], next_page_token=token)
 
     async def GetCustomerMetrics(
