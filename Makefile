@@ -53,7 +53,7 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 run: protos
-	$(BIN)/python -m shared.devrun
+	$(BIN)/python -m services.run
 
 bench: protos
 	$(BIN)/python -m bench

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from hypothesis import settings
 
+from services.registry import SERVICES
 from shared.testing.postgres import DatabaseFactory, base_dsn
 from shared.testing.suite import migrate_everything
 
@@ -21,7 +22,7 @@ if os.environ.get("CI"):
 @pytest.fixture(scope="session")
 async def databases() -> AsyncIterator[DatabaseFactory]:
     dsn, server = base_dsn()
-    factory = DatabaseFactory(dsn, migrate_everything)
+    factory = DatabaseFactory(dsn, lambda d: migrate_everything(d, SERVICES))
     await factory.setup()
     yield factory
     await factory.drop_all()

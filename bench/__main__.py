@@ -17,6 +17,7 @@ import uvloop
 
 from bench import db, grpc_load, importer, orders, projection, report, store
 from bench.common import SCALE, Metric, log
+from services.registry import SERVICES
 from shared.db import connect_pool
 from shared.eventstore.postgres import PostgresEventStore
 from shared.testing.postgres import with_database
@@ -65,7 +66,7 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
     info: dict[str, Any] = {"database": name, "postgres": server_version}
     try:
         log(f"database {name} (PostgreSQL {server_version}), BENCH_SCALE={SCALE}")
-        await migrate_everything(dsn)
+        await migrate_everything(dsn, SERVICES)
         es = await PostgresEventStore.connect(dsn, min_size=POOL, max_size=POOL)
         raw = await connect_pool(dsn, min_size=POOL, max_size=POOL)
         try:

@@ -1,4 +1,5 @@
-"""The `crm` command for operators and auditors. Each service mounts its own sub-commands."""
+"""The `crm` command for operators and auditors. Each registered service mounts its own
+sub-commands (its spec's ``cli``) as `crm <service> …`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from services.contacts.cli import app as contacts_app
+from services.registry import SERVICES
 
 app = typer.Typer(help="CRM suite operations.", no_args_is_help=True)
-app.add_typer(contacts_app, name="contacts")
+for spec in SERVICES:
+    if spec.cli is not None:
+        app.add_typer(spec.cli, name=spec.name)
 events = typer.Typer(help="The event log: verify its hash chains.", no_args_is_help=True)
 app.add_typer(events, name="events")
 console = Console(stderr=True)

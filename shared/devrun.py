@@ -1,7 +1,8 @@
 """`make run`: start the suite on this machine and stop all of it on Ctrl-C.
 
-Starts the embedded PostgreSQL unless DATABASE_URL is set, then every service in both roles as
-child processes, waits until each reports SERVING, and prints the addresses.
+Starts the embedded PostgreSQL unless DATABASE_URL is set, then every role of every service the
+caller passes (services/run.py passes the registry) as child processes, waits until each
+reports SERVING, and prints the addresses.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -21,25 +22,9 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from shared.db import embedded
+from shared.service import ServiceSpec
 
 console = Console()
-
-
-CONTACTS_GRPC_PORT = 50051
-WEBHOOK_PORT = 8080
-# Development only: signs test webhooks (X-Shopify-Hmac-Sha256). Set SHOPIFY_WEBHOOK_SECRET to
-# use another; the table then does not print it.
-DEV_SHOPIFY_WEBHOOK_SECRET = "dev-shopify-webhook-secret"  # noqa: S105
-SHOPIFY_WEBHOOK_SECRET = os.environ.get("SHOPIFY_WEBHOOK_SECRET") or DEV_SHOPIFY_WEBHOOK_SECRET
-_SHOWN_SECRET = (
-    DEV_SHOPIFY_WEBHOOK_SECRET
-    if SHOPIFY_WEBHOOK_SECRET == DEV_SHOPIFY_WEBHOOK_SECRET
-    else "$SHOPIFY_WEBHOOK_SECRET"
-)
-# The shop domain(s) whose webhooks are taken (X-Shopify-Shop-Domain); SHOPIFY_SHOP_DOMAINS
-# (comma-separated) overrides it.
-DEV_SHOPIFY_SHOP_DOMAIN = "dev-shop.myshopify.com"
-SHOPIFY_SHOP_DOMAINS = os.environ.get("SHOPIFY_SHOP_DOMAINS") or DEV_SHOPIFY_SHOP_DOMAIN
 
 
 @dataclass(frozen=True)
@@ -52,27 +37,13 @@ class Role:
     http: str = ""  # other endpoints, printed in the table
 
 
-ROLES = [
-    Role("contacts", "serve", CONTACTS_GRPC_PORT, 9464),
-    Role("contacts", "project", 50151, 9465),
-    Role(
-        "orders",
-        "serve",
-        50052,
-        9466,
-        env={
-            "CONTACTS_TARGET": f"127.0.0.1:{CONTACTS_GRPC_PORT}",
-            "WEBHOOK_PORT": str(WEBHOOK_PORT),
-            "SHOPIFY_WEBHOOK_SECRET": SHOPIFY_WEBHOOK_SECRET,
-            "SHOPIFY_SHOP_DOMAINS": SHOPIFY_SHOP_DOMAINS,
-        },
-        http=(
-            f"POST http://127.0.0.1:{WEBHOOK_PORT}/webhooks/shopify\nsecret: {_SHOWN_SECRET}"
-            f"\nshop: {SHOPIFY_SHOP_DOMAINS}"
-        ),
-    ),
-    Role("orders", "project", 50152, 9467),
-]
+def roles_of(services: Sequence[ServiceSpec]) -> list[Role]:
+    """Every role of every service, as its spec says make run starts it."""
+    return [
+        Role(spec.name, role, dev.grpc_port, dev.metrics_port, dev.env, dev.http)
+        for spec in services
+        for role, dev in spec.dev.items()
+    ]
 
 
 def _healthy(port: int) -> bool:
@@ -84,7 +55,8 @@ def _healthy(port: int) -> bool:
     return bool(r.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def main() -> int:
+def main(services: Sequence[ServiceSpec]) -> int:
+    roles = roles_of(services)
     server = None
     dsn = os.environ.get("DATABASE_URL")
     if not dsn:
@@ -100,7 +72,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        for r in ROLES:
+        for r in roles:
             env = {
                 **os.environ,
                 "DATABASE_URL": dsn,
@@ -113,7 +85,7 @@ def main() -> int:
                 subprocess.Popen([sys.executable, "-m", f"services.{r.service}", r.role], env=env)
             )
         deadline = time.monotonic() + 120
-        pending = list(ROLES)
+        pending = list(roles)
         while pending and not stopping:
             if any(c.poll() is not None for c in children):
                 console.print("[red]a service exited during start-up; see its log above[/red]")
@@ -126,7 +98,7 @@ def main() -> int:
         table = Table(title="CRM suite is running (Ctrl-C stops everything)")
         for col in ("service", "role", "gRPC", "metrics", "HTTP"):
             table.add_column(col, no_wrap=True)
-        for r in ROLES:
+        for r in roles:
             table.add_row(
                 r.service,
                 r.role,
@@ -158,7 +130,3 @@ def main() -> int:
         if server is not None:
             embedded.stop(server)
             console.print("embedded PostgreSQL stopped")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

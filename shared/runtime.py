@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import structlog
@@ -24,6 +24,7 @@ from shared.projections.lag import update_lag
 from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner, ensure_schema
 from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
+from shared.service import ServiceSpec
 from shared.settings import Settings
 from shared.supervision import Worker, sleep_unless_stopped, supervise
 
@@ -129,23 +130,17 @@ async def run_projections(
     await asyncio.gather(*tasks)
 
 
-S = TypeVar("S", bound=Settings)
-Role = Callable[[S, asyncio.Event], Awaitable[None]]
-
-
-def main(
-    argv: Sequence[str], service: str, settings: Callable[[], S], serve: Role[S], project: Role[S]
-) -> None:
-    """``python -m services.<service> serve|project``: settings from the environment, logging,
-    uvloop, and the role run until SIGTERM/SIGINT."""
+def main(argv: Sequence[str], spec: ServiceSpec) -> None:
+    """``python -m services.<name> <role>``: settings from the environment, logging, uvloop,
+    and the role run until SIGTERM/SIGINT."""
     role = argv[1] if len(argv) > 1 else ""
-    if role not in ("serve", "project"):
-        raise SystemExit(f"usage: python -m services.{service} serve|project")
-    config = settings()
-    if role == "project":  # long batches and rebuilds are normal here; the supervisor handles
-        # a database that hangs, and the lag metric shows it
+    if role not in spec.roles:
+        raise SystemExit(f"usage: python -m services.{spec.name} {'|'.join(spec.roles)}")
+    config = spec.settings()
+    if role != "serve":  # long batches and rebuilds are normal off the API path; the
+        # supervisor handles a database that hangs, and the lag metric shows it
         config = config.model_copy(update={"db_statement_timeout_seconds": 0.0})
     configure(config.log_level, config.log_format)
-    entry = serve if role == "serve" else project
+    entry = spec.roles[role]
     uvloop.install()
     asyncio.run(run_until_signalled(lambda stop: entry(config, stop)))

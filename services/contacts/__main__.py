@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from services.contacts import app
+from services.contacts.spec import SPEC
 from shared import runtime
-from shared.settings import Settings
-
-
-def main(argv: list[str]) -> None:
-    runtime.main(argv, "contacts", Settings, app.serve, app.project)
-
 
 if __name__ == "__main__":
-    main(sys.argv)
+    runtime.main(sys.argv, SPEC)

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from services.orders import app
+from services.orders.spec import SPEC
 from shared import runtime
 
-
-def main(argv: list[str]) -> None:
-    runtime.main(argv, "orders", app.OrdersSettings, app.serve, app.project)
-
-
 if __name__ == "__main__":
-    main(sys.argv)
+    runtime.main(sys.argv, SPEC)

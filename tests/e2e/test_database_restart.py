@@ -24,6 +24,7 @@ from services.contacts.adapters.consent_readmodel import ConsentProjection
 from services.contacts.adapters.readmodel import ContactsProjection
 from services.orders.adapters.readmodel import CartsProjection, OrdersProjection
 from services.orders.domain import cart as carts
+from services.registry import SERVICES
 from shared.db import embedded
 from shared.eventstore.postgres import PostgresEventStore
 from shared.projections.model import Projection
@@ -54,7 +55,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Any]]:
 @pytest.fixture
 async def suite(server: tuple[str, Any]) -> AsyncIterator[list[Proc]]:
     dsn, _ = server
-    await migrate_everything(dsn)
+    await migrate_everything(dsn, SERVICES)
     fast = {"LOG_LEVEL": "ERROR", "DB_POOL_SIZE": "6"}
     contacts = Proc("serve", dsn, "contacts", **fast)
     procs = [

@@ -1,0 +1,42 @@
+"""A service declares itself once, in ``services/<name>/spec.py``: its name, settings, roles,
+what it migrates, its read models, how `make run` starts it and its `crm` sub-commands.
+``services/registry.py`` lists the services; `make run`, the test database template, the `crm`
+CLI, the benchmarks and the deploy tests follow that list, so adding a service is its folder,
+its deploy files and one registry line (README: "Adding a service")."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.projections.model import Projection
+from shared.settings import Settings
+
+# A role's entry point: run until ``stop`` is set (SIGTERM/SIGINT), with the role's settings.
+Role = Callable[[Any, asyncio.Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class DevRole:
+    """How `make run` starts one role on a developer's machine."""
+
+    grpc_port: int
+    metrics_port: int
+    env: Mapping[str, str] = field(default_factory=dict)  # role-specific settings
+    http: str = ""  # other endpoints, printed in the table
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # the package under services/, the ErrorInfo domain "<name>.crm"
+    settings: type[Settings]
+    roles: Mapping[str, Role]  # "serve", "project", and any other (e.g. a delivery worker)
+    # (component, directory) of SQL migrations the service owns, besides its read models
+    migrations: Sequence[tuple[str, Path]] = ()
+    # the read models (and reactors) whose schemas a fresh database gets
+    projections: Callable[[], Sequence[Projection]] = tuple
+    dev: Mapping[str, DevRole] = field(default_factory=dict)  # role -> make run
+    cli: Any = None  # a typer.Typer mounted as `crm <name> …`, or None
