@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from google.protobuf.descriptor import (
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 
 Samples = Mapping[str, Sequence[str]]  # field name -> plausible values (ids that exist, …)
@@ -297,3 +298,33 @@ def check_answer(
         "in the canvas"
     )
     return str(info.reason)
+
+
+# Hypothesis settings for the request fuzz tests: a real server behind each example.
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
+
+
+async def assert_answers_as_documented(
+    stub: Any,
+    method: MethodDescriptor,
+    request: Any,
+    event_count: Callable[[], Awaitable[int]],
+    canvas: Canvas,
+    domain: str,
+) -> None:
+    """Call ``method``: OK, or a documented error that appended nothing."""
+    before = await event_count()
+    error = await invoke(stub, method, request)
+    event(check_answer(error, method.name, canvas, domain) or "OK")
+    if error is not None:
+        assert await event_count() == before, f"{method.name} failed but appended events"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from google.protobuf.descriptor import MethodDescriptor
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from crm.contacts.v1 import consent_pb2, contacts_pb2
@@ -25,17 +25,7 @@ DOMAIN = "contacts.crm"
 CANVAS = fuzz.Canvas.parse(Path(__file__).parents[1] / "README.md")
 CONTACTS = fuzz.methods(contacts_pb2.DESCRIPTOR.services_by_name["ContactsService"])
 CONSENT = fuzz.methods(consent_pb2.DESCRIPTOR.services_by_name["ConsentService"])
-FUZZ = settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.filter_too_much,
-    ],
-)
+FUZZ = fuzz.SETTINGS
 IDENTITIES = {
     "email": ["ada@example.com", "grace@example.com", "not-an-email"],
     "phone": ["+14155550123", "555"],
@@ -49,11 +39,7 @@ IDENTITIES = {
 
 
 async def _check(stub: Any, method: MethodDescriptor, request: Any, count: Any) -> None:
-    before = await count()
-    error = await fuzz.invoke(stub, method, request)
-    event(fuzz.check_answer(error, method.name, CANVAS, DOMAIN) or "OK")
-    if error is not None:
-        assert await count() == before, f"{method.name} failed but appended events"
+    await fuzz.assert_answers_as_documented(stub, method, request, count, CANVAS, DOMAIN)
 
 
 @pytest.fixture

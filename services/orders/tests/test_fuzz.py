@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from google.protobuf.descriptor import MethodDescriptor
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from crm.orders.v1 import events_pb2 as epb
@@ -60,24 +60,12 @@ async def samples(env: Env) -> fuzz.Samples:
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
-@settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.filter_too_much,
-    ],
-)
+@fuzz.SETTINGS
 @given(data=st.data())
 async def test_every_rpc_answers_as_its_canvas_documents(
     env: Env, samples: fuzz.Samples, method: MethodDescriptor, data: st.DataObject
 ) -> None:
     request = data.draw(fuzz.requests(method, samples), label="request")
-    before = await env.event_count()
-    error = await fuzz.invoke(env.stub, method, request)
-    event(fuzz.check_answer(error, method.name, CANVAS, DOMAIN) or "OK")
-    if error is not None:
-        assert await env.event_count() == before, f"{method.name} failed but appended events"
+    await fuzz.assert_answers_as_documented(
+        env.stub, method, request, env.event_count, CANVAS, DOMAIN
+    )
