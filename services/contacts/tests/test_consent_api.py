@@ -27,9 +27,10 @@ from services.contacts.domain import consent as domain
 from shared.db import migrate
 from shared.eventstore import NewEvent, StreamState
 from shared.eventstore.postgres import PostgresEventStore
-from shared.grpckit.errors import error_info, field_violations
+from shared.grpckit.errors import error_info
 from shared.grpckit.server import GrpcServer
 from shared.projections.runner import ProjectionRunner, ensure_schema
+from shared.testing import rpc
 from shared.testing.events import read_everything
 
 EMAIL, SMS, PUSH = pb.CHANNEL_EMAIL, pb.CHANNEL_SMS, pb.CHANNEL_PUSH
@@ -145,17 +146,7 @@ async def env(dsn: str) -> AsyncIterator[Env]:
 
 
 async def expect_error(call: Any, code: grpc.StatusCode, reason: str) -> list[str]:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    err = info.value
-    assert err.code() == code, err.details()
-    status = rpc_status.from_call(err)
-    assert status is not None
-    detail = error_info(status)
-    assert detail is not None and detail.domain == "contacts.crm"
-    assert detail.reason == reason, (detail.reason, err.details())
-    assert "Traceback" not in (err.details() or "")
-    return field_violations(status)
+    return await rpc.expect_error(call, code, reason, "contacts.crm")
 
 
 async def test_record_get_repeat_and_history(env: Env) -> None:
@@ -638,10 +629,7 @@ async def test_every_appended_event_decodes_as_its_published_message(env: Env) -
     page_events = await read_everything(env.store, categories=["consent"])
     assert {e.type for e in page_events} == set(domain.TYPES)
     for e in page_events:
-        package, _, name = e.type.rpartition(".")
-        assert package == "crm.contacts.v1", e.type
-        message = getattr(events_pb2, name)()
-        json_format.ParseDict(e.data, message)  # raises on unknown fields or wrong types
+        message: Any = rpc.published_message(e, events_pb2)
         assert message.contact_id == cid
         assert e.metadata["schema"] == 1 and "correlation_id" in e.metadata
         if "personal" in e.data:  # the sealed blob holds a PersonalData with the evidence

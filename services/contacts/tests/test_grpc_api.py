@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import json_format
 from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -23,10 +23,11 @@ from services.contacts.application.commands import ContactCommands
 from services.contacts.application.importer import ContactImporter
 from services.contacts.application.queries import ContactQueries
 from shared.eventstore.postgres import PostgresEventStore
-from shared.grpckit.errors import error_info, field_violations
+from shared.grpckit.errors import error_info
 from shared.grpckit.server import LIVENESS, GrpcServer
 from shared.metrics import GRPC_HANDLED
 from shared.projections.runner import ProjectionRunner
+from shared.testing import rpc
 from shared.testing.events import read_everything
 
 SERVICE = "crm.contacts.v1.ContactsService"
@@ -75,17 +76,8 @@ async def env(dsn: str) -> AsyncIterator[Env]:
     await store.close()
 
 
-async def expect_error(call: object, code: grpc.StatusCode, reason: str) -> list[str]:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call  # type: ignore[misc]
-    err = info.value
-    assert err.code() == code, err.details()
-    status = rpc_status.from_call(err)
-    assert status is not None
-    detail = error_info(status)
-    assert detail is not None and detail.reason == reason and detail.domain == "contacts.crm"
-    assert "Traceback" not in (err.details() or "")
-    return field_violations(status)
+async def expect_error(call: Any, code: grpc.StatusCode, reason: str) -> list[str]:
+    return await rpc.expect_error(call, code, reason, "contacts.crm")
 
 
 async def register(env: Env, **kw: object) -> pb.Contact:
@@ -364,10 +356,7 @@ async def test_every_appended_event_decodes_as_its_published_message(env: Env) -
     page_events = await read_everything(env.store)
     assert len(page_events) >= 5
     for e in page_events:
-        package, _, name = e.type.rpartition(".")
-        assert package == "crm.contacts.v1", e.type
-        message = getattr(events_pb2, name)()
-        json_format.ParseDict(e.data, message)  # raises on unknown fields or wrong types
+        rpc.published_message(e, events_pb2)
         assert e.metadata["schema"] == 1 and "correlation_id" in e.metadata
 
 

@@ -18,24 +18,15 @@ from crm.orders.v1 import events_pb2 as epb
 from crm.orders.v1 import orders_pb2 as pb
 from services.orders.tests.conftest import Env
 from shared.grpckit.errors import error_info, field_violations
+from shared.testing import rpc
 
 pytestmark = pytest.mark.timeout(120)
 
 S = pb.OrderState
 
 
-async def expect_error(call: Awaitable[object], code: grpc.StatusCode, reason: str) -> list[str]:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    err = info.value
-    assert err.code() == code, err.details()
-    status = rpc_status.from_call(err)
-    assert status is not None
-    detail = error_info(status)
-    assert detail is not None and detail.reason == reason, (detail, err.details())
-    assert detail.domain == "orders.crm"
-    assert "Traceback" not in (err.details() or "")
-    return field_violations(status)
+async def expect_error(call: Any, code: grpc.StatusCode, reason: str) -> list[str]:
+    return await rpc.expect_error(call, code, reason, "orders.crm")
 
 
 def item(
