@@ -661,7 +661,7 @@ def test_dockerfile_runtime_stage() -> None:
     for keyword, rest in instructions:
         if keyword == "FROM":
             image = re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], rest.split()[0])
-            assert image == "python:3.11-slim-bookworm"
+            assert image == "python:3.13-slim-bookworm"  # the newest Python we support
     runtime = stages()[-1]
     users = [rest for kw, rest in runtime if kw == "USER"]
     assert users, "the runtime stage must set USER"

@@ -50,7 +50,10 @@ from shared.eventstore.model import (
 )
 from shared.eventstore.port import Direction
 
-esdb = pytest.importorskip("eventstoredb", reason="eventstoredb 0.9 needs setuptools<81")
+esdb = pytest.importorskip(
+    "eventstoredb",
+    reason="eventstoredb 0.9 is not installed (it needs Python < 3.13, setuptools < 81)",
+)
 esdb_events = pytest.importorskip("eventstoredb.events")
 esdb_filters = pytest.importorskip("eventstoredb.filters")
 esdb_options = pytest.importorskip("eventstoredb.options")
