@@ -20,7 +20,6 @@ from services.contacts.application.consent import ConsentLedgers
 from services.contacts.application.importer import ContactImporter
 from services.contacts.application.queries import ContactQueries
 from shared import runtime
-from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.server import GrpcServer, Limits, unless_stopped
 from shared.metrics import serve_metrics
 from shared.runtime import Runtime
@@ -58,11 +57,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         return
     keys = DataKeys(rt.pool)
     commands = ContactCommands(rt.store, keys)
-    importer = (
-        ContactImporter(rt.store, keys, commands)
-        if isinstance(rt.store, PostgresEventStore)
-        else None
-    )
+    importer = ContactImporter(rt.store, keys, commands)
     servicer.bind(commands, ContactQueries(rt.pool), importer)
     consent.bind(ConsentLedgers(rt.store, rt.pool))
     await server.ready()

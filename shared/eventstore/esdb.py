@@ -53,6 +53,7 @@ from shared.eventstore.model import (
     category_of,
 )
 from shared.eventstore.port import Direction
+from shared.eventstore.without_transactions import WithoutTransactions
 
 _ATTEMPTS = 3  # ANY/EXISTS appends re-read the tail and retry this often when a writer races them
 _WINDOW = 8  # events past the batch size searched at the tail for a retried ANY/EXISTS batch
@@ -300,7 +301,7 @@ def _transient(exc: BaseException) -> bool:
 # --- the store ---------------------------------------------------------------------------------
 
 
-class EventStoreDBStore:
+class EventStoreDBStore(WithoutTransactions):
     def __init__(self, client: Any) -> None:
         self._client = client
         self._last_stamp = _EPOCH

@@ -32,13 +32,14 @@ from shared.eventstore.model import (
     category_of,
 )
 from shared.eventstore.port import Direction
+from shared.eventstore.without_transactions import WithoutTransactions
 
 
 def _text(value: object) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
-class InMemoryEventStore:
+class InMemoryEventStore(WithoutTransactions):
     def __init__(self) -> None:
         self._log: list[RecordedEvent] = []  # position order; position = index + 1
         self._streams: dict[str, list[RecordedEvent]] = {}

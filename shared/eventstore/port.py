@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from shared.eventstore.model import (
     AppendResult,
@@ -24,7 +25,31 @@ class Direction(enum.Enum):
     BACKWARDS = "backwards"
 
 
+class UnitOfWork(Protocol):
+    """Appends and other writes that commit together (see ``EventStore.transaction``)."""
+
+    # The PostgreSQL connection of the transaction, for writes of one's own (keys, rows);
+    # None on a backend without transactions, where such writes go through their own pool.
+    connection: Any
+
+    async def append_multi(self, appends: list[StreamAppend]) -> list[AppendResult]: ...
+
+
 class EventStore(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A unit of work: on PostgreSQL its appends and the writes made through its
+        ``connection`` commit in one transaction, and subscribers are woken after the commit;
+        on other backends each append commits by itself, in call order."""
+        ...
+
+    async def read_streams(self, streams: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        """Several whole streams at once (bulk work: imports)."""
+        ...
+
+    async def read_heads(self, streams: Sequence[str]) -> dict[str, RecordedEvent]:
+        """The last event of each stream that has one."""
+        ...
+
     async def append(
         self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
     ) -> AppendResult:

@@ -247,6 +247,14 @@ class PostgresEventStore:
         self.committed(max(r.position for r in results))
         return results
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_PostgresUnitOfWork]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            uow = _PostgresUnitOfWork(self, conn)
+            yield uow
+        if uow.position is not None:
+            self.committed(uow.position)
+
     async def append_batch_on(
         self, conn: asyncpg.Connection, appends: Sequence[StreamAppend]
     ) -> list[AppendResult]:
@@ -620,3 +628,14 @@ class PostgresEventStore:
                 await self._listener.close()
         self._listener = None
         await self._pool.close()
+
+
+class _PostgresUnitOfWork:
+    def __init__(self, store: PostgresEventStore, conn: asyncpg.Connection) -> None:
+        self.store, self.connection = store, conn
+        self.position: int | None = None  # the last appended, to announce after the commit
+
+    async def append_multi(self, appends: list[StreamAppend]) -> list[AppendResult]:
+        results = await self.store.append_batch_on(self.connection, appends)
+        self.position = max([self.position or 0, *(r.position for r in results)])
+        return results

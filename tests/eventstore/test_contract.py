@@ -268,3 +268,30 @@ async def _read_everything(store: Any, **filters: Any) -> list[Any]:
         if not page.events and page.last_position == after:
             return out
         after = page.last_position
+
+
+async def test_unit_of_work_commits_its_appends(store: Any, cat: str) -> None:
+    async with store.transaction() as uow:
+        await uow.append_multi([StreamAppend(f"{cat}-u", [ev(n=1)], StreamState.NO_STREAM)])
+        await uow.append_multi([StreamAppend(f"{cat}-u", [ev(n=2)], 0)])
+    assert [e.data["n"] for e in await store.read_stream(f"{cat}-u")] == [1, 2]
+    if uow.connection is None:
+        return  # no transactions on this backend: each append committed by itself
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as uow:
+            await uow.append_multi([StreamAppend(f"{cat}-v", [ev()], StreamState.NO_STREAM)])
+            await uow.connection.execute("SELECT 1")  # other writes share the transaction
+            raise RuntimeError("abandoned before the commit")
+    assert await store.read_stream(f"{cat}-v") == []
+
+
+async def test_read_streams_and_heads(store: Any, cat: str) -> None:
+    await store.append(f"{cat}-a", [ev(n=1), ev(n=2)], StreamState.NO_STREAM)
+    await store.append(f"{cat}-b", [ev(n=3)], StreamState.NO_STREAM)
+    streams = await store.read_streams([f"{cat}-a", f"{cat}-b", f"{cat}-none"])
+    assert {s: [e.data["n"] for e in es] for s, es in streams.items()} == {
+        f"{cat}-a": [1, 2],
+        f"{cat}-b": [3],
+    }
+    heads = await store.read_heads([f"{cat}-a", f"{cat}-b", f"{cat}-none"])
+    assert {s: e.version for s, e in heads.items()} == {f"{cat}-a": 1, f"{cat}-b": 0}

@@ -100,10 +100,10 @@ class DataKeys:
     async def get(self, contact_id: str) -> bytes | None:
         return (await self.get_many([contact_id])).get(contact_id)
 
-    async def destroy(self, contact_id: str, conn: asyncpg.Connection) -> None:
+    async def destroy(self, contact_id: str, conn: asyncpg.Connection | None = None) -> None:
         # The old row version keeps the key bytes until VACUUM reclaims it (and base backups
         # keep them for their retention); see the service canvas.
-        await conn.execute(
+        await (conn or self.pool).execute(
             """UPDATE contacts_keys.data_keys SET key = NULL, destroyed_at = now()
                WHERE contact_id = $1 AND key IS NOT NULL""",
             contact_id,

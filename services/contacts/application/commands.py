@@ -31,7 +31,6 @@ from shared.eventstore import (
     StreamAppend,
     StreamState,
 )
-from shared.eventstore.postgres import PostgresEventStore
 
 
 class ContactCommands:
@@ -125,21 +124,12 @@ class ContactCommands:
         """The data key and the events in one transaction where the store allows: one commit,
         and no key without its contact."""
         stream = domain.stream_of(contact_id)
-        store = self.store
-        if isinstance(store, PostgresEventStore):
-            async with store.pool.acquire() as conn, conn.transaction():
-                key = (await self.keys.ensure([contact_id], conn))[contact_id]
-                events = new_events(stream, decided, request_id, meta, key)
-                results = await store.append_batch_on(
-                    conn, [StreamAppend(stream, events, StreamState.NO_STREAM), *claims]
-                )
-            store.committed(max(r.position for r in results))
-            return results
-        key = (await self.keys.ensure([contact_id]))[contact_id]
-        events = new_events(stream, decided, request_id, meta, key)
-        return await store.append_multi(
-            [StreamAppend(stream, events, StreamState.NO_STREAM), *claims]
-        )
+        async with self.store.transaction() as uow:
+            key = (await self.keys.ensure([contact_id], uow.connection))[contact_id]
+            events = new_events(stream, decided, request_id, meta, key)
+            return await uow.append_multi(
+                [StreamAppend(stream, events, StreamState.NO_STREAM), *claims]
+            )
 
     async def update(
         self,
@@ -315,18 +305,11 @@ class ContactCommands:
         then: Callable[[str, Any], Awaitable[None]],
         contact_id: str,
     ) -> list[AppendResult]:
-        store = self.store
-        if isinstance(store, PostgresEventStore):
-            async with store.pool.acquire() as conn, conn.transaction():
-                results = await store.append_batch_on(conn, appends)
-                await then(contact_id, conn)
-            store.committed(max(r.position for r in results))
-            return results
-        # Another event store backend: the key lives in PostgreSQL; destroy it after the append
+        # One transaction on PostgreSQL. Elsewhere the key is destroyed right after the append
         # (an interrupted erasure is completed by calling EraseContact again).
-        results = await store.append_multi(appends)
-        async with self.keys.pool.acquire() as conn:
-            await then(contact_id, conn)
+        async with self.store.transaction() as uow:
+            results = await uow.append_multi(appends)
+            await then(contact_id, uow.connection)
         return results
 
     async def for_command(

@@ -21,8 +21,13 @@ from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact, ProfileInput
 from services.contacts.domain.identity import KINDS, NORMALISERS, BadIdentity, identity_stream
 from shared.domain.errors import DomainError, Invalid
-from shared.eventstore import DuplicateEventId, StreamAppend, StreamState, WrongExpectedVersion
-from shared.eventstore.postgres import PostgresEventStore
+from shared.eventstore import (
+    DuplicateEventId,
+    EventStore,
+    StreamAppend,
+    StreamState,
+    WrongExpectedVersion,
+)
 
 MAX_ERRORS = 1000  # errors reported in detail; the count covers all
 
@@ -78,9 +83,7 @@ class _Plan:
 
 
 class ContactImporter:
-    def __init__(
-        self, store: PostgresEventStore, keys: DataKeys, commands: ContactCommands
-    ) -> None:
+    def __init__(self, store: EventStore, keys: DataKeys, commands: ContactCommands) -> None:
         self.store, self.keys, self.commands = store, keys, commands
 
     async def import_batch(
@@ -90,9 +93,8 @@ class ContactImporter:
         plan = await self._plan(rows, report, meta)
         if plan.appends:
             try:
-                async with self.store.pool.acquire() as conn, conn.transaction():
-                    results = await self.store.append_batch_on(conn, plan.appends)
-                self.store.committed(max(r.position for r in results))
+                async with self.store.transaction() as uow:
+                    await uow.append_multi(plan.appends)
             except (WrongExpectedVersion, DuplicateEventId):
                 # Someone wrote to one of these streams meanwhile: redo the batch row by row.
                 plan = _Plan(slow=list(rows))
