@@ -122,8 +122,8 @@ async def run_projections(
             )
         if time.monotonic() >= next_lag:
             next_lag = time.monotonic() + LAG_EVERY
-            try:
-                await update_lag(rt.pool, rt.store, projections)
+            try:  # bounded: a hanging database must not hold readiness back
+                await asyncio.wait_for(update_lag(rt.pool, rt.store, projections), LAG_EVERY)
             except Exception as exc:  # the database is away: the workers' own logs say more
                 log.warning("projection.lag_unmeasured", error=f"{type(exc).__name__}: {exc}")
         await sleep_unless_stopped(stop, READY_EVERY)
