@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, overload
 
 import grpc
 import structlog
@@ -18,9 +18,7 @@ from shared.grpckit import errors as ge
 
 MAX_REQUEST_ID = 128
 MAX_PAGE = 1000
-MAX_VIOLATIONS = 10  # field violations listed in one error
 DEFAULT_PAGE = 100
-T = TypeVar("T")
 
 
 def invalid(domain: str, field: str, reason: str, message: str) -> ge.InvalidArgument:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
@@ -13,7 +13,6 @@ from shared.grpckit import errors as ge
 from shared.grpckit.limits import Limits
 
 DOMAIN = "contacts.crm"
-T = TypeVar("T")
 MAX_IMPORT_BATCH = 1000  # rows per ImportContacts message
 # Checked before anything else in every RPC of both services (see the canvas's Limits section).
 # Other strings: identifiers (*_id) 128, etag 32, page_token 1024, anything else 4096 (the

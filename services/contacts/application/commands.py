@@ -157,22 +157,9 @@ class ContactCommands:
     ) -> Contact:
         stream = domain.stream_of(contact_id)
         for attempt in range(ATTEMPTS):
-            recorded, key = await self.history(contact_id)
-            state = fold_contact(recorded, key)
-            if state is None:
-                raise NotFound(
-                    "CONTACT_NOT_FOUND", f"no contact {contact_id}", contact_id=contact_id
-                )
-            if request_id:
-                done = [e for e in recorded if e.event_id == event_id(request_id, stream, 0)]
-                if done:
-                    return fold_contact([e for e in recorded if e.version <= done[0].version], key)  # type: ignore[return-value]
-            if etag and etag != str(state.version):
-                raise StaleEtag(
-                    "ETAG_MISMATCH",
-                    f"etag {etag!r} is stale; the contact is at {state.version}",
-                    current_etag=str(state.version),
-                )
+            state, key, done = await self.for_command(contact_id, etag, request_id)
+            if done is not None:
+                return done
             decided = domain.decide_update(state, paths, profile)
             if not decided:
                 return state

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
@@ -30,7 +30,6 @@ from shared.grpckit.limits import Limits, enforced
 
 DOMAIN = "orders.crm"
 SERVICE = "crm.orders.v1.OrdersService"
-T = TypeVar("T")
 # Checked before anything else in every RPC (see the canvas's Limits section). Other strings:
 # identifiers (*_id) 128, etag 32, page_token 1024, anything else 4096; lists 1000 items.
 LIMITS = Limits(
