@@ -44,6 +44,25 @@ class Runtime:
         await self.pool.close()  # already closed by a PostgreSQL store: a no-op then
 
 
+async def migrate_database(
+    conn: asyncpg.Connection,
+    migrations: Sequence[tuple[str, Path]],
+    projections: Sequence[Projection],
+    *,
+    store: bool = True,
+) -> None:
+    """In dependency order: the event store (``store``: when it lives in this database), the
+    projection bookkeeping, the (component, directory) ``migrations`` services own, and the
+    projections' read-model schemas."""
+    if store:
+        await migrate(conn, "eventstore", STORE_MIGRATIONS)
+    await migrate(conn, "projections", PROJECTION_MIGRATIONS)
+    for component, directory in migrations:
+        await migrate(conn, component, directory)
+    for projection in projections:
+        await ensure_schema(conn, projection, projection.schema)
+
+
 async def connect(
     settings: Settings,
     *,
@@ -63,13 +82,9 @@ async def connect(
         statement_timeout=settings.db_statement_timeout_seconds,
     )
     async with pool.acquire() as conn:
-        if settings.eventstore_backend == "postgres":
-            await migrate(conn, "eventstore", STORE_MIGRATIONS)
-        await migrate(conn, "projections", PROJECTION_MIGRATIONS)
-        for component, directory in migrations:
-            await migrate(conn, component, directory)
-        for projection in projections:
-            await ensure_schema(conn, projection, projection.schema)
+        await migrate_database(
+            conn, migrations, projections, store=settings.eventstore_backend == "postgres"
+        )
     store: Any
     if settings.eventstore_backend == "eventstoredb":
         from shared.eventstore.esdb import EventStoreDBStore

@@ -8,8 +8,23 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from shared.eventstore.model import DirectUnitOfWork, RecordedEvent
+from shared.eventstore.model import AppendResult, RecordedEvent, StreamAppend
 from shared.eventstore.port import Direction
+
+
+class DirectUnitOfWork:
+    """The unit of work of a backend without transactions of its own (EventStoreDB, in-memory):
+    each append is atomic by itself and there is no connection for other writes, so writes
+    happen in the order they are made."""
+
+    connection: Any = None
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    async def append_multi(self, appends: list[StreamAppend]) -> list[AppendResult]:
+        results: list[AppendResult] = await self._store.append_multi(appends)
+        return results
 
 
 class WithoutTransactions:
