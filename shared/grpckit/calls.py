@@ -6,14 +6,18 @@ Each takes the service's ErrorInfo ``domain`` (e.g. "orders.crm") so errors name
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from shared.application.commands import FINGERPRINT
 from shared.grpckit import errors as ge
 
 MAX_REQUEST_ID = 128
@@ -49,17 +53,29 @@ def page_size(domain: str, value: int, most: int = MAX_PAGE) -> int:
     return value or min(DEFAULT_PAGE, most)
 
 
+# The fingerprint of the request being served (set by the interceptor when it has a request id):
+# a request id reused by a different request is told from a retry by it.
+request_fingerprint: ContextVar[str] = ContextVar("request_fingerprint", default="")
+
+
+def fingerprint(request: Message) -> str:
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()[:32]
+
+
 def event_meta(request_id: str, context: grpc.aio.ServicerContext | None) -> dict[str, Any]:
     """The metadata every event of this call carries."""
     md = dict((context.invocation_metadata() or ()) if context is not None else ())
     bound = structlog.contextvars.get_contextvars()
-    return {
+    meta = {
         "schema": 1,
         "request_id": request_id,
         "correlation_id": bound.get("correlation_id", ""),
         "actor": md.get("x-actor", ""),
         "traceparent": md.get("traceparent", ""),
     }
+    if request_id and (fp := request_fingerprint.get()):
+        meta[FINGERPRINT] = fp
+    return meta
 
 
 @overload

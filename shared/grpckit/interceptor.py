@@ -32,6 +32,7 @@ from grpc_status import rpc_status
 from shared.db.errors import DbFault, classify
 from shared.domain.errors import DomainError
 from shared.eventstore import DuplicateEventId, WrongExpectedVersion
+from shared.grpckit import calls
 from shared.grpckit import errors as ge
 from shared.metrics import GRPC_HANDLED, GRPC_HANDLING, GRPC_STARTED
 
@@ -157,6 +158,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 request_id=_request_id(request, md),
                 correlation_id=md.get("x-correlation-id") or str(uuid.uuid4()),
             )
+            if getattr(request, "request_id", ""):
+                calls.request_fingerprint.set(calls.fingerprint(request))
             code = grpc.StatusCode.UNKNOWN  # until we know better
             admitted = False
             try:

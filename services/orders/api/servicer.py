@@ -177,7 +177,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.GetCartRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCartResponse:
         cart_id = self._id(request.cart_id, "cart_id", "INVALID_CART_ID")
-        return pb.GetCartResponse(cart=cart_pb(await self.carts.agg.get(CART, cart_id)))
+        return pb.GetCartResponse(cart=cart_pb(await self.carts.runner.get(CART, cart_id)))
 
     async def AddCartItem(
         self, request: pb.AddCartItemRequest, context: grpc.aio.ServicerContext
@@ -256,7 +256,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetOrderResponse:
         order_id = self._id(request.order_id, "order_id", "INVALID_ORDER_ID")
-        return pb.GetOrderResponse(order=order_pb(await self.orders.agg.get(ORDER, order_id)))
+        return pb.GetOrderResponse(order=order_pb(await self.orders.runner.get(ORDER, order_id)))
 
     async def _order(self, order_id: str, run: Callable[[str], Awaitable[Order]]) -> pb.Order:
         oid = self._id(order_id, "order_id", "INVALID_ORDER_ID")

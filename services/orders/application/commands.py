@@ -1,5 +1,5 @@
-"""Command handlers for carts and orders: load the stream, decide, append with the version read
-(``Aggregates``), every command answering a retry with its first result (``first_answer``)."""
+"""Command handlers for carts and orders: decide functions run by the shared command runner
+(load the stream, decide, append at the version read, answer a retry with its first result)."""
 
 from __future__ import annotations
 
@@ -9,68 +9,50 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.orders.application.aggregates import (
-    ATTEMPTS,
-    CART,
-    NS,
-    ORDER,
-    Aggregates,
-    Event,
-    apply,
-    new_events,
-)
+from services.orders.application.aggregates import CART, NS, ORDER
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
 from services.orders.domain.cart import Cart
 from services.orders.domain.order import Order
-from shared.application.replay import first_answer
-from shared.domain.errors import Conflict, Invalid, NotFound
-from shared.eventstore import (
-    DuplicateEventId,
-    EventStore,
-    StreamAppend,
-    StreamState,
-    WrongExpectedVersion,
-)
+from shared.application.commands import CommandRunner, Event, new_id
+from shared.domain.errors import Invalid
+from shared.eventstore import EventStore, StreamAppend
 
-__all__ = ["CART", "ORDER", "Aggregates", "CartCommands", "OrderCommands", "PlaceOrder"]
+__all__ = ["CART", "ORDER", "CartCommands", "OrderCommands", "PlaceOrder"]
 
 
 class CartCommands:
-    def __init__(self, store: EventStore, aggregates: Aggregates | None = None) -> None:
-        self.store = store
-        self.agg = aggregates or Aggregates(store)
+    def __init__(self, store: EventStore) -> None:
+        self.runner = CommandRunner(store)
 
     async def create(
         self, contact_id: str, currency: str, *, request_id: str = "", meta: Mapping[str, Any] = {}
     ) -> Cart:
-        cart_id = str(uuid.uuid5(NS, f"cart\n{request_id}") if request_id else uuid.uuid4())
-        stream = carts.stream_of(cart_id)
+        cart_id = new_id(NS, "cart", request_id)
         decided = carts.decide_create(cart_id, contact_id, currency, datetime.now(UTC))
-        result = await self.store.append(
-            stream, new_events(stream, decided, request_id, meta), StreamState.NO_STREAM
-        )
-        if result.idempotent:
-            return await self.agg.get(CART, cart_id)
-        return apply(CART, None, decided, result.recorded_at, result.version)
+
+        async def plan(_attempt: int) -> tuple[list[Event], list[StreamAppend]]:
+            return decided, []
+
+        return await self.runner.create(CART, cart_id, plan, request_id=request_id, meta=meta)
 
     async def add(self, cart_id: str, item: Mapping[str, Any], **kw: Any) -> Cart:
-        return await self.agg.execute(
+        return await self.runner.execute(
             CART, cart_id, lambda c: carts.decide_add(c, cart_id, item), **kw
         )
 
     async def change(self, cart_id: str, item: Mapping[str, Any], **kw: Any) -> Cart:
-        return await self.agg.execute(
+        return await self.runner.execute(
             CART, cart_id, lambda c: carts.decide_change(c, cart_id, item), **kw
         )
 
     async def remove(self, cart_id: str, sku: str, **kw: Any) -> Cart:
-        return await self.agg.execute(
+        return await self.runner.execute(
             CART, cart_id, lambda c: carts.decide_remove(c, cart_id, sku), **kw
         )
 
     async def checkout(self, cart_id: str, **kw: Any) -> Cart:
-        return await self.agg.execute(
+        return await self.runner.execute(
             CART, cart_id, lambda c: carts.decide_checkout(c, cart_id), **kw
         )
 
@@ -78,7 +60,7 @@ class CartCommands:
         """Append CartAbandoned if the cart's own stream says it is due; at most once, however
         many timers race (replicas, a restart mid-way). True if this call wrote it. A cart that
         moved under us is left to the next poll."""
-        wrote = await self.agg.append_once(
+        wrote = await self.runner.append_once(
             CART,
             cart_id,
             lambda c: carts.decide_abandon(c, now, after),
@@ -104,14 +86,11 @@ class PlaceOrder:
 
 
 class OrderCommands:
-    def __init__(self, store: EventStore, aggregates: Aggregates | None = None) -> None:
-        self.store = store
-        self.agg = aggregates or Aggregates(store)
+    def __init__(self, store: EventStore) -> None:
+        self.runner = CommandRunner(store)
 
     def order_id_for(self, given: str, request_id: str) -> str:
-        if given:
-            return given
-        return str(uuid.uuid5(NS, f"order\n{request_id}") if request_id else uuid.uuid4())
+        return given or new_id(NS, "order", request_id)
 
     async def place(
         self,
@@ -122,46 +101,20 @@ class OrderCommands:
         meta: Mapping[str, Any] = {},
     ) -> Order:
         """Optimistic: append first (the order stream must not exist); only a failure reads the
-        order stream, to answer a retry with its first result (``first_answer``: also when the
-        failure is CART_CONVERTED by that first attempt) or to report ORDER_EXISTS.
+        order stream, to answer a retry with its first result or to report ORDER_EXISTS. From a
+        cart, the cart's conversion is appended in the same atomic write.
 
         ``customer`` resolves the contact when the order names it by identity; it is called
         only once the order itself validated, so bad input never leaves a guest contact."""
         order_id = self.order_id_for(cmd.order_id, request_id)
-        return await first_answer(
-            self._place(cmd, order_id, customer, request_id, meta),
-            lambda: self._earlier(order_id, request_id),
-        )
-
-    async def _place(
-        self,
-        cmd: PlaceOrder,
-        order_id: str,
-        customer: Callable[[], Awaitable[str]] | None,
-        request_id: str,
-        meta: Mapping[str, Any],
-    ) -> Order:
         if customer is not None:
             self._decide(cmd, str(uuid.UUID(int=0)), datetime.now(UTC))
             cmd = replace(cmd, contact_id=await customer())
-        for attempt in range(ATTEMPTS):
-            appends, decided = await self._plan(cmd, order_id, request_id, meta)
-            try:
-                if len(appends) == 1:  # the common case: the single-stream fast path
-                    a = appends[0]
-                    results = [await self.store.append(a.stream, a.events, a.expected_version)]
-                else:
-                    results = await self.store.append_multi(appends)
-            except (WrongExpectedVersion, DuplicateEventId):
-                if await self.store.stream_version(orders.stream_of(order_id)) >= 0:
-                    raise _order_exists(order_id) from None  # unless it is our own: first_answer
-                if attempt == ATTEMPTS - 1:
-                    raise
-                continue  # a cart moved under us: decide again
-            if results[0].idempotent:
-                return await self.agg.get(ORDER, order_id)
-            return apply(ORDER, None, decided, results[0].recorded_at, results[0].version)
-        raise AssertionError("unreachable")
+
+        async def plan(_attempt: int) -> tuple[list[Event], list[StreamAppend]]:
+            return await self._plan(cmd, order_id, request_id, meta)
+
+        return await self.runner.create(ORDER, order_id, plan, request_id=request_id, meta=meta)
 
     @staticmethod
     def _decide(cmd: PlaceOrder, order_id: str, placed_at: datetime) -> list[Event]:
@@ -178,52 +131,37 @@ class OrderCommands:
             source="cart" if cmd.cart_id else cmd.source,
         )
 
-    async def _earlier(self, order_id: str, request_id: str) -> Order | None:
-        stream = orders.stream_of(order_id)
-        if not request_id:
-            return None
-        return Aggregates.replayed(ORDER, await self.store.read_stream(stream), stream, request_id)
-
     async def _plan(
         self, cmd: PlaceOrder, order_id: str, request_id: str, meta: Mapping[str, Any]
-    ) -> tuple[list[StreamAppend], list[Event]]:
-        cart_append: StreamAppend | None = None
-        if cmd.cart_id:
-            cart = await self.agg.load(CART, cmd.cart_id)
-            if cart is None:
-                raise NotFound("CART_NOT_FOUND", f"no cart {cmd.cart_id}", id=cmd.cart_id)
-            if cmd.currency and cmd.currency.strip().upper() != cart.currency:
-                raise Invalid(
-                    [
-                        (
-                            "currency",
-                            "MIXED_CURRENCIES",
-                            f"{cmd.currency} differs from the cart's {cart.currency}",
-                        )
-                    ]
-                )
-            # The cart's checks come first (an empty cart is CART_EMPTY, not EMPTY_ORDER).
-            converted = carts.decide_convert(cart, cmd.cart_id, order_id)
-            cart_stream = carts.stream_of(cart.cart_id)
-            cart_append = StreamAppend(
-                cart_stream, new_events(cart_stream, converted, request_id, meta), cart.version
+    ) -> tuple[list[Event], list[StreamAppend]]:
+        """The order's events and, from a cart, the cart's conversion (decided from the cart's
+        stream as it is now: a conflict decides again)."""
+        if not cmd.cart_id:
+            return self._decide(cmd, order_id, datetime.now(UTC)), []
+        cart = await self.runner.get(CART, cmd.cart_id)
+        if cmd.currency and cmd.currency.strip().upper() != cart.currency:
+            raise Invalid(
+                [
+                    (
+                        "currency",
+                        "MIXED_CURRENCIES",
+                        f"{cmd.currency} differs from the cart's {cart.currency}",
+                    )
+                ]
             )
-            cmd = replace(
-                cmd, contact_id=cart.contact_id, currency=cart.currency, items=list(cart.items)
-            )
-        decided = self._decide(cmd, order_id, datetime.now(UTC))
-        stream = orders.stream_of(order_id)
-        appends = [
-            StreamAppend(
-                stream, new_events(stream, decided, request_id, meta), StreamState.NO_STREAM
-            )
-        ]
-        if cart_append is not None:
-            appends.append(cart_append)
-        return appends, decided
+        # The cart's checks come first (an empty cart is CART_EMPTY, not EMPTY_ORDER).
+        converted = carts.decide_convert(cart, cmd.cart_id, order_id)
+        stream = carts.stream_of(cart.cart_id)
+        conversion = StreamAppend(
+            stream, CART.events(stream, converted, request_id, meta), cart.version
+        )
+        cmd = replace(
+            cmd, contact_id=cart.contact_id, currency=cart.currency, items=list(cart.items)
+        )
+        return self._decide(cmd, order_id, datetime.now(UTC)), [conversion]
 
     async def pay(self, order_id: str, amount: int, payment_ref: str, **kw: Any) -> Order:
-        return await self.agg.execute(
+        return await self.runner.execute(
             ORDER, order_id, lambda o: orders.decide_pay(o, amount, payment_ref), **kw
         )
 
@@ -236,7 +174,7 @@ class OrderCommands:
         tracking_url: str,
         **kw: Any,
     ) -> Order:
-        return await self.agg.execute(
+        return await self.runner.execute(
             ORDER,
             order_id,
             lambda o: orders.decide_ship(o, shipment_id, carrier, tracking_number, tracking_url),
@@ -244,10 +182,10 @@ class OrderCommands:
         )
 
     async def deliver(self, order_id: str, **kw: Any) -> Order:
-        return await self.agg.execute(ORDER, order_id, orders.decide_deliver, **kw)
+        return await self.runner.execute(ORDER, order_id, orders.decide_deliver, **kw)
 
     async def cancel(self, order_id: str, reason: str, **kw: Any) -> Order:
-        return await self.agg.execute(
+        return await self.runner.execute(
             ORDER, order_id, lambda o: orders.decide_cancel(o, reason), **kw
         )
 
@@ -260,13 +198,9 @@ class OrderCommands:
         refund_id: str,
         **kw: Any,
     ) -> Order:
-        return await self.agg.execute(
+        return await self.runner.execute(
             ORDER,
             order_id,
             lambda o: orders.decide_refund(o, amount, lines, reason, refund_id),
             **kw,
         )
-
-
-def _order_exists(order_id: str) -> Exception:
-    return Conflict("ORDER_EXISTS", f"order {order_id} already exists", order_id=order_id)

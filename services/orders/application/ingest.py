@@ -141,7 +141,7 @@ class Ingestor:
 
     def __init__(self, orders: OrderCommands, directory: ContactDirectory) -> None:
         self.orders, self.directory = orders, directory
-        self.store = orders.store
+        self.store = orders.runner.store
 
     async def run(self, commands: Sequence[Command], meta: Mapping[str, Any]) -> Outcome:
         last: Order | None = None
@@ -153,7 +153,7 @@ class Ingestor:
             except Precondition as e:
                 if isinstance(c, Place) or not waits(e):
                     raise
-                last = await self.orders.agg.get(ORDER, c.order_id)
+                last = await self.orders.runner.get(ORDER, c.order_id)
                 if already_done(last, c):
                     already += 1
                     continue
@@ -181,7 +181,7 @@ class Ingestor:
                     last = await self._one(c, meta)
                     result = "applied"
                 except Precondition as e:
-                    last = await self.orders.agg.get(ORDER, order_id)
+                    last = await self.orders.runner.get(ORDER, order_id)
                     if waits(e) and not already_done(last, c):
                         continue  # still waiting
                     result = "already_applied" if already_done(last, c) else f"refused:{e.reason}"

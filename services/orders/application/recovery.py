@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from services.orders.application.commands import CART, Aggregates
+from services.orders.application.aggregates import CART
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
+from shared.application.commands import CommandRunner
 from shared.eventstore import EventStore, RecordedEvent
 from shared.projections.model import ApplyContext
 
@@ -37,7 +38,7 @@ class RecoveryReactor:
         self, store: EventStore, window: timedelta, carts_schema: str = "carts_rm"
     ) -> None:
         self.store, self.window, self.carts_schema = store, window, carts_schema
-        self.agg = Aggregates(store)
+        self.runner = CommandRunner(store)
 
     async def apply(
         self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], ctx: ApplyContext
@@ -65,7 +66,7 @@ class RecoveryReactor:
                     )
 
     async def _recover(self, cart_id: str, order: dict[str, str]) -> bool:
-        wrote = await self.agg.append_once(
+        wrote = await self.runner.append_once(
             CART,
             cart_id,
             lambda c: carts.decide_recover(c, order["order_id"]),

@@ -13,6 +13,7 @@ import pytest
 from services.orders.application.commands import CartCommands, OrderCommands, PlaceOrder
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
+from shared.application.commands import FINGERPRINT
 from shared.domain.errors import Invalid, Precondition
 from shared.eventstore import DuplicateEventId
 from shared.eventstore.memory import InMemoryEventStore
@@ -116,6 +117,16 @@ async def test_the_lifecycle_refuses_illegal_steps_and_writes_nothing(
 
 
 async def test_a_request_id_reused_for_another_cart_is_refused(store: InMemoryEventStore) -> None:
-    await CartCommands(store).create(str(uuid.uuid4()), "EUR", request_id="c1")
+    """The request's fingerprint (set from the gRPC request) tells a reuse from a retry."""
+    contact = str(uuid.uuid4())
+    first = await CartCommands(store).create(
+        contact, "EUR", request_id="c1", meta={FINGERPRINT: "eur"}
+    )
     with pytest.raises(DuplicateEventId):
-        await CartCommands(store).create(str(uuid.uuid4()), "JPY", request_id="c1")
+        await CartCommands(store).create(contact, "JPY", request_id="c1", meta={FINGERPRINT: "jpy"})
+    # A retry of the first request gets the first cart, though it was decided at another time.
+    again = await CartCommands(store).create(
+        contact, "EUR", request_id="c1", meta={FINGERPRINT: "eur"}
+    )
+    assert again == first
+    assert len(await store.read_stream(f"cart-{first.cart_id}")) == 1

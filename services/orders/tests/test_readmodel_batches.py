@@ -102,7 +102,7 @@ async def _cart_step(
         await orders.place(PlaceOrder("", "", [], cart_id=cid))
     elif op == "recover":
         oid = "00000000-0000-4000-8000-0000000000f0"
-        await orders.agg.execute(CART, cid, lambda c: carts.decide_recover(c, oid))
+        await orders.runner.execute(CART, cid, lambda c: carts.decide_recover(c, oid))
 
 
 def _expected_metrics(folded: Sequence[Order]) -> dict[tuple[str, str], tuple[Any, ...]]:
@@ -138,7 +138,7 @@ async def test_orders_rows_and_metrics_equal_the_fold_whatever_the_batches(
         cmds, ids = OrderCommands(store), list[str]()
         await _run(plan, lambda *a: _order_step(cmds, *a), ids)
         await project_in_batches(store, OrdersProjection(), sizes)
-        folded = [await cmds.agg.get(ORDER, oid) for oid in ids]  # what GetOrder answers
+        folded = [await cmds.runner.get(ORDER, oid) for oid in ids]  # what GetOrder answers
         rows = await store.pool.fetch(
             """SELECT order_id::text, contact_id::text, currency, state, total, refunded,
                       placed_at, version, doc::text FROM orders_rm.orders"""
@@ -180,7 +180,7 @@ async def test_carts_rows_equal_the_fold_whatever_the_batches(
         got = {r[0]: r for r in rows}
         assert len(got) == len(ids)
         for cid in ids:
-            c, r = await cmds.agg.get(CART, cid), got[cid]  # what GetCart answers
+            c, r = await cmds.runner.get(CART, cid), got[cid]  # what GetCart answers
             assert load_cart(orjson.loads(r["doc"])) == c
             assert tuple(r)[1:9] == (
                 c.contact_id,
