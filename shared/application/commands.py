@@ -26,7 +26,6 @@ from shared.eventstore import (
     AppendResult,
     DuplicateEventId,
     EventStore,
-    ExpectedVersion,
     NewEvent,
     RecordedEvent,
     StreamAppend,
@@ -64,6 +63,25 @@ def event_id(namespace: uuid.UUID, request_id: str, stream: str, index: int) -> 
 def new_id(namespace: uuid.UUID, kind: str, request_id: str) -> str:
     """The id of an entity a request creates: the same on every retry of the request."""
     return str(uuid.uuid5(namespace, f"{kind}\n{request_id}") if request_id else uuid.uuid4())
+
+
+def new_events(
+    namespace: uuid.UUID,
+    stream: str,
+    decided: Sequence[Event],
+    request_id: str,
+    meta: Mapping[str, Any],
+) -> list[NewEvent]:
+    """Store-ready events with ids derived from the request (random ones without a request)."""
+    return [
+        NewEvent(
+            type=t,
+            data=d,
+            metadata=dict(meta),
+            event_id=event_id(namespace, request_id, stream, i) if request_id else uuid.uuid4(),
+        )
+        for i, (t, d) in enumerate(decided)
+    ]
 
 
 class Sealing(Protocol):
@@ -106,16 +124,10 @@ class Aggregate(Generic[S]):
     ) -> list[NewEvent]:
         """Store-ready events: ids derived from the request, personal fields sealed with
         ``key`` when the aggregate seals and a key is given."""
-        seal = self.sealing.seal if self.sealing is not None and key is not None else None
-        return [
-            NewEvent(
-                type=t,
-                data=seal(key, id_, d) if seal is not None and key is not None else d,
-                metadata=dict(meta),
-                event_id=event_id(self.namespace, request_id, stream, i),
-            )
-            for i, (t, d) in enumerate(decided)
-        ]
+        if self.sealing is not None and key is not None:
+            seal = self.sealing.seal
+            decided = [(t, seal(key, id_, d)) for t, d in decided]
+        return new_events(self.namespace, stream, decided, request_id, meta)
 
     def not_found(self, id_: str) -> NotFound:
         return NotFound(self.missing, f"no such id {id_}", **{self.id_field: id_})
@@ -228,6 +240,28 @@ class CommandRunner:
         assert state is not None
         return Outcome(state, False, first)
 
+    def existing(self, agg: Aggregate[S], loaded: Loaded[S]) -> S:
+        """The loaded state; NotFound when the stream has none."""
+        if loaded.state is None:
+            raise agg.not_found(loaded.id)
+        return loaded.state
+
+    def append_of(
+        self,
+        agg: Aggregate[S],
+        loaded: Loaded[S],
+        decided: Sequence[Event],
+        request_id: str,
+        meta: Mapping[str, Any],
+    ) -> StreamAppend:
+        """The append of ``decided`` to a loaded stream, at the version it was loaded at."""
+        version = loaded.state.version if loaded.state is not None else -1
+        return StreamAppend(
+            loaded.stream,
+            agg.events(loaded.stream, decided, request_id, meta, loaded.key, loaded.id),
+            version if version >= 0 else StreamState.NO_STREAM,
+        )
+
     async def earlier(
         self, agg: Aggregate[S], id_: str, request_id: str, fingerprint: str = ""
     ) -> Outcome[S] | None:
@@ -312,12 +346,7 @@ class CommandRunner:
             if not decided:
                 assert state is not None, "a missing stream always gets a decision or an error"
                 return Outcome(state, False, None)
-            expected: ExpectedVersion = version if version >= 0 else StreamState.NO_STREAM
-            own = StreamAppend(
-                loaded.stream,
-                agg.events(loaded.stream, decided, request_id, meta, loaded.key, id_),
-                expected,
-            )
+            own = self.append_of(agg, loaded, decided, request_id, meta)
             extra = await also(state, decided, n) if also is not None else []
             results = await self.write([own, *extra], then)
             after = apply(agg, state, decided, results[0].recorded_at, results[0].version)

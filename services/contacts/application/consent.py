@@ -34,12 +34,19 @@ from services.contacts.domain.consent import (
     Suppress,
     Unsuppress,
 )
-from shared.application.replay import first_answer
+from shared.application.commands import Aggregate, CommandRunner, event_id
 from shared.domain.errors import Invalid, NotFound, Precondition
-from shared.eventstore import EventStore, NewEvent, RecordedEvent, StreamState, WrongExpectedVersion
+from shared.eventstore import EventStore, RecordedEvent
 
-_NS = uuid.UUID("0b8e3f5c-7d4a-4c1e-9f2b-5a6d8c3e1f70")
-_ATTEMPTS = 3  # optimistic-concurrency retries when the ledger moved under us
+# Event ids derive from request ids in this namespace. Never change it: a retried request would
+# be executed twice, and the confirmation token of a retried RecordConsent would change.
+LEDGER: Aggregate[Ledger] = Aggregate(
+    namespace=uuid.UUID("0b8e3f5c-7d4a-4c1e-9f2b-5a6d8c3e1f70"),
+    stream_of=domain.stream_of,
+    fold=domain.fold,
+    evolve=domain.evolve,  # type: ignore[arg-type]  # a ledger always exists (empty at first)
+    missing="",
+)
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -50,10 +57,6 @@ Decider = Callable[[Ledger, datetime, uuid.UUID], Awaitable[list[domain.Event]]]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _event_id(request_id: str, stream: str, index: int) -> uuid.UUID:
-    return uuid.uuid5(_NS, f"{request_id}\n{stream}\n{index}")
 
 
 def _fold(contact_id: str, events: Sequence[RecordedEvent]) -> Ledger:
@@ -96,6 +99,7 @@ class ConsentLedgers:
         ttl: timedelta = domain.DEFAULT_TTL,
     ) -> None:
         self.store = store
+        self.runner = CommandRunner(store)
         self.keys = keys.DataKeys(pool)
         self.read_model = ConsentReadModel(pool)
         self.clock = clock
@@ -191,77 +195,27 @@ class ConsentLedgers:
         *,
         unknown_token: str = "",
     ) -> Written:
-        """Decide and append; a retry (concurrent or later) gets the first execution's ledger,
-        also when its own first attempt is what makes this one fail (``first_answer``)."""
-        return await first_answer(
-            self._write_once(contact_id, decide, key, request_id, meta, unknown_token),
-            lambda: self._replayed(contact_id, request_id),
-        )
+        """Decide and append on the shared command runner: a retry (concurrent or later) gets
+        the first execution's ledger. ``decide`` gets the id of the first event it would
+        append (confirmation tokens derive from it)."""
+        request_id = request_id or uuid.uuid4().hex
+        first = event_id(LEDGER.namespace, request_id, domain.stream_of(contact_id), 0)
+        now = self.clock()
 
-    async def _replayed(self, contact_id: str, request_id: str) -> Written | None:
-        if not request_id:
-            return None
-        recorded = await self.store.read_stream(domain.stream_of(contact_id))
-        return self._replay_of(contact_id, recorded, request_id)
-
-    def _replay_of(
-        self, contact_id: str, recorded: Sequence[RecordedEvent], request_id: str
-    ) -> Written | None:
-        """The ledger as an earlier execution of ``request_id`` left it, if there was one."""
-        first = _event_id(request_id, domain.stream_of(contact_id), 0)
-        done = next((e for e in recorded if e.event_id == first), None)
-        if done is None:
-            return None
-        upto = [e for e in recorded if e.version <= done.version]
-        return Written(_fold(contact_id, upto), False, first, self.clock())
-
-    async def _write_once(
-        self,
-        contact_id: str,
-        decide: Decider,
-        key: bytes | None,
-        request_id: str,
-        meta: Mapping[str, Any],
-        unknown_token: str,
-    ) -> Written:
-        stream = domain.stream_of(contact_id)
-        for attempt in range(_ATTEMPTS):
-            recorded = await self.store.read_stream(stream)
+        async def decided(ledger: Ledger) -> list[domain.Event]:
+            nonlocal now
             now = self.clock()
-            if request_id and (done := self._replay_of(contact_id, recorded, request_id)):
-                return done  # a retry: answer from the ledger as the original left it
-            ledger = _fold(contact_id, recorded)
             if unknown_token and unknown_token not in ledger.tokens:
                 # checked before the contact: a forged token learns nothing about contacts
                 raise NotFound("TOKEN_NOT_FOUND", "no confirmation request has this token")
-            if attempt == 0:
-                await self._check_contact(contact_id)
-            first = _event_id(request_id, stream, 0) if request_id else uuid.uuid4()
-            decided = await decide(ledger, now, first)
-            if not decided:
-                return Written(ledger, False, None, now)
-            events = [
-                NewEvent(
-                    type=t,
-                    data=self._seal(key, contact_id, d),
-                    metadata=dict(meta),
-                    event_id=first if i == 0 else _event_id(request_id or str(first), stream, i),
-                )
-                for i, (t, d) in enumerate(decided)
-            ]
-            expected = ledger.version if ledger.version >= 0 else StreamState.NO_STREAM
-            try:
-                result = await self.store.append(stream, events, expected)
-            except WrongExpectedVersion:
-                if attempt == _ATTEMPTS - 1:
-                    raise
-                continue
-            at = result.recorded_at or now
-            base = result.version - len(decided) + 1
-            for i, (t, d) in enumerate(decided):
-                ledger = domain.evolve(ledger, t, d, at, base + i)
-            return Written(ledger, not result.idempotent, first, now)
-        raise AssertionError("unreachable")
+            await self._check_contact(contact_id)
+            events = await decide(ledger, now, first)
+            return [(t, self._seal(key, contact_id, d)) for t, d in events]
+
+        done = await self.runner.run(
+            LEDGER, contact_id, decided, request_id=request_id, meta=meta, must_exist=False
+        )
+        return Written(done.state, done.appended, done.first_event_id, now)
 
     @staticmethod
     def _seal(key: bytes | None, contact_id: str, data: dict[str, Any]) -> dict[str, Any]:

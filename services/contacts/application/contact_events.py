@@ -1,61 +1,60 @@
-"""How a contact command turns decisions into stored events and back: event ids derived from the
-request id (AIP-155), personal fields sealed with the contact's key, folding sealed events."""
+"""The contact aggregate as the shared command runner sees it (shared/application/commands.py):
+its stream, fold and evolve, the namespace its event ids derive from, and its personal fields
+sealed with the contact's own data key (adapters/keys.py)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from services.contacts.adapters.keys import seal, unseal
+from services.contacts.adapters.keys import DataKeys, seal, unseal
 from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact
-from shared.eventstore import DuplicateEventId, NewEvent, RecordedEvent, WrongExpectedVersion
+from shared.application.commands import Aggregate
+from shared.eventstore import RecordedEvent
 
+# Event ids and new contact ids derive from request ids in this namespace. Never change it: a
+# request retried across the change would be executed twice.
 NS = uuid.UUID("6f1c7a3e-2b1d-4f57-9a51-3c2f0e9d8b10")
-ATTEMPTS = 3  # optimistic-concurrency retries when an identity stream moved under us
 
 
-def event_id(request_id: str, stream: str, index: int) -> uuid.UUID:
-    """Event ids derived from the request id make a retried command exactly-once (AIP-155)."""
-    return uuid.uuid5(NS, f"{request_id}\n{stream}\n{index}")
+class ContactKeys:
+    """Sealing with the contact's data key: read for each use, never cached."""
+
+    def __init__(self, keys: DataKeys) -> None:
+        self.keys = keys
+
+    async def key(self, id_: str) -> bytes | None:
+        return await self.keys.get(id_)
+
+    async def new_key(self, id_: str, connection: Any) -> bytes:
+        key = (await self.keys.ensure([id_], connection))[id_]
+        assert key is not None, "a new contact's key cannot have been destroyed"
+        return key
+
+    def seal(self, key: bytes, id_: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        return seal(key, id_, data)
+
+    def unseal(self, key: bytes | None, id_: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        return unseal(key, id_, data)[0]
 
 
-def new_events(
-    stream: str,
-    decided: Sequence[domain.Event],
-    request_id: str,
-    meta: Mapping[str, Any],
-    key: bytes | None = None,
-) -> list[NewEvent]:
-    """Store-ready events; with a key, personal fields are sealed (see adapters/keys.py)."""
-    return [
-        NewEvent(
-            type=t,
-            data=seal(key, d["contact_id"], d) if key is not None else d,
-            metadata=dict(meta),
-            event_id=event_id(request_id, stream, i) if request_id else uuid.uuid4(),
-        )
-        for i, (t, d) in enumerate(decided)
-    ]
-
-
-def apply_decided(
-    state: Contact, decided: Sequence[domain.Event], at: datetime | None, last: int
-) -> Contact:
-    at = at or datetime.now(UTC)
-    first = last - len(decided) + 1
-    for i, (t, d) in enumerate(decided):
-        state = domain.evolve(state, t, d, at, first + i)
-    return state
+def contact_aggregate(keys: DataKeys) -> Aggregate[Contact]:
+    return Aggregate(
+        namespace=NS,
+        stream_of=domain.stream_of,
+        fold=lambda _id, rows: domain.fold(rows),
+        evolve=domain.evolve,
+        missing="CONTACT_NOT_FOUND",
+        id_field="contact_id",
+        sealing=ContactKeys(keys),
+    )
 
 
 def fold_contact(events: Sequence[RecordedEvent], key: bytes | None) -> Contact | None:
+    """The contact from its recorded events (sealed fields opened with ``key``)."""
     return domain.fold(
         (e.type, unseal(key, e.data["contact_id"], e.data)[0], e.recorded_at, e.version)
         for e in events
     )
-
-
-CONFLICT = (WrongExpectedVersion, DuplicateEventId)

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.contacts.application.contact_events import new_events
+from services.contacts.application.contact_events import NS
 from services.contacts.domain import contact as domain
 from services.contacts.domain.identity import identity_stream
+from shared.application.commands import new_events
 from shared.domain.errors import Conflict
 from shared.eventstore import EventStore, StreamAppend, StreamState
 from shared.eventstore.port import Direction
@@ -35,7 +36,7 @@ async def claims(
         stream = identity_stream(kind, value)
         data = {"contact_id": contact_id, "kind": kind}
         if optimistic and type_ == domain.IDENTITY_CLAIMED:
-            events = new_events(stream, [(type_, data)], request_id, meta)
+            events = new_events(NS, stream, [(type_, data)], request_id, meta)
             out.append(StreamAppend(stream, events, StreamState.NO_STREAM))
             continue
         last = await store.read_stream(stream, -1, Direction.BACKWARDS, limit=1)
@@ -53,7 +54,9 @@ async def claims(
             continue  # nothing to release
         expected = last[0].version if last else StreamState.NO_STREAM
         out.append(
-            StreamAppend(stream, new_events(stream, [(type_, data)], request_id, meta), expected)
+            StreamAppend(
+                stream, new_events(NS, stream, [(type_, data)], request_id, meta), expected
+            )
         )
     return out
 
@@ -81,5 +84,5 @@ async def transfer(
             field=kind,
         )
     data = {"contact_id": to_id, "kind": kind}
-    events = new_events(stream, [(domain.IDENTITY_CLAIMED, data)], request_id, meta)
+    events = new_events(NS, stream, [(domain.IDENTITY_CLAIMED, data)], request_id, meta)
     return StreamAppend(stream, events, last[0].version if last else StreamState.NO_STREAM)

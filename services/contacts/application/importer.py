@@ -16,10 +16,11 @@ from typing import Any
 
 from services.contacts.adapters.keys import DataKeys
 from services.contacts.application.commands import ContactCommands
-from services.contacts.application.contact_events import fold_contact, new_events
+from services.contacts.application.contact_events import NS, fold_contact
 from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact, ProfileInput
 from services.contacts.domain.identity import KINDS, NORMALISERS, BadIdentity, identity_stream
+from shared.application.commands import new_events
 from shared.domain.errors import DomainError, Invalid
 from shared.eventstore import (
     DuplicateEventId,
@@ -85,6 +86,7 @@ class _Plan:
 class ContactImporter:
     def __init__(self, store: EventStore, keys: DataKeys, commands: ContactCommands) -> None:
         self.store, self.keys, self.commands = store, keys, commands
+        self.contact = commands.contact
 
     async def import_batch(
         self, rows: Sequence[ImportRow], report: ImportReport, meta: Mapping[str, Any]
@@ -153,14 +155,17 @@ class ContactImporter:
             keys = await self.keys.ensure(c.contact_id for c in new)
             for c in new:
                 stream = domain.stream_of(c.contact_id)
-                events = new_events(stream, c.registered, "", meta, keys[c.contact_id])
+                events = self.contact.events(
+                    stream, c.registered, "", meta, keys[c.contact_id], c.contact_id
+                )
                 plan.appends.append(StreamAppend(stream, events, StreamState.NO_STREAM))
                 for kind, value in c.ids.items():
                     s = identity_stream(kind, value)
                     head = heads.get(s)  # a released identity is claimed after its last event
                     claim = [(domain.IDENTITY_CLAIMED, {"contact_id": c.contact_id, "kind": kind})]
                     expected = head.version if head else StreamState.NO_STREAM
-                    plan.appends.append(StreamAppend(s, new_events(s, claim, "", meta), expected))
+                    events = new_events(NS, s, claim, "", meta)
+                    plan.appends.append(StreamAppend(s, events, expected))
                 plan.created += 1
         return plan
 
@@ -194,7 +199,9 @@ class ContactImporter:
             stream = domain.stream_of(cid)
             plan.appends.append(
                 StreamAppend(
-                    stream, new_events(stream, decided, "", meta, keys.get(cid)), state.version
+                    stream,
+                    self.contact.events(stream, decided, "", meta, keys.get(cid), cid),
+                    state.version,
                 )
             )
             plan.updated += 1

@@ -45,6 +45,17 @@ def items() -> list[epb.LineItem]:
     ]
 
 
+async def test_create_cart(env: Env) -> None:
+    """Each attempt decides at its own instant (the cart's create_time): a retry is still the
+    same request, told by its fingerprint, and gets the first cart."""
+    ref = pb.CustomerRef(contact_id=str(uuid.uuid4()))
+    request = pb.CreateCartRequest(customer=ref, currency="EUR", request_id=str(uuid.uuid4()))
+
+    answer: Any = await same_answer(lambda: env.stub.CreateCart(request))
+
+    assert await types_in(env, f"cart-{answer.cart.cart_id}") == ["CartCreated"]
+
+
 async def test_place_order_from_a_cart(env: Env) -> None:
     ref = pb.CustomerRef(contact_id=str(uuid.uuid4()))
     cart = (await env.stub.CreateCart(pb.CreateCartRequest(customer=ref, currency="EUR"))).cart
