@@ -17,10 +17,11 @@ from services.orders.application.abandonment import AbandonmentTimer
 from services.orders.application.commands import CartCommands, OrderCommands
 from services.orders.application.ingest import Ingestor
 from services.orders.application.queries import OrderQueries
-from services.orders.application.recovery import RecoveryReactor
+from services.orders.application.recovery import CartRecovery
 from shared import runtime
 from shared.grpckit.server import GrpcServer, Limits, unless_stopped
 from shared.metrics import serve_metrics
+from shared.projections.reactor import Reactor
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -93,7 +94,8 @@ async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
     if rt is None:
         await server.stop()
         return
-    reactor = RecoveryReactor(rt.store, timedelta(seconds=settings.cart_recovery_window_seconds))
+    window = timedelta(seconds=settings.cart_recovery_window_seconds)
+    reactor = Reactor(CartRecovery(rt.store, window))
     timer = AbandonmentTimer(
         OrderQueries(rt.pool),
         CartCommands(rt.store),

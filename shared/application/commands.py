@@ -416,12 +416,13 @@ class CommandRunner:
         id_: str,
         decide: Callable[[S], list[Event]],
         key: str,
-        actor: str,
+        meta: Mapping[str, Any],
         attempts: int = ATTEMPTS,
     ) -> bool | None:
         """For decisions the system makes itself (timers, reactors): decide from the stream and
         append under the fixed request id ``key`` at the version read, so however many callers
-        race, the events are written once. True if this call wrote them, False if there was
+        race, the events are written once. ``meta`` names the actor (and, for a reactor, the
+        cause: shared/projections/reactor.py). True if this call wrote them, False if there was
         nothing to do or another caller did it, None if the stream kept moving for
         ``attempts`` tries."""
         for _ in range(attempts):
@@ -430,9 +431,7 @@ class CommandRunner:
             decided = decide(state) if state is not None else []
             if state is None or not decided:
                 return False
-            events = agg.events(
-                loaded.stream, decided, key, {"schema": 1, "actor": actor}, loaded.key, id_
-            )
+            events = agg.events(loaded.stream, decided, key, meta, loaded.key, id_)
             try:
                 result = await self.store.append(loaded.stream, events, state.version)
             except WrongExpectedVersion:

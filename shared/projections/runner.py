@@ -26,6 +26,7 @@ import structlog
 
 from shared.db.errors import transient
 from shared.eventstore import EventStore, ReadAllPage, RecordedEvent
+from shared.eventstore.postgres import PostgresEventStore
 from shared.metrics import PARKED_EVENTS
 from shared.projections.model import ApplyContext, Projection
 from shared.supervision import Worker, sleep_unless_stopped, supervise
@@ -86,10 +87,15 @@ class ProjectionRunner:
         pool: asyncpg.Pool | None = None,
         dsn: str | None = None,
     ) -> None:
-        # Checkpoints and read models live in PostgreSQL; events may come from another backend.
+        # Checkpoints and read models live in PostgreSQL; events may come from another backend
+        # (then ``pool`` and ``dsn`` name the database; with the PostgreSQL store, its own).
         self.store = store
-        self.pool: asyncpg.Pool = pool if pool is not None else store.pool  # type: ignore[attr-defined]
-        self.dsn: str = dsn or store.dsn  # type: ignore[attr-defined]
+        if pool is None or dsn is None:
+            if not isinstance(store, PostgresEventStore):
+                raise TypeError("a projection on this store needs the database's pool and dsn")
+            pool, dsn = store.pool, store.dsn
+        self.pool: asyncpg.Pool = pool
+        self.dsn: str = dsn
         self.projection = projection
         self.name = name or projection.name
         self.schema = schema or projection.schema

@@ -166,7 +166,7 @@ async def test_append_once_writes_a_system_decision_once(store: InMemoryEventSto
     runner = CommandRunner(store)
     await created(runner, "a")
     wrote = await asyncio.gather(
-        *(runner.append_once(COUNTER, "a", add(1), "tick-1", "timer") for _ in range(5))
+        *(runner.append_once(COUNTER, "a", add(1), "tick-1", {"actor": "timer"}) for _ in range(5))
     )
     assert wrote.count(True) == 1
     assert (await runner.get(COUNTER, "a")).value == 1

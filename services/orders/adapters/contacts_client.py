@@ -42,10 +42,11 @@ class GrpcContactDirectory:
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:
                 raise self._translate(err, field) from None
-        # A guest contact. The request id is derived from the identity, so concurrent orders of
-        # one new customer register one contact; one that appeared meanwhile is reported as
-        # ALREADY_EXISTS with the holder's id.
-        digest = hashlib.sha256(f"{kind}:{value.strip().lower()}".encode()).hexdigest()[:40]
+        # A guest contact. The request id is derived from the identity as given (a request id
+        # names one request), so concurrent orders of one new customer register one contact;
+        # one that appeared meanwhile (or another spelling of the same identity) is reported
+        # as ALREADY_EXISTS with the holder's id.
+        digest = hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:40]
         try:
             made = await self.stub.RegisterContact(
                 self._guest(kind, value, f"orders.guest:{digest}"),

@@ -65,7 +65,7 @@ class CartCommands:
             cart_id,
             lambda c: carts.decide_abandon(c, now, after),
             f"abandon\n{cart_id}",
-            "timer",
+            {"schema": 1, "actor": "timer"},
             attempts=1,
         )
         return bool(wrote)

@@ -1,19 +1,21 @@
-"""Cart recovery by a later order: a reactor on OrderPlaced, run by the projection runner (one
-leader across replicas, checkpointed). It is off PlaceOrder's path on purpose: most orders
-come from contacts without an abandoned cart, and the lookup cost every order a query.
+"""Cart recovery by a later order: a reaction to OrderPlaced (shared/projections/reactor.py: one
+leader across replicas, checkpointed, nothing in replay). It is off PlaceOrder's path on
+purpose: most orders come from contacts without an abandoned cart, and the lookup cost every
+order a query.
 
 For each order it asks the carts read model for the contact's abandoned, unrecovered carts
 within the recovery window, re-decides each from the cart's stream and appends CartRecovered
-with an event id fixed per cart, so a re-run (a retried batch, a restart) writes it once. In
-replay (a rebuild) it does nothing. A cart converted into the order is recovered by PlaceOrder
-itself, atomically; this reactor handles the "ordered another way" case.
+with an event id fixed per cart (a cart is recovered once, whichever order does it), caused by
+the order's event. A cart converted into the order is recovered by PlaceOrder itself,
+atomically; this reaction handles the "ordered another way" case.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -21,13 +23,12 @@ from services.orders.application.aggregates import CART
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
 from shared.application.commands import CommandRunner
-from shared.eventstore import EventStore, RecordedEvent
-from shared.projections.model import ApplyContext
+from shared.eventstore import EventStore
+from shared.projections.reactor import Cause
 
 
-class RecoveryReactor:
+class CartRecovery:
     name = "cart-recovery"
-    schema = "cart_recovery"
     # What it did, for operators: one row per recovered cart.
     ddl = """CREATE TABLE recovered (
         cart_id uuid PRIMARY KEY, order_id uuid NOT NULL, at timestamptz NOT NULL DEFAULT now())"""
@@ -37,41 +38,35 @@ class RecoveryReactor:
     def __init__(
         self, store: EventStore, window: timedelta, carts_schema: str = "carts_rm"
     ) -> None:
-        self.store, self.window, self.carts_schema = store, window, carts_schema
-        self.runner = CommandRunner(store)
+        self.runner, self.window, self.carts_schema = CommandRunner(store), window, carts_schema
 
-    async def apply(
-        self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], ctx: ApplyContext
-    ) -> None:
-        if ctx.replay:
-            return
-        for e in events:
-            d = e.data
-            placed = datetime.fromisoformat(d["placed_at"])
-            rows = await conn.fetch(
-                f"""SELECT cart_id::text FROM {self.carts_schema}.carts
-                    WHERE contact_id = $1 AND abandoned AND NOT recovered
-                      AND state <> 'CONVERTED' AND abandoned_at >= $2 AND abandoned_at <= $3""",
-                uuid.UUID(d["contact_id"]),
-                placed - self.window,
-                max(placed, e.recorded_at),
-            )
-            for r in rows:
-                if r["cart_id"] != d.get("cart_id") and await self._recover(r["cart_id"], d):
-                    await conn.execute(
-                        "INSERT INTO recovered (cart_id, order_id) VALUES ($1, $2)"
-                        " ON CONFLICT DO NOTHING",
-                        uuid.UUID(r["cart_id"]),
-                        uuid.UUID(d["order_id"]),
-                    )
+    async def react(self, conn: asyncpg.Connection, cause: Cause) -> None:
+        e, d = cause.event, cause.event.data
+        placed = datetime.fromisoformat(d["placed_at"])
+        rows = await conn.fetch(
+            f"""SELECT cart_id::text FROM {self.carts_schema}.carts
+                WHERE contact_id = $1 AND abandoned AND NOT recovered
+                  AND state <> 'CONVERTED' AND abandoned_at >= $2 AND abandoned_at <= $3""",
+            uuid.UUID(d["contact_id"]),
+            placed - self.window,
+            max(placed, e.recorded_at),
+        )
+        for r in rows:
+            if r["cart_id"] != d.get("cart_id") and await self._recover(r["cart_id"], d, cause):
+                await conn.execute(
+                    "INSERT INTO recovered (cart_id, order_id) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING",
+                    uuid.UUID(r["cart_id"]),
+                    uuid.UUID(d["order_id"]),
+                )
 
-    async def _recover(self, cart_id: str, order: dict[str, str]) -> bool:
+    async def _recover(self, cart_id: str, order: Mapping[str, Any], cause: Cause) -> bool:
         wrote = await self.runner.append_once(
             CART,
             cart_id,
             lambda c: carts.decide_recover(c, order["order_id"]),
             f"recover\n{cart_id}",
-            "cart-recovery",
+            cause.meta(),
         )
         if wrote is None:
             raise RuntimeError(f"cart {cart_id} kept moving; the runner will retry")

@@ -26,9 +26,10 @@ from services.orders.api.servicer import SERVICE, OrdersServicer
 from services.orders.application.commands import CartCommands, OrderCommands
 from services.orders.application.ingest import Ingestor
 from services.orders.application.queries import OrderQueries
-from services.orders.application.recovery import RecoveryReactor
+from services.orders.application.recovery import CartRecovery
 from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.server import GrpcServer
+from shared.projections.reactor import Reactor
 from shared.projections.runner import ProjectionRunner, ensure_schema
 
 SECRET = "shpss_test_secret"
@@ -96,7 +97,7 @@ async def env(dsn: str) -> AsyncIterator[Env]:
     )
     port = await webhooks.start()
 
-    reactor = RecoveryReactor(store, timedelta(days=5))
+    reactor = Reactor(CartRecovery(store, timedelta(days=5)))
     async with store.pool.acquire() as conn:
         await ensure_schema(conn, reactor, reactor.schema)
     runners = [

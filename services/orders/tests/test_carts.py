@@ -239,6 +239,16 @@ async def test_a_later_order_by_the_contact_recovers_the_abandoned_cart(env: Env
     o = await order()
     await env.settle()  # the recovery reactor has seen the order
     assert await recovered(c.cart_id) == [("ordered", o.order_id)]
+    # Caused by the order's event, in the order's correlation.
+    [placed_event] = await env.store.read_stream(f"order-{o.order_id}")
+    [recovery] = [
+        e
+        for e in await env.store.read_stream(carts.stream_of(c.cart_id))
+        if e.type == carts.RECOVERED
+    ]
+    assert recovery.metadata["causation_id"] == str(placed_event.event_id)
+    assert recovery.metadata["correlation_id"] == placed_event.metadata["correlation_id"] != ""
+    assert recovery.metadata["actor"] == "cart-recovery"
     assert await recovered(fresh.cart_id) == []
     # Recovered once: another order does not recover it again, nor does a re-run.
     await order()
