@@ -6,21 +6,16 @@ from __future__ import annotations
 import hashlib
 
 import grpc
-from grpc_status import rpc_status
 
 from crm.contacts.v1 import contacts_pb2 as cpb
 from crm.contacts.v1 import contacts_pb2_grpc as cpb_grpc
-from shared.domain.errors import Invalid
-from shared.grpckit import errors as ge
+from shared.grpckit.upstream import Upstream, reason_of
 
 KINDS = ("email", "phone", "external_id")
 TIMEOUT = 5.0
 
 
-def _reason(err: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
-    status = rpc_status.from_call(err)
-    info = ge.error_info(status) if status is not None else None
-    return (info.reason, dict(info.metadata)) if info is not None else ("", {})
+CONTACTS = Upstream("contacts", "orders.crm")
 
 
 class GrpcContactDirectory:
@@ -41,7 +36,7 @@ class GrpcContactDirectory:
             return str(found.contact.contact_id)
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.NOT_FOUND:
-                raise self._translate(err, field) from None
+                raise CONTACTS.error(err, field, "resolve the customer") from None
         # A guest contact. The request id is derived from the identity as given (a request id
         # names one request), so concurrent orders of one new customer register one contact;
         # one that appeared meanwhile (or another spelling of the same identity) is reported
@@ -54,24 +49,13 @@ class GrpcContactDirectory:
             )
             return str(made.contact.contact_id)
         except grpc.aio.AioRpcError as err:
-            _, metadata = _reason(err)
+            _, metadata = reason_of(err)
             if err.code() == grpc.StatusCode.ALREADY_EXISTS and metadata.get("contact_id"):
                 return metadata["contact_id"]
-            raise self._translate(err, field) from None
+            raise CONTACTS.error(err, field, "resolve the customer") from None
 
     @staticmethod
     def _guest(kind: str, value: str, request_id: str) -> cpb.RegisterContactRequest:
         request = cpb.RegisterContactRequest(tags=["guest"], request_id=request_id)
         setattr(request, kind, value)
         return request
-
-    @staticmethod
-    def _translate(err: grpc.aio.AioRpcError, field: str) -> Exception:
-        reason, _ = _reason(err)
-        if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
-            return Invalid([(field, reason or "INVALID_IDENTITY", err.details() or "invalid")])
-        return ge.Unavailable(
-            "CONTACTS_UNAVAILABLE",
-            f"the contacts service could not resolve the customer ({err.code().name})",
-            domain="orders.crm",
-        )
