@@ -3,6 +3,8 @@ base kustomization, compose entries for its roles, and a spec that `make run` ca
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
 from services.registry import SERVICES
@@ -38,3 +40,21 @@ def test_a_registered_service_has_compose_entries(spec: ServiceSpec) -> None:
 def test_make_run_knows_every_role(spec: ServiceSpec) -> None:
     assert set(spec.dev) == set(spec.roles), "each role needs its make-run ports (spec.dev)"
     assert {"serve", "project"} <= set(spec.roles)
+
+
+def _contracts() -> list[dict[str, object]]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    contracts: list[dict[str, object]] = config["tool"]["importlinter"]["contracts"]
+    return contracts
+
+
+@pytest.mark.parametrize("spec", SERVICES, ids=lambda s: s.name)
+def test_a_registered_service_is_under_the_import_rules(spec: ServiceSpec) -> None:
+    """The layers, the pure domain and the independence contracts name every service."""
+    package = f"services.{spec.name}"
+    by_type: dict[str, list[dict[str, object]]] = {}
+    for c in _contracts():
+        by_type.setdefault(str(c["type"]), []).append(c)
+    assert any(package in c["containers"] for c in by_type["layers"]), "layers: containers"  # type: ignore[operator]
+    assert any(f"{package}.domain" in c["source_modules"] for c in by_type["forbidden"])  # type: ignore[operator]
+    assert any(package in c["modules"] for c in by_type["independence"]), "independence"  # type: ignore[operator]
