@@ -20,6 +20,7 @@ from services.orders.domain.cart import Cart
 from services.orders.domain.order import Order
 from shared.application.replay import first_answer
 from shared.domain.errors import NotFound, StaleEtag
+from shared.events.upcast import upcast_all
 from shared.eventstore import (
     EventStore,
     NewEvent,
@@ -67,7 +68,7 @@ ORDER: Kind[Order] = Kind(orders.stream_of, orders.fold, orders.evolve, "ORDER_N
 
 
 def _rows(events: Sequence[RecordedEvent]) -> list[tuple[str, Any, datetime, int]]:
-    return [(e.type, e.data, e.recorded_at, e.version) for e in events]
+    return [(e.type, e.data, e.recorded_at, e.version) for e in upcast_all(events)]
 
 
 class Aggregates:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import crm.orders.v1.events_pb2  # noqa: F401  (the descriptors the upcaster reads)
 from services.orders.application.aggregates import (
     ATTEMPTS,
     CART,

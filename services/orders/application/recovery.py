@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 
 from services.orders.application.commands import CART, Aggregates
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
+from shared.domain.timestamps import timestamp_from_text
 from shared.eventstore import EventStore, RecordedEvent
 from shared.projections.model import ApplyContext
 
@@ -46,7 +47,7 @@ class RecoveryReactor:
             return
         for e in events:
             d = e.data
-            placed = datetime.fromisoformat(d["placed_at"])
+            placed = timestamp_from_text(d["place_time"])
             rows = await conn.fetch(
                 f"""SELECT cart_id::text FROM {self.carts_schema}.carts
                     WHERE contact_id = $1 AND abandoned AND NOT recovered
