@@ -252,7 +252,7 @@ async def _raw_upsert(
                 oid = d["order_id"]
                 touched[oid] = state[oid] = _fold(state.get(oid), type_, d, v, at)
                 if type_ == orders.PLACED:
-                    placed[oid] = datetime.fromisoformat(d["placed_at"])
+                    placed[oid] = datetime.fromisoformat(d["place_time"])
                     by_key.setdefault((d["contact_id"], d["currency"]), []).append(oid)
             rows = touched.values()
             keys = {(r["contact_id"], r["currency"]) for r in rows}

@@ -22,6 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from shared.application.replay import first_answer
 from shared.domain.errors import Conflict, NotFound, StaleEtag
+from shared.events.upcast import upcast_all
 from shared.eventstore import (
     AppendResult,
     DuplicateEventId,
@@ -186,7 +187,7 @@ class CommandRunner:
             id_,
             (
                 (e.type, unseal(key, id_, e.data) if unseal else e.data, e.recorded_at, e.version)
-                for e in events
+                for e in upcast_all(events)
             ),
         )
 

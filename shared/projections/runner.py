@@ -9,6 +9,8 @@
   event; an event that still fails is parked with its error (projections.parked) and the runner
   moves on. A transient error (the database is away) never parks anything: the runner backs off
   and retries the same batch.
+- Upcast: a projection (or reactor, or rebuild) gets each event in the current shape of its
+  published message (shared/events/upcast.py), whenever it was stored.
 - Side-by-side rebuild: see rebuild.py.
 """
 
@@ -25,6 +27,7 @@ import asyncpg
 import structlog
 
 from shared.db.errors import transient
+from shared.events.upcast import upcast_all
 from shared.eventstore import EventStore, ReadAllPage, RecordedEvent
 from shared.eventstore.postgres import PostgresEventStore
 from shared.metrics import PARKED_EVENTS
@@ -182,6 +185,7 @@ class ProjectionRunner:
 
     async def process(self, events: Sequence[RecordedEvent], last_position: int) -> None:
         """Apply a page and move the checkpoint to ``last_position``, exactly once."""
+        events = upcast_all(events)
         for attempt in range(self.retries):
             try:
                 await self._commit(events, last_position)

@@ -8,10 +8,10 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 
+from shared.events.envelope import decode_as
 from shared.eventstore import RecordedEvent
 from shared.grpckit.errors import error_info, field_violations
 
@@ -36,9 +36,8 @@ async def expect_error(
 
 def published_message(event: RecordedEvent, events_pb2: ModuleType) -> Message:
     """The stored event decoded as the message its type names in the service's published
-    events proto (raises on a type it does not define, unknown fields or wrong types)."""
+    events proto, the way a consumer decodes it (shared.events.envelope: upcast, then strict
+    decoding; raises on a type it does not define, unknown fields or wrong types)."""
     package, _, name = event.type.rpartition(".")
     assert package == events_pb2.DESCRIPTOR.package, event.type
-    message: Message = getattr(events_pb2, name)()
-    json_format.ParseDict(event.data, message)
-    return message
+    return decode_as(event, getattr(events_pb2, name)).message

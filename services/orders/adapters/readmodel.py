@@ -7,7 +7,8 @@
 
 Both fold a batch with the domain's own evolve() over the rows the batch touches (one SELECT,
 one upsert), and recompute the metrics of the touched (contact, currency) pairs with one
-set-based statement, so a rebuild runs at batch speed.
+set-based statement, so a rebuild runs at batch speed. The runner hands them events upcast to
+the current shape of their published messages, however old (shared/events/upcast.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+import crm.orders.v1.events_pb2  # noqa: F401  (the descriptors the runner's upcaster reads)
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
 from services.orders.domain.cart import Cart

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import crm.orders.v1.events_pb2  # noqa: F401  (the descriptors the upcaster reads)
 from services.orders.application.aggregates import CART, NS, ORDER
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -23,6 +23,7 @@ from services.orders.application.aggregates import CART
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
 from shared.application.commands import CommandRunner
+from shared.domain.timestamps import timestamp_from_text
 from shared.eventstore import EventStore
 from shared.projections.reactor import Cause
 
@@ -42,7 +43,7 @@ class CartRecovery:
 
     async def react(self, conn: asyncpg.Connection, cause: Cause) -> None:
         e, d = cause.event, cause.event.data
-        placed = datetime.fromisoformat(d["placed_at"])
+        placed = timestamp_from_text(d["place_time"])
         rows = await conn.fetch(
             f"""SELECT cart_id::text FROM {self.carts_schema}.carts
                 WHERE contact_id = $1 AND abandoned AND NOT recovered

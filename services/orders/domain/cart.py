@@ -15,6 +15,7 @@ from typing import Any
 
 from services.orders.domain import money
 from shared.domain.errors import Invalid, NotFound, Precondition, quote
+from shared.domain.timestamps import timestamp_text
 
 PREFIX = "crm.orders.v1."
 CREATED = PREFIX + "CartCreated"
@@ -127,7 +128,7 @@ def decide_create(cart_id: str, contact_id: str, currency: str, at: datetime) ->
                 "cart_id": cart_id,
                 "contact_id": contact_id,
                 "currency": code,
-                "created_at": at.isoformat(),
+                "create_time": timestamp_text(at),
             },
         )
     ]
@@ -255,7 +256,7 @@ def decide_abandon(cart: Cart | None, now: datetime, after: timedelta) -> list[E
                 "currency": cart.currency,
                 "subtotal": cart.subtotal,
                 "items": list(cart.items),
-                "last_activity_at": cart.last_activity_at.isoformat(),
+                "last_activity_time": timestamp_text(cart.last_activity_at),
                 "abandon_after_seconds": int(after.total_seconds()),
             },
         )

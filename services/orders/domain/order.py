@@ -18,6 +18,7 @@ from typing import Any
 
 from services.orders.domain import money
 from shared.domain.errors import Invalid, Precondition, quote
+from shared.domain.timestamps import timestamp_from_text, timestamp_text
 
 PREFIX = "crm.orders.v1."
 PLACED = PREFIX + "OrderPlaced"
@@ -76,7 +77,7 @@ def evolve(
             d["shipping"],
             d["tax"],
             d["total"],
-            datetime.fromisoformat(d["placed_at"]),
+            timestamp_from_text(d["place_time"]),
             d.get("external_ref", ""),
             d.get("cart_id", ""),
             updated_at=at,
@@ -163,7 +164,7 @@ def decide_place(
                 "shipping": shipping,
                 "tax": tax,
                 "total": total,
-                "placed_at": placed_at.isoformat(),
+                "place_time": timestamp_text(placed_at),
                 "external_ref": _text(external_ref, "external_ref"),
                 "cart_id": cart_id,
                 "source": source,

@@ -1,13 +1,13 @@
 """Contract test: a scenario produces every event type the orders service publishes, and each
 stored event decodes as its message in protos/crm/orders/v1/events.proto (no unknown fields,
-right types)."""
+right types), the way a consumer decodes it; times are stored as the JSON mapping writes them."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 
 from crm.orders.v1 import events_pb2
 from crm.orders.v1 import orders_pb2 as pb
@@ -18,6 +18,7 @@ from shared.testing import rpc
 from shared.testing.events import read_everything
 
 pytestmark = pytest.mark.timeout(120)
+TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR
 
 
 async def test_every_published_event_decodes_as_its_message(env: Env) -> None:
@@ -59,7 +60,11 @@ async def test_every_published_event_decodes_as_its_message(env: Env) -> None:
     seen = set()
     for e in await read_everything(env.store, categories=["cart", "order"]):
         message = rpc.published_message(e, events_pb2)
-        assert json_format.MessageToDict(message, preserving_proto_field_name=True)  # not empty
+        written = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        assert written  # not empty
+        times = [f.name for f in message.DESCRIPTOR.fields if f.message_type == TIMESTAMP]
+        for name in times:  # stored as the JSON mapping writes a Timestamp: RFC 3339, UTC
+            assert e.data[name] == written[name], (e.type, name)
         seen.add(message.DESCRIPTOR.name)
     published = {m.name for m in events_pb2.DESCRIPTOR.message_types_by_name.values()} - {
         "LineItem",

@@ -13,6 +13,7 @@ import pytest
 
 from crm.contacts.v1 import contacts_pb2 as cpb
 from crm.orders.v1 import orders_pb2 as pb
+from services.orders.domain import order as orders
 from services.orders.tests.conftest import Env
 
 pytestmark = pytest.mark.timeout(120)
@@ -109,6 +110,8 @@ async def test_order_lifecycle_from_webhooks_applied_once(env: Env) -> None:
     )
     assert o.external_ref == f"shopify:{SHOP}:{ORDER['id']}"
     assert o.place_time.ToJsonString() == "2026-11-20T15:15:00Z"
+    placed = (await env.store.read_stream(orders.stream_of(order_id)))[0]
+    assert placed.data["place_time"] == "2026-11-20T15:15:00Z"  # Shopify's -05:00, in UTC
     # The customer was resolved through the contacts service (a guest contact was created).
     contact = (
         await env.contacts.GetContact(cpb.GetContactRequest(contact_id=o.contact_id))
