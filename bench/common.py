@@ -132,7 +132,7 @@ async def interleaved(
     return raws, stores
 
 
-# --- payloads shaped like services/contacts/domain/contact.py produces ---------------------------
+# --- payloads shaped like the events services/contacts/domain/contact/ decides -------------------
 
 _FIRST = ("Ada", "Grace", "Alan", "Barbara", "Edsger", "Frances", "Donald", "Margaret")
 _LAST = ("Lovelace", "Hopper", "Turing", "Liskov", "Dijkstra", "Allen", "Knuth", "Hamilton")

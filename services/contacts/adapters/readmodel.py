@@ -14,6 +14,7 @@ import orjson
 
 from services.contacts.adapters.keys import DataKeys, unseal
 from services.contacts.domain import contact as domain
+from services.contacts.domain.identity import KINDS
 from shared.eventstore import RecordedEvent
 from shared.projections.model import ApplyContext
 
@@ -120,7 +121,7 @@ async def _apply_merge_event(conn: asyncpg.Connection, e: RecordedEvent) -> None
         for f in d.get("moved_fields", [])
         + d.get("restored_fields", [])
         + d.get("cleared_fields", [])
-        if f in domain.KINDS  # identifiers below come from this fixed set only
+        if f in KINDS  # identifiers below come from this fixed set only
     ]
     values = [
         "" if e.type in (domain.MERGED, domain.ABSORPTION_REVERTED) else d.get(f, "")

@@ -9,9 +9,7 @@ from typer.testing import CliRunner
 
 from crm.contacts.v1 import contacts_pb2 as pb
 from services.cli import app
-from services.contacts.tests.test_grpc_api import Env, env
-
-__all__ = ["env"]
+from services.contacts.tests.conftest import Env
 
 GOOD = """email,external_id,first_name,tags,attributes.vip_level:number,attributes.member:bool
 ada@shop.io,cust-1,Ada,vip;early,3,yes

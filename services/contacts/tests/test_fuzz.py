@@ -14,9 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crm.contacts.v1 import consent_pb2, contacts_pb2
-from services.contacts.tests.test_consent_api import Env as ConsentEnv
-from services.contacts.tests.test_consent_api import env as consent_env  # noqa: F401 (fixture)
-from services.contacts.tests.test_grpc_api import Env, env  # noqa: F401 (fixture)
+from services.contacts.tests.conftest import ConsentEnv, Env
 from shared.testing import fuzz
 
 pytestmark = pytest.mark.timeout(300)
@@ -43,7 +41,7 @@ async def _check(stub: Any, method: MethodDescriptor, request: Any, count: Any) 
 
 
 @pytest.fixture
-async def contact_samples(env: Env) -> fuzz.Samples:  # noqa: F811
+async def contact_samples(env: Env) -> fuzz.Samples:
     """Two registered contacts (one with a merge to undo) and plausible identities."""
     ids = []
     for email in ("ada@example.com", "grace@example.com"):
@@ -64,7 +62,7 @@ async def contact_samples(env: Env) -> fuzz.Samples:  # noqa: F811
 
 
 @pytest.fixture
-async def consent_samples(consent_env: ConsentEnv) -> fuzz.Samples:  # noqa: F811
+async def consent_samples(consent_env: ConsentEnv) -> fuzz.Samples:
     contact = await consent_env.contact()
     return {
         "contact_id": [contact],
@@ -78,7 +76,7 @@ async def consent_samples(consent_env: ConsentEnv) -> fuzz.Samples:  # noqa: F81
 @FUZZ
 @given(data=st.data())
 async def test_every_contacts_rpc_answers_as_the_canvas_documents(
-    env: Env,  # noqa: F811
+    env: Env,
     contact_samples: fuzz.Samples,
     method: MethodDescriptor,
     data: st.DataObject,
@@ -91,7 +89,7 @@ async def test_every_contacts_rpc_answers_as_the_canvas_documents(
 @FUZZ
 @given(data=st.data())
 async def test_every_consent_rpc_answers_as_the_canvas_documents(
-    consent_env: ConsentEnv,  # noqa: F811
+    consent_env: ConsentEnv,
     consent_samples: fuzz.Samples,
     method: MethodDescriptor,
     data: st.DataObject,

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import grpc
 import pytest
@@ -14,75 +11,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from crm.contacts.v1 import contacts_pb2 as pb
-from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
 from crm.contacts.v1 import events_pb2
-from services.contacts.adapters.keys import DataKeys
-from services.contacts.adapters.readmodel import ContactsProjection
-from services.contacts.api.servicer import ContactsServicer
-from services.contacts.application.commands import ContactCommands
-from services.contacts.application.importer import ContactImporter
-from services.contacts.application.queries import ContactQueries
-from shared.eventstore.postgres import PostgresEventStore
+from services.contacts.tests.conftest import SERVICE, Env
+from services.contacts.tests.helpers import expect_error, register
 from shared.grpckit.errors import error_info
 from shared.grpckit.server import LIVENESS, GrpcServer
 from shared.metrics import GRPC_HANDLED
-from shared.projections.runner import ProjectionRunner
 from shared.testing import rpc
 from shared.testing.events import read_everything
-
-SERVICE = "crm.contacts.v1.ContactsService"
-
-
-@dataclass
-class Env:
-    stub: pb_grpc.ContactsServiceStub
-    store: PostgresEventStore
-    runner: ProjectionRunner
-    channel: grpc.aio.Channel
-    target: str
-
-    async def event_count(self) -> int:
-        return int(await self.store.pool.fetchval("SELECT count(*) FROM eventstore.events"))
-
-    async def settle(self) -> None:
-        await self.runner.wait_for(await self.store.head_position())
-
-
-@pytest.fixture
-async def env(dsn: str) -> AsyncIterator[Env]:
-    store = await PostgresEventStore.connect(dsn, max_size=10)
-    servicer = ContactsServicer()
-    server = GrpcServer(
-        host="127.0.0.1",
-        port=0,
-        services=[(SERVICE, lambda s: pb_grpc.add_ContactsServiceServicer_to_server(servicer, s))],
-        grace=1,
-    )
-    await server.start()
-    keys = DataKeys(store.pool)
-    commands = ContactCommands(store, keys)
-    servicer.bind(commands, ContactQueries(store.pool), ContactImporter(store, keys, commands))
-    await server.ready()
-    runner = ProjectionRunner(store, ContactsProjection())
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    target = f"127.0.0.1:{server.port}"
-    channel = grpc.aio.insecure_channel(target)
-    yield Env(pb_grpc.ContactsServiceStub(channel), store, runner, channel, target)
-    stop.set()
-    await task
-    await channel.close()
-    await server.stop()
-    await store.close()
-
-
-async def expect_error(call: Any, code: grpc.StatusCode, reason: str) -> list[str]:
-    return await rpc.expect_error(call, code, reason, "contacts.crm")
-
-
-async def register(env: Env, **kw: object) -> pb.Contact:
-    r = await env.stub.RegisterContact(pb.RegisterContactRequest(**kw))  # type: ignore[arg-type]
-    return r.contact
 
 
 async def test_register_get_update_find_list(env: Env) -> None:

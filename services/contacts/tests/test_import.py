@@ -7,10 +7,9 @@ from collections.abc import AsyncIterator
 import grpc
 
 from crm.contacts.v1 import contacts_pb2 as pb
-from services.contacts.tests.test_grpc_api import Env, env, expect_error, register
+from services.contacts.tests.conftest import Env
+from services.contacts.tests.helpers import expect_error, register
 from shared.testing.events import read_everything
-
-__all__ = ["env"]
 
 
 def rows(n: int, start: int = 0, **extra: object) -> list[pb.ImportRow]:

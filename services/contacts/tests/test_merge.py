@@ -6,11 +6,10 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from crm.contacts.v1 import contacts_pb2 as pb
-from services.contacts.tests.test_grpc_api import Env, env, expect_error, register
+from services.contacts.tests.conftest import Env
+from services.contacts.tests.helpers import expect_error, register
 from shared.testing import rpc
 from shared.testing.events import read_everything
-
-__all__ = ["env"]
 
 UNKNOWN = "00000000-0000-0000-0000-000000000009"
 

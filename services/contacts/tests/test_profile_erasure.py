@@ -15,9 +15,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import events_pb2
 from services.contacts.adapters.keys import DataKeys, unseal
-from services.contacts.tests.test_grpc_api import Env, env, expect_error, register
-
-__all__ = ["env"]  # the fixture, imported for pytest
+from services.contacts.tests.conftest import Env
+from services.contacts.tests.helpers import expect_error, register
 
 PII = ("ada@example.com", "+14155552671", "Lovelace", "shop-77", "Analytical", "203.0.113.9")
 

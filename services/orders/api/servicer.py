@@ -1,18 +1,26 @@
-"""The OrdersService gRPC adapter: request -> command -> response. No business rules here."""
+"""The OrdersService gRPC adapter: request -> command -> response. No business rules here.
+
+Requests are read with order_requests.py, responses written in order_responses.py."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import grpc
 
-from crm.orders.v1 import events_pb2 as epb
 from crm.orders.v1 import orders_pb2 as pb
 from crm.orders.v1 import orders_pb2_grpc as pb_grpc
+from services.orders.api.order_requests import (
+    DOMAIN,
+    EARLIEST_PLACE_TIME,
+    LIMITS,
+    PLACE_TIME_AHEAD,
+    item_in,
+)
+from services.orders.api.order_responses import cart_pb, customer_metrics_pb, order_pb
 from services.orders.application.commands import (
     CART,
     ORDER,
@@ -23,103 +31,11 @@ from services.orders.application.commands import (
 from services.orders.application.directory import ContactDirectory
 from services.orders.application.queries import OrderQueries
 from services.orders.domain import money
-from services.orders.domain.cart import Cart
-from services.orders.domain.order import MAX_TEXT, STATES, Order
+from services.orders.domain.order import STATES, Order
 from shared.grpckit import calls
-from shared.grpckit.limits import Limits, enforced
+from shared.grpckit.limits import enforced
 
-DOMAIN = "orders.crm"
 SERVICE = "crm.orders.v1.OrdersService"
-# Checked before anything else in every RPC (see the canvas's Limits section). Other strings:
-# identifiers (*_id) 128, etag 32, page_token 1024, anything else 4096; lists 1000 items.
-LIMITS = Limits(
-    fields={
-        "currency": 16,
-        "sku": money.MAX_SKU,
-        "name": money.MAX_NAME,
-        "items[]": money.MAX_LINES,
-        "lines[]": money.MAX_LINES,
-        "email": 320,
-        "phone": 64,
-        "external_id": 255,
-        **dict.fromkeys(
-            ("external_ref", "payment_ref", "carrier", "tracking_number", "tracking_url", "reason"),
-            MAX_TEXT,
-        ),
-    }
-)
-EARLIEST_PLACE_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-PLACE_TIME_AHEAD = timedelta(days=1)  # clocks differ; an order placed tomorrow does not
-
-
-def _items_pb(items: Any) -> list[epb.LineItem]:
-    return [
-        epb.LineItem(
-            sku=i["sku"],
-            name=i["name"],
-            quantity=i["quantity"],
-            unit_price=i["unit_price"],
-            discount=i["discount"],
-        )
-        for i in items
-    ]
-
-
-def item_in(i: epb.LineItem) -> dict[str, Any]:
-    return {
-        "sku": i.sku,
-        "name": i.name,
-        "quantity": i.quantity,
-        "unit_price": i.unit_price,
-        "discount": i.discount,
-        "currency": i.currency,
-    }
-
-
-def cart_pb(c: Cart) -> pb.Cart:
-    return pb.Cart(
-        cart_id=c.cart_id,
-        contact_id=c.contact_id,
-        currency=c.currency,
-        items=_items_pb(c.items),
-        subtotal=c.subtotal,
-        state=pb.CartState.Value(f"CART_STATE_{c.state}"),
-        order_id=c.order_id,
-        create_time=calls.timestamp(c.created_at),
-        last_activity_time=calls.timestamp(c.last_activity_at),
-        etag=str(c.version),
-    )
-
-
-def order_pb(o: Order) -> pb.Order:
-    return pb.Order(
-        order_id=o.order_id,
-        contact_id=o.contact_id,
-        currency=o.currency,
-        items=_items_pb(o.items),
-        subtotal=o.subtotal,
-        shipping=o.shipping,
-        tax=o.tax,
-        total=o.total,
-        paid=o.paid,
-        refunded=o.refunded,
-        state=pb.OrderState.Value(f"ORDER_STATE_{o.state}"),
-        shipments=[
-            pb.Shipment(
-                shipment_id=s["shipment_id"],
-                carrier=s["carrier"],
-                tracking_number=s["tracking_number"],
-                tracking_url=s["tracking_url"],
-                ship_time=calls.timestamp(s["at"]),
-            )
-            for s in o.shipments
-        ],
-        external_ref=o.external_ref,
-        cart_id=o.cart_id,
-        place_time=calls.timestamp(o.placed_at),
-        update_time=calls.timestamp(o.updated_at),
-        etag=str(o.version),
-    )
 
 
 @enforced(DOMAIN, LIMITS, pb.DESCRIPTOR.services_by_name["OrdersService"])
@@ -343,28 +259,4 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     ) -> pb.GetCustomerMetricsResponse:
         contact_id = self._id(request.contact_id, "contact_id", "INVALID_CONTACT_ID")
         rows = await self.queries.metrics(contact_id)
-        out = pb.GetCustomerMetricsResponse(contact_id=contact_id)
-        if not rows:
-            return out  # a contact without (counted) orders: zeros, not NOT_FOUND
-        first = min(r.first_order_at for r in rows)
-        last = max(r.last_order_at for r in rows)
-        out.order_count = sum(r.order_count for r in rows)
-        out.first_order_time.CopyFrom(calls.timestamp(first))
-        out.last_order_time.CopyFrom(calls.timestamp(last))
-        out.days_since_last_order = (datetime.now(UTC) - last).days
-        for r in rows:
-            out.currencies.append(
-                pb.CurrencyMetrics(
-                    currency=r.currency,
-                    order_count=r.order_count,
-                    revenue=r.revenue,
-                    refunded=r.refunded,
-                    average_order_value=r.average_order_value,
-                    first_order_time=calls.timestamp(r.first_order_at),
-                    last_order_time=calls.timestamp(r.last_order_at),
-                    rfm=pb.Rfm(
-                        recency=r.recency, frequency=r.frequency, monetary=r.monetary, group=r.group
-                    ),
-                )
-            )
-        return out
+        return customer_metrics_pb(contact_id, rows)

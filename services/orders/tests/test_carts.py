@@ -17,7 +17,7 @@ from services.orders.application.queries import OrderQueries
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
 from services.orders.tests.conftest import Env
-from services.orders.tests.test_orders_api import expect_error, item
+from services.orders.tests.helpers import expect_error, item
 from shared.projections.model import ApplyContext
 from shared.testing.events import read_everything
 

@@ -17,29 +17,12 @@ from crm.contacts.v1 import contacts_pb2 as cpb
 from crm.orders.v1 import events_pb2 as epb
 from crm.orders.v1 import orders_pb2 as pb
 from services.orders.tests.conftest import Env
+from services.orders.tests.helpers import expect_error, item
 from shared.grpckit.errors import error_info, field_violations
-from shared.testing import rpc
 
 pytestmark = pytest.mark.timeout(120)
 
 S = pb.OrderState
-
-
-async def expect_error(call: Any, code: grpc.StatusCode, reason: str) -> list[str]:
-    return await rpc.expect_error(call, code, reason, "orders.crm")
-
-
-def item(
-    sku: str = "SKU-1", quantity: int = 2, unit_price: int = 1250, discount: int = 0, **kw: object
-) -> epb.LineItem:
-    return epb.LineItem(
-        sku=sku,
-        name=f"thing {sku}",
-        quantity=quantity,
-        unit_price=unit_price,
-        discount=discount,
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 async def place(env: Env, contact_id: str | None = None, **kw: object) -> pb.Order:
