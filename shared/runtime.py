@@ -15,6 +15,7 @@ import structlog
 import uvloop
 
 from shared.db import connect_pool, embedded, migrate
+from shared.domain import paging
 from shared.eventstore import EventStore
 from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
 from shared.eventstore.postgres import PostgresEventStore
@@ -156,6 +157,7 @@ def main(argv: Sequence[str], spec: ServiceSpec) -> None:
         # supervisor handles a database that hangs, and the lag metric shows it
         config = config.model_copy(update={"db_statement_timeout_seconds": 0.0})
     configure(config.log_level, config.log_format)
+    paging.use_secret(config.page_token_secret)
     entry = spec.roles[role]
     uvloop.install()
     asyncio.run(run_until_signalled(lambda stop: entry(config, stop)))

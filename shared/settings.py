@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.domain.paging import DEV_SECRET
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
@@ -31,4 +33,4 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = 20.0
     projection_batch_size: int = 500
     # Signs page tokens (HMAC-SHA256); one value per deployment, shared by every replica.
-    page_token_secret: str = "dev-page-token-secret"  # noqa: S105 - dev default, documented
+    page_token_secret: str = DEV_SECRET

@@ -13,7 +13,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-from functools import cache
 from typing import Any
 
 import orjson
@@ -23,11 +22,17 @@ from shared.domain.errors import Invalid
 MAX_TOKEN = 1024  # characters; the request limit of every page_token field
 
 
-@cache
-def _key() -> bytes:
-    from shared.settings import Settings
+DEV_SECRET = "dev-page-token-secret"  # noqa: S105 - the documented development default
+_secret = [DEV_SECRET.encode()]
 
-    return Settings().page_token_secret.encode()
+
+def use_secret(secret: str) -> None:
+    """Set the deployment's key (the runtime does, from ``PAGE_TOKEN_SECRET``, at start)."""
+    _secret[0] = secret.encode()
+
+
+def _key() -> bytes:
+    return _secret[0]
 
 
 def _b64(raw: bytes) -> str:

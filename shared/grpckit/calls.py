@@ -20,7 +20,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shared.application.commands import FINGERPRINT
 from shared.grpckit import errors as ge
 
-MAX_REQUEST_ID = 128
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -36,14 +35,6 @@ def uuid_arg(domain: str, value: str, field: str, reason: str) -> str:
         return str(uuid.UUID(value))
     except ValueError:
         raise invalid(domain, field, reason, "must be a UUID") from None
-
-
-def request_id(domain: str, value: str) -> str:
-    if len(value) > MAX_REQUEST_ID:
-        raise invalid(
-            domain, "request_id", "INVALID_REQUEST_ID", f"at most {MAX_REQUEST_ID} characters"
-        )
-    return value
 
 
 def page_size(domain: str, value: int, most: int = MAX_PAGE) -> int:

@@ -244,6 +244,11 @@ def test_configuration_comes_from_configmap_and_secret(docs: tuple[Manifest, ...
                 "name": "crm-database",
                 "key": "url",
             }
+            if deployment["metadata"]["name"].endswith("-serve"):  # it signs page tokens
+                assert env["PAGE_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"] == {
+                    "name": "crm-page-tokens",
+                    "key": "secret",
+                }
 
 
 def test_only_api_deployments_autoscale(docs: tuple[Manifest, ...]) -> None:

@@ -48,10 +48,6 @@ def contact_id(value: str, field: str = "contact_id") -> str:
     return calls.uuid_arg(DOMAIN, value, field, "INVALID_CONTACT_ID")
 
 
-def request_id(value: str) -> str:
-    return calls.request_id(DOMAIN, value)
-
-
 def page_size(value: int, most: int = calls.MAX_PAGE) -> int:
     return calls.page_size(DOMAIN, value, most)
 

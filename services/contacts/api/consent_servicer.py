@@ -15,7 +15,6 @@ from crm.contacts.v1 import consent_pb2_grpc as pb_grpc
 from services.contacts.api.common import DOMAIN, LIMITS
 from services.contacts.api.common import contact_id as _contact_id
 from services.contacts.api.common import meta as _meta
-from services.contacts.api.common import request_id as _request_id
 from services.contacts.application.consent import ConsentLedgers, Entry
 from services.contacts.domain import consent as domain
 from services.contacts.domain.consent import ChannelConsent, Evidence, Terms
@@ -162,7 +161,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         self, request: pb.RecordConsentRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordConsentResponse:
         cid = _contact_id(request.contact_id)
-        rid = _request_id(request.request_id)
+        rid = request.request_id
         cmd = domain.RecordConsent(
             channel=_in(CHANNELS, request.channel),
             state=_in(STATES, request.state),
@@ -187,7 +186,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
     async def ConfirmConsent(
         self, request: pb.ConfirmConsentRequest, context: grpc.aio.ServicerContext
     ) -> pb.ConfirmConsentResponse:
-        rid = _request_id(request.request_id)
+        rid = request.request_id
         cid, ch, now = await self.ledgers.confirm(
             request.token,
             _evidence(request.evidence),
@@ -224,7 +223,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         self, request: pb.SuppressChannelRequest, context: grpc.aio.ServicerContext
     ) -> pb.SuppressChannelResponse:
         cid = _contact_id(request.contact_id)
-        rid = _request_id(request.request_id)
+        rid = request.request_id
         cmd = domain.Suppress(
             _in(CHANNELS, request.channel), _in(REASONS, request.reason), request.note
         )
@@ -239,7 +238,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         self, request: pb.UnsuppressChannelRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnsuppressChannelResponse:
         cid = _contact_id(request.contact_id)
-        rid = _request_id(request.request_id)
+        rid = request.request_id
         cmd = domain.Unsuppress(_in(CHANNELS, request.channel), request.note)
         ch, changed, now = await self.ledgers.unsuppress(
             cid, cmd, request_id=rid, meta=_meta(rid, context)

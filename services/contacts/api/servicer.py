@@ -14,7 +14,6 @@ from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
 from services.contacts.api.common import DOMAIN, LIMITS, MAX_IMPORT_BATCH, page_size
 from services.contacts.api.common import contact_id as _contact_id
 from services.contacts.api.common import meta as _meta
-from services.contacts.api.common import request_id as _request_id
 from services.contacts.api.contact_requests import (
     encode_version_token,
     import_fields,
@@ -72,7 +71,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     async def RegisterContact(
         self, request: pb.RegisterContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterContactResponse:
-        rid = _request_id(request.request_id)
+        rid = request.request_id
         contact = await self.commands.register(
             profile_in(request), request_id=rid, meta=_meta(rid, context)
         )
@@ -101,7 +100,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self, request: pb.UpdateContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateContactResponse:
         cid = _contact_id(request.contact.contact_id, "contact.contact_id")
-        rid = _request_id(request.request_id)
+        rid = request.request_id
         contact = await self.commands.update(
             cid,
             list(request.update_mask.paths),
@@ -179,7 +178,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     ) -> pb.MergeContactsResponse:
         survivor = _contact_id(request.survivor_id, "survivor_id")
         merged = _contact_id(request.merged_id, "merged_id")
-        rid = _request_id(request.request_id)
+        rid = request.request_id
         contact = await self.commands.merge(
             survivor, merged, request_id=rid, meta=_meta(rid, context)
         )
@@ -189,7 +188,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self, request: pb.UnmergeContactsRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnmergeContactsResponse:
         merged = _contact_id(request.merged_id, "merged_id")
-        rid = _request_id(request.request_id)
+        rid = request.request_id
         survivor, restored = await self.commands.unmerge(
             merged, request_id=rid, meta=_meta(rid, context)
         )
@@ -223,7 +222,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     async def ArchiveContact(
         self, request: pb.ArchiveContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.ArchiveContactResponse:
-        cid, rid = _contact_id(request.contact_id), _request_id(request.request_id)
+        cid, rid = _contact_id(request.contact_id), request.request_id
         contact = await self.commands.change(
             cid,
             lambda s: decide_archive(s, request.reason),
@@ -236,7 +235,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     async def RestoreContact(
         self, request: pb.RestoreContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.RestoreContactResponse:
-        cid, rid = _contact_id(request.contact_id), _request_id(request.request_id)
+        cid, rid = _contact_id(request.contact_id), request.request_id
         contact = await self.commands.change(
             cid, decide_restore, etag=request.etag, request_id=rid, meta=_meta(rid, context)
         )
@@ -245,7 +244,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     async def EraseContact(
         self, request: pb.EraseContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.EraseContactResponse:
-        cid, rid = _contact_id(request.contact_id), _request_id(request.request_id)
+        cid, rid = _contact_id(request.contact_id), request.request_id
         contact = await self.commands.erase(
             cid, request.reason, request_id=rid, meta=_meta(rid, context)
         )

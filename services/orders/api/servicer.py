@@ -60,8 +60,8 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     def _kw(
         self, request_id: str, context: grpc.aio.ServicerContext, etag: str = ""
     ) -> dict[str, Any]:
-        rid = calls.request_id(DOMAIN, request_id)
-        return {"request_id": rid, "meta": calls.event_meta(rid, context), "etag": etag}
+        meta = calls.event_meta(request_id, context)
+        return {"request_id": request_id, "meta": meta, "etag": etag}
 
     async def customer(self, ref: pb.CustomerRef) -> str:
         kind = ref.WhichOneof("ref")
