@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from services.contacts.adapters.keys import DataKeys
 from services.contacts.application import identity_claims, merging
 from services.contacts.application.contact_events import NS, contact_aggregate, fold_contact
+from services.contacts.application.ports import KeyStore
 from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact, ProfileInput
 from shared.application.commands import CommandRunner, Event, new_id
@@ -17,7 +17,7 @@ from shared.eventstore import EventStore, RecordedEvent, StreamAppend
 
 
 class ContactCommands:
-    def __init__(self, store: EventStore, keys: DataKeys) -> None:
+    def __init__(self, store: EventStore, keys: KeyStore) -> None:
         self.store = store
         self.keys = keys
         self.runner = CommandRunner(store)

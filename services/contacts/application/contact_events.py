@@ -8,7 +8,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from services.contacts.adapters.keys import DataKeys, seal, unseal
+from services.contacts.adapters.keys import seal, unseal
+from services.contacts.application.ports import KeyStore
 from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact
 from shared.application.commands import Aggregate
@@ -22,7 +23,7 @@ NS = uuid.UUID("6f1c7a3e-2b1d-4f57-9a51-3c2f0e9d8b10")
 class ContactKeys:
     """Sealing with the contact's data key: read for each use, never cached."""
 
-    def __init__(self, keys: DataKeys) -> None:
+    def __init__(self, keys: KeyStore) -> None:
         self.keys = keys
 
     async def key(self, id_: str) -> bytes | None:
@@ -40,7 +41,7 @@ class ContactKeys:
         return unseal(key, id_, data)[0]
 
 
-def contact_aggregate(keys: DataKeys) -> Aggregate[Contact]:
+def contact_aggregate(keys: KeyStore) -> Aggregate[Contact]:
     return Aggregate(
         namespace=NS,
         stream_of=domain.stream_of,

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.contacts.adapters.keys import DataKeys
 from services.contacts.application.commands import ContactCommands
 from services.contacts.application.contact_events import NS, fold_contact
+from services.contacts.application.ports import KeyStore
 from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact, ProfileInput
 from services.contacts.domain.identity import KINDS, NORMALISERS, BadIdentity, identity_stream
@@ -84,7 +84,7 @@ class _Plan:
 
 
 class ContactImporter:
-    def __init__(self, store: EventStore, keys: DataKeys, commands: ContactCommands) -> None:
+    def __init__(self, store: EventStore, keys: KeyStore, commands: ContactCommands) -> None:
         self.store, self.keys, self.commands = store, keys, commands
         self.contact = commands.contact
 
