@@ -19,13 +19,14 @@ from shared.domain import paging
 from shared.eventstore import EventStore
 from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
 from shared.eventstore.postgres import PostgresEventStore
-from shared.grpckit.server import GrpcServer, run_until_signalled
+from shared.grpckit.server import GrpcServer, Limits, run_until_signalled, unless_stopped
 from shared.logs import configure
+from shared.metrics import serve_metrics
 from shared.projections.lag import update_lag
 from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner, ensure_schema
 from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
-from shared.service import ServiceSpec
+from shared.service import Api, ServiceSpec
 from shared.settings import Settings
 from shared.supervision import Worker, sleep_unless_stopped, supervise
 
@@ -96,6 +97,37 @@ async def connect(
     else:
         store = PostgresEventStore(pool, dsn)
     return Runtime(dsn, pool, store)
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    api: Api,
+    connect: Callable[[Settings], Awaitable[Runtime]],
+) -> None:
+    """A serve role: the gRPC server starts at once (NOT_SERVING), the database is connected
+    (and migrated) while it waits, then the API is bound and the server reports SERVING, until
+    ``stop``."""
+    server = GrpcServer(
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        services=api.services,
+        grace=settings.shutdown_grace_seconds,
+        limits=Limits.of(settings),
+    )
+    await server.start()
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    rt = await unless_stopped(connect(settings), stop)
+    if rt is None:
+        await server.stop()
+        return
+    await api.bind(rt, settings)
+    await server.ready()
+    log.info("serving", services=[name for name, _ in api.services], port=server.port)
+    await stop.wait()
+    await server.stop()
+    await api.close()
+    await rt.close()
 
 
 async def run_projections(

@@ -10,13 +10,33 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from shared.grpckit.server import Register
 from shared.projections.model import Projection
 from shared.settings import Settings
 
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
+
 # A role's entry point: run until ``stop`` is set (SIGTERM/SIGINT), with the role's settings.
 Role = Callable[[Any, asyncio.Event], Awaitable[None]]
+
+
+class Api(Protocol):
+    """A serve role's gRPC services: registered when the server starts (health says
+    NOT_SERVING), bound to the runtime once the database is there, closed at shutdown. The same
+    object serves in production (``serve``) and in tests (shared/testing/service_env.py)."""
+
+    @property
+    def services(self) -> Sequence[tuple[str, Register]]: ...
+
+    async def bind(self, rt: Runtime, settings: Any) -> None:
+        """Build the application on ``rt`` and hand it to the servicers; start any other
+        endpoint of the role (webhooks)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -40,3 +60,5 @@ class ServiceSpec:
     projections: Callable[[], Sequence[Projection]] = tuple
     dev: Mapping[str, DevRole] = field(default_factory=dict)  # role -> make run
     cli: Any = None  # a typer.Typer mounted as `crm <name> …`, or None
+    # The serve role's APIs, unbound (the test environment serves them: shared/testing)
+    api: Callable[[], Api] | None = None

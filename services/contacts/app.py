@@ -16,11 +16,11 @@ from services.contacts.api.consent_servicer import SERVICE as CONSENT
 from services.contacts.api.consent_servicer import ConsentServicer
 from services.contacts.api.servicer import ContactsServicer
 from services.contacts.application.commands import ContactCommands
-from services.contacts.application.consent import ConsentLedgers
+from services.contacts.application.consent import Clock, ConsentLedgers, utcnow
 from services.contacts.application.importer import ContactImporter
 from services.contacts.application.queries import ContactQueries
 from shared import runtime
-from shared.grpckit.server import GrpcServer, Limits, unless_stopped
+from shared.grpckit.server import GrpcServer, unless_stopped
 from shared.metrics import serve_metrics
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -37,34 +37,29 @@ async def connect(settings: Settings) -> Runtime:
     )
 
 
+class ContactsApi:
+    """ContactsService and ConsentService: the serve role's gRPC services."""
+
+    def __init__(self, clock: Clock = utcnow) -> None:
+        self.contacts, self.consent, self.clock = ContactsServicer(), ConsentServicer(), clock
+        self.services = [
+            (SERVICE, lambda s: pb_grpc.add_ContactsServiceServicer_to_server(self.contacts, s)),
+            (CONSENT, lambda s: consent_grpc.add_ConsentServiceServicer_to_server(self.consent, s)),
+        ]
+
+    async def bind(self, rt: Runtime, settings: Settings) -> None:
+        keys = DataKeys(rt.pool)
+        commands = ContactCommands(rt.store, keys)
+        importer = ContactImporter(rt.store, keys, commands)
+        self.contacts.bind(commands, ContactQueries(rt.pool), importer)
+        self.consent.bind(ConsentLedgers(rt.store, rt.pool, clock=self.clock))
+
+    async def close(self) -> None:
+        pass
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    servicer, consent = ContactsServicer(), ConsentServicer()
-    server = GrpcServer(
-        host=settings.grpc_host,
-        port=settings.grpc_port,
-        services=[
-            (SERVICE, lambda s: pb_grpc.add_ContactsServiceServicer_to_server(servicer, s)),
-            (CONSENT, lambda s: consent_grpc.add_ConsentServiceServicer_to_server(consent, s)),
-        ],
-        grace=settings.shutdown_grace_seconds,
-        limits=Limits.of(settings),
-    )
-    await server.start()  # health: NOT_SERVING until the database is reachable and migrated
-    serve_metrics(settings.metrics_port, settings.metrics_host)
-    rt = await unless_stopped(connect(settings), stop)
-    if rt is None:
-        await server.stop()
-        return
-    keys = DataKeys(rt.pool)
-    commands = ContactCommands(rt.store, keys)
-    importer = ContactImporter(rt.store, keys, commands)
-    servicer.bind(commands, ContactQueries(rt.pool), importer)
-    consent.bind(ConsentLedgers(rt.store, rt.pool))
-    await server.ready()
-    log.info("contacts.serving", port=server.port)
-    await stop.wait()
-    await server.stop()
-    await rt.close()
+    await runtime.serve(settings, stop, ContactsApi(), connect)
 
 
 async def project(settings: Settings, stop: asyncio.Event) -> None:

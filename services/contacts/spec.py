@@ -18,4 +18,5 @@ SPEC = ServiceSpec(
     projections=lambda: app.PROJECTIONS,
     dev={"serve": DevRole(GRPC_PORT, 9464), "project": DevRole(50151, 9465)},
     cli=cli,
+    api=app.ContactsApi,
 )

@@ -19,7 +19,7 @@ from services.orders.application.ingest import Ingestor
 from services.orders.application.queries import OrderQueries
 from services.orders.application.recovery import CartRecovery
 from shared import runtime
-from shared.grpckit.server import GrpcServer, Limits, unless_stopped
+from shared.grpckit.server import GrpcServer, unless_stopped
 from shared.metrics import serve_metrics
 from shared.projections.reactor import Reactor
 from shared.runtime import Runtime
@@ -50,38 +50,42 @@ async def connect(settings: Settings) -> Runtime:
     return await runtime.connect(settings, projections=PROJECTIONS)
 
 
+class OrdersApi:
+    """OrdersService and the webhook endpoint: the serve role's APIs. ``any_webhook_port``
+    (tests) takes a free port instead of ``WEBHOOK_PORT``; ``webhook_port`` is the bound one."""
+
+    def __init__(self, *, any_webhook_port: bool = False) -> None:
+        self.orders = OrdersServicer()
+        self.services = [
+            (SERVICE, lambda s: pb_grpc.add_OrdersServiceServicer_to_server(self.orders, s))
+        ]
+        self.any_webhook_port = any_webhook_port
+        self.webhooks: WebhookServer | None = None
+        self.directory: GrpcContactDirectory | None = None
+        self.shopify: Shopify | None = None
+        self.webhook_port = 0
+
+    async def bind(self, rt: Runtime, settings: OrdersSettings) -> None:
+        queries = OrderQueries(rt.pool)
+        carts, orders = CartCommands(rt.store), OrderCommands(rt.store)
+        self.directory = GrpcContactDirectory(settings.contacts_target)
+        self.orders.bind(carts, orders, queries, self.directory)
+        if settings.webhook_port or self.any_webhook_port:
+            self.shopify = shopify(settings)
+            app = make_app({"shopify": self.shopify}, Ingestor(orders, self.directory))
+            port = 0 if self.any_webhook_port else settings.webhook_port
+            self.webhooks = WebhookServer(app, settings.grpc_host, port)
+            self.webhook_port = await self.webhooks.start()
+
+    async def close(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.stop()
+        if self.directory is not None:
+            await self.directory.close()
+
+
 async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
-    servicer = OrdersServicer()
-    server = GrpcServer(
-        host=settings.grpc_host,
-        port=settings.grpc_port,
-        services=[(SERVICE, lambda s: pb_grpc.add_OrdersServiceServicer_to_server(servicer, s))],
-        grace=settings.shutdown_grace_seconds,
-        limits=Limits.of(settings),
-    )
-    await server.start()
-    serve_metrics(settings.metrics_port, settings.metrics_host)
-    rt = await unless_stopped(connect(settings), stop)
-    if rt is None:
-        await server.stop()
-        return
-    queries = OrderQueries(rt.pool)
-    carts, orders = CartCommands(rt.store), OrderCommands(rt.store)
-    directory = GrpcContactDirectory(settings.contacts_target)
-    servicer.bind(carts, orders, queries, directory)
-    webhooks = None
-    if settings.webhook_port:
-        app = make_app({"shopify": shopify(settings)}, Ingestor(orders, directory))
-        webhooks = WebhookServer(app, settings.grpc_host, settings.webhook_port)
-        await webhooks.start()
-    await server.ready()
-    log.info("orders.serving", port=server.port, webhook_port=settings.webhook_port)
-    await stop.wait()
-    await server.stop()
-    if webhooks is not None:
-        await webhooks.stop()
-    await directory.close()
-    await rt.close()
+    await runtime.serve(settings, stop, OrdersApi(), connect)
 
 
 async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:

@@ -41,4 +41,5 @@ SPEC = ServiceSpec(
     roles={"serve": app.serve, "project": app.project},
     projections=lambda: app.PROJECTIONS,
     dev={"serve": _serve(), "project": DevRole(50152, 9467)},
+    api=app.OrdersApi,
 )

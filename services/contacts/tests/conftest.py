@@ -4,7 +4,6 @@ caught up on demand, and a clock the test can move)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -18,22 +17,14 @@ import pytest
 from crm.contacts.v1 import consent_pb2 as cpb
 from crm.contacts.v1 import consent_pb2_grpc as cpb_grpc
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
-from services.contacts.adapters import keys
 from services.contacts.adapters.consent_readmodel import ConsentProjection
-from services.contacts.adapters.readmodel import ContactsProjection
-from services.contacts.api.consent_servicer import SERVICE as CONSENT_SERVICE
-from services.contacts.api.consent_servicer import ConsentServicer
-from services.contacts.api.servicer import ContactsServicer
-from services.contacts.application.commands import ContactCommands
-from services.contacts.application.consent import ConsentLedgers
-from services.contacts.application.importer import ContactImporter
-from services.contacts.application.queries import ContactQueries
+from services.contacts.app import ContactsApi
+from services.contacts.spec import SPEC
 from services.contacts.tests.helpers import CONSENT, EMAIL, SUB, ts
-from shared.db import migrate
 from shared.eventstore import NewEvent, StreamState
 from shared.eventstore.postgres import PostgresEventStore
-from shared.grpckit.server import GrpcServer
-from shared.projections.runner import ProjectionRunner, ensure_schema
+from shared.projections.runner import ProjectionRunner
+from shared.testing.service_env import Served, serving
 
 SERVICE = "crm.contacts.v1.ContactsService"
 
@@ -45,43 +36,21 @@ SERVICE = "crm.contacts.v1.ContactsService"
 class Env:
     stub: pb_grpc.ContactsServiceStub
     store: PostgresEventStore
-    runner: ProjectionRunner
+    served: Served
     channel: grpc.aio.Channel
     target: str
 
     async def event_count(self) -> int:
-        return int(await self.store.pool.fetchval("SELECT count(*) FROM eventstore.events"))
+        return await self.served.event_count()
 
     async def settle(self) -> None:
-        await self.runner.wait_for(await self.store.head_position())
+        await self.served.settle()
 
 
 @pytest.fixture
 async def env(dsn: str) -> AsyncIterator[Env]:
-    store = await PostgresEventStore.connect(dsn, max_size=10)
-    servicer = ContactsServicer()
-    server = GrpcServer(
-        host="127.0.0.1",
-        port=0,
-        services=[(SERVICE, lambda s: pb_grpc.add_ContactsServiceServicer_to_server(servicer, s))],
-        grace=1,
-    )
-    await server.start()
-    data_keys = keys.DataKeys(store.pool)
-    commands = ContactCommands(store, data_keys)
-    servicer.bind(commands, ContactQueries(store.pool), ContactImporter(store, data_keys, commands))
-    await server.ready()
-    runner = ProjectionRunner(store, ContactsProjection())
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    target = f"127.0.0.1:{server.port}"
-    channel = grpc.aio.insecure_channel(target)
-    yield Env(pb_grpc.ContactsServiceStub(channel), store, runner, channel, target)
-    stop.set()
-    await task
-    await channel.close()
-    await server.stop()
-    await store.close()
+    async with serving(SPEC, dsn) as s:
+        yield Env(pb_grpc.ContactsServiceStub(s.channel), s.store, s, s.channel, s.target)
 
 
 # --- ConsentService -----------------------------------------------------------------------------
@@ -150,35 +119,12 @@ class ConsentEnv:
 
 @pytest.fixture
 async def consent_env(dsn: str) -> AsyncIterator[ConsentEnv]:
-    store = await PostgresEventStore.connect(dsn, max_size=10)
-    async with store.pool.acquire() as conn:
-        # The key table comes with the contacts service's migrations; the test template may
-        # not have it yet.
-        if await conn.fetchval("SELECT to_regclass('contacts_keys.data_keys')") is None:
-            await migrate(conn, "contacts", keys.MIGRATIONS)
-        # What migrate_everything / the service's connect() will do once ConsentProjection is
-        # wired in (a no-op when the schema exists).
-        await ensure_schema(conn, ConsentProjection(), ConsentProjection.schema)
-    servicer = ConsentServicer()
-    server = GrpcServer(
-        host="127.0.0.1",
-        port=0,
-        services=[
-            (CONSENT_SERVICE, lambda s: cpb_grpc.add_ConsentServiceServicer_to_server(servicer, s))
-        ],
-        grace=1,
-    )
-    await server.start()
+    """ConsentService with a clock the test moves; its read model is caught up on demand."""
     clock = Clock()
-    servicer.bind(ConsentLedgers(store, store.pool, clock=clock))
-    await server.ready()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-    yield ConsentEnv(
-        cpb_grpc.ConsentServiceStub(channel),
-        store,
-        ProjectionRunner(store, ConsentProjection()),
-        clock,
-    )
-    await channel.close()
-    await server.stop()
-    await store.close()
+    async with serving(SPEC, dsn, api=ContactsApi(clock=clock), projections=[]) as s:
+        yield ConsentEnv(
+            cpb_grpc.ConsentServiceStub(s.channel),
+            s.store,
+            ProjectionRunner(s.store, ConsentProjection()),
+            clock,
+        )

@@ -11,24 +11,15 @@ import grpc
 import pytest
 
 from crm.orders.v1 import orders_pb2 as pb
-from services.orders.application.abandonment import AbandonmentTimer
-from services.orders.application.commands import CartCommands
-from services.orders.application.queries import OrderQueries
 from services.orders.domain import cart as carts
 from services.orders.domain import order as orders
 from services.orders.tests.conftest import Env
-from services.orders.tests.helpers import expect_error, item
+from services.orders.tests.helpers import IDLE, expect_error, item, new_cart, timer
 from shared.projections.model import ApplyContext
 from shared.testing.events import read_everything
 
 pytestmark = pytest.mark.timeout(120)
 CS = pb.CartState
-IDLE = timedelta(seconds=1)  # long enough that a loaded CI box never abandons early
-
-
-async def new_cart(env: Env, contact: str | None = None) -> pb.Cart:
-    ref = pb.CustomerRef(contact_id=contact or str(uuid.uuid4()))
-    return (await env.stub.CreateCart(pb.CreateCartRequest(customer=ref, currency="EUR"))).cart
 
 
 async def test_cart_items_add_change_remove_checkout(env: Env) -> None:
@@ -142,10 +133,6 @@ async def test_cart_becomes_an_order_once(env: Env) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "MIXED_CURRENCIES",
     )
-
-
-def timer(env: Env, after: timedelta = IDLE) -> AbandonmentTimer:
-    return AbandonmentTimer(OrderQueries(env.store.pool), CartCommands(env.store), after, 0.05)
 
 
 async def abandoned_events(env: Env, cart_id: str) -> list[str]:

@@ -12,8 +12,7 @@ from google.protobuf import json_format, timestamp_pb2
 from crm.orders.v1 import events_pb2
 from crm.orders.v1 import orders_pb2 as pb
 from services.orders.tests.conftest import Env
-from services.orders.tests.helpers import item
-from services.orders.tests.test_carts import IDLE, new_cart, timer
+from services.orders.tests.helpers import IDLE, item, new_cart, timer
 from shared.testing import rpc
 from shared.testing.events import read_everything
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
@@ -15,10 +14,16 @@ from crm.contacts.v1 import contacts_pb2 as cpb
 from crm.orders.v1 import orders_pb2 as pb
 from services.orders.domain import order as orders
 from services.orders.tests.conftest import Env
+from services.orders.tests.shopify_samples import (
+    FULFILMENT,
+    ORDER,
+    OTHER_SHOP,
+    PAID,
+    SHOP,
+    post,
+)
 
 pytestmark = pytest.mark.timeout(120)
-SHOP = "demo-shop.myshopify.com"
-OTHER_SHOP = "other-shop.myshopify.com"
 
 
 @pytest.fixture
@@ -26,70 +31,6 @@ def env(env: Env) -> Env:
     """The suite's webhook endpoint, serving SHOP (the adapter serves no shop unless told)."""
     env.shopify.shops = frozenset({SHOP})
     return env
-
-
-ORDER: dict[str, Any] = {
-    "id": 820982911946154508,
-    "email": "Jon.Snow@Example.com",
-    "created_at": "2026-11-20T10:15:00-05:00",
-    "currency": "USD",
-    "financial_status": "pending",
-    "total_tax": "2.40",
-    "total_shipping_price_set": {"shop_money": {"amount": "5.00", "currency_code": "USD"}},
-    "customer": {"id": 115310627314723954, "email": "Jon.Snow@Example.com"},
-    "line_items": [
-        {
-            "id": 866550311766439020,
-            "sku": "IPOD-342-N",
-            "title": "IPod Nano",
-            "quantity": 2,
-            "price": "19.99",
-            "total_discount": "1.00",
-            "price_set": {"shop_money": {"amount": "19.99", "currency_code": "USD"}},
-        },
-        {
-            "id": 141249953214522974,
-            "sku": "",
-            "title": "Gift wrap",
-            "quantity": 1,
-            "price": "3.50",
-            "total_discount": "0.00",
-        },
-    ],
-}
-PAID: dict[str, Any] = {**ORDER, "financial_status": "paid"}
-FULFILMENT: dict[str, Any] = {
-    "id": 255858046,
-    "order_id": ORDER["id"],
-    "status": "success",
-    "tracking_company": "USPS",
-    "tracking_number": "9400111899223197428490",
-    "tracking_url": "https://tools.usps.com/x",
-}
-
-
-async def post(
-    env: Env,
-    topic: str,
-    payload: Any,
-    *,
-    signature: str | None = None,
-    raw: bytes | None = None,
-    shop: str = SHOP,
-) -> tuple[int, dict[str, Any]]:
-    body = raw if raw is not None else orjson.dumps(payload)
-    headers = {
-        "X-Shopify-Topic": topic,
-        "X-Shopify-Shop-Domain": shop,
-        "X-Shopify-Hmac-Sha256": env.shopify.sign(body) if signature is None else signature,
-        "X-Shopify-Webhook-Id": "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
-        "Content-Type": "application/json",
-    }
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(env.webhook_url, data=body, headers=headers) as r,
-    ):
-        return r.status, await r.json()
 
 
 async def test_order_lifecycle_from_webhooks_applied_once(env: Env) -> None:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.orders.tests.conftest import Env
-from services.orders.tests.test_webhooks import FULFILMENT, ORDER, PAID, SHOP, post
+from services.orders.tests.shopify_samples import FULFILMENT, ORDER, PAID, SHOP, post
 
 pytestmark = pytest.mark.timeout(300)
 

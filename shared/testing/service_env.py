@@ -1,0 +1,82 @@
+"""A registered service, served for tests from its spec: the same API object its serve role
+binds (``ServiceSpec.api``) behind a real gRPC server on a free port, on a real PostgreSQL
+store, with its read models (and any extra projections or reactors) running."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from shared.eventstore.postgres import PostgresEventStore
+from shared.grpckit.server import GrpcServer
+from shared.projections.model import Projection
+from shared.projections.runner import ProjectionRunner, ensure_schema
+from shared.runtime import Runtime
+from shared.service import Api, ServiceSpec
+
+
+@dataclass
+class Served:
+    api: Any  # the service's API object (its servicers, webhook port, …)
+    store: PostgresEventStore
+    channel: grpc.aio.Channel
+    target: str  # host:port of its gRPC server
+    runners: list[ProjectionRunner]
+
+    async def settle(self) -> None:
+        """Wait until every running projection has applied every event committed so far."""
+        head = await self.store.head_position()
+        for r in self.runners:
+            await r.wait_for(head)
+
+    async def event_count(self) -> int:
+        return int(await self.store.pool.fetchval("SELECT count(*) FROM eventstore.events"))
+
+
+@asynccontextmanager
+async def serving(
+    spec: ServiceSpec,
+    dsn: str,
+    *,
+    api: Api | None = None,
+    settings: dict[str, Any] | None = None,
+    projections: Sequence[Projection] | None = None,
+    extra: Sequence[Projection] = (),
+    store: PostgresEventStore | None = None,
+) -> AsyncIterator[Served]:
+    """Serve ``spec``'s API (or ``api``, e.g. one built with a test clock) with ``settings``
+    over the spec's defaults; run ``projections`` (default: the spec's read models) and
+    ``extra`` ones (reactors, another service's read model)."""
+    assert spec.api is not None, f"{spec.name} declares no API"
+    own_store = store is None
+    store = store or await PostgresEventStore.connect(dsn, max_size=10)
+    config = spec.settings(database_url=dsn, **(settings or {}))
+    the_api = api or spec.api()
+    server = GrpcServer(host="127.0.0.1", port=0, services=the_api.services, grace=1)
+    await server.start()
+    await the_api.bind(Runtime(dsn, store.pool, store), config)
+    await server.ready()
+    chosen = [*(spec.projections() if projections is None else projections), *extra]
+    async with store.pool.acquire() as conn:
+        for p in chosen:
+            await ensure_schema(conn, p, p.schema)
+    runners = [ProjectionRunner(store, p) for p in chosen]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    target = f"127.0.0.1:{server.port}"
+    channel = grpc.aio.insecure_channel(target)
+    try:
+        yield Served(the_api, store, channel, target, runners)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await channel.close()
+        await server.stop()
+        await the_api.close()
+        if own_store:
+            await store.close()
