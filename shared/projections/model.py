@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import asyncpg
@@ -16,6 +16,9 @@ class ApplyContext:
     # True while rebuilding or replaying history: a projection must cause no side effects then
     # (no messages, no commands), only read-model writes.
     replay: bool
+    # Called once the batch's transaction committed (e.g. waking readers of events a projection
+    # appended on its connection); never when it rolled back.
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Projection(Protocol):

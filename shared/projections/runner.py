@@ -207,6 +207,18 @@ class ProjectionRunner:
     async def _commit(
         self, events: Sequence[RecordedEvent], last_position: int, *, park: str | None = None
     ) -> None:
+        ctx = ApplyContext(self.ctx.replay)
+        await self._commit_with(ctx, events, last_position, park)
+        for then in ctx.after_commit:
+            then()
+
+    async def _commit_with(
+        self,
+        ctx: ApplyContext,
+        events: Sequence[RecordedEvent],
+        last_position: int,
+        park: str | None,
+    ) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             # Locking the checkpoint row serialises us with a rebuild's switch-over, which may
             # move the checkpoint forward under us: skip what it already covered.
@@ -218,7 +230,7 @@ class ProjectionRunner:
             todo = [e for e in events if e.position > current]
             if todo and park is None:
                 await conn.execute(f"SET LOCAL search_path TO {quote_ident(self.schema)}, public")
-                await self.projection.apply(conn, todo, self.ctx)
+                await self.projection.apply(conn, todo, ctx)
             elif todo and park is not None:
                 e = todo[0]
                 await conn.execute(

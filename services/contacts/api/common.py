@@ -18,6 +18,8 @@ MAX_IMPORT_BATCH = 1000  # rows per ImportContacts message
 # Other strings: identifiers (*_id) 128, etag 32, page_token 1024, anything else 4096 (the
 # profile's own rules, e.g. names <= 200, are checked after, per row in imports); lists and maps
 # 1000 items; attribute names 128.
+MAX_VERSION_REFS = 500  # BatchGetContactVersions
+
 LIMITS = Limits(
     fields={
         "email": 320,
@@ -35,6 +37,7 @@ LIMITS = Limits(
         "user_agent": consent.MAX_USER_AGENT,
         "ip": 64,
         "rows[]": MAX_IMPORT_BATCH,
+        "refs[]": MAX_VERSION_REFS,
     },
     reasons={"rows[]": "TOO_MANY_ROWS", "timestamp_value": "INVALID_ATTRIBUTE"},
 )

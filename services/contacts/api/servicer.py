@@ -96,6 +96,28 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
             )
         return pb.GetContactResponse(contact=contact_pb(await self._survivor(contact)))
 
+    async def BatchGetContactVersions(
+        self, request: pb.BatchGetContactVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchGetContactVersionsResponse:
+        refs = []
+        for i, ref in enumerate(request.refs):
+            cid = _contact_id(ref.contact_id, f"refs[{i}].contact_id")
+            if ref.version < 0:
+                raise ge.InvalidArgument(
+                    "INVALID_VERSION",
+                    "a version is 0 or more",
+                    domain=DOMAIN,
+                    violations=[(f"refs[{i}].version", "must be >= 0")],
+                )
+            refs.append((cid, ref.version))
+        out = pb.BatchGetContactVersionsResponse()
+        for cid, version, contact in await self.commands.load_versions(refs):
+            if contact is None:
+                out.missing.add(contact_id=cid, version=version)
+            else:
+                out.contacts.append(contact_pb(contact))
+        return out
+
     async def UpdateContact(
         self, request: pb.UpdateContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateContactResponse:

@@ -36,6 +36,21 @@ class ContactCommands:
         )
         return loaded.state
 
+    async def load_versions(
+        self, refs: Sequence[tuple[str, int]]
+    ) -> list[tuple[str, int, Contact | None]]:
+        """Each (contact, version) as the contact stood right after that version of its
+        stream: one read of all the streams and one of the keys."""
+        ids = sorted({cid for cid, _ in refs})
+        streams = await self.store.read_streams([domain.stream_of(cid) for cid in ids])
+        keys = await self.keys.get_many(ids)
+        out = []
+        for cid, version in refs:
+            events = [e for e in streams.get(domain.stream_of(cid), []) if e.version <= version]
+            state = fold_contact(events, keys.get(cid)) if events else None
+            out.append((cid, version, state))
+        return out
+
     @staticmethod
     def fold(events: Sequence[RecordedEvent], key: bytes | None) -> Contact | None:
         """The contact from events already read with ``history``."""
