@@ -233,9 +233,37 @@ def behaviours(wide: bool) -> st.SearchStrategy[r.Rule]:
     )
 
 
-def rules(base: datetime, wide: bool = False, depth: int = 3) -> st.SearchStrategy[r.Rule]:
-    """Valid rules; ``wide``: any literal (round trips), else values near ``base``."""
+def clocked(base: datetime) -> st.SearchStrategy[r.Rule]:
+    """Conditions whose answer moves with the clock: relative times, today, windows,
+    anniversaries."""
+    window = relatives(signed=False)
+    return st.one_of(
+        st.sampled_from(TIME_FIELDS)
+        .map(r.Field)
+        .flatmap(lambda f: _ordered(f, st.one_of(relatives(), st.just(r.Today())))),
+        st.sampled_from(("attributes.birthday", "created_at", "first_order_at"))
+        .map(lambda p: r.Anniversary(r.Field(p)))
+        .flatmap(lambda a: _ordered(a, _date_values(False))),
+        st.builds(
+            r.PlacedOrder,
+            st.builds(r.CountTest, st.sampled_from([r.Op.GE, r.Op.EQ]), st.integers(0, 2)),
+            window,
+        ),
+        st.builds(
+            r.Purchased,
+            st.lists(st.sampled_from(SKUS), min_size=1, max_size=2, unique=True).map(tuple),
+            within=window,
+        ),
+        st.builds(r.AbandonedCart, window),
+    )
+
+
+def rules(base: datetime, wide: bool = False, timely: bool = False) -> st.SearchStrategy[r.Rule]:
+    """Valid rules; ``wide``: any literal (round trips), else values near ``base``;
+    ``timely``: mostly conditions that move with the clock."""
     leaves = st.one_of(comparisons(base, wide), behaviours(wide))
+    if timely:
+        leaves = st.one_of(clocked(base), clocked(base), clocked(base), leaves)
     return st.recursive(
         leaves,
         lambda inner: st.one_of(
@@ -243,7 +271,7 @@ def rules(base: datetime, wide: bool = False, depth: int = 3) -> st.SearchStrate
             st.lists(inner, min_size=2, max_size=3).map(lambda p: r.Or(tuple(p))),
             inner.map(r.Not),
         ),
-        max_leaves=6 if not wide else 10,
+        max_leaves=10 if wide else 4 if timely else 6,
     )
 
 
@@ -255,9 +283,11 @@ def _ids(prefix: int) -> st.SearchStrategy[str]:
 
 
 @st.composite
-def facts(draw: st.DrawFn, base: datetime, contact_id: str | None = None) -> Facts:
+def facts(
+    draw: st.DrawFn, base: datetime, contact_id: str | None = None, live: bool = False
+) -> Facts:
     """One contact's facts, with times within 60 days of ``base`` (some years back for the
-    birthday)."""
+    birthday); ``live``: never erased or merged."""
     when = lambda: base + draw(offsets(60))  # noqa: E731
     maybe = lambda s: draw(st.none() | s)  # noqa: E731
     cid = contact_id or draw(_ids(1))
@@ -311,8 +341,8 @@ def facts(draw: st.DrawFn, base: datetime, contact_id: str | None = None) -> Fac
         },
         suppressed=frozenset(draw(st.lists(st.sampled_from(("email", "sms")), unique=True))),
         archived=draw(st.booleans()),
-        erased=draw(st.sampled_from((False,) * 9 + (True,))),
-        merged_into=draw(st.sampled_from(("",) * 9 + (str(uuid.UUID(int=7)),))),
+        erased=not live and draw(st.sampled_from((False,) * 9 + (True,))),
+        merged_into="" if live else draw(st.sampled_from(("",) * 9 + (str(uuid.UUID(int=7)),))),
         orders=orders,
         purchases=purchases,
         carts=carts,

@@ -52,9 +52,11 @@ from services.segmentation.domain.rules.deps import (
     segments_referenced,
 )
 from services.segmentation.domain.rules.errors import RuleError, Violation
+from services.segmentation.domain.rules.evaluate import Explanation, evaluate, explain
 from services.segmentation.domain.rules.fields import FactGroup
 from services.segmentation.domain.rules.formatting import format_rule
 from services.segmentation.domain.rules.syntax import parse
+from services.segmentation.domain.rules.timing import next_change
 
 format = format_rule  # the name the rule language's users know
 
@@ -66,6 +68,7 @@ __all__ = [
     "Boolean",
     "Comparison",
     "CountTest",
+    "Explanation",
     "FactGroup",
     "Field",
     "InSegment",
@@ -92,9 +95,12 @@ __all__ = [
     "Violation",
     "check_no_cycles",
     "dependencies",
+    "evaluate",
+    "explain",
     "find_cycle",
     "format",
     "format_rule",
+    "next_change",
     "parse",
     "problems",
     "segments_referenced",
