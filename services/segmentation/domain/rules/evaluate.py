@@ -1,0 +1,236 @@
+"""Evaluating a rule for one contact (the per-event evaluator), and explaining the answer.
+
+- An erased contact, or one merged into another, is in no segment: ``evaluate`` is false.
+- Two-valued logic: every condition is true or false. A comparison with an unset operand is
+  false (values.py); ``NOT`` turns false into true; ``AND`` / ``OR`` as usual.
+- Windows (``within 90d``) hold the instants t with now - 90d < t <= now: an order placed
+  exactly 90 days ago has left the window, one placed at this very instant is in it.
+- ``BETWEEN a AND b`` includes both ends. Relative times are exact (``-30d`` is now minus
+  30 * 86,400 s); ``today`` and ``date '…'`` follow the contact's time zone (clock.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from services.segmentation.domain.facts import Facts, PurchaseFact
+from services.segmentation.domain.rules import clock
+from services.segmentation.domain.rules.ast import (
+    AbandonedCart,
+    And,
+    Anniversary,
+    Comparison,
+    CountTest,
+    InSegment,
+    Not,
+    Now,
+    OnDate,
+    Op,
+    Or,
+    PlacedOrder,
+    Purchased,
+    RandomBucket,
+    Relative,
+    Rule,
+    Scalar,
+    Today,
+    bounds,
+)
+from services.segmentation.domain.rules.formatting import format_rule, operand, value
+from services.segmentation.domain.rules.values import (
+    Actual,
+    kind,
+    live_orders,
+    operand_value,
+    resolve,
+)
+
+FactValue = int | float | str | bool | datetime | date | tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """One node of a rule, for one contact at one instant: its text, its value, the facts it
+    read (name -> value, in reading order) and the explanations of its parts."""
+
+    text: str
+    value: bool
+    facts: tuple[tuple[str, FactValue], ...] = ()
+    parts: tuple[Explanation, ...] = ()
+
+
+def excluded(facts: Facts) -> bool:
+    """Erased and merged contacts are members of nothing."""
+    return facts.erased or bool(facts.merged_into)
+
+
+def evaluate(rule: Rule, facts: Facts, now: datetime) -> bool:
+    """Is the contact in the segment ``rule`` defines, at ``now`` (an aware datetime)?"""
+    _aware(now)
+    return not excluded(facts) and _holds(rule, facts, now)
+
+
+def _holds(rule: Rule, facts: Facts, now: datetime) -> bool:
+    if isinstance(rule, And):
+        return all(_holds(p, facts, now) for p in rule.parts)
+    if isinstance(rule, Or):
+        return any(_holds(p, facts, now) for p in rule.parts)
+    if isinstance(rule, Not):
+        return not _holds(rule.part, facts, now)
+    return condition(rule, facts, now)[0]
+
+
+def explain(rule: Rule, facts: Facts, now: datetime) -> Explanation:
+    """The whole tree with every node's value and the facts each condition read. For an
+    erased or merged contact, a root that says so, false, above the rule's tree."""
+    _aware(now)
+    tree = _explain(rule, facts, now)
+    if not excluded(facts):
+        return tree
+    why = ("erased", True) if facts.erased else ("merged_into", facts.merged_into)
+    return Explanation("the contact is erased or merged", False, (why,), (tree,))
+
+
+def _explain(rule: Rule, facts: Facts, now: datetime) -> Explanation:
+    if isinstance(rule, Not):
+        inner = _explain(rule.part, facts, now)
+        return Explanation(format_rule(rule), not inner.value, (), (inner,))
+    if isinstance(rule, And | Or):
+        parts = tuple(_explain(p, facts, now) for p in rule.parts)
+        values = [p.value for p in parts]
+        result = all(values) if isinstance(rule, And) else any(values)
+        return Explanation(format_rule(rule), result, (), parts)
+    result, read = condition(rule, facts, now)
+    return Explanation(format_rule(rule), result, tuple(read))
+
+
+def condition(rule: Rule, facts: Facts, now: datetime) -> tuple[bool, list[tuple[str, FactValue]]]:
+    """A leaf condition's value and the facts it read."""
+    if isinstance(rule, Comparison):
+        return _comparison(rule, facts, now)
+    if isinstance(rule, PlacedOrder):
+        n = len(placed_orders(rule, facts, now))
+        return count_passes(rule.count, n), [("orders counted", n)]
+    if isinstance(rule, Purchased):
+        n = len(purchase_orders(rule, facts, now))
+        return count_passes(rule.count, n), [("orders with the SKU", n)]
+    if isinstance(rule, AbandonedCart):
+        times = abandonments(rule, facts, now)
+        return bool(times), [("abandoned carts counted", len(times))]
+    if isinstance(rule, InSegment):
+        inside = rule.key in facts.segments
+        return inside, [(f"in_segment({rule.key!r})", inside)]
+    if isinstance(rule, RandomBucket):
+        return rule.low <= facts.bucket < rule.high, [("bucket", facts.bucket)]
+    raise TypeError(f"not a condition: {rule!r}")
+
+
+Read = list[tuple[str, FactValue]]
+
+
+def _comparison(c: Comparison, facts: Facts, now: datetime) -> tuple[bool, Read]:
+    actual = operand_value(c.left, facts, now)
+    read: Read = []
+    if isinstance(c.left, Anniversary):
+        base = operand_value(c.left.field, facts, now)
+        read.append((c.left.field.path, _shown(base)))
+    read.append((operand(c.left), _shown(actual)))
+    if c.op is Op.IS_SET or c.op is Op.IS_NOT_SET:
+        return (actual is not None) == (c.op is Op.IS_SET), read
+    if actual is None:
+        return False, read
+    as_date = isinstance(c.left, Anniversary)
+    expected: list[Actual | None] = []
+    for v in bounds(c.value):
+        r = resolve(v, facts, now, as_date)
+        expected.append(r)
+        if _moving(v):
+            read.append((value(v), _shown(r)))
+    return compare(actual, c.op, expected), read
+
+
+def compare(actual: Actual, op: Op, expected: list[Actual | None]) -> bool:
+    """``actual op expected`` (one value, the two bounds of BETWEEN or the items of IN); false
+    when a value is of another kind than ``actual``."""
+    if op is Op.CONTAINS:
+        return isinstance(actual, frozenset) and expected[0] in actual
+    want = kind(actual)
+    if any(x is None or kind(x) != want for x in expected):
+        return False
+    a: object = actual
+    if op is Op.IN or op is Op.NOT_IN:
+        return any(a == x for x in expected) == (op is Op.IN)
+    if op is Op.BETWEEN:
+        return bool(expected[0] <= a <= expected[1])  # type: ignore[operator]
+    b: object = expected[0]
+    if op is Op.EQ:
+        return a == b
+    if op is Op.NE:
+        return a != b
+    return bool(
+        {
+            Op.LT: lambda: a < b,  # type: ignore[operator]
+            Op.LE: lambda: a <= b,  # type: ignore[operator]
+            Op.GT: lambda: a > b,  # type: ignore[operator]
+            Op.GE: lambda: a >= b,  # type: ignore[operator]
+        }[op]()
+    )
+
+
+def count_passes(t: CountTest, n: int) -> bool:
+    return compare(n, t.op, [t.value])
+
+
+def in_window(t: datetime, now: datetime, within: Relative | None) -> bool:
+    """now - within < t <= now; always without a window."""
+    return within is None or clock.shifted(now, -within.seconds) < t <= now
+
+
+def placed_orders(rule: PlacedOrder, facts: Facts, now: datetime) -> list[datetime]:
+    """Place times of the orders ``placed_order(...)`` counts at ``now``."""
+    return [
+        o.place_time
+        for o in live_orders(facts)
+        if (not rule.currency or o.currency == rule.currency)
+        and (rule.total is None or count_passes(rule.total, o.total))
+        and in_window(o.place_time, now, rule.within)
+    ]
+
+
+def purchase_orders(rule: Purchased, facts: Facts, now: datetime) -> dict[str, datetime]:
+    """The orders (id -> time) ``purchased(...)`` counts at ``now``: orders, not cancelled,
+    that contained one of the SKUs, within the window."""
+    cancelled = {o.order_id for o in facts.orders if o.cancelled}
+    return {
+        p.order_id: p.time
+        for p in purchase_rows(rule, facts)
+        if p.order_id not in cancelled and in_window(p.time, now, rule.within)
+    }
+
+
+def purchase_rows(rule: Purchased, facts: Facts) -> list[PurchaseFact]:
+    skus = set(rule.skus)
+    return [p for p in facts.purchases if p.sku in skus]
+
+
+def abandonments(rule: AbandonedCart, facts: Facts, now: datetime) -> list[datetime]:
+    return [
+        c.abandoned_time
+        for c in facts.carts
+        if c.abandoned_time is not None and in_window(c.abandoned_time, now, rule.within)
+    ]
+
+
+def _moving(v: Scalar) -> bool:
+    """Does the value depend on the clock (worth showing what it stood for)?"""
+    return isinstance(v, Relative | Today | Now | OnDate)
+
+
+def _shown(x: Actual | None) -> FactValue:
+    return tuple(sorted(x)) if isinstance(x, frozenset) else x
+
+
+def _aware(now: datetime) -> None:
+    if now.utcoffset() is None:
+        raise ValueError("now must be an aware datetime")
