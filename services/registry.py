@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from services.contacts.spec import SPEC as CONTACTS
 from services.orders.spec import SPEC as ORDERS
+from services.segmentation.spec import SPEC as SEGMENTATION
 from shared.service import ServiceSpec
 
-SERVICES: tuple[ServiceSpec, ...] = (CONTACTS, ORDERS)
+SERVICES: tuple[ServiceSpec, ...] = (CONTACTS, ORDERS, SEGMENTATION)

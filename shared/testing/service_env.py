@@ -29,10 +29,14 @@ class Served:
     runners: list[ProjectionRunner]
 
     async def settle(self) -> None:
-        """Wait until every running projection has applied every event committed so far."""
-        head = await self.store.head_position()
-        for r in self.runners:
-            await r.wait_for(head)
+        """Wait until every running projection has applied every event committed so far,
+        including events the projections themselves append meanwhile (reactors, engines)."""
+        while True:
+            head = await self.store.head_position()
+            for r in self.runners:
+                await r.wait_for(head)
+            if await self.store.head_position() == head:
+                return
 
     async def event_count(self) -> int:
         return int(await self.store.pool.fetchval("SELECT count(*) FROM eventstore.events"))

@@ -1,0 +1,75 @@
+"""Relative-time conditions flip with no event: the engine records, per (segment, contact),
+the next instant a rule's answer may change; this worker fires those timers when they are due
+and decides membership again at that exact instant (cause TIME_PASSED, effective_time = the
+instant). Timers live in the database, so they survive restarts; rows are taken with
+``FOR UPDATE SKIP LOCKED`` and the events' ids derive from (segment, instant), so a timer fires
+once however many replicas run this worker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from services.segmentation.adapters.engine import MembershipEngine, utcnow
+from services.segmentation.application import membership as m
+from services.segmentation.domain.rules import FactGroup
+from shared.eventstore.postgres import PostgresEventStore
+from shared.supervision import sleep_unless_stopped
+
+BATCH = 200
+
+
+class MembershipTimers:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        engine: MembershipEngine,
+        poll_seconds: float = 0.2,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store, self.engine, self.poll, self.clock = store, engine, poll_seconds, clock
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if await self.tick() < BATCH:
+                await sleep_unless_stopped(stop, self.poll)
+
+    async def tick(self) -> int:
+        """Fire the timers due now; how many fired."""
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL search_path TO segmentation_facts, public")
+            rows = await conn.fetch(
+                """SELECT segment_id::text, contact_id::text, due_at FROM timers
+                   WHERE due_at <= $1 ORDER BY contact_id LIMIT $2 FOR UPDATE SKIP LOCKED""",
+                self.clock(),
+                BATCH,
+            )
+            active = {s.segment_id: s for s in await self.engine.active(conn)}
+            appends = []
+            for sid, cid, due in rows:
+                await conn.execute(
+                    "DELETE FROM timers WHERE segment_id = $1 AND contact_id = $2",
+                    uuid.UUID(sid),
+                    uuid.UUID(cid),
+                )
+                if sid not in active:
+                    continue  # archived meanwhile
+                appends += await self.engine.evaluate(
+                    conn,
+                    cid,
+                    {FactGroup.TIME},
+                    m.TIME_PASSED,
+                    None,
+                    due,
+                    cause_id=f"{sid}@{due.isoformat()}",
+                    at=due,
+                )
+            last = 0
+            if appends:
+                results = await self.store.append_batch_on(conn, appends)
+                last = max(r.position for r in results)
+        if last:
+            self.store.committed(last)
+        return len(rows)

@@ -1,0 +1,80 @@
+"""The segmentation service's composition root: the API (serve) and the membership engine,
+the segments read model and the timers (project)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from crm.segmentation.v1 import segmentation_pb2_grpc as pb_grpc
+from services.segmentation.adapters.contacts_client import GrpcContactVersions
+from services.segmentation.adapters.engine import MembershipEngine
+from services.segmentation.adapters.queries import SegmentQueries
+from services.segmentation.adapters.readmodel import SegmentsProjection
+from services.segmentation.adapters.timers import MembershipTimers
+from services.segmentation.api.servicer import SERVICE, SegmentationServicer
+from services.segmentation.application.segments import SegmentCommands
+from shared import runtime
+from shared.eventstore.postgres import PostgresEventStore
+from shared.grpckit.server import GrpcServer, unless_stopped
+from shared.metrics import serve_metrics
+from shared.runtime import Runtime
+from shared.settings import Settings
+
+PROJECTIONS = (SegmentsProjection(),)
+
+
+class SegmentationSettings(Settings):
+    contacts_target: str = "127.0.0.1:50051"  # the contacts service's gRPC address
+    timer_poll_seconds: float = 0.2  # how often due relative-time timers are looked for
+
+
+async def connect(settings: Settings) -> Runtime:
+    return await runtime.connect(settings, projections=PROJECTIONS)
+
+
+class SegmentationApi:
+    def __init__(self) -> None:
+        self.servicer = SegmentationServicer()
+        self.services = [
+            (SERVICE, lambda s: pb_grpc.add_SegmentationServiceServicer_to_server(self.servicer, s))
+        ]
+
+    async def bind(self, rt: Runtime, settings: Settings) -> None:
+        queries = SegmentQueries(rt.pool)
+        self.servicer.bind(SegmentCommands(rt.store, queries), queries)
+
+    async def close(self) -> None:
+        pass
+
+
+async def serve(settings: SegmentationSettings, stop: asyncio.Event) -> None:
+    await runtime.serve(settings, stop, SegmentationApi(), connect)
+
+
+async def project(settings: SegmentationSettings, stop: asyncio.Event) -> None:
+    """The membership engine (one leader across replicas), the segments read model and the
+    timers (safe on every replica)."""
+    server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
+    await server.start()
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    rt = await unless_stopped(connect(settings), stop)
+    if rt is None:
+        await server.stop()
+        return
+    if not isinstance(rt.store, PostgresEventStore):
+        raise SystemExit("segmentation's engine appends in its own transaction: PostgreSQL only")
+    contacts = GrpcContactVersions(settings.contacts_target)
+    engine = MembershipEngine(rt.store, contacts)
+    timers = MembershipTimers(rt.store, engine, settings.timer_poll_seconds)
+    await server.ready()
+    await runtime.run_projections(
+        rt,
+        (*PROJECTIONS, engine),
+        settings,
+        stop,
+        server=server,
+        workers={"membership-timers": lambda: timers.run(stop)},
+    )
+    await server.stop()
+    await contacts.close()
+    await rt.close()

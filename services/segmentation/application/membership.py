@@ -1,0 +1,161 @@
+"""Who enters and leaves which segment, decided from a contact's facts (pure: the engine in
+adapters/engine.py loads the facts and writes what this decides).
+
+Segments are evaluated in dependency order (a segment that reads ``in_segment('vip')`` after
+``vip``), so a change of membership flows on in the same evaluation. Only the segments whose
+fact groups changed are evaluated again, plus those that read a segment whose membership just
+changed. For a rule that depends on the clock, ``next_change`` gives the instant its answer may
+flip; the engine keeps it as a durable timer.
+
+Membership events get ids derived from their cause and the segment's rule version, so running
+the same evaluation again (a retried batch, a second replica's timer) writes nothing new.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from services.segmentation.domain import rules
+from services.segmentation.domain.facts import Facts
+from services.segmentation.domain.rules import FactGroup
+from shared.domain.timestamps import timestamp_text
+from shared.eventstore import NewEvent
+
+NS = uuid.UUID("8d3c5e2a-6f41-4b7e-9a0c-2e5f7d1b3c94")  # never change: ids would repeat
+ENTERED = "crm.segmentation.v1.ContactEnteredSegment"
+EXITED = "crm.segmentation.v1.ContactExitedSegment"
+# MembershipCause in protos/crm/segmentation/v1/events.proto
+EVENT, TIME_PASSED, RULE_CHANGED, BACKFILL = (
+    "MEMBERSHIP_CAUSE_EVENT",
+    "MEMBERSHIP_CAUSE_TIME_PASSED",
+    "MEMBERSHIP_CAUSE_RULE_CHANGED",
+    "MEMBERSHIP_CAUSE_BACKFILL",
+)
+
+
+def stream_of(contact_id: str) -> str:
+    return f"segmentmembership-{contact_id}"
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    """What a membership event names of its segment."""
+
+    segment_id: str
+    key: str
+    rule_version: int
+
+
+@dataclass(frozen=True)
+class ActiveSegment:
+    segment_id: str
+    key: str
+    rule_version: int
+    rule: rules.Rule
+    groups: frozenset[FactGroup]
+    reads_segments: frozenset[str]  # keys named by in_segment
+
+    @property
+    def ref(self) -> SegmentRef:
+        return SegmentRef(self.segment_id, self.key, self.rule_version)
+
+    @staticmethod
+    def of(segment_id: str, key: str, rule_version: int, text: str) -> ActiveSegment:
+        rule = rules.parse(text)
+        return ActiveSegment(
+            segment_id,
+            key,
+            rule_version,
+            rule,
+            rules.dependencies(rule),
+            rules.segments_referenced(rule),
+        )
+
+
+def in_dependency_order(segments: Iterable[ActiveSegment]) -> list[ActiveSegment]:
+    """Each segment after the segments its rule names (cycles are refused when rules are
+    saved; a name of no active segment is simply never true)."""
+    by_key = {s.key: s for s in segments}
+    done: dict[str, ActiveSegment] = {}
+
+    def visit(s: ActiveSegment, path: frozenset[str]) -> None:
+        if s.key in done or s.key in path:
+            return
+        for k in sorted(s.reads_segments):
+            if k in by_key:
+                visit(by_key[k], path | {s.key})
+        done[s.key] = s
+
+    for s in sorted(by_key.values(), key=lambda s: s.key):
+        visit(s, frozenset())
+    return list(done.values())
+
+
+@dataclass(frozen=True)
+class Change:
+    contact_id: str
+    segment: SegmentRef
+    entered: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    changes: list[Change]
+    # segment id -> the next instant its answer may flip (None: no timer), for the segments
+    # evaluated
+    timers: dict[str, datetime | None]
+
+
+def decide(
+    facts: Facts,
+    segments: Sequence[ActiveSegment],
+    changed: set[FactGroup] | None,
+    now: datetime,
+) -> Decision:
+    """Evaluate ``segments`` (in dependency order) for one contact whose ``changed`` fact
+    groups moved (None: evaluate every segment)."""
+    members = set(facts.segments)
+    moved: set[str] = set()
+    changes: list[Change] = []
+    timers: dict[str, datetime | None] = {}
+    for seg in segments:
+        due = (
+            changed is None
+            or bool(seg.groups & changed)
+            or bool(seg.reads_segments & moved)
+            or FactGroup.TIME in seg.groups
+        )
+        if not due:
+            continue
+        current = replace(facts, segments=frozenset(members))
+        value = rules.evaluate(seg.rule, current, now)
+        if value != (seg.key in members):
+            changes.append(Change(facts.contact_id, seg.ref, value))
+            moved.add(seg.key)
+            (members.add if value else members.discard)(seg.key)
+        timers[seg.segment_id] = (
+            rules.next_change(seg.rule, current, now) if FactGroup.TIME in seg.groups else None
+        )
+    return Decision(changes, timers)
+
+
+def membership_event(
+    change: Change, cause: str, cause_id: str, effective: datetime, meta: Mapping[str, Any]
+) -> NewEvent:
+    """The event recording ``change``; its id derives from the cause, so it is written once."""
+    data = {
+        "contact_id": change.contact_id,
+        "segment_id": change.segment.segment_id,
+        "segment_key": change.segment.key,
+        "rule_version": change.segment.rule_version,
+        "cause": cause,
+        "cause_event_id": cause_id if cause != TIME_PASSED else "",
+        "effective_time": timestamp_text(effective),
+    }
+    key = f"{cause}\n{cause_id}\n{change.segment.segment_id}\n{change.segment.rule_version}"
+    event_id = uuid.uuid5(NS, f"{key}\n{change.contact_id}\n{change.entered}")
+    return NewEvent(ENTERED if change.entered else EXITED, data, dict(meta), event_id)

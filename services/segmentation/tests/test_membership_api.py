@@ -1,0 +1,168 @@
+"""Membership through the real gRPC API: a contact enters a segment when its order arrives,
+leaves it at the exact instant the window passes, and is a member as of each instant."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+
+from crm.contacts.v1 import contacts_pb2 as cpb
+from crm.segmentation.v1 import events_pb2 as epb
+from crm.segmentation.v1 import segmentation_pb2 as pb
+from services.segmentation.tests.conftest import Env
+from shared.domain.timestamps import timestamp_from_text
+from shared.testing import rpc
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def expect_error(call: object, code: grpc.StatusCode, reason: str) -> list[str]:
+    return await rpc.expect_error(call, code, reason, "segmentation.crm")  # type: ignore[arg-type]
+
+
+def ts(at: datetime) -> object:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    t = Timestamp()
+    t.FromDatetime(at)
+    return t
+
+
+async def register(env: Env, **kw: object) -> str:
+    tag = uuid.uuid4().hex[:8]
+    r = await env.contacts.RegisterContact(
+        cpb.RegisterContactRequest(email=f"c-{tag}@shop.example", **kw)  # type: ignore[arg-type]
+    )
+    return str(r.contact.contact_id)
+
+
+async def create(env: Env, rule: str, key: str = "") -> pb.Segment:
+    key = key or f"s-{uuid.uuid4().hex[:8]}"
+    r = await env.stub.CreateSegment(pb.CreateSegmentRequest(key=key, name=key, rule=rule))
+    return r.segment
+
+
+async def member(env: Env, contact_id: str, segment_id: str, at: datetime | None = None) -> bool:
+    req = pb.IsMemberRequest(contact_id=contact_id, segment_id=segment_id)
+    if at is not None:
+        req.as_of.CopyFrom(ts(at))  # type: ignore[arg-type]
+    return bool((await env.stub.IsMember(req)).member)
+
+
+async def membership_events(env: Env, contact_id: str) -> list[tuple[str, str, str]]:
+    events = await env.store.read_stream(f"segmentmembership-{contact_id}")
+    return [(e.type.rsplit(".", 1)[-1], e.data["segment_key"], e.data["cause"]) for e in events]
+
+
+async def test_an_order_enters_and_the_window_passing_exits_at_the_exact_instant(
+    env: Env,
+) -> None:
+    seg = await create(env, "orders_count >= 1 AND last_order_at > -30d")
+    contact = await register(env)
+    # Placed 30 days minus 2 s ago: the condition flips 2 s from now, with no event.
+    placed = datetime.now(UTC) - timedelta(days=30) + timedelta(seconds=2)
+    await env.order(contact, placed)
+    await env.settle()
+    assert await member(env, contact, seg.segment_id)
+    assert await membership_events(env, contact) == [
+        ("ContactEnteredSegment", seg.key, "MEMBERSHIP_CAUSE_EVENT")
+    ]
+    # Nothing is due yet; then the clock passes the instant and the timer fires once.
+    assert await env.timers.tick() == 0
+    env.clock.offset = timedelta(seconds=5)
+    assert await env.timers.tick() == 1
+    assert await env.timers.tick() == 0
+    await env.settle()
+    events = await env.store.read_stream(f"segmentmembership-{contact}")
+    exit_ = events[-1]
+    assert exit_.type == "crm.segmentation.v1.ContactExitedSegment"
+    assert exit_.data["cause"] == "MEMBERSHIP_CAUSE_TIME_PASSED"
+    flipped = timestamp_from_text(exit_.data["effective_time"])
+    assert flipped == placed + timedelta(days=30)  # the exact instant, not when it fired
+    # Membership as of each instant.
+    assert await member(env, contact, seg.segment_id, flipped - timedelta(milliseconds=1))
+    assert not await member(env, contact, seg.segment_id, flipped)
+    entered = timestamp_from_text(events[0].data["effective_time"])
+    assert not await member(env, contact, seg.segment_id, entered - timedelta(milliseconds=1))
+
+
+async def test_a_new_segment_backfills_and_an_archived_one_lets_everyone_go(env: Env) -> None:
+    contact = await register(env, tags=["vip"])
+    await env.settle()
+    seg = await create(env, "tags CONTAINS 'vip'")
+    await env.settle()
+    assert await member(env, contact, seg.segment_id)
+    [(kind, key, cause)] = await membership_events(env, contact)
+    assert (kind, key, cause) == ("ContactEnteredSegment", seg.key, "MEMBERSHIP_CAUSE_BACKFILL")
+    [entered] = await env.store.read_stream(f"segmentmembership-{contact}")
+    assert entered.metadata["backfill"] is True
+    members = await env.stub.ListSegmentMembers(
+        pb.ListSegmentMembersRequest(segment_id=seg.segment_id)
+    )
+    assert contact in members.contact_ids
+    await env.stub.ArchiveSegment(pb.ArchiveSegmentRequest(segment_id=seg.segment_id))
+    await env.settle()
+    assert not await member(env, contact, seg.segment_id)
+    assert (await membership_events(env, contact))[-1][2] == "MEMBERSHIP_CAUSE_RULE_CHANGED"
+
+
+async def test_a_rule_change_re_evaluates_and_segments_can_build_on_segments(env: Env) -> None:
+    base = await create(env, "tags CONTAINS 'a'")
+    on_top = await create(env, f"in_segment('{base.key}') AND NOT tags CONTAINS 'b'")
+    contact = await register(env, tags=["a"])
+    await env.settle()
+    assert await member(env, contact, base.segment_id)
+    assert await member(env, contact, on_top.segment_id)
+    changed = await env.stub.UpdateSegment(
+        pb.UpdateSegmentRequest(
+            segment_id=base.segment_id, name=base.name, rule="tags CONTAINS 'z'"
+        )
+    )
+    assert changed.segment.rule_version == 2
+    await env.settle()
+    assert not await member(env, contact, base.segment_id)
+    # A cycle is refused, with nothing written.
+    await expect_error(
+        env.stub.UpdateSegment(
+            pb.UpdateSegmentRequest(
+                segment_id=base.segment_id, name=base.name, rule=f"in_segment('{on_top.key}')"
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "SEGMENT_CYCLE",
+    )
+
+
+async def test_bad_input_is_refused_with_line_and_column(env: Env) -> None:
+    fields = await expect_error(
+        env.stub.CreateSegment(pb.CreateSegmentRequest(key="x1", name="x", rule="orders_count >")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "RULE_SYNTAX",
+    )
+    assert fields == ["rule"]
+    seg = await create(env, "orders_count >= 1", key="taken-key")
+    await expect_error(
+        env.stub.CreateSegment(
+            pb.CreateSegmentRequest(key=seg.key, name="y", rule="archived = true")
+        ),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "SEGMENT_KEY_TAKEN",
+    )
+    await expect_error(
+        env.stub.GetSegment(pb.GetSegmentRequest(segment_id=str(uuid.uuid4()))),
+        grpc.StatusCode.NOT_FOUND,
+        "SEGMENT_NOT_FOUND",
+    )
+
+
+async def test_every_published_event_decodes_as_its_proto(env: Env) -> None:
+    seg = await create(env, "archived = false")
+    contact = await register(env)
+    await env.settle()
+    assert await member(env, contact, seg.segment_id)
+    for stream in (f"segment-{seg.segment_id}", f"segmentmembership-{contact}"):
+        for e in await env.store.read_stream(stream):
+            rpc.published_message(e, epb)
