@@ -8,10 +8,12 @@ import asyncio
 from crm.segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from services.segmentation.adapters.contacts_client import GrpcContactVersions
 from services.segmentation.adapters.engine import MembershipEngine
+from services.segmentation.adapters.facts_queries import FactsQueries
 from services.segmentation.adapters.queries import SegmentQueries
 from services.segmentation.adapters.readmodel import SegmentsProjection
 from services.segmentation.adapters.timers import MembershipTimers
 from services.segmentation.api.servicer import SERVICE, SegmentationServicer
+from services.segmentation.application.insight import Insight
 from services.segmentation.application.segments import SegmentCommands
 from shared import runtime
 from shared.eventstore.postgres import PostgresEventStore
@@ -41,7 +43,8 @@ class SegmentationApi:
 
     async def bind(self, rt: Runtime, settings: Settings) -> None:
         queries = SegmentQueries(rt.pool)
-        self.servicer.bind(SegmentCommands(rt.store, queries), queries)
+        insight = Insight(rt.store, FactsQueries(rt.pool))
+        self.servicer.bind(SegmentCommands(rt.store, queries), queries, insight)
 
     async def close(self) -> None:
         pass

@@ -119,3 +119,15 @@ class SegmentQueries:
             at,
         )
         return [Stay(r[0], r[1], r[2]) for r in rows]
+
+    async def sizes(self, segment_id: str, instants: list[datetime]) -> list[int]:
+        """Exact member counts at each instant, from the spans."""
+        rows = await self.pool.fetch(
+            f"""SELECT t, (SELECT count(*) FROM {SCHEMA}.spans s
+                         WHERE s.segment_id = $1 AND s.enter_time <= t
+                           AND (s.exit_time IS NULL OR s.exit_time > t))
+                FROM unnest($2::timestamptz[]) WITH ORDINALITY AS u(t, i) ORDER BY i""",
+            uuid.UUID(segment_id),
+            instants,
+        )
+        return [int(r[1]) for r in rows]

@@ -9,6 +9,8 @@ import grpc
 from crm.segmentation.v1 import segmentation_pb2 as pb
 from crm.segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from services.segmentation.adapters.queries import SegmentQueries
+from services.segmentation.api.responses import explanation_pb, segment_pb
+from services.segmentation.application.insight import Insight
 from services.segmentation.application.segments import SEGMENT, SegmentCommands
 from services.segmentation.domain.segment import Segment
 from shared.domain.errors import NotFound
@@ -19,32 +21,16 @@ SERVICE = "crm.segmentation.v1.SegmentationService"
 DOMAIN = "segmentation.crm"
 LIMITS = Limits(fields={"rule": 8000, "name": 200, "description": 2000, "key": 64})
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-def segment_pb(s: Segment) -> pb.Segment:
-    out = pb.Segment(
-        segment_id=s.segment_id,
-        key=s.key,
-        name=s.name,
-        description=s.description,
-        rule=s.rule,
-        rule_version=s.rule_version,
-        archived=s.archived,
-        etag=str(s.version),
-    )
-    if s.create_time is not None:
-        out.create_time.CopyFrom(calls.timestamp(s.create_time))
-    if s.update_time is not None:
-        out.update_time.CopyFrom(calls.timestamp(s.update_time))
-    return out
+MAX_SAMPLE, DEFAULT_SAMPLE = 100, 20
+MAX_POINTS, DEFAULT_POINTS = 1000, 100
 
 
 @enforced(DOMAIN, LIMITS, pb.DESCRIPTOR.services_by_name["SegmentationService"])
 class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     """Bound to its application objects once the database is reachable (see app.py)."""
 
-    def bind(self, commands: SegmentCommands, queries: SegmentQueries) -> None:
-        self.commands, self.queries = commands, queries
+    def bind(self, commands: SegmentCommands, queries: SegmentQueries, insight: Insight) -> None:
+        self.commands, self.queries, self.insight = commands, queries, insight
 
     @staticmethod
     def _id(value: str, field: str, reason: str) -> str:
@@ -157,4 +143,66 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 segment_key=stay.key,
                 enter_time=calls.timestamp(stay.enter_time),
             )
+        return out
+
+    async def ExplainMembership(
+        self, request: pb.ExplainMembershipRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExplainMembershipResponse:
+        cid = self._id(request.contact_id, "contact_id", "INVALID_CONTACT_ID")
+        sid = self._id(request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
+        at = self._as_of(request)
+        segment = await self._segment(sid)
+        explained = await self.insight.explain(segment, cid, at, datetime.now(UTC))
+        out = pb.ExplainMembershipResponse()
+        if (e := explained.decided_by) is not None:
+            out.member = e.type.endswith("ContactEnteredSegment")
+            out.decided_by_event_id = str(e.event_id)
+            out.cause = e.data["cause"]
+            out.cause_event_id = e.data.get("cause_event_id", "")
+            out.rule_version = int(e.data["rule_version"])
+        if explained.now is not None:
+            out.now.CopyFrom(explanation_pb(explained.now))
+        return out
+
+    async def PreviewSegmentRule(
+        self, request: pb.PreviewSegmentRuleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewSegmentRuleResponse:
+        if not 0 <= request.sample_size <= MAX_SAMPLE:
+            raise calls.invalid(
+                DOMAIN, "sample_size", "INVALID_SAMPLE_SIZE", f"must be 0..{MAX_SAMPLE}"
+            )
+        segment = None
+        if request.segment_id:
+            sid = self._id(request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
+            segment = await self._segment(sid)
+        size = request.sample_size or DEFAULT_SAMPLE
+        p = await self.insight.preview(request.rule, segment, size, datetime.now(UTC))
+        return pb.PreviewSegmentRuleResponse(
+            count=p.count,
+            sample_contact_ids=p.sample,
+            would_enter=p.would_enter,
+            would_exit=p.would_exit,
+            rule=p.rule,
+        )
+
+    async def GetSegmentSizeHistory(
+        self, request: pb.GetSegmentSizeHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSegmentSizeHistoryResponse:
+        sid = self._id(request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
+        start = calls.timestamp_arg(DOMAIN, request, "start_time", earliest=EARLIEST)
+        end = calls.timestamp_arg(DOMAIN, request, "end_time", earliest=EARLIEST)
+        if start is None or end is None or end < start:
+            raise calls.invalid(
+                DOMAIN, "end_time", "INVALID_INTERVAL", "start_time and end_time, start <= end"
+            )
+        if not 0 <= request.points <= MAX_POINTS:
+            raise calls.invalid(DOMAIN, "points", "INVALID_POINTS", f"must be 0..{MAX_POINTS}")
+        await self._segment(sid)
+        n = request.points or DEFAULT_POINTS
+        step = (end - start) / max(n - 1, 1)
+        instants = [start + step * i for i in range(n)] if n > 1 else [start]
+        counts = await self.queries.sizes(sid, instants)
+        out = pb.GetSegmentSizeHistoryResponse()
+        for at, count in zip(instants, counts, strict=True):
+            out.points.add(time=calls.timestamp(at), members=count)
         return out

@@ -1,0 +1,49 @@
+"""Domain objects as SegmentationService messages."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from crm.segmentation.v1 import segmentation_pb2 as pb
+from services.segmentation.domain import rules
+from services.segmentation.domain.segment import Segment
+from shared.grpckit import calls
+
+
+def segment_pb(s: Segment) -> pb.Segment:
+    out = pb.Segment(
+        segment_id=s.segment_id,
+        key=s.key,
+        name=s.name,
+        description=s.description,
+        rule=s.rule,
+        rule_version=s.rule_version,
+        archived=s.archived,
+        etag=str(s.version),
+    )
+    if s.create_time is not None:
+        out.create_time.CopyFrom(calls.timestamp(s.create_time))
+    if s.update_time is not None:
+        out.update_time.CopyFrom(calls.timestamp(s.update_time))
+    return out
+
+
+def _text(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value)
+    if value is None:
+        return "(unset)"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def explanation_pb(e: rules.Explanation) -> pb.RuleNodeExplanation:
+    return pb.RuleNodeExplanation(
+        text=e.text,
+        value=e.value,
+        facts={name: _text(v) for name, v in e.facts},
+        parts=[explanation_pb(p) for p in e.parts],
+    )
