@@ -31,7 +31,7 @@ from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner
 from shared.testing.postgres import restart_embedded, stop_embedded
 from shared.testing.suite import migrate_everything
-from tests.e2e.test_processes import SERVING, Proc
+from tests.e2e.processes import SERVING, Proc
 
 pytestmark = pytest.mark.slow
 

@@ -7,85 +7,18 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import os
-import signal
-import socket
-import subprocess
-import sys
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import orjson
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
 from crm.orders.v1 import events_pb2 as epb
 from crm.orders.v1 import orders_pb2 as opb
 from crm.orders.v1 import orders_pb2_grpc as opb_grpc
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Proc:
-    def __init__(
-        self, role: str, database_url: str, service: str = "contacts", **extra: str
-    ) -> None:
-        self.grpc_port, self.metrics_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
-            "DATABASE_URL": database_url,
-            "GRPC_PORT": str(self.grpc_port),
-            "METRICS_PORT": str(self.metrics_port),
-            "LOG_LEVEL": "WARNING",
-            **extra,
-        }
-        self.p = subprocess.Popen([sys.executable, "-m", f"services.{service}", role], env=env)
-
-    async def health(self, service: str = "") -> int:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}") as ch:
-            stub = health_pb2_grpc.HealthStub(ch)
-            r = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
-            return int(r.status)
-
-    async def wait_health(self, status: int, service: str = "", timeout: float = 30) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            assert self.p.poll() is None, "the service exited"
-            try:
-                if await self.health(service) == status:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            assert asyncio.get_running_loop().time() < deadline, "health not reached"
-            await asyncio.sleep(0.1)
-
-    def terminate(self, timeout: float = 15) -> int:
-        self.p.send_signal(signal.SIGTERM)
-        return self.p.wait(timeout)
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.kill()
+from tests.e2e.processes import NOT_SERVING, SERVING, Proc, free_port
 
 
 async def scrape(port: int) -> str:
@@ -94,10 +27,6 @@ async def scrape(port: int) -> str:
             return str(r.read().decode())
 
     return await asyncio.to_thread(get)
-
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def test_both_roles_serve_project_expose_metrics_and_drain(
