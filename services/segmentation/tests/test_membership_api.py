@@ -131,6 +131,7 @@ async def test_every_published_event_decodes_as_its_proto(env: Env) -> None:
     contact = await register(env)
     await env.settle()
     assert await member(env, contact, seg.segment_id)
-    for stream in (f"segment-{seg.segment_id}", f"segmentmembership-{contact}"):
+    streams = (f"segment-{seg.segment_id}", f"segmentkey-{seg.key}", f"segmentmembership-{contact}")
+    for stream in streams:
         for e in await env.store.read_stream(stream):
             rpc.published_message(e, epb)
