@@ -53,6 +53,7 @@ TEXTS = ("en", "de", "x.com", "subscribed", "unsubscribed", "pending", "Europe/B
 SKUS = ("TEA-1", "TEA-2", "MUG")
 SEGMENTS = ("vip", "churn")
 CURRENCIES = ("EUR", "JPY")
+TEXT_CHARS = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 BIRTHDAYS = (
     datetime(2000, 2, 29, tzinfo=UTC),
     datetime(1996, 2, 29, 12, tzinfo=UTC),
@@ -134,7 +135,7 @@ def _numbers(wide: bool) -> st.SearchStrategy[r.Number]:
 
 def _texts(wide: bool) -> st.SearchStrategy[r.Text]:
     if wide:
-        return st.text(st.characters(blacklist_characters="\x00"), max_size=20).map(r.Text)
+        return st.text(TEXT_CHARS, max_size=20).map(r.Text)
     return st.sampled_from(TEXTS + TAGS).map(r.Text)
 
 
@@ -210,18 +211,12 @@ def behaviours(wide: bool) -> st.SearchStrategy[r.Rule]:
         r.CountTest, st.sampled_from([r.Op.GE, r.Op.LT]), st.sampled_from([0, 1000, 2000])
     )
     skus = st.lists(
-        st.sampled_from(SKUS)
-        if not wide
-        else st.text(min_size=1, max_size=8).filter(lambda s: "\x00" not in s),
+        st.sampled_from(SKUS) if not wide else st.text(TEXT_CHARS, min_size=1, max_size=8),
         min_size=1,
         max_size=3,
         unique=True,
     )
-    keys = (
-        st.sampled_from(SEGMENTS)
-        if not wide
-        else st.text(min_size=1, max_size=10).filter(lambda s: "\x00" not in s)
-    )
+    keys = st.sampled_from(SEGMENTS) if not wide else st.text(TEXT_CHARS, min_size=1, max_size=10)
     return st.one_of(
         st.builds(r.PlacedOrder, counts, window, totals, st.sampled_from(("", *CURRENCIES))),
         st.builds(r.Purchased, skus.map(tuple), counts, window),

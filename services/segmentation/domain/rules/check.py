@@ -202,6 +202,8 @@ def _scalar(v: Scalar) -> list[Problem]:
 def _text_problem(s: str) -> str:
     if "\x00" in s:
         return "texts cannot hold NUL characters"
+    if not s.isascii() and any(0xD800 <= ord(ch) <= 0xDFFF for ch in s):
+        return "texts must be valid Unicode (no lone surrogates)"
     if len(s) > MAX_TEXT:
         return f"texts are at most {MAX_TEXT} characters"
     return ""
