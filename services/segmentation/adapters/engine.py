@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+from services.segmentation.adapters.bulk import evaluate_everyone
 from services.segmentation.adapters.facts_tables import FACTS_DDL, load_facts
 from services.segmentation.adapters.facts_writer import CATEGORIES, FactsWriter
 from services.segmentation.application import membership as m
@@ -36,7 +37,6 @@ from shared.eventstore.postgres import PostgresEventStore
 from shared.projections.model import ApplyContext
 
 Clock = Callable[[], datetime]
-CHUNK = 1000  # contacts per bulk evaluation query
 GROUPS = {g.value: g for g in FactGroup}
 ALL_GROUPS = set(FactGroup)
 
@@ -141,6 +141,7 @@ class MembershipEngine:
     ) -> list[StreamAppend]:
         d = e.data
         sid = uuid.UUID(d["segment_id"])
+        before = await conn.fetchval("SELECT rule_version FROM segments WHERE segment_id = $1", sid)
         if e.type == segments.ARCHIVED:
             await conn.execute("UPDATE segments SET archived = true WHERE segment_id = $1", sid)
         else:
@@ -154,33 +155,20 @@ class MembershipEngine:
                 d["rule"],
                 int(d["rule_version"]),
             )
-        if replay:
-            return []
+        if replay or (e.type == segments.UPDATED and before == int(d["rule_version"])):
+            return []  # a rebuild, or a new name: nobody's membership changes
         return await self._bulk(conn, e)
 
     async def _bulk(self, conn: asyncpg.Connection, e: RecordedEvent) -> list[StreamAppend]:
         """Every contact evaluated for the segment ``e`` defines (or lets go of)."""
         d = e.data
-        cause = m.BACKFILL if e.type == segments.CREATED else m.RULE_CHANGED
         if e.type == segments.ARCHIVED:
             return await self._let_go(conn, e)
-        only = [m.ActiveSegment.of(d["segment_id"], d["key"], int(d["rule_version"]), d["rule"])]
-        appends: list[StreamAppend] = []
-        after = uuid.UUID(int=0)
-        while True:
-            ids = await conn.fetch(
-                """SELECT contact_id FROM contacts WHERE contact_id > $1
-                   ORDER BY contact_id LIMIT $2""",
-                after,
-                CHUNK,
-            )
-            if not ids:
-                return appends
-            for r in ids:
-                appends += await self.evaluate(
-                    conn, str(r["contact_id"]), None, cause, e, e.recorded_at, only
-                )
-            after = ids[-1]["contact_id"]
+        cause = m.BACKFILL if e.type == segments.CREATED else m.RULE_CHANGED
+        seg = m.ActiveSegment.of(d["segment_id"], d["key"], int(d["rule_version"]), d["rule"])
+        return await evaluate_everyone(
+            conn, seg, cause, str(e.event_id), e.recorded_at, _meta(e, cause)
+        )
 
     async def _let_go(self, conn: asyncpg.Connection, e: RecordedEvent) -> list[StreamAppend]:
         """An archived segment: every member leaves it, and its timers go."""
