@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from bench import db, grpc_load, importer, orders, projection, report, store
+from bench import db, grpc_load, importer, orders, projection, report, segmentation, store
 from bench.common import SCALE, Metric, log
 from services.registry import SERVICES
 from shared.db import connect_pool
@@ -102,6 +102,21 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
                 metrics,
                 notes,
                 lambda: projection.projection_lag(es, dsn, notes),
+            )
+            await _guarded(
+                "segment_event_latency_p99_ms",
+                metrics,
+                notes,
+                lambda: segmentation.event_latency(es, dsn, notes),
+            )
+            await _guarded(
+                "segment_backfill", metrics, notes, lambda: segmentation.backfill(es, dsn, notes)
+            )
+            await _guarded(
+                "segmentation_projection",
+                metrics,
+                notes,
+                lambda: segmentation.projection(es, dsn, notes),
             )
         finally:
             await es.close()

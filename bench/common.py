@@ -49,6 +49,10 @@ GOALS: dict[str, Goal] = {
     "grpc_place_order": Goal(1_500),
     "grpc_place_order_p99_ms": Goal(25, higher_is_better=False),
     "projection_rebuild_metrics": Goal(30_000),
+    # the segmentation service
+    "segment_event_latency_p99_ms": Goal(100, higher_is_better=False),
+    "segment_backfill": Goal(0.5, on_ratio=True),
+    "segmentation_projection": Goal(0.5, on_ratio=True),
 }
 
 
