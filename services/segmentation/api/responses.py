@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from crm.segmentation.v1 import segmentation_pb2 as pb
+from services.segmentation.api import rule_proto
 from services.segmentation.domain import rules
 from services.segmentation.domain.segment import Segment
 from shared.grpckit import calls
@@ -25,6 +26,7 @@ def segment_pb(s: Segment) -> pb.Segment:
         out.create_time.CopyFrom(calls.timestamp(s.create_time))
     if s.update_time is not None:
         out.update_time.CopyFrom(calls.timestamp(s.update_time))
+    out.rule_tree.CopyFrom(rule_proto.to_proto(rules.parse(s.rule)))
     return out
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 
 from crm.segmentation.v1 import segmentation_pb2 as pb
 from crm.segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from services.segmentation.adapters.queries import SegmentQueries
+from services.segmentation.api import rule_proto
 from services.segmentation.api.responses import explanation_pb, segment_pb
 from services.segmentation.application.insight import Insight
 from services.segmentation.application.segments import SEGMENT, SegmentCommands
+from services.segmentation.domain import rules
 from services.segmentation.domain.segment import Segment
 from shared.domain.errors import NotFound
 from shared.grpckit import calls
@@ -45,6 +48,20 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         )
         return at or datetime.now(UTC)
 
+    @staticmethod
+    def _rule(request: Any) -> str:
+        """The request's rule as text: ``rule``, or ``rule_tree`` in canonical text."""
+        if not request.HasField("rule_tree"):
+            return str(request.rule)
+        if request.rule:
+            raise calls.invalid(
+                DOMAIN, "rule_tree", "RULE_AMBIGUOUS", "give the rule as text or as a tree"
+            )
+        try:
+            return rules.format_rule(rule_proto.from_proto(request.rule_tree, "rule_tree"))
+        except rules.RuleError as err:
+            raise rule_proto.invalid_argument(err, "rule_tree") from None
+
     async def _segment(self, segment_id: str) -> Segment:
         found = await self.queries.get(segment_id) or await self.commands.runner.get(
             SEGMENT, segment_id
@@ -61,7 +78,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             request.key,
             request.name,
             request.description,
-            request.rule,
+            self._rule(request),
             request_id=rid,
             meta=calls.event_meta(rid, context),
         )
@@ -76,7 +93,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             sid,
             request.name,
             request.description,
-            request.rule,
+            self._rule(request),
             etag=request.etag,
             request_id=rid,
             meta=calls.event_meta(rid, context),
@@ -176,7 +193,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             sid = self._id(request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
             segment = await self._segment(sid)
         size = request.sample_size or DEFAULT_SAMPLE
-        p = await self.insight.preview(request.rule, segment, size, datetime.now(UTC))
+        rule = self._rule(request)
+        p = await self.insight.preview(rule, segment, size, datetime.now(UTC))
         return pb.PreviewSegmentRuleResponse(
             count=p.count,
             sample_contact_ids=p.sample,

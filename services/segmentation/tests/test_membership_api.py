@@ -135,3 +135,24 @@ async def test_every_published_event_decodes_as_its_proto(env: Env) -> None:
     for stream in streams:
         for e in await env.store.read_stream(stream):
             rpc.published_message(e, epb)
+
+
+async def test_a_rule_given_as_a_tree_is_the_same_rule(env: Env) -> None:
+    text = "orders_count >= 2 AND NOT tags CONTAINS 'staff'"
+    by_text = await create(env, text)
+    tree = pb.CreateSegmentRequest(key=f"t-{uuid.uuid4().hex[:8]}", name="tree")
+    tree.rule_tree.CopyFrom(by_text.rule_tree)
+    by_tree = (await env.stub.CreateSegment(tree)).segment
+    assert by_tree.rule == by_text.rule == text
+    both = pb.CreateSegmentRequest(key="both", name="both", rule=text)
+    both.rule_tree.CopyFrom(by_text.rule_tree)
+    await expect_error(
+        env.stub.CreateSegment(both), grpc.StatusCode.INVALID_ARGUMENT, "RULE_AMBIGUOUS"
+    )
+    bad = pb.CreateSegmentRequest(key="bad-tree", name="bad")
+    bad.rule_tree.CopyFrom(by_text.rule_tree)
+    bad.rule_tree.all.rules[0].comparison.field = "nope"
+    fields = await expect_error(
+        env.stub.CreateSegment(bad), grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_FIELD"
+    )
+    assert fields and fields[0].startswith("rule_tree")
