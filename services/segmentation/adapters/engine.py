@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,7 @@ import asyncpg
 
 from services.segmentation.adapters.bulk import evaluate_everyone
 from services.segmentation.adapters.facts_tables import FACTS_DDL, load_facts
-from services.segmentation.adapters.facts_writer import CATEGORIES, FactsWriter
+from services.segmentation.adapters.facts_writer import CATEGORIES, HANDLED, FactsWriter
 from services.segmentation.application import membership as m
 from services.segmentation.application.ports import ContactVersions
 from services.segmentation.domain import segment as segments
@@ -37,6 +38,7 @@ from shared.eventstore.postgres import PostgresEventStore
 from shared.projections.model import ApplyContext
 
 Clock = Callable[[], datetime]
+APPEND_CHUNK = 1000  # streams per append statement
 GROUPS = {g.value: g for g in FactGroup}
 ALL_GROUPS = set(FactGroup)
 
@@ -59,7 +61,14 @@ class MembershipEngine:
     schema = "segmentation_facts"
     ddl = FACTS_DDL
     categories: Sequence[str] | None = (*CATEGORIES, "segment", "segmentmembership")
-    types: Sequence[str] | None = None
+    types: Sequence[str] | None = (
+        *HANDLED,
+        segments.CREATED,
+        segments.UPDATED,
+        segments.ARCHIVED,
+        m.ENTERED,
+        m.EXITED,
+    )
 
     def __init__(
         self, store: PostgresEventStore, contacts: ContactVersions, clock: Clock = utcnow
@@ -77,18 +86,21 @@ class MembershipEngine:
             if e.type in (segments.CREATED, segments.UPDATED, segments.ARCHIVED):
                 appends += await self._segment_event(conn, e, ctx.replay)
             elif e.type in (m.ENTERED, m.EXITED) and ctx.replay:
-                await set_member(
-                    conn, e.data["segment_key"], e.data["contact_id"], e.type == m.ENTERED
+                await set_members(
+                    conn, [(e.data["segment_key"], e.data["contact_id"], e.type == m.ENTERED)]
                 )
         if not ctx.replay and touched:
-            for cid, t in sorted(touched.items()):
-                assert t.cause is not None
-                appends += await self.evaluate(
-                    conn, cid, _groups(t.groups), m.EVENT, t.cause, t.cause.recorded_at
-                )
-        if appends:
-            results = await self.store.append_batch_on(conn, appends)
-            last = max(r.position for r in results)
+            asks = [
+                Ask(cid, _groups(t.groups), m.EVENT, t.cause, t.cause.recorded_at)
+                for cid, t in sorted(touched.items())
+                if t.cause is not None
+            ]
+            appends += await self.evaluate(conn, asks)
+        last = 0
+        for i in range(0, len(appends), APPEND_CHUNK):  # a backfill's thousands of streams
+            results = await self.store.append_batch_on(conn, appends[i : i + APPEND_CHUNK])
+            last = max(last, *(r.position for r in results))
+        if last:
             ctx.after_commit.append(lambda: self.store.committed(last))
 
     async def active(self, conn: asyncpg.Connection) -> list[m.ActiveSegment]:
@@ -108,33 +120,38 @@ class MembershipEngine:
     async def evaluate(
         self,
         conn: asyncpg.Connection,
-        contact_id: str,
-        changed: set[FactGroup] | None,
-        cause: str,
-        cause_event: RecordedEvent | None,
-        effective: datetime,
+        asks: Sequence[Ask],
         only: Sequence[m.ActiveSegment] | None = None,
-        cause_id: str = "",
-        at: datetime | None = None,
     ) -> list[StreamAppend]:
-        """Decide one contact's membership at ``at`` (now); write memberships and timers;
-        return its events."""
-        await lock_contact(conn, contact_id)
-        facts = (await load_facts(conn, [contact_id])).get(contact_id)
-        if facts is None:
+        """Decide the membership of the contacts ``asks`` name (one lock statement, one load
+        of their facts, batched writes of memberships and timers); return their events."""
+        if not asks:
             return []
+        ids = sorted({a.contact_id for a in asks})
+        await lock_contacts(conn, ids)
+        facts = await load_facts(conn, ids)
         chosen = list(only) if only is not None else await self.active(conn)
-        decision = m.decide(facts, chosen, changed, at or self.clock())
-        await write_timers(conn, contact_id, decision.timers)
-        if not decision.changes:
-            return []
-        ident = cause_id or (str(cause_event.event_id) if cause_event is not None else "")
-        meta = _meta(cause_event, cause)
-        events: list[NewEvent] = []
-        for change in decision.changes:
-            await set_member(conn, change.segment.key, contact_id, change.entered)
-            events.append(m.membership_event(change, cause, ident, effective, meta))
-        return [StreamAppend(m.stream_of(contact_id), events, StreamState.ANY)]
+        members: list[tuple[str, str, bool]] = []
+        timers: list[tuple[str, str, datetime | None]] = []
+        appends: list[StreamAppend] = []
+        for a in asks:
+            f = facts.get(a.contact_id)
+            if f is None:
+                continue
+            decision = m.decide(f, chosen, a.changed, a.at or self.clock())
+            timers += [(sid, a.contact_id, due) for sid, due in decision.timers.items()]
+            if not decision.changes:
+                continue
+            ident = a.cause_id or (str(a.cause_event.event_id) if a.cause_event else "")
+            meta = _meta(a.cause_event, a.cause)
+            events: list[NewEvent] = []
+            for change in decision.changes:
+                members.append((change.segment.key, a.contact_id, change.entered))
+                events.append(m.membership_event(change, a.cause, ident, a.effective, meta))
+            appends.append(StreamAppend(m.stream_of(a.contact_id), events, StreamState.ANY))
+        await set_members(conn, members)
+        await write_timers(conn, timers)
+        return appends
 
     async def _segment_event(
         self, conn: asyncpg.Connection, e: RecordedEvent, replay: bool
@@ -200,6 +217,19 @@ class MembershipEngine:
         ]
 
 
+@dataclass(frozen=True)
+class Ask:
+    """A contact whose membership is to be decided, and why."""
+
+    contact_id: str
+    changed: set[FactGroup] | None  # the fact groups that moved (None: every segment)
+    cause: str
+    cause_event: RecordedEvent | None
+    effective: datetime  # the instant the membership changes
+    cause_id: str = ""  # when there is no cause event (a timer)
+    at: datetime | None = None  # evaluate at this instant (default: now)
+
+
 def _meta(cause_event: RecordedEvent | None, cause: str) -> dict[str, Any]:
     meta: dict[str, Any] = {"schema": 1, "actor": "segmentation-engine"}
     if cause_event is not None:
@@ -212,41 +242,43 @@ def _meta(cause_event: RecordedEvent | None, cause: str) -> dict[str, Any]:
     return meta
 
 
-async def lock_contact(conn: asyncpg.Connection, contact_id: str) -> None:
-    """Serialise membership decisions of one contact (the engine and the timers)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('segmentation:' || $1))", contact_id)
+async def lock_contacts(conn: asyncpg.Connection, contact_ids: Sequence[str]) -> None:
+    """Serialise membership decisions of these contacts (the engine and the timers), taking
+    the locks in one order so two deciders never wait for each other in a circle."""
+    await conn.execute(
+        """SELECT pg_advisory_xact_lock(hashtext('segmentation:' || c))
+           FROM (SELECT c FROM unnest($1::text[]) AS c ORDER BY c) AS ordered""",
+        list(contact_ids),
+    )
 
 
-async def set_member(conn: asyncpg.Connection, key: str, contact_id: str, member: bool) -> None:
-    if member:
-        await conn.execute(
+async def set_members(conn: asyncpg.Connection, changes: Sequence[tuple[str, str, bool]]) -> None:
+    """(segment key, contact id, member?) into the current memberships."""
+    entered = [(k, uuid.UUID(c)) for k, c, member in changes if member]
+    left = [(k, uuid.UUID(c)) for k, c, member in changes if not member]
+    if entered:
+        await conn.executemany(
             "INSERT INTO memberships (segment_key, contact_id) VALUES ($1, $2)"
             " ON CONFLICT DO NOTHING",
-            key,
-            uuid.UUID(contact_id),
+            entered,
         )
-    else:
-        await conn.execute(
-            "DELETE FROM memberships WHERE segment_key = $1 AND contact_id = $2",
-            key,
-            uuid.UUID(contact_id),
+    if left:
+        await conn.executemany(
+            "DELETE FROM memberships WHERE segment_key = $1 AND contact_id = $2", left
         )
 
 
 async def write_timers(
-    conn: asyncpg.Connection, contact_id: str, timers: dict[str, datetime | None]
+    conn: asyncpg.Connection, timers: Sequence[tuple[str, str, datetime | None]]
 ) -> None:
-    cid = uuid.UUID(contact_id)
-    for sid, due in timers.items():
-        if due is None:
-            await conn.execute(
-                "DELETE FROM timers WHERE segment_id = $1 AND contact_id = $2", uuid.UUID(sid), cid
-            )
-        else:
-            await conn.execute(
-                """INSERT INTO timers (segment_id, contact_id, due_at) VALUES ($1, $2, $3)
-                   ON CONFLICT (segment_id, contact_id) DO UPDATE SET due_at = excluded.due_at""",
-                uuid.UUID(sid),
-                cid,
-                due,
-            )
+    """(segment id, contact id, next flip or None) into the timers."""
+    due = [(uuid.UUID(s), uuid.UUID(c), at) for s, c, at in timers if at is not None]
+    gone = [(uuid.UUID(s), uuid.UUID(c)) for s, c, at in timers if at is None]
+    if gone:
+        await conn.executemany("DELETE FROM timers WHERE segment_id = $1 AND contact_id = $2", gone)
+    if due:
+        await conn.executemany(
+            """INSERT INTO timers (segment_id, contact_id, due_at) VALUES ($1, $2, $3)
+               ON CONFLICT (segment_id, contact_id) DO UPDATE SET due_at = excluded.due_at""",
+            due,
+        )

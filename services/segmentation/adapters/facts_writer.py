@@ -35,6 +35,36 @@ CONSENT_STATES = {
     CX + "ConsentConfirmationRequested": "pending",
 }
 PERSONAL_CHANGES = {"email", "attributes"}
+# Every event type that changes a fact (the engine subscribes to these only).
+HANDLED = (
+    *(
+        CX + t
+        for t in (
+            "ContactRegistered",
+            "ContactUpdated",
+            "ContactAbsorbed",
+            "ContactAbsorptionReverted",
+            "ContactArchived",
+            "ContactRestored",
+            "ContactErased",
+            "ContactMerged",
+            "ContactUnmerged",
+            "ChannelSuppressed",
+            "ChannelUnsuppressed",
+        )
+    ),
+    *CONSENT_STATES,
+    *(
+        OX + t
+        for t in (
+            "OrderPlaced",
+            "OrderRefunded",
+            "OrderCancelled",
+            "CartAbandoned",
+            "CartRecovered",
+        )
+    ),
+)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-from services.segmentation.adapters.engine import MembershipEngine, utcnow
+from services.segmentation.adapters.engine import Ask, MembershipEngine, utcnow
 from services.segmentation.application import membership as m
 from services.segmentation.domain.rules import FactGroup
 from shared.eventstore.postgres import PostgresEventStore
@@ -46,26 +46,19 @@ class MembershipTimers:
                 self.clock(),
                 BATCH,
             )
-            active = {s.segment_id: s for s in await self.engine.active(conn)}
-            appends = []
-            for sid, cid, due in rows:
-                await conn.execute(
-                    "DELETE FROM timers WHERE segment_id = $1 AND contact_id = $2",
-                    uuid.UUID(sid),
-                    uuid.UUID(cid),
+            active = {s.segment_id for s in await self.engine.active(conn)}
+            await conn.executemany(
+                "DELETE FROM timers WHERE segment_id = $1 AND contact_id = $2",
+                [(uuid.UUID(sid), uuid.UUID(cid)) for sid, cid, _ in rows],
+            )
+            asks = [
+                Ask(
+                    cid, {FactGroup.TIME}, m.TIME_PASSED, None, due, f"{sid}@{due.isoformat()}", due
                 )
-                if sid not in active:
-                    continue  # archived meanwhile
-                appends += await self.engine.evaluate(
-                    conn,
-                    cid,
-                    {FactGroup.TIME},
-                    m.TIME_PASSED,
-                    None,
-                    due,
-                    cause_id=f"{sid}@{due.isoformat()}",
-                    at=due,
-                )
+                for sid, cid, due in rows
+                if sid in active  # else archived meanwhile
+            ]
+            appends = await self.engine.evaluate(conn, asks)
             last = 0
             if appends:
                 results = await self.store.append_batch_on(conn, appends)

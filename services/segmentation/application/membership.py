@@ -105,8 +105,8 @@ class Change:
 @dataclass(frozen=True)
 class Decision:
     changes: list[Change]
-    # segment id -> the next instant its answer may flip (None: no timer), for the segments
-    # evaluated
+    # segment id -> the next instant its answer may flip (None: no timer), for the evaluated
+    # segments that depend on the clock
     timers: dict[str, datetime | None]
 
 
@@ -119,6 +119,7 @@ def decide(
     """Evaluate ``segments`` (in dependency order) for one contact whose ``changed`` fact
     groups moved (None: evaluate every segment)."""
     members = set(facts.segments)
+    current = facts  # the facts with the memberships decided so far
     moved: set[str] = set()
     changes: list[Change] = []
     timers: dict[str, datetime | None] = {}
@@ -131,15 +132,14 @@ def decide(
         )
         if not due:
             continue
-        current = replace(facts, segments=frozenset(members))
         value = rules.evaluate(seg.rule, current, now)
         if value != (seg.key in members):
             changes.append(Change(facts.contact_id, seg.ref, value))
             moved.add(seg.key)
             (members.add if value else members.discard)(seg.key)
-        timers[seg.segment_id] = (
-            rules.next_change(seg.rule, current, now) if FactGroup.TIME in seg.groups else None
-        )
+            current = replace(facts, segments=frozenset(members))
+        if FactGroup.TIME in seg.groups:
+            timers[seg.segment_id] = rules.next_change(seg.rule, current, now)
     return Decision(changes, timers)
 
 
