@@ -4,6 +4,7 @@ false), facts and instants around a few interesting days (DST changes, Feb 29)."
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -80,6 +81,7 @@ def offsets(max_days: int = 40) -> st.SearchStrategy[timedelta]:
     )
 
 
+@functools.cache
 def instants(base: datetime, max_days: int = 40) -> st.SearchStrategy[datetime]:
     return offsets(max_days).map(lambda o: base + o)
 
@@ -96,9 +98,9 @@ def relatives(max_amount: int = 40, signed: bool = True) -> st.SearchStrategy[r.
 def _any_relative() -> st.SearchStrategy[r.Relative]:
     def within_limit(unit: r.Unit) -> st.SearchStrategy[r.Relative]:
         most = 200 * 365 * 86_400 // unit.seconds
-        return st.integers(-most, most).map(lambda n: r.Relative(n, unit))
+        return st.builds(r.Relative, st.integers(-most, most), st.just(unit))
 
-    return st.sampled_from(list(r.Unit)).flatmap(within_limit)
+    return st.one_of(*(within_limit(u) for u in r.Unit))
 
 
 def _time_values(base: datetime, wide: bool) -> st.SearchStrategy[r.Scalar]:
@@ -140,13 +142,23 @@ def _texts(wide: bool) -> st.SearchStrategy[r.Text]:
 
 
 def _ordered(
-    left: r.Field | r.Anniversary, values: st.SearchStrategy[Any]
+    lefts: st.SearchStrategy[Any], values: st.SearchStrategy[Any]
 ) -> st.SearchStrategy[r.Rule]:
     ops = st.sampled_from([r.Op.EQ, r.Op.NE, r.Op.LT, r.Op.LE, r.Op.GT, r.Op.GE])
     return st.one_of(
-        st.builds(r.Comparison, st.just(left), ops, values),
-        st.builds(lambda a, b: r.Comparison(left, r.Op.BETWEEN, r.Range(a, b)), values, values),
+        st.builds(r.Comparison, lefts, ops, values),
+        st.builds(
+            lambda left, a, b: r.Comparison(left, r.Op.BETWEEN, r.Range(a, b)),
+            lefts,
+            values,
+            values,
+        ),
     )
+
+
+def _anniversaries() -> st.SearchStrategy[r.Anniversary]:
+    paths = st.sampled_from(("attributes.birthday", "created_at", "first_order_at"))
+    return paths.map(lambda p: r.Anniversary(r.Field(p)))
 
 
 def comparisons(base: datetime, wide: bool) -> st.SearchStrategy[r.Rule]:
@@ -154,10 +166,8 @@ def comparisons(base: datetime, wide: bool) -> st.SearchStrategy[r.Rule]:
     presence = st.sampled_from([r.Op.IS_SET, r.Op.IS_NOT_SET])
     nums, texts = _numbers(wide), _texts(wide)
     return st.one_of(
-        field((*NUMBER_FIELDS, "attributes.score"))
-        .map(r.Field)
-        .flatmap(lambda f: _ordered(f, nums)),
-        field(TIME_FIELDS).map(r.Field).flatmap(lambda f: _ordered(f, _time_values(base, wide))),
+        _ordered(field((*NUMBER_FIELDS, "attributes.score")).map(r.Field), nums),
+        _ordered(field(TIME_FIELDS).map(r.Field), _time_values(base, wide)),
         st.builds(
             r.Comparison,
             field((*NUMBER_FIELDS, "attributes.score")).map(r.Field),
@@ -184,13 +194,8 @@ def comparisons(base: datetime, wide: bool) -> st.SearchStrategy[r.Rule]:
             ).map(r.Field),
             presence,
         ),
-        field(("attributes.birthday", "created_at", "first_order_at"))
-        .map(lambda p: r.Anniversary(r.Field(p)))
-        .flatmap(
-            lambda a: st.one_of(
-                _ordered(a, _date_values(wide)), st.builds(r.Comparison, st.just(a), presence)
-            )
-        ),
+        _ordered(_anniversaries(), _date_values(wide)),
+        st.builds(r.Comparison, _anniversaries(), presence),
     )
 
 
@@ -233,12 +238,10 @@ def clocked(base: datetime) -> st.SearchStrategy[r.Rule]:
     anniversaries."""
     window = relatives(signed=False)
     return st.one_of(
-        st.sampled_from(TIME_FIELDS)
-        .map(r.Field)
-        .flatmap(lambda f: _ordered(f, st.one_of(relatives(), st.just(r.Today())))),
-        st.sampled_from(("attributes.birthday", "created_at", "first_order_at"))
-        .map(lambda p: r.Anniversary(r.Field(p)))
-        .flatmap(lambda a: _ordered(a, _date_values(False))),
+        _ordered(
+            st.sampled_from(TIME_FIELDS).map(r.Field), st.one_of(relatives(), st.just(r.Today()))
+        ),
+        _ordered(_anniversaries(), _date_values(False)),
         st.builds(
             r.PlacedOrder,
             st.builds(r.CountTest, st.sampled_from([r.Op.GE, r.Op.EQ]), st.integers(0, 2)),
@@ -253,6 +256,7 @@ def clocked(base: datetime) -> st.SearchStrategy[r.Rule]:
     )
 
 
+@functools.cache
 def rules(base: datetime, wide: bool = False, timely: bool = False) -> st.SearchStrategy[r.Rule]:
     """Valid rules; ``wide``: any literal (round trips), else values near ``base``;
     ``timely``: mostly conditions that move with the clock."""
@@ -277,8 +281,17 @@ def _ids(prefix: int) -> st.SearchStrategy[str]:
     return st.integers(0, 2**32).map(lambda n: str(uuid.UUID(int=(prefix << 96) | n)))
 
 
-@st.composite
+@functools.cache
 def facts(
+    base: datetime, contact_id: str | None = None, live: bool = False
+) -> st.SearchStrategy[Facts]:
+    """One contact's facts (the same strategy object for the same arguments: building
+    strategies is what costs most in these tests)."""
+    return _facts(base, contact_id, live)
+
+
+@st.composite
+def _facts(
     draw: st.DrawFn, base: datetime, contact_id: str | None = None, live: bool = False
 ) -> Facts:
     """One contact's facts, with times within 60 days of ``base`` (some years back for the

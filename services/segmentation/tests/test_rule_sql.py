@@ -125,7 +125,7 @@ async def members(conn: asyncpg.Connection, rule: r.Rule, now: datetime) -> set[
 
 
 AGREEMENT = settings(
-    max_examples=60,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

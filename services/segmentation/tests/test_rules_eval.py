@@ -213,6 +213,12 @@ def test_anniversary_window_in_the_contacts_zone() -> None:
     assert nc(rule, f, datetime(2026, 3, 7, tzinfo=UTC)) == datetime(2027, 2, 26, 8, tzinfo=UTC)
     assert nc("anniversary(attributes.birthday) < +400d", f) is None  # always true
     assert nc("anniversary(attributes.birthday) = date '2020-03-05'", f) is None  # in the past
+    far = "anniversary(attributes.birthday) = date '2040-03-05'"  # beyond ten years of steps
+    assert nc(far, f) == datetime(2039, 3, 6, 8, tzinfo=UTC)
+    assert nc(far, f, datetime(2039, 3, 6, 8, tzinfo=UTC)) == datetime(2040, 3, 6, 8, tzinfo=UTC)
+    assert nc("anniversary(attributes.birthday) > date '2040-03-05'", f) == datetime(
+        2040, 3, 6, 8, tzinfo=UTC
+    )
 
 
 def test_explain_shows_every_node_and_what_it_read() -> None:
@@ -242,7 +248,7 @@ def test_explain_shows_every_node_and_what_it_read() -> None:
 
 
 EXACT = settings(
-    max_examples=250,
+    max_examples=400,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
