@@ -243,6 +243,11 @@ def test_explain_shows_every_node_and_what_it_read() -> None:
         ("-30d", NOW - 30 * DAY),
     )
     assert not no_staff.value and no_staff.parts[0].facts == (("tags", ("staff",)),)
+    placed = r.explain(r.parse("placed_order(count >= 2, within 30d)"), f, NOW)
+    assert placed.value and placed.facts == (
+        ("orders counted", 2),
+        ("window after", NOW - 30 * DAY),
+    )
     gone = r.explain(r.parse("archived"), Facts("c", erased=True), NOW)
     assert not gone.value and gone.facts == (("erased", True),) and gone.parts[0].text == "archived"
 
