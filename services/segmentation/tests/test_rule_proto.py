@@ -16,7 +16,8 @@ from services.segmentation.api.rule_proto import from_proto, invalid_argument, t
 from services.segmentation.domain import rules as r
 from services.segmentation.domain.facts import Facts
 from services.segmentation.domain.rules import errors as e
-from services.segmentation.tests.strategies import BASES, rules
+from services.segmentation.tests.fact_strategies import BASES
+from services.segmentation.tests.rule_strategies import rules
 from services.segmentation.tests.test_rules_parse import EXAMPLES
 
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from services.segmentation.domain import rules as r
 from services.segmentation.domain.facts import CartFact, Facts, OrderFact, PurchaseFact, bucket_of
 from services.segmentation.domain.rules.timing import fixed_candidates
-from services.segmentation.tests.strategies import BASES, facts, instants, rules
+from services.segmentation.tests.fact_strategies import BASES, facts, instants
+from services.segmentation.tests.rule_strategies import rules
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 US = timedelta(microseconds=1)

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 
 from services.segmentation.domain import rules as r
 from services.segmentation.domain.rules import errors as e
-from services.segmentation.tests.strategies import BASES, rules
+from services.segmentation.tests.fact_strategies import BASES
+from services.segmentation.tests.rule_strategies import rules
 
 F = r.Field
 TRUE = r.Boolean(True)
