@@ -1,7 +1,9 @@
-"""Rules as protobuf trees: round trips, problems named by their path in the request, and the
-INVALID_ARGUMENT status a bad rule becomes."""
+"""Rules as protobuf trees: round trips, problems named by their path in the request, the
+INVALID_ARGUMENT status a bad rule becomes, and explanations."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -9,10 +11,13 @@ from google.rpc import error_details_pb2
 from hypothesis import HealthCheck, given, settings
 
 from crm.segmentation.v1 import rules_pb2 as pb
+from services.segmentation.api.explanation_proto import explanation_to_proto
 from services.segmentation.api.rule_proto import from_proto, invalid_argument, to_proto
 from services.segmentation.domain import rules as r
+from services.segmentation.domain.facts import Facts
 from services.segmentation.domain.rules import errors as e
-from services.segmentation.tests.strategies import BASES, rules
+from services.segmentation.tests.fact_strategies import BASES
+from services.segmentation.tests.rule_strategies import rules
 from services.segmentation.tests.test_rules_parse import EXAMPLES
 
 
@@ -211,3 +216,29 @@ def test_proto_round_trip(rule: r.Rule) -> None:
     back = from_proto(pb.Rule.FromString(wire))
     assert back == rule
     assert to_proto(back).SerializeToString(deterministic=True) == wire
+
+
+def test_an_explanation_as_protobuf() -> None:
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    f = Facts(
+        "c",
+        tags=frozenset({"staff", "b2b"}),
+        time_zone="Europe/Berlin",
+        attributes={"birthday": datetime(1990, 3, 5, tzinfo=UTC)},
+    )
+    rule = r.parse(
+        "NOT tags CONTAINS 'staff' OR anniversary(attributes.birthday) BETWEEN today AND +7d OR last_order_at > -30d"
+    )
+    x = explanation_to_proto(r.explain(rule, f, now))
+    assert (x.text, x.value) == (r.format(rule), True)
+    tags, birthday, last = x.parts
+    assert not tags.value and tags.parts[0].facts[0].value.list_value == pb.ValueList(
+        values=[pb.Value(string_value="b2b"), pb.Value(string_value="staff")]
+    )
+    names = [fact.name for fact in birthday.facts]
+    assert names == ["attributes.birthday", "anniversary(attributes.birthday)", "today", "+7d"]
+    assert birthday.facts[1].value.date_value == pb.CalendarDate(year=2026, month=3, day=5)
+    assert birthday.facts[0].value.time_value.ToDatetime(tzinfo=UTC) == datetime(
+        1990, 3, 5, tzinfo=UTC
+    )
+    assert last.facts[0].name == "last_order_at" and not last.facts[0].HasField("value")

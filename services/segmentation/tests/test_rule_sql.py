@@ -20,7 +20,8 @@ from services.segmentation.adapters.rule_sql import compile_rule, members_query
 from services.segmentation.domain import rules as r
 from services.segmentation.domain.facts import CartFact, Facts, OrderFact, PurchaseFact
 from services.segmentation.domain.rules import clock
-from services.segmentation.tests.strategies import BASES, facts, instants, rules
+from services.segmentation.tests.fact_strategies import BASES, facts, instants
+from services.segmentation.tests.rule_strategies import rules
 from shared.testing.postgres import DatabaseFactory
 
 SCHEMA = "rules_scratch"
@@ -125,7 +126,7 @@ async def members(conn: asyncpg.Connection, rule: r.Rule, now: datetime) -> set[
 
 
 AGREEMENT = settings(
-    max_examples=60,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -14,8 +14,10 @@ G = r.FactGroup
     ("text", "groups"),
     [
         ("orders_count >= 3", {G.ORDERS}),
-        ("last_order_at > -30d", {G.ORDERS, G.TIME, G.PROFILE}),
+        ("last_order_at > -30d", {G.ORDERS, G.TIME}),
         ("last_order_at > date '2026-01-01T00:00:00Z'", {G.ORDERS}),
+        ("last_order_at > date '2026-01-01'", {G.ORDERS, G.PROFILE}),
+        ("last_order_at > today", {G.ORDERS, G.PROFILE, G.TIME}),
         ("created_at > date '2026-01-01'", {G.PROFILE}),
         ("consent.email = 'subscribed' AND NOT suppressed.email", {G.CONSENT}),
         ("NOT tags CONTAINS 'staff' OR locale = 'de'", {G.PROFILE}),

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from services.segmentation.domain import rules as r
 from services.segmentation.domain.facts import CartFact, Facts, OrderFact, PurchaseFact, bucket_of
 from services.segmentation.domain.rules.timing import fixed_candidates
-from services.segmentation.tests.strategies import BASES, facts, instants, rules
+from services.segmentation.tests.fact_strategies import BASES, facts, instants
+from services.segmentation.tests.rule_strategies import rules
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 US = timedelta(microseconds=1)
@@ -213,6 +214,12 @@ def test_anniversary_window_in_the_contacts_zone() -> None:
     assert nc(rule, f, datetime(2026, 3, 7, tzinfo=UTC)) == datetime(2027, 2, 26, 8, tzinfo=UTC)
     assert nc("anniversary(attributes.birthday) < +400d", f) is None  # always true
     assert nc("anniversary(attributes.birthday) = date '2020-03-05'", f) is None  # in the past
+    far = "anniversary(attributes.birthday) = date '2040-03-05'"  # beyond ten years of steps
+    assert nc(far, f) == datetime(2039, 3, 6, 8, tzinfo=UTC)
+    assert nc(far, f, datetime(2039, 3, 6, 8, tzinfo=UTC)) == datetime(2040, 3, 6, 8, tzinfo=UTC)
+    assert nc("anniversary(attributes.birthday) > date '2040-03-05'", f) == datetime(
+        2040, 3, 6, 8, tzinfo=UTC
+    )
 
 
 def test_explain_shows_every_node_and_what_it_read() -> None:
@@ -237,12 +244,17 @@ def test_explain_shows_every_node_and_what_it_read() -> None:
         ("-30d", NOW - 30 * DAY),
     )
     assert not no_staff.value and no_staff.parts[0].facts == (("tags", ("staff",)),)
+    placed = r.explain(r.parse("placed_order(count >= 2, within 30d)"), f, NOW)
+    assert placed.value and placed.facts == (
+        ("orders counted", 2),
+        ("window after", NOW - 30 * DAY),
+    )
     gone = r.explain(r.parse("archived"), Facts("c", erased=True), NOW)
     assert not gone.value and gone.facts == (("erased", True),) and gone.parts[0].text == "archived"
 
 
 EXACT = settings(
-    max_examples=250,
+    max_examples=400,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 
 from services.segmentation.domain import rules as r
 from services.segmentation.domain.rules import errors as e
-from services.segmentation.tests.strategies import BASES, rules
+from services.segmentation.tests.fact_strategies import BASES
+from services.segmentation.tests.rule_strategies import rules
 
 F = r.Field
 TRUE = r.Boolean(True)
@@ -176,6 +177,9 @@ ERRORS = [
     ("orders_count # 3", e.RULE_SYNTAX, 1, 14),
     ("locale = 'en", e.RULE_SYNTAX, 1, 10),
     ("(archived", e.RULE_SYNTAX, 1, 10),
+    ("archived AND AND recovered", e.RULE_SYNTAX, 1, 14),
+    ("archived\r\nOR\r\n  OR recovered", e.RULE_SYNTAX, 3, 3),
+    ("", e.RULE_SYNTAX, 1, 1),
     ("last_order_at > -30 days", e.RULE_SYNTAX, 1, 21),
     ("orders_count >= 3 AND\n  orders_cnt > 1", e.UNKNOWN_FIELD, 2, 3),
     ("attributes.Bad-Name = 1", e.RULE_SYNTAX, 1, 15),

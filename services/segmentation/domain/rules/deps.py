@@ -14,6 +14,7 @@ from services.segmentation.domain.rules.ast import (
     Field,
     InSegment,
     Now,
+    OnDate,
     PlacedOrder,
     Purchased,
     RandomBucket,
@@ -28,18 +29,21 @@ from services.segmentation.domain.rules.fields import FactGroup, lookup
 
 def dependencies(rule: Rule) -> frozenset[FactGroup]:
     """The fact groups ``rule`` reads. ``time`` when its answer can change with the clock
-    alone (relative times, now, today, windows, anniversaries: see next_change);
-    ``random_bucket`` reads the contact itself (profile: the contact appearing)."""
+    alone (relative times, now, today, windows, anniversaries: see next_change); ``profile``
+    also for today, dates and anniversaries (the contact's time zone says when a day starts)
+    and for ``random_bucket`` (it reads the contact itself: its appearing). Erasure and
+    merges are not here: they take a contact out of every segment, whatever the rule reads."""
     out: set[FactGroup] = set()
     for node in walk(rule):
         if isinstance(node, Comparison):
             field = node.left.field if isinstance(node.left, Anniversary) else node.left
             out.add(_group(field))
-            clocked = isinstance(node.left, Anniversary) or any(
-                isinstance(v, Relative | Today | Now) for v in bounds(node.value)
-            )
-            if clocked:
-                out.update((FactGroup.TIME, FactGroup.PROFILE))  # the zone decides today
+            yearly = isinstance(node.left, Anniversary)
+            values = bounds(node.value)
+            if yearly or any(isinstance(v, Relative | Today | Now) for v in values):
+                out.add(FactGroup.TIME)
+            if yearly or any(isinstance(v, Today | OnDate) for v in values):
+                out.add(FactGroup.PROFILE)  # the time zone says when a day starts
         elif isinstance(node, PlacedOrder):
             out.add(FactGroup.ORDERS)
         elif isinstance(node, Purchased):

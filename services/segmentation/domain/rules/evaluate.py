@@ -111,16 +111,16 @@ def condition(rule: Rule, facts: Facts, now: datetime) -> tuple[bool, list[tuple
         return _comparison(rule, facts, now)
     if isinstance(rule, PlacedOrder):
         n = len(placed_orders(rule, facts, now))
-        return count_passes(rule.count, n), [("orders counted", n)]
+        return count_passes(rule.count, n), [("orders counted", n), *_since(rule.within, now)]
     if isinstance(rule, Purchased):
         n = len(purchase_orders(rule, facts, now))
-        return count_passes(rule.count, n), [("orders with the SKU", n)]
+        return count_passes(rule.count, n), [("orders counted", n), *_since(rule.within, now)]
     if isinstance(rule, AbandonedCart):
-        times = abandonments(rule, facts, now)
-        return bool(times), [("abandoned carts counted", len(times))]
+        n = len(abandonments(rule, facts, now))
+        return n > 0, [("abandoned carts counted", n), *_since(rule.within, now)]
     if isinstance(rule, InSegment):
         inside = rule.key in facts.segments
-        return inside, [(f"in_segment({rule.key!r})", inside)]
+        return inside, [(format_rule(rule), inside)]
     if isinstance(rule, RandomBucket):
         return rule.low <= facts.bucket < rule.high, [("bucket", facts.bucket)]
     raise TypeError(f"not a condition: {rule!r}")
@@ -220,6 +220,11 @@ def abandonments(rule: AbandonedCart, facts: Facts, now: datetime) -> list[datet
         for c in facts.carts
         if c.abandoned_time is not None and in_window(c.abandoned_time, now, rule.within)
     ]
+
+
+def _since(within: Relative | None, now: datetime) -> list[tuple[str, FactValue]]:
+    """Where a window starts (excluded), for explanations."""
+    return [] if within is None else [("window after", clock.shifted(now, -within.seconds))]
 
 
 def _moving(v: Scalar) -> bool:

@@ -26,7 +26,7 @@ unknown field, type mismatch and bad value.
 
 from __future__ import annotations
 
-from lark import Lark, Tree, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.exceptions import VisitError
 
 from services.segmentation.domain.rules import errors as e
@@ -135,6 +135,12 @@ def parse(text: str) -> Rule:
         line, column = exc.line, exc.column
         if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
             line, column = text.count("\n") + 1, len(text.rsplit("\n", 1)[-1]) + 1
+        keyword = _misplaced_keyword(exc, text)
+        if keyword is not None:  # read as a field: `archived AND AND recovered`
+            why = (
+                f"unexpected {str(keyword)!r}; expected a condition (a field, a function, ( or NOT)"
+            )
+            raise _error(e.RULE_SYNTAX, why, keyword.line or 1, keyword.column or 1) from None
         raise _error(e.RULE_SYNTAX, _syntax_message(exc, text), line, column) from None
     if isinstance(tree, Tree):
         _check_depth(tree)
@@ -170,10 +176,26 @@ def _syntax_message(exc: UnexpectedInput, text: str) -> str:
     if isinstance(exc, UnexpectedToken):
         token = str(exc.token)
         got = "the rule ends too early" if exc.token.type == "$END" else f"unexpected {token!r}"
-        names = sorted({_EXPECTED.get(t, t) for t in exc.expected})
+        parser = exc.interactive_parser
+        accepted = parser.accepts() if parser is not None else exc.expected
+        names = sorted({_EXPECTED.get(t, t) for t in accepted})
         expected = ", ".join(names[:-1]) + (" or " if len(names) > 1 else "") + names[-1]
         return f"{got}; expected {expected}" if names else got
     return "not a rule"
+
+
+_KEYWORDS = frozenset(t[1:].lower() for t in _EXPECTED if t.startswith("_"))
+
+
+def _misplaced_keyword(exc: UnexpectedInput, text: str) -> Token | None:
+    """A keyword the parser took for a field name (where no keyword could come), just before
+    the error; not one written after a dot (``attributes.in``)."""
+    history = getattr(exc, "token_history", None) or []
+    last = history[-1] if history else None
+    if isinstance(last, Token) and last.type == "NAME" and str(last).lower() in _KEYWORDS:
+        before = text[: last.start_pos or 0].rstrip()
+        return None if before.endswith(".") else last
+    return None
 
 
 def _check_depth(tree: Tree) -> None:

@@ -7,8 +7,9 @@ The answer is a function of time that can only change at a few instants, its can
 - ``field OP today``: when the contact's local date becomes the field's date or the next one;
 - a window (``within 90d``): when an order, purchase or abandonment enters it (its own time)
   and when it leaves (its time + 90d);
-- ``anniversary(f) OP today + k`` (or a date): when the days left until the anniversary reach
-  k or k - 1, and the day after the anniversary (when it moves to the next year).
+- ``anniversary(f) OP today + k``: when the days left until the anniversary reach k or k - 1,
+  and the day after the anniversary (when it moves to the next year);
+- ``anniversary(f) OP date '…'``: the days after the occurrences around that date.
 
 ``next_change`` walks the candidates in order and returns the first at which ``evaluate``
 differs from its value at ``now``: the answer is the same on [now, next_change) and differs
@@ -20,7 +21,7 @@ candidate of another kind. After 10,000 candidates without a change, the last on
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from services.segmentation.domain.facts import Facts
 from services.segmentation.domain.rules import clock
@@ -85,6 +86,8 @@ def fixed_candidates(rule: Rule, facts: Facts) -> set[datetime]:
     for node in walk(rule):
         if isinstance(node, Comparison) and isinstance(node.left, Field):
             out.update(_comparison_candidates(node, node.left, facts))
+        elif isinstance(node, Comparison) and isinstance(node.left, Anniversary):
+            out.update(_dated_anniversary_candidates(node, node.left, facts))
         elif isinstance(node, PlacedOrder | Purchased | AbandonedCart) and node.within:
             out.update(_window_candidates(node, facts, node.within))
     return out
@@ -122,6 +125,23 @@ def _window_candidates(
     else:
         times = [c.abandoned_time for c in facts.carts if c.abandoned_time is not None]
     return [x for t in times for x in (t, clock.shifted(t, within.seconds))]
+
+
+def _dated_anniversary_candidates(c: Comparison, left: Anniversary, facts: Facts) -> list[datetime]:
+    """``anniversary(f) OP date '…'`` changes only when the anniversary moves past an
+    occurrence next to that date: the days after the occurrences around it."""
+    base = field_value(facts, left.field.path)
+    if not isinstance(base, datetime):
+        return []
+    utc, tz = base.astimezone(UTC), tz_of(facts)
+    out: list[datetime] = []
+    for b in bounds(c.value):
+        if isinstance(b, OnDate):
+            for year in range(max(b.value.year - 1, 1), min(b.value.year + 1, 9999) + 1):
+                after = clock.plus_days(clock.occurrence(utc.month, utc.day, year), 1)
+                if after is not None:
+                    out.append(clock.date_begins(after, tz))
+    return out
 
 
 def anniversary_candidates(c: Comparison, facts: Facts, at: datetime) -> list[datetime]:
