@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-
 from crm.segmentation.v1 import segmentation_pb2 as pb
 from services.segmentation.api import rule_proto
 from services.segmentation.domain import rules
@@ -28,24 +26,3 @@ def segment_pb(s: Segment) -> pb.Segment:
         out.update_time.CopyFrom(calls.timestamp(s.update_time))
     out.rule_tree.CopyFrom(rule_proto.to_proto(rules.parse(s.rule)))
     return out
-
-
-def _text(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return ", ".join(str(v) for v in value)
-    if value is None:
-        return "(unset)"
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def explanation_pb(e: rules.Explanation) -> pb.RuleNodeExplanation:
-    return pb.RuleNodeExplanation(
-        text=e.text,
-        value=e.value,
-        facts={name: _text(v) for name, v in e.facts},
-        parts=[explanation_pb(p) for p in e.parts],
-    )

@@ -11,7 +11,8 @@ from crm.segmentation.v1 import segmentation_pb2 as pb
 from crm.segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from services.segmentation.adapters.queries import SegmentQueries
 from services.segmentation.api import rule_proto
-from services.segmentation.api.responses import explanation_pb, segment_pb
+from services.segmentation.api.explanation_proto import explanation_to_proto
+from services.segmentation.api.responses import segment_pb
 from services.segmentation.application.insight import Insight
 from services.segmentation.application.segments import SEGMENT, SegmentCommands
 from services.segmentation.domain import rules
@@ -178,7 +179,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             out.cause_event_id = e.data.get("cause_event_id", "")
             out.rule_version = int(e.data["rule_version"])
         if explained.now is not None:
-            out.now.CopyFrom(explanation_pb(explained.now))
+            out.now.CopyFrom(explanation_to_proto(explained.now))
         return out
 
     async def PreviewSegmentRule(
