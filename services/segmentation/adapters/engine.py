@@ -89,13 +89,15 @@ class MembershipEngine:
                 await set_members(
                     conn, [(e.data["segment_key"], e.data["contact_id"], e.type == m.ENTERED)]
                 )
-        if not ctx.replay and touched:
+        if touched:
             asks = [
                 Ask(cid, _groups(t.groups), m.EVENT, t.cause, t.cause.recorded_at)
                 for cid, t in sorted(touched.items())
                 if t.cause is not None
             ]
-            appends += await self.evaluate(conn, asks)
+            # In replay only the timers are kept (a rebuilt engine must still fire them); the
+            # membership they lead to is in the log already, so firing writes nothing twice.
+            appends += await self.evaluate(conn, asks, record=not ctx.replay)
         last = 0
         for i in range(0, len(appends), APPEND_CHUNK):  # a backfill's thousands of streams
             results = await self.store.append_batch_on(conn, appends[i : i + APPEND_CHUNK])
@@ -122,9 +124,12 @@ class MembershipEngine:
         conn: asyncpg.Connection,
         asks: Sequence[Ask],
         only: Sequence[m.ActiveSegment] | None = None,
+        *,
+        record: bool = True,
     ) -> list[StreamAppend]:
         """Decide the membership of the contacts ``asks`` name (one lock statement, one load
-        of their facts, batched writes of memberships and timers); return their events."""
+        of their facts, batched writes of memberships and timers); return their events. Not
+        ``record``: write the timers only."""
         if not asks:
             return []
         ids = sorted({a.contact_id for a in asks})
@@ -140,7 +145,7 @@ class MembershipEngine:
                 continue
             decision = m.decide(f, chosen, a.changed, a.at or self.clock())
             timers += [(sid, a.contact_id, due) for sid, due in decision.timers.items()]
-            if not decision.changes:
+            if not decision.changes or not record:
                 continue
             ident = a.cause_id or (str(a.cause_event.event_id) if a.cause_event else "")
             meta = _meta(a.cause_event, a.cause)
