@@ -17,6 +17,9 @@ It gives exactly what ``evaluate`` gives (property-tested against PostgreSQL):
   (an ``interval '… seconds'``: no calendar, no session time zone); ``today``, ``date '…'`` and
   anniversaries use ``c.time_zone`` ('' is UTC), local midnight resolved by PostgreSQL.
 - Tables are named without a schema (the search path decides) unless ``schema`` is given.
+- ``c.time_zone`` must be '' or a zone PostgreSQL knows (contacts accepts IANA names only):
+  an unknown name makes the statement fail where Python reads it as UTC. Both sides read the
+  same tz rules only if their tz databases agree (they do for the zones the tests use).
 """
 
 from __future__ import annotations
