@@ -79,31 +79,44 @@ class MembershipEngine:
     async def apply(
         self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], ctx: ApplyContext
     ) -> None:
-        upstream = [e for e in events if e.stream.split("-", 1)[0] in CATEGORIES]
-        touched = await self.facts.apply(conn, upstream)
+        """In log order: the upstream events before a segment event are applied (and their
+        contacts decided) before it, so a backfill sees exactly the facts of its instant."""
         appends: list[StreamAppend] = []
+        run: list[RecordedEvent] = []
         for e in events:
             if e.type in (segments.CREATED, segments.UPDATED, segments.ARCHIVED):
+                appends += await self._upstream(conn, run, ctx)
+                run = []
                 appends += await self._segment_event(conn, e, ctx.replay)
-            elif e.type in (m.ENTERED, m.EXITED) and ctx.replay:
-                await set_members(
-                    conn, [(e.data["segment_key"], e.data["contact_id"], e.type == m.ENTERED)]
-                )
-        if touched:
-            asks = [
-                Ask(cid, _groups(t.groups), m.EVENT, t.cause, t.cause.recorded_at)
-                for cid, t in sorted(touched.items())
-                if t.cause is not None
-            ]
-            # In replay only the timers are kept (a rebuilt engine must still fire them); the
-            # membership they lead to is in the log already, so firing writes nothing twice.
-            appends += await self.evaluate(conn, asks, record=not ctx.replay)
+            elif e.type in (m.ENTERED, m.EXITED):
+                if ctx.replay:
+                    key, cid = e.data["segment_key"], e.data["contact_id"]
+                    await set_members(conn, [(key, cid, e.type == m.ENTERED)])
+            else:
+                run.append(e)
+        appends += await self._upstream(conn, run, ctx)
         last = 0
         for i in range(0, len(appends), APPEND_CHUNK):  # a backfill's thousands of streams
             results = await self.store.append_batch_on(conn, appends[i : i + APPEND_CHUNK])
             last = max(last, *(r.position for r in results))
         if last:
             ctx.after_commit.append(lambda: self.store.committed(last))
+
+    async def _upstream(
+        self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], ctx: ApplyContext
+    ) -> list[StreamAppend]:
+        """Contacts' and orders' events into the facts; the touched contacts decided. In
+        replay only the timers are kept (a rebuilt engine must still fire them); the
+        membership they lead to is in the log already, so firing writes nothing twice."""
+        if not events:
+            return []
+        touched = await self.facts.apply(conn, events)
+        asks = [
+            Ask(cid, _groups(t.groups), m.EVENT, t.cause, t.cause.recorded_at)
+            for cid, t in sorted(touched.items())
+            if t.cause is not None
+        ]
+        return await self.evaluate(conn, asks, record=not ctx.replay)
 
     async def active(self, conn: asyncpg.Connection) -> list[m.ActiveSegment]:
         rows = await conn.fetch(
