@@ -237,11 +237,17 @@ async def _unmerge(conn: asyncpg.Connection, merged: str, survivor: str) -> list
 
 
 async def _owner(conn: asyncpg.Connection, cid: str) -> uuid.UUID:
-    """Whose facts an order of ``cid`` counts for: the survivor once ``cid`` is merged."""
-    merged_into = await conn.fetchval(
-        "SELECT merged_into FROM contacts WHERE contact_id = $1", uuid.UUID(cid)
+    """Whose facts an order of ``cid`` counts for: the survivor once ``cid`` is merged. A
+    contact the facts do not know yet (its events come later) gets its row; one round trip."""
+    owner: uuid.UUID = await conn.fetchval(
+        """WITH known AS (
+               INSERT INTO contacts (contact_id, bucket) VALUES ($1, $2)
+               ON CONFLICT (contact_id) DO NOTHING RETURNING contact_id)
+           SELECT coalesce((SELECT merged_into FROM contacts WHERE contact_id = $1), $1)""",
+        uuid.UUID(cid),
+        bucket_of(cid),
     )
-    return merged_into or uuid.UUID(cid)
+    return owner
 
 
 async def _order_or_cart(conn: asyncpg.Connection, e: RecordedEvent) -> list[tuple[str, str]]:
@@ -249,7 +255,6 @@ async def _order_or_cart(conn: asyncpg.Connection, e: RecordedEvent) -> list[tup
     cid = d.get("contact_id", "")
     if not cid:
         return []
-    await _ensure(conn, cid, None)
     owner, origin = await _owner(conn, cid), uuid.UUID(cid)
     if t == OX + "OrderPlaced":
         placed = timestamp_from_text(d["place_time"]) if d.get("place_time") else e.recorded_at
