@@ -37,6 +37,13 @@ def uuid_arg(domain: str, value: str, field: str, reason: str) -> str:
         raise invalid(domain, field, reason, "must be a UUID") from None
 
 
+def required_uuid(domain: str, value: str, field: str, reason: str) -> str:
+    """A required UUID argument: missing or malformed is INVALID_ARGUMENT ``reason``."""
+    if not value:
+        raise invalid(domain, field, reason, "required")
+    return uuid_arg(domain, value, field, reason)
+
+
 def page_size(domain: str, value: int, most: int = MAX_PAGE) -> int:
     """A page size in 0..``most`` (0: the default, at most ``most``)."""
     if value < 0 or value > most:

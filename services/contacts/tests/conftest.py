@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -24,6 +24,7 @@ from services.contacts.tests.helpers import CONSENT, EMAIL, SUB, ts
 from shared.eventstore import NewEvent, StreamState
 from shared.eventstore.postgres import PostgresEventStore
 from shared.projections.runner import ProjectionRunner
+from shared.testing.clock import MovableClock
 from shared.testing.service_env import Served, serving
 
 SERVICE = "crm.contacts.v1.ContactsService"
@@ -57,21 +58,11 @@ async def env(dsn: str) -> AsyncIterator[Env]:
 
 
 @dataclass
-class Clock:
-    """Real time plus an offset the test can move forward."""
-
-    offset: timedelta = field(default_factory=timedelta)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-
-@dataclass
 class ConsentEnv:
     stub: cpb_grpc.ConsentServiceStub
     store: PostgresEventStore
     runner: ProjectionRunner
-    clock: Clock
+    clock: MovableClock
 
     async def event_count(self) -> int:
         return int(await self.store.pool.fetchval("SELECT count(*) FROM eventstore.events"))
@@ -120,7 +111,7 @@ class ConsentEnv:
 @pytest.fixture
 async def consent_env(dsn: str) -> AsyncIterator[ConsentEnv]:
     """ConsentService with a clock the test moves; its read model is caught up on demand."""
-    clock = Clock()
+    clock = MovableClock()
     async with serving(SPEC, dsn, api=ContactsApi(clock=clock), projections=[]) as s:
         yield ConsentEnv(
             cpb_grpc.ConsentServiceStub(s.channel),

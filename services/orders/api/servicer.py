@@ -51,12 +51,6 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     ) -> None:
         self.carts, self.orders, self.queries, self.directory = carts, orders, queries, directory
 
-    @staticmethod
-    def _id(value: str, field: str, reason: str) -> str:
-        if not value:
-            raise calls.invalid(DOMAIN, field, reason, "required")
-        return calls.uuid_arg(DOMAIN, value, field, reason)
-
     def _kw(
         self, request_id: str, context: grpc.aio.ServicerContext, etag: str = ""
     ) -> dict[str, Any]:
@@ -73,7 +67,9 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
                 "set contact_id, email, phone or external_id",
             )
         if kind == "contact_id":
-            return self._id(ref.contact_id, "customer.contact_id", "INVALID_CONTACT_ID")
+            return calls.required_uuid(
+                DOMAIN, ref.contact_id, "customer.contact_id", "INVALID_CONTACT_ID"
+            )
         return await self.directory.resolve(kind, getattr(ref, kind))
 
     # Carts ---------------------------------------------------------------------------------
@@ -92,13 +88,13 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     async def GetCart(
         self, request: pb.GetCartRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCartResponse:
-        cart_id = self._id(request.cart_id, "cart_id", "INVALID_CART_ID")
+        cart_id = calls.required_uuid(DOMAIN, request.cart_id, "cart_id", "INVALID_CART_ID")
         return pb.GetCartResponse(cart=cart_pb(await self.carts.runner.get(CART, cart_id)))
 
     async def AddCartItem(
         self, request: pb.AddCartItemRequest, context: grpc.aio.ServicerContext
     ) -> pb.AddCartItemResponse:
-        cart_id = self._id(request.cart_id, "cart_id", "INVALID_CART_ID")
+        cart_id = calls.required_uuid(DOMAIN, request.cart_id, "cart_id", "INVALID_CART_ID")
         kw = self._kw(request.request_id, context, request.etag)
         cart = await self.carts.add(cart_id, item_in(request.item), **kw)
         return pb.AddCartItemResponse(cart=cart_pb(cart))
@@ -106,7 +102,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     async def ChangeCartItem(
         self, request: pb.ChangeCartItemRequest, context: grpc.aio.ServicerContext
     ) -> pb.ChangeCartItemResponse:
-        cart_id = self._id(request.cart_id, "cart_id", "INVALID_CART_ID")
+        cart_id = calls.required_uuid(DOMAIN, request.cart_id, "cart_id", "INVALID_CART_ID")
         kw = self._kw(request.request_id, context, request.etag)
         cart = await self.carts.change(cart_id, item_in(request.item), **kw)
         return pb.ChangeCartItemResponse(cart=cart_pb(cart))
@@ -114,7 +110,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     async def RemoveCartItem(
         self, request: pb.RemoveCartItemRequest, context: grpc.aio.ServicerContext
     ) -> pb.RemoveCartItemResponse:
-        cart_id = self._id(request.cart_id, "cart_id", "INVALID_CART_ID")
+        cart_id = calls.required_uuid(DOMAIN, request.cart_id, "cart_id", "INVALID_CART_ID")
         kw = self._kw(request.request_id, context, request.etag)
         cart = await self.carts.remove(cart_id, request.sku, **kw)
         return pb.RemoveCartItemResponse(cart=cart_pb(cart))
@@ -122,7 +118,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     async def StartCheckout(
         self, request: pb.StartCheckoutRequest, context: grpc.aio.ServicerContext
     ) -> pb.StartCheckoutResponse:
-        cart_id = self._id(request.cart_id, "cart_id", "INVALID_CART_ID")
+        cart_id = calls.required_uuid(DOMAIN, request.cart_id, "cart_id", "INVALID_CART_ID")
         kw = self._kw(request.request_id, context)
         return pb.StartCheckoutResponse(cart=cart_pb(await self.carts.checkout(cart_id, **kw)))
 
@@ -139,7 +135,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             shipping=request.shipping,
             tax=request.tax,
             order_id=(
-                self._id(request.order_id, "order_id", "INVALID_ORDER_ID")
+                calls.required_uuid(DOMAIN, request.order_id, "order_id", "INVALID_ORDER_ID")
                 if request.order_id
                 else ""
             ),
@@ -158,7 +154,10 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
                 raise calls.invalid(
                     DOMAIN, "cart_id", "CART_OR_ITEMS", "give either cart_id, or customer and items"
                 )
-            cmd = replace(cmd, cart_id=self._id(request.cart_id, "cart_id", "INVALID_CART_ID"))
+            cmd = replace(
+                cmd,
+                cart_id=calls.required_uuid(DOMAIN, request.cart_id, "cart_id", "INVALID_CART_ID"),
+            )
         elif request.customer.WhichOneof("ref") == "contact_id":
             cmd = replace(cmd, contact_id=await self.customer(request.customer))
         else:  # resolved (maybe a guest registered) only once the order validated
@@ -171,11 +170,11 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     async def GetOrder(
         self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetOrderResponse:
-        order_id = self._id(request.order_id, "order_id", "INVALID_ORDER_ID")
+        order_id = calls.required_uuid(DOMAIN, request.order_id, "order_id", "INVALID_ORDER_ID")
         return pb.GetOrderResponse(order=order_pb(await self.orders.runner.get(ORDER, order_id)))
 
     async def _order(self, order_id: str, run: Callable[[str], Awaitable[Order]]) -> pb.Order:
-        oid = self._id(order_id, "order_id", "INVALID_ORDER_ID")
+        oid = calls.required_uuid(DOMAIN, order_id, "order_id", "INVALID_ORDER_ID")
         return order_pb(await run(oid))
 
     async def PayOrder(
@@ -242,7 +241,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListOrdersResponse:
         contact_id = (
-            self._id(request.contact_id, "contact_id", "INVALID_CONTACT_ID")
+            calls.required_uuid(DOMAIN, request.contact_id, "contact_id", "INVALID_CONTACT_ID")
             if request.contact_id
             else ""
         )
@@ -257,6 +256,8 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     async def GetCustomerMetrics(
         self, request: pb.GetCustomerMetricsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCustomerMetricsResponse:
-        contact_id = self._id(request.contact_id, "contact_id", "INVALID_CONTACT_ID")
+        contact_id = calls.required_uuid(
+            DOMAIN, request.contact_id, "contact_id", "INVALID_CONTACT_ID"
+        )
         rows = await self.queries.metrics(contact_id)
         return customer_metrics_pb(contact_id, rows)

@@ -37,12 +37,6 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self.commands, self.queries, self.insight = commands, queries, insight
 
     @staticmethod
-    def _id(value: str, field: str, reason: str) -> str:
-        if not value:
-            raise calls.invalid(DOMAIN, field, reason, "required")
-        return calls.uuid_arg(DOMAIN, value, field, reason)
-
-    @staticmethod
     def _as_of(request: object) -> datetime:
         at = calls.timestamp_arg(
             DOMAIN, request, "as_of", earliest=EARLIEST, ahead=timedelta(minutes=1)
@@ -88,7 +82,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     async def UpdateSegment(
         self, request: pb.UpdateSegmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateSegmentResponse:
-        sid = self._id(request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
+        sid = calls.required_uuid(DOMAIN, request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
         rid = request.request_id
         s = await self.commands.update(
             sid,
@@ -104,7 +98,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     async def ArchiveSegment(
         self, request: pb.ArchiveSegmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.ArchiveSegmentResponse:
-        sid = self._id(request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
+        sid = calls.required_uuid(DOMAIN, request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
         rid = request.request_id
         s = await self.commands.archive(sid, request_id=rid, meta=calls.event_meta(rid, context))
         return pb.ArchiveSegmentResponse(segment=segment_pb(s))
@@ -112,7 +106,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     async def GetSegment(
         self, request: pb.GetSegmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSegmentResponse:
-        sid = self._id(request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
+        sid = calls.required_uuid(DOMAIN, request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
         return pb.GetSegmentResponse(segment=segment_pb(await self._segment(sid)))
 
     async def ListSegments(
@@ -127,8 +121,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     async def IsMember(
         self, request: pb.IsMemberRequest, context: grpc.aio.ServicerContext
     ) -> pb.IsMemberResponse:
-        cid = self._id(request.contact_id, "contact_id", "INVALID_CONTACT_ID")
-        sid = self._id(request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
+        cid = calls.required_uuid(DOMAIN, request.contact_id, "contact_id", "INVALID_CONTACT_ID")
+        sid = calls.required_uuid(DOMAIN, request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
         at = self._as_of(request)
         await self._segment(sid)
         out = pb.IsMemberResponse()
@@ -142,7 +136,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     async def ListSegmentMembers(
         self, request: pb.ListSegmentMembersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSegmentMembersResponse:
-        sid = self._id(request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
+        sid = calls.required_uuid(DOMAIN, request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
         at = self._as_of(request)
         size = calls.page_size(DOMAIN, request.page_size)
         await self._segment(sid)
@@ -152,7 +146,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     async def ListContactSegments(
         self, request: pb.ListContactSegmentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListContactSegmentsResponse:
-        cid = self._id(request.contact_id, "contact_id", "INVALID_CONTACT_ID")
+        cid = calls.required_uuid(DOMAIN, request.contact_id, "contact_id", "INVALID_CONTACT_ID")
         at = self._as_of(request)
         out = pb.ListContactSegmentsResponse()
         for stay in await self.queries.segments_of(cid, at):
@@ -166,8 +160,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     async def ExplainMembership(
         self, request: pb.ExplainMembershipRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExplainMembershipResponse:
-        cid = self._id(request.contact_id, "contact_id", "INVALID_CONTACT_ID")
-        sid = self._id(request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
+        cid = calls.required_uuid(DOMAIN, request.contact_id, "contact_id", "INVALID_CONTACT_ID")
+        sid = calls.required_uuid(DOMAIN, request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
         at = self._as_of(request)
         segment = await self._segment(sid)
         explained = await self.insight.explain(segment, cid, at, datetime.now(UTC))
@@ -191,7 +185,9 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             )
         segment = None
         if request.segment_id:
-            sid = self._id(request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
+            sid = calls.required_uuid(
+                DOMAIN, request.segment_id, "segment_id", "INVALID_SEGMENT_ID"
+            )
             segment = await self._segment(sid)
         size = request.sample_size or DEFAULT_SAMPLE
         rule = self._rule(request)
@@ -207,7 +203,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     async def GetSegmentSizeHistory(
         self, request: pb.GetSegmentSizeHistoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSegmentSizeHistoryResponse:
-        sid = self._id(request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
+        sid = calls.required_uuid(DOMAIN, request.segment_id, "segment_id", "INVALID_SEGMENT_ID")
         start = calls.timestamp_arg(DOMAIN, request, "start_time", earliest=EARLIEST)
         end = calls.timestamp_arg(DOMAIN, request, "end_time", earliest=EARLIEST)
         if start is None or end is None or end < start:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -24,17 +24,8 @@ from services.segmentation.adapters.timers import MembershipTimers
 from shared.domain.timestamps import timestamp_text
 from shared.eventstore import NewEvent, StreamState
 from shared.eventstore.postgres import PostgresEventStore
+from shared.testing.clock import MovableClock
 from shared.testing.service_env import Served, serving
-
-
-@dataclass
-class Clock:
-    """Real time plus an offset the test moves forward."""
-
-    offset: timedelta = field(default_factory=timedelta)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
 
 
 @dataclass
@@ -44,7 +35,7 @@ class Env:
     store: PostgresEventStore
     served: Served
     timers: MembershipTimers
-    clock: Clock
+    clock: MovableClock
 
     async def settle(self) -> None:
         await self.served.settle()
@@ -70,7 +61,7 @@ class Env:
 @pytest.fixture
 async def env(dsn: str) -> AsyncIterator[Env]:
     store = await PostgresEventStore.connect(dsn, max_size=10)
-    clock = Clock()
+    clock = MovableClock()
     async with serving(contacts.SPEC, dsn, store=store, projections=[]) as c:
         directory = GrpcContactVersions(c.target)
         engine = MembershipEngine(store, directory, clock=clock)
