@@ -18,7 +18,7 @@ from services.segmentation.adapters.rule_sql import members_query
 from services.segmentation.application import membership as m
 from services.segmentation.domain import rules
 from services.segmentation.domain.rules import FactGroup
-from shared.eventstore import StreamAppend, StreamState
+from shared.eventstore import StreamAppend
 
 CHUNK = 1000
 
@@ -55,14 +55,9 @@ async def evaluate_everyone(
     )
     if FactGroup.TIME in seg.groups:
         await _timers(conn, seg, at)
-    return [
-        StreamAppend(
-            m.stream_of(cid),
-            [m.membership_event(m.Change(cid, seg.ref, entered), cause, cause_id, at, meta)],
-            StreamState.ANY,
-        )
-        for cid, entered in [*((c, True) for c in enter), *((c, False) for c in leave)]
-    ]
+    changes = [m.Change(c, seg.ref, True) for c in enter]
+    changes += [m.Change(c, seg.ref, False) for c in leave]
+    return m.membership_appends(changes, cause, cause_id, at, meta)
 
 
 async def _timers(conn: asyncpg.Connection, seg: m.ActiveSegment, at: datetime) -> None:

@@ -33,7 +33,7 @@ from services.segmentation.application import membership as m
 from services.segmentation.application.ports import ContactVersions
 from services.segmentation.domain import segment as segments
 from services.segmentation.domain.rules import FactGroup
-from shared.eventstore import NewEvent, RecordedEvent, StreamAppend, StreamState
+from shared.eventstore import RecordedEvent, StreamAppend
 from shared.eventstore.postgres import PostgresEventStore
 from shared.projections.model import ApplyContext
 
@@ -162,11 +162,8 @@ class MembershipEngine:
                 continue
             ident = a.cause_id or (str(a.cause_event.event_id) if a.cause_event else "")
             meta = _meta(a.cause_event, a.cause)
-            events: list[NewEvent] = []
-            for change in decision.changes:
-                members.append((change.segment.key, a.contact_id, change.entered))
-                events.append(m.membership_event(change, a.cause, ident, a.effective, meta))
-            appends.append(StreamAppend(m.stream_of(a.contact_id), events, StreamState.ANY))
+            members += [(c.segment.key, a.contact_id, c.entered) for c in decision.changes]
+            appends += m.membership_appends(decision.changes, a.cause, ident, a.effective, meta)
         await set_members(conn, members)
         await write_timers(conn, timers)
         return appends
@@ -216,23 +213,9 @@ class MembershipEngine:
             "SELECT rule_version FROM segments WHERE segment_id = $1", uuid.UUID(d["segment_id"])
         )
         gone = m.SegmentRef(d["segment_id"], d["key"], int(version or 0))
+        changes = [m.Change(r[0], gone, False) for r in sorted(rows)]
         meta = _meta(e, m.RULE_CHANGED)
-        return [
-            StreamAppend(
-                m.stream_of(r[0]),
-                [
-                    m.membership_event(
-                        m.Change(r[0], gone, False),
-                        m.RULE_CHANGED,
-                        str(e.event_id),
-                        e.recorded_at,
-                        meta,
-                    )
-                ],
-                StreamState.ANY,
-            )
-            for r in sorted(rows)
-        ]
+        return m.membership_appends(changes, m.RULE_CHANGED, str(e.event_id), e.recorded_at, meta)
 
 
 @dataclass(frozen=True)

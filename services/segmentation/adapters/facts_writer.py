@@ -22,7 +22,7 @@ import crm.contacts.v1.events_pb2
 import crm.orders.v1.events_pb2  # noqa: F401
 from services.segmentation.application.ports import ContactVersions, PersonalFacts
 from services.segmentation.domain.facts import bucket_of
-from shared.domain.timestamps import timestamp_from_text
+from shared.domain.timestamps import timestamp_from_text, timestamp_text
 from shared.eventstore import RecordedEvent
 
 CX = "crm.contacts.v1."  # contacts event types
@@ -82,7 +82,7 @@ def typed(value: Any) -> dict[str, Any]:
     if isinstance(value, int | float):
         return {"n": value}
     if isinstance(value, datetime):
-        return {"t": value.isoformat().replace("+00:00", "Z")}
+        return {"t": timestamp_text(value)}
     return {"s": str(value)}
 
 

@@ -23,7 +23,7 @@ from services.segmentation.domain import rules
 from services.segmentation.domain.facts import Facts
 from services.segmentation.domain.rules import FactGroup
 from shared.domain.timestamps import timestamp_text
-from shared.eventstore import NewEvent
+from shared.eventstore import NewEvent, StreamAppend, StreamState
 
 NS = uuid.UUID("8d3c5e2a-6f41-4b7e-9a0c-2e5f7d1b3c94")  # never change: ids would repeat
 ENTERED = "crm.segmentation.v1.ContactEnteredSegment"
@@ -159,3 +159,18 @@ def membership_event(
     key = f"{cause}\n{cause_id}\n{change.segment.segment_id}\n{change.segment.rule_version}"
     event_id = uuid.uuid5(NS, f"{key}\n{change.contact_id}\n{change.entered}")
     return NewEvent(ENTERED if change.entered else EXITED, data, dict(meta), event_id)
+
+
+def membership_appends(
+    changes: Sequence[Change],
+    cause: str,
+    cause_id: str,
+    effective: datetime,
+    meta: Mapping[str, Any],
+) -> list[StreamAppend]:
+    """The appends recording ``changes``: one per contact, its events in order."""
+    by_contact: dict[str, list[NewEvent]] = {}
+    for change in changes:
+        event = membership_event(change, cause, cause_id, effective, meta)
+        by_contact.setdefault(change.contact_id, []).append(event)
+    return [StreamAppend(stream_of(c), events, StreamState.ANY) for c, events in by_contact.items()]
