@@ -51,6 +51,16 @@ WORKER_RESTARTS = Counter(
 PARKED_EVENTS = Gauge(
     "crm_parked_events", "Events a projection parked after failing to apply them.", ["projection"]
 )
+CHECKPOINTS_WRITTEN = Counter(
+    "crm_checkpoints_written_total", "Signed checkpoints this process wrote (audit worker)."
+)
+CHECKPOINT_POSITION = Gauge(
+    "crm_checkpoint_position", "Global position of the last checkpoint this process saw or wrote."
+)
+CHECKPOINT_TIME = Gauge(
+    "crm_checkpoint_time_seconds",
+    "When the last checkpoint this process saw or wrote was taken (Unix time): alert on its age.",
+)
 NOTIFICATIONS_SENT = Counter(
     "crm_notifications_sent_total", "Notification deliveries by outcome.", ["channel", "outcome"]
 )

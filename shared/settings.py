@@ -34,3 +34,8 @@ class Settings(BaseSettings):
     projection_batch_size: int = 500
     # Signs page tokens (HMAC-SHA256); one value per deployment, shared by every replica.
     page_token_secret: str = DEV_SECRET
+    # Signed checkpoints (docs/architecture.md §2a): the Ed25519 private key (base64 of 32 bytes,
+    # or PEM). A project role whose environment has it runs the checkpoint writer (one leader
+    # across its replicas); the deploy files give it to contacts-project only. Unset: none.
+    checkpoint_signing_key: str | None = None
+    checkpoint_interval_seconds: float = 600.0  # a checkpoint this often, when the log moved
