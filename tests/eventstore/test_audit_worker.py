@@ -113,12 +113,15 @@ async def test_checkpoints_taken_among_concurrent_writers_hold(store: PostgresEv
 
 async def test_the_writer_stops_on_a_log_that_lost_its_tail(store: PostgresEventStore) -> None:
     audit, key = PostgresAuditLog(store.pool), SigningKey.generate()
-    writer = CheckpointWriter(audit, key, store.dsn, every=EVERY)
+    writer = CheckpointWriter(audit, key, store.dsn, every=3600)
     await store.append("c-1", [ev(n=1), ev(n=2)], StreamState.NO_STREAM)
     assert await writer.tick() is not None and await writer.tick() is None
     await tamper(store, "DELETE FROM eventstore.events WHERE version = 1")
     with pytest.raises(LogBehindCheckpoint, match="tail was removed"):
         await writer.tick()
+    with pytest.raises(LogBehindCheckpoint):  # and at once whenever it starts leading again
+        await asyncio.wait_for(writer.run(asyncio.Event()), 10)
+    assert not writer.active
 
 
 async def test_a_project_role_runs_the_writer_only_with_a_key(

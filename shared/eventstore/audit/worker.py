@@ -22,7 +22,7 @@ import asyncpg
 import structlog
 
 from shared.eventstore.audit.checkpoints import Checkpoint, SigningKey
-from shared.eventstore.audit.port import AuditLog
+from shared.eventstore.audit.port import AuditLog, LogBehindCheckpoint
 from shared.metrics import CHECKPOINT_POSITION, CHECKPOINT_TIME, CHECKPOINTS_WRITTEN
 
 log = structlog.get_logger(__name__)
@@ -65,11 +65,15 @@ class CheckpointWriter:
         return checkpoint
 
     async def _first_wait(self) -> float:
-        """Seconds until the next checkpoint is due, counted from the last one's time."""
+        """Seconds until the next checkpoint is due, counted from the last one's time. Raises
+        LogBehindCheckpoint at once (so after every restart) when the log lost its tail."""
         latest = await self.audit.latest_checkpoint()
         if latest is None:
             return 0.0
         _seen(latest)
+        final = await self.audit.final_position()
+        if final < latest.position:
+            raise LogBehindCheckpoint(latest, final)
         age = (datetime.now(UTC) - latest.at).total_seconds()
         return max(0.0, self.every - age)
 
