@@ -137,7 +137,8 @@ class _Export:
 
     def finish(self) -> None:
         if not self.started:
-            self.found(MALFORMED, "the file is empty")
+            if not self.report.findings:
+                self.found(MALFORMED, "the file is empty")
             return
         for cp in self.pending:
             self.compare(cp)
