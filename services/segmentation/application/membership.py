@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -134,9 +134,9 @@ def decide(
             changes.append(Change(facts.contact_id, seg.ref, value))
             moved.add(seg.key)
             (members.add if value else members.discard)(seg.key)
-            current = replace(facts, segments=frozenset(members))
+            current = facts.in_segments(frozenset(members))
         if FactGroup.TIME in seg.groups:
-            timers[seg.segment_id] = rules.next_change(seg.rule, current, now)
+            timers[seg.segment_id] = rules.next_change(seg.rule, current, now, value)
     return Decision(changes, timers, current)
 
 

@@ -65,23 +65,19 @@ def excluded(facts: Facts) -> bool:
     return facts.erased or bool(facts.merged_into)
 
 
-def evaluate(rule: Rule, facts: Facts, now: datetime) -> bool:
-    """Is the contact in the segment ``rule`` defines, at ``now`` (an aware datetime)?"""
-    _aware(now)
-    return not excluded(facts) and _holds(rule, facts, now)
-
-
-def _holds(rule: Rule, facts: Facts, now: datetime) -> bool:
+def holds(rule: Rule, facts: Facts, now: datetime) -> bool:
+    """Does ``rule`` hold for a contact that is neither erased nor merged, at ``now``? The
+    reference: compiled.py's ``evaluate`` (what the engine runs) must always agree."""
     if isinstance(rule, And):
-        return all(_holds(p, facts, now) for p in rule.parts)
+        return all(holds(p, facts, now) for p in rule.parts)
     if isinstance(rule, Or):
-        return any(_holds(p, facts, now) for p in rule.parts)
+        return any(holds(p, facts, now) for p in rule.parts)
     if isinstance(rule, Not):
-        return not _holds(rule.part, facts, now)
-    return _leaf(rule, facts, now)
+        return not holds(rule.part, facts, now)
+    return leaf(rule, facts, now)
 
 
-def _leaf(rule: Rule, facts: Facts, now: datetime) -> bool:
+def leaf(rule: Rule, facts: Facts, now: datetime) -> bool:
     """A leaf condition's value (``condition`` without the facts it read: the hot path)."""
     if isinstance(rule, Comparison):
         return _compares(rule, facts, now)
@@ -254,8 +250,12 @@ def purchase_orders(rule: Purchased, facts: Facts, now: datetime) -> dict[str, d
 
 
 def purchase_rows(rule: Purchased, facts: Facts) -> list[PurchaseFact]:
-    skus = rule.skus
-    return [p for p in facts.purchases if p.sku in skus]
+    key = ("purchases", rule.skus)
+    rows: list[PurchaseFact] | None = facts.memo.get(key)
+    if rows is None:
+        skus = rule.skus
+        rows = facts.memo[key] = [p for p in facts.purchases if p.sku in skus]
+    return rows
 
 
 def abandonments(rule: AbandonedCart, facts: Facts, now: datetime) -> list[datetime]:
