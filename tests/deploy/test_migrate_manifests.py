@@ -87,12 +87,12 @@ def test_the_job_is_locked_down_like_the_roles(rendered: tuple[Manifest, ...]) -
         assert set(container["resources"][bound]) >= {"cpu", "memory"}
 
 
-def test_the_job_runs_before_a_sync_and_is_replaced_by_the_next(
-    rendered: tuple[Manifest, ...],
-) -> None:
-    """A Job's pod template cannot change: the GitOps tools must create it anew each release."""
+def test_the_job_is_created_anew_for_each_release(rendered: tuple[Manifest, ...]) -> None:
+    """A Job's pod template cannot change: the GitOps tools must create it anew each release.
+    A Sync hook, not PreSync: a PreSync Job would wait for crm-config, which the sync applies
+    only after it, forever on a first install."""
     annotations = migrate_job(rendered)["metadata"]["annotations"]
-    assert annotations["argocd.argoproj.io/hook"] == "PreSync"
+    assert annotations["argocd.argoproj.io/hook"] == "Sync"
     assert annotations["argocd.argoproj.io/hook-delete-policy"] == "BeforeHookCreation"
     assert annotations["kustomize.toolkit.fluxcd.io/force"] == "enabled"
 
