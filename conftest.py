@@ -40,3 +40,9 @@ async def databases() -> AsyncIterator[DatabaseFactory]:
 async def dsn(databases: DatabaseFactory) -> str:
     """A fresh, fully migrated database for one test."""
     return await databases.create()
+
+
+@pytest.fixture
+async def empty_dsn(databases: DatabaseFactory) -> str:
+    """A fresh database with nothing applied yet (the migration tests)."""
+    return await databases.create(empty=True)

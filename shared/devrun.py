@@ -1,12 +1,14 @@
 """`make run`: start the suite on this machine and stop all of it on Ctrl-C.
 
-Starts the embedded PostgreSQL unless DATABASE_URL is set, then every role of every service the
-caller passes (services/run.py passes the registry) as child processes, waits until each
-reports SERVING, and prints the addresses.
+Starts the embedded PostgreSQL unless DATABASE_URL is set, migrates the database once (as the
+crm-migrate Job does in Kubernetes), then starts every role of every service the caller passes
+(services/run.py passes the registry) as child processes with MIGRATE_ON_START=false, waits until
+each reports SERVING, and prints the addresses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -22,7 +24,9 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from shared.db import embedded
+from shared.migrations import migrate_services
 from shared.service import ServiceSpec
+from shared.settings import Settings
 
 console = Console()
 
@@ -72,10 +76,14 @@ def main(services: Sequence[ServiceSpec]) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
+        console.print("migrating …")
+        in_store = Settings().eventstore_backend == "postgres"
+        asyncio.run(migrate_services(dsn, services, store=in_store))
         for r in roles:
             env = {
                 **os.environ,
                 "DATABASE_URL": dsn,
+                "MIGRATE_ON_START": "false",  # migrated above: the roles only check
                 "GRPC_PORT": str(r.grpc_port),
                 "METRICS_PORT": str(r.metrics_port),
                 "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),

@@ -49,7 +49,10 @@ WORKER_RESTARTS = Counter(
     "crm_worker_restarts_total", "Times a supervised worker failed and was restarted.", ["worker"]
 )
 PARKED_EVENTS = Gauge(
-    "crm_parked_events", "Events a projection parked after failing to apply them.", ["projection"]
+    "crm_parked_events",
+    "Events a projection parked after failing to apply them, as rows of projections.parked: "
+    "measured with the lag, so it stays up until an operator resolves them.",
+    ["projection"],
 )
 CHECKPOINTS_WRITTEN = Counter(
     "crm_checkpoints_written_total", "Signed checkpoints this process wrote (audit worker)."
@@ -64,6 +67,9 @@ CHECKPOINT_TIME = Gauge(
 NOTIFICATIONS_SENT = Counter(
     "crm_notifications_sent_total", "Notification deliveries by outcome.", ["channel", "outcome"]
 )
+# The values of NOTIFICATIONS_SENT's ``outcome`` label; the alert rules and the dashboard
+# (deploy/prometheus, deploy/grafana) key on them, and tests/deploy checks they use no other.
+NOTIFICATION_OUTCOMES = ("sent", "failed", "suppressed")
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:

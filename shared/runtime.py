@@ -14,18 +14,17 @@ import asyncpg
 import structlog
 import uvloop
 
-from shared.db import connect_pool, embedded, migrate
+from shared.db import connect_pool, embedded
 from shared.domain import paging
 from shared.eventstore import EventStore
-from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
 from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.server import GrpcServer, Limits, run_until_signalled, unless_stopped
 from shared.logs import configure
 from shared.metrics import serve_metrics
+from shared.migrations import migrate_database, wait_until_migrated
 from shared.projections.lag import update_lag
 from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner, ensure_schema
-from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
 from shared.service import Api, ServiceSpec
 from shared.settings import Settings
 from shared.supervision import Worker, sleep_unless_stopped, supervise
@@ -46,33 +45,15 @@ class Runtime:
         await self.pool.close()  # already closed by a PostgreSQL store: a no-op then
 
 
-async def migrate_database(
-    conn: asyncpg.Connection,
-    migrations: Sequence[tuple[str, Path]],
-    projections: Sequence[Projection],
-    *,
-    store: bool = True,
-) -> None:
-    """In dependency order: the event store (``store``: when it lives in this database), the
-    projection bookkeeping, the (component, directory) ``migrations`` services own, and the
-    projections' read-model schemas."""
-    if store:
-        await migrate(conn, "eventstore", STORE_MIGRATIONS)
-    await migrate(conn, "projections", PROJECTION_MIGRATIONS)
-    for component, directory in migrations:
-        await migrate(conn, component, directory)
-    for projection in projections:
-        await ensure_schema(conn, projection, projection.schema)
-
-
 async def connect(
     settings: Settings,
     *,
     migrations: Sequence[tuple[str, Path]] = (),
     projections: Sequence[Projection] = (),
 ) -> Runtime:
-    """Connect (waiting for the database), migrate the store, the checkpoints and the service's
-    own ``migrations`` (component, directory), create the projections' schemas, build the
+    """Connect (waiting for the database); migrate the store, the checkpoints and the service's
+    own ``migrations`` (component, directory) and create the projections' schemas, or with
+    MIGRATE_ON_START=false wait until the migrate command has (shared/migrations.py); build the
     store for ``EVENTSTORE_BACKEND``."""
     dsn = settings.database_url
     if not dsn:
@@ -83,10 +64,16 @@ async def connect(
         wait_seconds=120,
         statement_timeout=settings.db_statement_timeout_seconds,
     )
-    async with pool.acquire() as conn:
-        await migrate_database(
-            conn, migrations, projections, store=settings.eventstore_backend == "postgres"
-        )
+    in_store = settings.eventstore_backend == "postgres"
+    try:
+        if settings.migrate_on_start:
+            async with pool.acquire() as conn:
+                await migrate_database(conn, migrations, projections, store=in_store)
+        else:
+            await wait_until_migrated(pool, migrations, projections, store=in_store)
+    except BaseException:  # stopped while waiting, or failed: the pool is nobody's then
+        pool.terminate()
+        raise
     store: Any
     if settings.eventstore_backend == "eventstoredb":
         from shared.eventstore.esdb import EventStoreDBStore

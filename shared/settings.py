@@ -11,6 +11,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     database_url: str | None = None  # unset: start/attach the embedded PostgreSQL (dev only)
+    # true: a role applies the migrations it needs at start (dev, tests, compose); false: it waits
+    # NOT_SERVING until `python -m services.migrate` has (the Kubernetes manifests' crm-migrate Job)
+    migrate_on_start: bool = True
     crm_pgdata: str = "/var/tmp/crm-suite/pgdata"  # embedded server's data directory
     # Loopback by default: nothing is exposed until asked (the container image sets 0.0.0.0).
     grpc_host: str = "127.0.0.1"

@@ -1,6 +1,8 @@
 """Forward-only SQL migrations, one folder of numbered ``NNNN_name.sql`` files per component.
 
-Applied under an advisory lock, so several replicas starting at once migrate exactly once.
+Applied under an advisory lock, so several processes migrating at once apply each file exactly
+once. ``pending`` only reads: a process that must not migrate (MIGRATE_ON_START=false) uses it to
+wait for the one that does (shared/migrations.py).
 """
 
 from __future__ import annotations
@@ -44,3 +46,17 @@ async def migrate(conn: asyncpg.Connection, component: str, directory: Path) -> 
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied
+
+
+async def pending(conn: asyncpg.Connection, component: str, directory: Path) -> list[str]:
+    """The files of ``directory`` not yet applied for ``component`` (read-only)."""
+    files = sorted(path.name for path in directory.glob("*.sql"))  # noqa: ASYNC240
+    if not await conn.fetchval("SELECT to_regclass('public.crm_migrations') IS NOT NULL"):
+        return files
+    done = {
+        r["name"]
+        for r in await conn.fetch(
+            "SELECT name FROM public.crm_migrations WHERE component = $1", component
+        )
+    }
+    return [name for name in files if name not in done]

@@ -30,7 +30,6 @@ from shared.db.errors import transient
 from shared.events.upcast import upcast_all
 from shared.eventstore import EventStore, ReadAllPage, RecordedEvent
 from shared.eventstore.postgres import PostgresEventStore
-from shared.metrics import PARKED_EVENTS
 from shared.projections.model import ApplyContext, Projection
 from shared.supervision import Worker, sleep_unless_stopped, supervise
 
@@ -273,8 +272,7 @@ class ProjectionRunner:
                     event_type=e.type,
                     error=error,
                 )
-                await self._commit([e], e.position, park=error)
-                PARKED_EVENTS.labels(self.name).inc()
+                await self._commit([e], e.position, park=error)  # crm_parked_events: lag.py
         await self._commit([], last_position)
 
     async def _advance(self, position: int) -> None:

@@ -60,11 +60,13 @@ class DatabaseFactory:
         self._created.append(self.template)
         await self._migrate(with_database(self.admin_dsn, self.template))
 
-    async def create(self) -> str:
+    async def create(self, *, empty: bool = False) -> str:
+        """A fresh database: migrated (a copy of the template), or ``empty`` (nothing applied)."""
         name = f"crm_t_{self._run}_{next(self._counter)}"
+        template = "template0" if empty else self.template
         conn = await self._admin()
         try:
-            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         finally:
             await conn.close()
         self._created.append(name)

@@ -5,19 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
-
-from shared.runtime import migrate_database
+from shared.migrations import migrate_services
 from shared.service import ServiceSpec
 
 
 async def migrate_everything(dsn: str, services: Sequence[ServiceSpec]) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate_database(
-            conn,
-            [m for spec in services for m in spec.migrations],
-            [p for spec in services for p in spec.projections()],
-        )
-    finally:
-        await conn.close()
+    await migrate_services(dsn, services)

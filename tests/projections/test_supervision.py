@@ -15,7 +15,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shared.eventstore import ReadAllPage, RecordedEvent
 from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.server import GrpcServer
-from shared.metrics import PROJECTION_LAG_EVENTS, PROJECTION_LAG_SECONDS, WORKER_RESTARTS
+from shared.metrics import (
+    PARKED_EVENTS,
+    PROJECTION_LAG_EVENTS,
+    PROJECTION_LAG_SECONDS,
+    WORKER_RESTARTS,
+)
 from shared.projections.lag import update_lag
 from shared.projections.model import ApplyContext
 from shared.projections.runner import ProjectionRunner
@@ -192,3 +197,19 @@ async def test_lag_is_measured_from_the_store_not_from_the_runner(store: FlakySt
     await update_lag(store.pool, store, [projection])
     assert PROJECTION_LAG_EVENTS.labels("sample")._value.get() == 0
     assert PROJECTION_LAG_SECONDS.labels("sample")._value.get() == 0
+
+
+async def test_parked_events_are_counted_from_the_table_by_every_replica(store: FlakyStore) -> None:
+    """crm_parked_events is the number of rows in projections.parked, whoever parked them and
+    however often the process restarted since: the alert stays up until they are resolved."""
+    await fill(store, 2, 6)
+    PARKED_EVENTS.labels("sample").set(0)  # a process that parked nothing itself
+    await update_lag(store.pool, store, [SampleProjection()])
+    assert PARKED_EVENTS.labels("sample")._value.get() == 0
+    runner = ProjectionRunner(store, SampleProjection(poison=3), retry_delay=0.001)
+    await runner.catch_up()  # parks n=3 of both streams
+    await update_lag(store.pool, store, [SampleProjection()])
+    assert PARKED_EVENTS.labels("sample")._value.get() == 2
+    await store.pool.execute("DELETE FROM projections.parked WHERE stream_id = 's-0'")
+    await update_lag(store.pool, store, [SampleProjection()])  # one resolved by an operator
+    assert PARKED_EVENTS.labels("sample")._value.get() == 1

@@ -33,6 +33,7 @@ from services.segmentation.application import membership as m
 from services.segmentation.application.ports import ContactVersions
 from services.segmentation.domain import segment as segments
 from services.segmentation.domain.rules import FactGroup
+from shared.db.columns import columns
 from shared.eventstore import RecordedEvent, StreamAppend
 from shared.eventstore.postgres import PostgresEventStore
 from shared.projections.model import ApplyContext
@@ -142,30 +143,32 @@ class MembershipEngine:
     ) -> list[StreamAppend]:
         """Decide the membership of the contacts ``asks`` name (one lock statement, one load
         of their facts, batched writes of memberships and timers); return their events. Not
-        ``record``: write the timers only."""
+        ``record``: write the timers only. Asks naming one contact twice (two of its timers
+        due at once) are decided in turn, each on what the one before decided."""
         if not asks:
             return []
         ids = sorted({a.contact_id for a in asks})
         await lock_contacts(conn, ids)
         facts = await load_facts(conn, ids)
         chosen = list(only) if only is not None else await self.active(conn)
-        members: list[tuple[str, str, bool]] = []
-        timers: list[tuple[str, str, datetime | None]] = []
+        members: dict[tuple[str, str], bool] = {}
+        timers: dict[tuple[str, str], datetime | None] = {}
         appends: list[StreamAppend] = []
         for a in asks:
             f = facts.get(a.contact_id)
             if f is None:
                 continue
             decision = m.decide(f, chosen, a.changed, a.at or self.clock())
-            timers += [(sid, a.contact_id, due) for sid, due in decision.timers.items()]
+            timers.update(((sid, a.contact_id), due) for sid, due in decision.timers.items())
             if not decision.changes or not record:
                 continue
+            facts[a.contact_id] = decision.after
             ident = a.cause_id or (str(a.cause_event.event_id) if a.cause_event else "")
             meta = _meta(a.cause_event, a.cause)
-            members += [(c.segment.key, a.contact_id, c.entered) for c in decision.changes]
+            members.update(((c.segment.key, a.contact_id), c.entered) for c in decision.changes)
             appends += m.membership_appends(decision.changes, a.cause, ident, a.effective, meta)
-        await set_members(conn, members)
-        await write_timers(conn, timers)
+        await set_members(conn, [(k, c, member) for (k, c), member in members.items()])
+        await write_timers(conn, [(s, c, due) for (s, c), due in timers.items()])
         return appends
 
     async def _segment_event(
@@ -254,32 +257,41 @@ async def lock_contacts(conn: asyncpg.Connection, contact_ids: Sequence[str]) ->
 
 
 async def set_members(conn: asyncpg.Connection, changes: Sequence[tuple[str, str, bool]]) -> None:
-    """(segment key, contact id, member?) into the current memberships."""
-    entered = [(k, uuid.UUID(c)) for k, c, member in changes if member]
-    left = [(k, uuid.UUID(c)) for k, c, member in changes if not member]
+    """(segment key, contact id, member?) into the current memberships, one statement each way."""
+    entered = [(k, c) for k, c, member in changes if member]
+    left = [(k, c) for k, c, member in changes if not member]
     if entered:
-        await conn.executemany(
-            "INSERT INTO memberships (segment_key, contact_id) VALUES ($1, $2)"
-            " ON CONFLICT DO NOTHING",
-            entered,
+        await conn.execute(
+            """INSERT INTO memberships (segment_key, contact_id)
+               SELECT * FROM unnest($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING""",
+            *columns(entered, 2),
         )
     if left:
-        await conn.executemany(
-            "DELETE FROM memberships WHERE segment_key = $1 AND contact_id = $2", left
+        await conn.execute(
+            """DELETE FROM memberships m USING unnest($1::text[], $2::uuid[]) AS g (key, contact)
+               WHERE m.segment_key = g.key AND m.contact_id = g.contact""",
+            *columns(left, 2),
         )
 
 
 async def write_timers(
     conn: asyncpg.Connection, timers: Sequence[tuple[str, str, datetime | None]]
 ) -> None:
-    """(segment id, contact id, next flip or None) into the timers."""
-    due = [(uuid.UUID(s), uuid.UUID(c), at) for s, c, at in timers if at is not None]
-    gone = [(uuid.UUID(s), uuid.UUID(c)) for s, c, at in timers if at is None]
+    """(segment id, contact id, next flip or None) into the timers, one statement each way; a
+    timer already due at that instant is left as it is."""
+    due = [t for t in timers if t[2] is not None]
+    gone = [(s, c) for s, c, at in timers if at is None]
     if gone:
-        await conn.executemany("DELETE FROM timers WHERE segment_id = $1 AND contact_id = $2", gone)
+        await conn.execute(
+            """DELETE FROM timers t USING unnest($1::uuid[], $2::uuid[]) AS g (segment, contact)
+               WHERE t.segment_id = g.segment AND t.contact_id = g.contact""",
+            *columns(gone, 2),
+        )
     if due:
-        await conn.executemany(
-            """INSERT INTO timers (segment_id, contact_id, due_at) VALUES ($1, $2, $3)
-               ON CONFLICT (segment_id, contact_id) DO UPDATE SET due_at = excluded.due_at""",
-            due,
+        await conn.execute(
+            """INSERT INTO timers (segment_id, contact_id, due_at)
+               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
+               ON CONFLICT (segment_id, contact_id) DO UPDATE SET due_at = excluded.due_at
+               WHERE timers.due_at IS DISTINCT FROM excluded.due_at""",
+            *columns(due, 3),
         )

@@ -106,39 +106,27 @@ def _attribute(value: dict[str, Any]) -> AttributeValue:
     return str(value.get("s", ""))
 
 
+_LOAD = """
+SELECT c.*,
+    array(SELECT row(o.order_id::text, o.currency, o.total, o.refunded, o.place_time,
+                     o.cancelled)
+          FROM orders o WHERE o.contact_id = c.contact_id
+          ORDER BY o.place_time, o.order_id) AS order_rows,
+    array(SELECT row(p.order_id::text, p.sku, p.quantity, p.time)
+          FROM purchases p WHERE p.contact_id = c.contact_id
+          ORDER BY p.time, p.order_id, p.sku) AS purchase_rows,
+    array(SELECT row(k.cart_id::text, k.abandoned_time, k.recovered)
+          FROM carts k WHERE k.contact_id = c.contact_id ORDER BY k.cart_id) AS cart_rows,
+    array(SELECT m.segment_key FROM memberships m WHERE m.contact_id = c.contact_id)
+        AS segment_keys
+FROM contacts c WHERE c.contact_id = ANY($1::uuid[])
+"""
+
+
 async def load_facts(conn: asyncpg.Connection, contact_ids: Sequence[str]) -> dict[str, Facts]:
-    """The facts of ``contact_ids`` (those the tables know), in five queries."""
-    ids = [uuid.UUID(c) for c in contact_ids]
-    rows = await conn.fetch("SELECT * FROM contacts WHERE contact_id = ANY($1::uuid[])", ids)
-    orders: dict[str, list[OrderFact]] = {}
-    for r in await conn.fetch("SELECT * FROM orders WHERE contact_id = ANY($1::uuid[])", ids):
-        orders.setdefault(str(r["contact_id"]), []).append(
-            OrderFact(
-                str(r["order_id"]),
-                r["currency"],
-                r["total"],
-                r["refunded"],
-                r["place_time"],
-                r["cancelled"],
-            )
-        )
-    purchases: dict[str, list[PurchaseFact]] = {}
-    for r in await conn.fetch("SELECT * FROM purchases WHERE contact_id = ANY($1::uuid[])", ids):
-        purchases.setdefault(str(r["contact_id"]), []).append(
-            PurchaseFact(str(r["order_id"]), r["sku"], r["quantity"], r["time"])
-        )
-    carts: dict[str, list[CartFact]] = {}
-    for r in await conn.fetch("SELECT * FROM carts WHERE contact_id = ANY($1::uuid[])", ids):
-        carts.setdefault(str(r["contact_id"]), []).append(
-            CartFact(str(r["cart_id"]), r["abandoned_time"], r["recovered"])
-        )
-    segments: dict[str, set[str]] = {}
-    for r in await conn.fetch(
-        "SELECT contact_id, segment_key FROM memberships WHERE contact_id = ANY($1::uuid[])", ids
-    ):
-        segments.setdefault(str(r["contact_id"]), set()).add(r["segment_key"])
+    """The facts of ``contact_ids`` (those the tables know), in one query."""
     out = {}
-    for r in rows:
+    for r in await conn.fetch(_LOAD, [uuid.UUID(c) for c in contact_ids]):
         cid = str(r["contact_id"])
         out[cid] = Facts(
             contact_id=cid,
@@ -153,9 +141,9 @@ async def load_facts(conn: asyncpg.Connection, contact_ids: Sequence[str]) -> di
             archived=r["archived"],
             erased=r["erased"],
             merged_into=str(r["merged_into"] or ""),
-            orders=tuple(sorted(orders.get(cid, ()), key=lambda o: o.place_time)),
-            purchases=tuple(sorted(purchases.get(cid, ()), key=lambda p: p.time)),
-            carts=tuple(carts.get(cid, ())),
-            segments=frozenset(segments.get(cid, ())),
+            orders=tuple(OrderFact(*row) for row in r["order_rows"]),
+            purchases=tuple(PurchaseFact(*row) for row in r["purchase_rows"]),
+            carts=tuple(CartFact(*row) for row in r["cart_rows"]),
+            segments=frozenset(r["segment_keys"]),
         )
     return out

@@ -20,9 +20,10 @@ import orjson
 
 import crm.contacts.v1.events_pb2
 import crm.orders.v1.events_pb2  # noqa: F401
+from services.segmentation.adapters.order_facts import write_run
 from services.segmentation.application.ports import ContactVersions, PersonalFacts
 from services.segmentation.domain.facts import bucket_of
-from shared.domain.timestamps import timestamp_from_text, timestamp_text
+from shared.domain.timestamps import timestamp_text
 from shared.eventstore import RecordedEvent
 
 CX = "crm.contacts.v1."  # contacts event types
@@ -95,11 +96,23 @@ class FactsWriter:
     ) -> dict[str, Touched]:
         touched: dict[str, Touched] = {}
         personal = await self._personal(events)
-        for e in events:
-            for cid, group in await self._one(conn, e, personal):
-                t = touched.setdefault(cid, Touched())
-                t.groups.add(group)
-                t.cause = e
+        run: list[RecordedEvent] = []  # orders' events, written together
+
+        def touch(cid: str, group: str, e: RecordedEvent) -> None:
+            t = touched.setdefault(cid, Touched())
+            t.groups.add(group)
+            t.cause = e
+
+        for e in [*events, None]:
+            if e is not None and e.type.startswith(OX):
+                run.append(e)
+                continue
+            for cid, group, cause in await write_run(conn, run) if run else []:
+                touch(cid, group, cause)
+            run = []
+            if e is not None:
+                for cid, group in await self._one(conn, e, personal):
+                    touch(cid, group, e)
         return touched
 
     async def _personal(
@@ -167,8 +180,6 @@ class FactsWriter:
                 t == CX + "ChannelSuppressed",
             )
             return [(cid, "consent")]
-        if t.startswith(OX):
-            return await _order_or_cart(conn, e)
         return []
 
 
@@ -234,79 +245,3 @@ async def _unmerge(conn: asyncpg.Connection, merged: str, survivor: str) -> list
             s,
         )
     return [(merged, "merge"), (survivor, "merge")]
-
-
-async def _owner(conn: asyncpg.Connection, cid: str) -> uuid.UUID:
-    """Whose facts an order of ``cid`` counts for: the survivor once ``cid`` is merged. A
-    contact the facts do not know yet (its events come later) gets its row; one round trip."""
-    owner: uuid.UUID = await conn.fetchval(
-        """WITH known AS (
-               INSERT INTO contacts (contact_id, bucket) VALUES ($1, $2)
-               ON CONFLICT (contact_id) DO NOTHING RETURNING contact_id)
-           SELECT coalesce((SELECT merged_into FROM contacts WHERE contact_id = $1), $1)""",
-        uuid.UUID(cid),
-        bucket_of(cid),
-    )
-    return owner
-
-
-async def _order_or_cart(conn: asyncpg.Connection, e: RecordedEvent) -> list[tuple[str, str]]:
-    d, t = e.data, e.type
-    cid = d.get("contact_id", "")
-    if not cid:
-        return []
-    owner, origin = await _owner(conn, cid), uuid.UUID(cid)
-    if t == OX + "OrderPlaced":
-        placed = timestamp_from_text(d["place_time"]) if d.get("place_time") else e.recorded_at
-        await conn.execute(
-            """INSERT INTO orders (order_id, contact_id, origin_contact_id, currency, total,
-                                   place_time)
-               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id) DO NOTHING""",
-            uuid.UUID(d["order_id"]),
-            owner,
-            origin,
-            d["currency"],
-            int(d.get("total", 0)),
-            placed,
-        )
-        await conn.executemany(
-            """INSERT INTO purchases (order_id, sku, contact_id, origin_contact_id, quantity, time)
-               VALUES ($1, $2, $3, $4, $5, $6)
-               ON CONFLICT (order_id, sku) DO UPDATE
-                   SET quantity = purchases.quantity + excluded.quantity""",
-            [
-                (uuid.UUID(d["order_id"]), i["sku"], owner, origin, int(i["quantity"]), placed)
-                for i in d.get("items", ())
-                if i.get("sku")
-            ],
-        )
-        return [(str(owner), "orders")]
-    if t == OX + "OrderRefunded":
-        await conn.execute(
-            "UPDATE orders SET refunded = refunded + $2 WHERE order_id = $1",
-            uuid.UUID(d["order_id"]),
-            int(d.get("amount", 0)),
-        )
-        return [(str(owner), "orders")]
-    if t == OX + "OrderCancelled":
-        await conn.execute(
-            "UPDATE orders SET cancelled = true WHERE order_id = $1", uuid.UUID(d["order_id"])
-        )
-        return [(str(owner), "orders")]
-    if t in (OX + "CartAbandoned", OX + "CartRecovered"):
-        abandoned = t == OX + "CartAbandoned"
-        await conn.execute(
-            """INSERT INTO carts (cart_id, contact_id, origin_contact_id, abandoned_time,
-                                  recovered)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (cart_id) DO UPDATE SET
-                   abandoned_time = coalesce(excluded.abandoned_time, carts.abandoned_time),
-                   recovered = carts.recovered OR excluded.recovered""",
-            uuid.UUID(d["cart_id"]),
-            owner,
-            origin,
-            e.recorded_at if abandoned else None,
-            not abandoned,
-        )
-        return [(str(owner), "carts")]
-    return []

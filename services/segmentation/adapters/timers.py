@@ -8,11 +8,10 @@ once however many replicas run this worker."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-from services.segmentation.adapters.engine import Ask, MembershipEngine, utcnow
+from services.segmentation.adapters.engine import Ask, MembershipEngine, utcnow, write_timers
 from services.segmentation.application import membership as m
 from services.segmentation.domain.rules import FactGroup
 from shared.eventstore.postgres import PostgresEventStore
@@ -42,15 +41,13 @@ class MembershipTimers:
             await conn.execute("SET LOCAL search_path TO segmentation_facts, public")
             rows = await conn.fetch(
                 """SELECT segment_id::text, contact_id::text, due_at FROM timers
-                   WHERE due_at <= $1 ORDER BY contact_id LIMIT $2 FOR UPDATE SKIP LOCKED""",
+                   WHERE due_at <= $1 ORDER BY contact_id, due_at LIMIT $2
+                   FOR UPDATE SKIP LOCKED""",
                 self.clock(),
                 BATCH,
             )
             active = {s.segment_id for s in await self.engine.active(conn)}
-            await conn.executemany(
-                "DELETE FROM timers WHERE segment_id = $1 AND contact_id = $2",
-                [(uuid.UUID(sid), uuid.UUID(cid)) for sid, cid, _ in rows],
-            )
+            await write_timers(conn, [(sid, cid, None) for sid, cid, _ in rows])
             asks = [
                 Ask(
                     cid, {FactGroup.TIME}, m.TIME_PASSED, None, due, f"{sid}@{due.isoformat()}", due

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -108,6 +108,7 @@ class Decision:
     # segment id -> the next instant its answer may flip (None: no timer), for the evaluated
     # segments that depend on the clock
     timers: dict[str, datetime | None]
+    after: Facts  # the facts with the memberships decided
 
 
 def decide(
@@ -117,19 +118,15 @@ def decide(
     now: datetime,
 ) -> Decision:
     """Evaluate ``segments`` (in dependency order) for one contact whose ``changed`` fact
-    groups moved (None: evaluate every segment)."""
+    groups moved (None: evaluate every segment). A segment that depends on the clock but
+    not on the facts that moved keeps its timer: its answer flips only when the timer fires."""
     members = set(facts.segments)
     current = facts  # the facts with the memberships decided so far
     moved: set[str] = set()
     changes: list[Change] = []
     timers: dict[str, datetime | None] = {}
     for seg in segments:
-        due = (
-            changed is None
-            or bool(seg.groups & changed)
-            or bool(seg.reads_segments & moved)
-            or FactGroup.TIME in seg.groups
-        )
+        due = changed is None or bool(seg.groups & changed) or bool(seg.reads_segments & moved)
         if not due:
             continue
         value = rules.evaluate(seg.rule, current, now)
@@ -137,10 +134,10 @@ def decide(
             changes.append(Change(facts.contact_id, seg.ref, value))
             moved.add(seg.key)
             (members.add if value else members.discard)(seg.key)
-            current = replace(facts, segments=frozenset(members))
+            current = facts.in_segments(frozenset(members))
         if FactGroup.TIME in seg.groups:
-            timers[seg.segment_id] = rules.next_change(seg.rule, current, now)
-    return Decision(changes, timers)
+            timers[seg.segment_id] = rules.next_change(seg.rule, current, now, value)
+    return Decision(changes, timers, current)
 
 
 def membership_event(

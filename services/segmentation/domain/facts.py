@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 # An attribute's value as rules see it.
 AttributeValue = str | float | bool | datetime
@@ -74,10 +75,22 @@ class Facts:
     purchases: tuple[PurchaseFact, ...] = ()
     carts: tuple[CartFact, ...] = ()
     segments: frozenset[str] = frozenset()  # keys of the segments the contact is in
+    # What rules computed from these facts (a field's value, the live orders), kept for the
+    # next rule: a page evaluates dozens of rules on one contact. Never part of equality.
+    memo: dict[object, Any] = field(
+        default_factory=dict, init=False, compare=False, repr=False, hash=False
+    )
 
     @property
     def bucket(self) -> int:
         return bucket_of(self.contact_id)
+
+    def in_segments(self, keys: frozenset[str]) -> Facts:
+        """The same facts as a member of ``keys`` (what rules computed stays valid: nothing
+        but ``in_segment`` reads memberships)."""
+        out = replace(self, segments=keys)
+        out.memo.update(self.memo)
+        return out
 
 
 def bucket_of(contact_id: str) -> int:

@@ -57,6 +57,26 @@ async def test_an_order_enters_and_the_window_passing_exits_at_the_exact_instant
     assert not await member(env, contact, seg.segment_id, entered - timedelta(milliseconds=1))
 
 
+async def test_two_timers_of_one_contact_due_in_one_tick_exit_each_segment_once(
+    env: Env,
+) -> None:
+    """Both windows pass at the same instant: one tick fires both timers, and the contact
+    leaves each segment exactly once (the second decision sees what the first decided)."""
+    recent = await create(env, "last_order_at > -30d")
+    tea = await create(env, "purchased(sku = 'TEA-1', within 30d)")
+    contact = await register(env)
+    placed = datetime.now(UTC) - timedelta(days=30) + timedelta(seconds=2)
+    await env.order(contact, placed)
+    await env.settle()
+    env.clock.offset = timedelta(seconds=5)
+    assert await env.timers.tick() == 2
+    assert await env.timers.tick() == 0
+    events = await membership_events(env, contact)
+    exits = sorted(key for kind, key, _ in events if kind == "ContactExitedSegment")
+    assert exits == sorted([recent.key, tea.key])
+    assert len(events) == 4
+
+
 async def test_a_new_segment_backfills_and_an_archived_one_lets_everyone_go(env: Env) -> None:
     contact = await register(env, tags=["vip"])
     await env.settle()

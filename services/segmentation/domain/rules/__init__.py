@@ -45,6 +45,7 @@ from services.segmentation.domain.rules.ast import (
     Value,
 )
 from services.segmentation.domain.rules.check import problems
+from services.segmentation.domain.rules.compiled import evaluate
 from services.segmentation.domain.rules.deps import (
     check_no_cycles,
     dependencies,
@@ -52,7 +53,7 @@ from services.segmentation.domain.rules.deps import (
     segments_referenced,
 )
 from services.segmentation.domain.rules.errors import RuleError, Violation
-from services.segmentation.domain.rules.evaluate import Explanation, evaluate, explain
+from services.segmentation.domain.rules.evaluate import Explanation, explain
 from services.segmentation.domain.rules.fields import FactGroup
 from services.segmentation.domain.rules.formatting import format_rule
 from services.segmentation.domain.rules.syntax import parse

@@ -119,10 +119,10 @@ class Items(Node):
 class Relative(Node):
     amount: int
     unit: Unit
+    seconds: int = field(init=False, compare=False, repr=False)  # amount * the unit's
 
-    @property
-    def seconds(self) -> int:
-        return self.amount * self.unit.seconds
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seconds", self.amount * self.unit.seconds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from services.segmentation.domain.facts import Facts, PurchaseFact
 from services.segmentation.domain.rules import clock
@@ -41,7 +42,6 @@ from services.segmentation.domain.rules.formatting import format_rule, operand, 
 from services.segmentation.domain.rules.values import (
     Actual,
     kind,
-    live_orders,
     operand_value,
     resolve,
 )
@@ -65,20 +65,43 @@ def excluded(facts: Facts) -> bool:
     return facts.erased or bool(facts.merged_into)
 
 
-def evaluate(rule: Rule, facts: Facts, now: datetime) -> bool:
-    """Is the contact in the segment ``rule`` defines, at ``now`` (an aware datetime)?"""
-    _aware(now)
-    return not excluded(facts) and _holds(rule, facts, now)
-
-
-def _holds(rule: Rule, facts: Facts, now: datetime) -> bool:
+def holds(rule: Rule, facts: Facts, now: datetime) -> bool:
+    """Does ``rule`` hold for a contact that is neither erased nor merged, at ``now``? The
+    reference: compiled.py's ``evaluate`` (what the engine runs) must always agree."""
     if isinstance(rule, And):
-        return all(_holds(p, facts, now) for p in rule.parts)
+        return all(holds(p, facts, now) for p in rule.parts)
     if isinstance(rule, Or):
-        return any(_holds(p, facts, now) for p in rule.parts)
+        return any(holds(p, facts, now) for p in rule.parts)
     if isinstance(rule, Not):
-        return not _holds(rule.part, facts, now)
-    return condition(rule, facts, now)[0]
+        return not holds(rule.part, facts, now)
+    return leaf(rule, facts, now)
+
+
+def leaf(rule: Rule, facts: Facts, now: datetime) -> bool:
+    """A leaf condition's value (``condition`` without the facts it read: the hot path)."""
+    if isinstance(rule, Comparison):
+        return _compares(rule, facts, now)
+    if isinstance(rule, PlacedOrder):
+        return count_passes(rule.count, len(placed_orders(rule, facts, now)))
+    if isinstance(rule, Purchased):
+        return count_passes(rule.count, len(purchase_orders(rule, facts, now)))
+    if isinstance(rule, AbandonedCart):
+        return bool(abandonments(rule, facts, now))
+    if isinstance(rule, InSegment):
+        return rule.key in facts.segments
+    if isinstance(rule, RandomBucket):
+        return rule.low <= facts.bucket < rule.high
+    raise TypeError(f"not a condition: {rule!r}")
+
+
+def _compares(c: Comparison, facts: Facts, now: datetime) -> bool:
+    actual = operand_value(c.left, facts, now)
+    if c.op is Op.IS_SET or c.op is Op.IS_NOT_SET:
+        return (actual is not None) == (c.op is Op.IS_SET)
+    if actual is None:
+        return False
+    as_date = isinstance(c.left, Anniversary)
+    return compare(actual, c.op, [resolve(v, facts, now, as_date) for v in bounds(c.value)])
 
 
 def explain(rule: Rule, facts: Facts, now: datetime) -> Explanation:
@@ -156,30 +179,36 @@ def compare(actual: Actual, op: Op, expected: list[Actual | None]) -> bool:
     if op is Op.CONTAINS:
         return isinstance(actual, frozenset) and expected[0] in actual
     want = kind(actual)
-    if any(x is None or kind(x) != want for x in expected):
-        return False
-    a: object = actual
+    for x in expected:
+        if x is None or kind(x) != want:
+            return False
+    a: Any = actual
     if op is Op.IN or op is Op.NOT_IN:
         return any(a == x for x in expected) == (op is Op.IN)
     if op is Op.BETWEEN:
-        return bool(expected[0] <= a <= expected[1])  # type: ignore[operator]
-    b: object = expected[0]
+        return bool(expected[0] <= a <= expected[1])
+    return ordered(a, op, expected[0])
+
+
+def ordered(a: Any, op: Op, b: Any) -> bool:
+    """``a op b`` for =, !=, <, <=, >, >= on two values of one kind."""
+    if op is Op.GE:
+        return bool(a >= b)
     if op is Op.EQ:
-        return a == b
+        return bool(a == b)
+    if op is Op.GT:
+        return bool(a > b)
+    if op is Op.LE:
+        return bool(a <= b)
+    if op is Op.LT:
+        return bool(a < b)
     if op is Op.NE:
-        return a != b
-    return bool(
-        {
-            Op.LT: lambda: a < b,  # type: ignore[operator]
-            Op.LE: lambda: a <= b,  # type: ignore[operator]
-            Op.GT: lambda: a > b,  # type: ignore[operator]
-            Op.GE: lambda: a >= b,  # type: ignore[operator]
-        }[op]()
-    )
+        return bool(a != b)
+    raise ValueError(f"not a comparison operator: {op!r}")
 
 
 def count_passes(t: CountTest, n: int) -> bool:
-    return compare(n, t.op, [t.value])
+    return ordered(n, t.op, t.value)
 
 
 def in_window(t: datetime, now: datetime, within: Relative | None) -> bool:
@@ -187,38 +216,54 @@ def in_window(t: datetime, now: datetime, within: Relative | None) -> bool:
     return within is None or clock.shifted(now, -within.seconds) < t <= now
 
 
+def window_start(now: datetime, within: Relative | None) -> datetime | None:
+    """Where a window ending at ``now`` starts (excluded); None without a window (every
+    instant counts)."""
+    return None if within is None else clock.shifted(now, -within.seconds)
+
+
 def placed_orders(rule: PlacedOrder, facts: Facts, now: datetime) -> list[datetime]:
     """Place times of the orders ``placed_order(...)`` counts at ``now``."""
+    start, total, currency = window_start(now, rule.within), rule.total, rule.currency
     return [
         o.place_time
-        for o in live_orders(facts)
-        if (not rule.currency or o.currency == rule.currency)
-        and (rule.total is None or count_passes(rule.total, o.total))
-        and in_window(o.place_time, now, rule.within)
+        for o in facts.orders
+        if not o.cancelled
+        and (start is None or start < o.place_time <= now)
+        and (not currency or o.currency == currency)
+        and (total is None or count_passes(total, o.total))
     ]
 
 
 def purchase_orders(rule: Purchased, facts: Facts, now: datetime) -> dict[str, datetime]:
     """The orders (id -> time) ``purchased(...)`` counts at ``now``: orders, not cancelled,
     that contained one of the SKUs, within the window."""
+    start, rows = window_start(now, rule.within), purchase_rows(rule, facts)
+    if not rows:
+        return {}
     cancelled = {o.order_id for o in facts.orders if o.cancelled}
     return {
         p.order_id: p.time
-        for p in purchase_rows(rule, facts)
-        if p.order_id not in cancelled and in_window(p.time, now, rule.within)
+        for p in rows
+        if (start is None or start < p.time <= now) and p.order_id not in cancelled
     }
 
 
 def purchase_rows(rule: Purchased, facts: Facts) -> list[PurchaseFact]:
-    skus = set(rule.skus)
-    return [p for p in facts.purchases if p.sku in skus]
+    key = ("purchases", rule.skus)
+    rows: list[PurchaseFact] | None = facts.memo.get(key)
+    if rows is None:
+        skus = rule.skus
+        rows = facts.memo[key] = [p for p in facts.purchases if p.sku in skus]
+    return rows
 
 
 def abandonments(rule: AbandonedCart, facts: Facts, now: datetime) -> list[datetime]:
+    start = window_start(now, rule.within)
     return [
         c.abandoned_time
         for c in facts.carts
-        if c.abandoned_time is not None and in_window(c.abandoned_time, now, rule.within)
+        if c.abandoned_time is not None and (start is None or start < c.abandoned_time <= now)
     ]
 
 

@@ -40,28 +40,26 @@ from services.segmentation.domain.rules.ast import (
     bounds,
     walk,
 )
-from services.segmentation.domain.rules.evaluate import (
-    count_passes,
-    evaluate,
-    excluded,
-    purchase_rows,
-)
+from services.segmentation.domain.rules.compiled import evaluate
+from services.segmentation.domain.rules.evaluate import count_passes, excluded, purchase_rows
 from services.segmentation.domain.rules.values import field_value, live_orders, today, tz_of
 
 HORIZON = timedelta(days=3653)
 MAX_STEPS = 10_000
 
 
-def next_change(rule: Rule, facts: Facts, now: datetime) -> datetime | None:
+def next_change(
+    rule: Rule, facts: Facts, now: datetime, start: bool | None = None
+) -> datetime | None:
     """The earliest instant after ``now`` at which ``evaluate(rule, facts, ·)`` differs from
-    ``evaluate(rule, facts, now)``, with no new facts; None if never."""
-    start = evaluate(rule, facts, now)
+    ``evaluate(rule, facts, now)`` (``start``, when the caller knows it), with no new facts;
+    None if never."""
+    if start is None:
+        start = evaluate(rule, facts, now)
     if excluded(facts):
         return None
-    fixed = sorted({c for c in fixed_candidates(rule, facts) if c > now})
-    yearly = [
-        c for c in walk(rule) if isinstance(c, Comparison) and isinstance(c.left, Anniversary)
-    ]
+    timed, yearly = _timed_nodes(rule)
+    fixed = sorted({c for c in fixed_candidates(rule, facts, timed) if c > now})
     at, anchor, i = now, now, 0
     for _ in range(MAX_STEPS):
         while i < len(fixed) and fixed[i] <= at:
@@ -80,10 +78,39 @@ def next_change(rule: Rule, facts: Facts, now: datetime) -> datetime | None:
     return at
 
 
-def fixed_candidates(rule: Rule, facts: Facts) -> set[datetime]:
-    """Every instant at which a condition of ``rule`` other than an anniversary can change."""
+_Nodes = tuple[tuple[Rule, ...], tuple[Comparison, ...]]
+_NODES: dict[int, tuple[Rule, _Nodes]] = {}
+
+
+def _timed_nodes(rule: Rule) -> _Nodes:
+    """The conditions of ``rule`` that can change with time, and its anniversary comparisons;
+    kept per rule (by identity: the engine evaluates the same parsed rules again and again)."""
+    known = _NODES.get(id(rule))
+    if known is not None and known[0] is rule:
+        return known[1]
+    nodes = walk(rule)
+    timed = tuple(
+        n
+        for n in nodes
+        if (isinstance(n, Comparison) and isinstance(n.left, Field | Anniversary))
+        or (isinstance(n, PlacedOrder | Purchased | AbandonedCart) and n.within)
+    )
+    yearly = tuple(
+        n for n in nodes if isinstance(n, Comparison) and isinstance(n.left, Anniversary)
+    )
+    if len(_NODES) >= 4096:
+        _NODES.clear()
+    _NODES[id(rule)] = (rule, (timed, yearly))
+    return timed, yearly
+
+
+def fixed_candidates(
+    rule: Rule, facts: Facts, nodes: tuple[Rule, ...] | None = None
+) -> set[datetime]:
+    """Every instant at which a condition of ``rule`` other than an anniversary can change
+    (``nodes``: its conditions that can, when known)."""
     out: set[datetime] = set()
-    for node in walk(rule):
+    for node in walk(rule) if nodes is None else nodes:
         if isinstance(node, Comparison) and isinstance(node.left, Field):
             out.update(_comparison_candidates(node, node.left, facts))
         elif isinstance(node, Comparison) and isinstance(node.left, Anniversary):

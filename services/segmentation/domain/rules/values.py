@@ -34,13 +34,26 @@ from services.segmentation.domain.rules.fields import split
 Actual = int | float | str | bool | datetime | date | frozenset[str]
 
 
+_UNKNOWN = object()
+
+
 def live_orders(facts: Facts) -> list[OrderFact]:
     """The orders that count: not cancelled."""
-    return [o for o in facts.orders if not o.cancelled]
+    live: list[OrderFact] | None = facts.memo.get(live_orders)
+    if live is None:
+        live = facts.memo[live_orders] = [o for o in facts.orders if not o.cancelled]
+    return live
 
 
 def field_value(facts: Facts, path: str) -> Actual | None:
     """The field's value for the contact, None when unset."""
+    value = facts.memo.get(path, _UNKNOWN)
+    if value is _UNKNOWN:
+        value = facts.memo[path] = _field_value(facts, path)
+    return value
+
+
+def _field_value(facts: Facts, path: str) -> Actual | None:
     head, key = split(path)
     if head == "orders_count":
         return len(live_orders(facts))
