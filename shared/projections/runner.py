@@ -357,7 +357,7 @@ async def wait_for_checkpoint(
         v = await pool.fetchval(
             "SELECT position FROM projections.checkpoints WHERE name = $1", name
         )
-        if v is not None and v >= position:
+        if (v or 0) >= position:  # no checkpoint yet: nothing applied, which covers 0
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"projection {name} at {v}, wanted {position}")
