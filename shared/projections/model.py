@@ -33,3 +33,11 @@ class Projection(Protocol):
     ) -> None:
         """Write the effect of ``events`` (in position order) inside the caller's transaction."""
         ...
+
+
+def emitted(projection: Projection) -> Sequence[str]:
+    """The event types a projection appends itself and folds into its own tables only in
+    replay (an engine's membership events: docs/architecture.md §3), declared as an optional
+    ``emits`` attribute. A rebuild that stops at the live checkpoint still folds those that lie
+    beyond it (rebuild.py): they answer events at or below it."""
+    return tuple(getattr(projection, "emits", ()) or ())

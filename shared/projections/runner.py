@@ -12,6 +12,8 @@
 - Upcast: a projection (or reactor, or rebuild) gets each event in the current shape of its
   published message (shared/events/upcast.py), whenever it was stored.
 - Side-by-side rebuild: see rebuild.py.
+- Who leads: the leader records its host and pid in projections.leaders as it takes the lock
+  (status.py reports it while that session still holds the lock).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -30,6 +32,7 @@ from shared.db.errors import transient
 from shared.events.upcast import upcast_all
 from shared.eventstore import EventStore, ReadAllPage, RecordedEvent
 from shared.eventstore.postgres import PostgresEventStore
+from shared.projections.leaders import record_leader
 from shared.projections.model import ApplyContext, Projection
 from shared.supervision import Worker, sleep_unless_stopped, supervise
 
@@ -109,6 +112,8 @@ class ProjectionRunner:
         self.position = 0
         self.active = False  # holds the leader lock
         self.worker = Worker(self.name)
+        self.applied = 0  # events applied by this runner (rebuild progress)
+        self.on_batch: Callable[[ProjectionRunner], None] | None = None  # after each batch
         self._advanced = asyncio.Condition()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -129,6 +134,7 @@ class ProjectionRunner:
                 await sleep_unless_stopped(stop, self.standby_poll)
                 if stop.is_set():
                     return
+            await record_leader(lock_conn, self.name)
             lost = asyncio.Event()
             lock_conn.add_termination_listener(lambda _c: lost.set())
             self.active = True
@@ -201,7 +207,10 @@ class ProjectionRunner:
                 await asyncio.sleep(self.retry_delay * 2**attempt)
         else:
             await self._one_by_one(events, last_position)
+        self.applied += len(events)
         await self._advance(last_position)
+        if self.on_batch is not None:
+            self.on_batch(self)
 
     async def _commit(
         self, events: Sequence[RecordedEvent], last_position: int, *, park: str | None = None
