@@ -182,6 +182,22 @@ def _read_all_sql(categories: int | None, types: bool) -> str:
                NULL, NULL, NULL, NULL, NULL, NULL, NULL"""
 
 
+async def committed_after_on(
+    conn: asyncpg.Connection, after: int, types: Sequence[str]
+) -> list[RecordedEvent]:
+    """Every event of ``types`` after ``after`` that ``conn``'s statement snapshot sees committed,
+    in position order, ignoring the readers' horizon. Only for a caller that has stopped every
+    writer of such events that matters (a rebuild's switch-over, holding the live checkpoint):
+    a reader that pages on with the horizon must not use it, as it may skip a late commit."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM eventstore.events WHERE position > $1 AND type = ANY($2::text[])"
+        " ORDER BY position",
+        after,
+        list(types),
+    )
+    return [_decode(r) for r in rows]
+
+
 class PostgresEventStore:
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
