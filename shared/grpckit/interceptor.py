@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -104,6 +104,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self.admission = Admission(max_in_flight_per_method, queue_seconds)
         self.ready = False  # set by GrpcServer.set_ready: the runtime behind the servicers
+        # Services that answer while the server is not ready; each checks its own state (the
+        # Admin API of a project role, needed most when a worker is down).
+        self.ungated: frozenset[str] = frozenset()
 
     async def intercept_service(
         self,
@@ -138,6 +141,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, service, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return handler
 
     def _wrap(
@@ -163,7 +172,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.UNKNOWN  # until we know better
             admitted = False
             try:
-                if not self.ready:
+                if not self.ready and service not in self.ungated:
                     raise ge.Unavailable("NOT_READY", "the service is starting or stopping; retry")
                 admitted = await self.admission.enter(slots, context.time_remaining())
                 if not admitted:
@@ -196,6 +205,88 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 hist.observe(time.perf_counter() - t0)
 
         return wrapped
+
+    def _wrap_stream(
+        self, behavior: Callable[..., Any], service: str, method: str
+    ) -> Callable[..., AsyncIterator[Any]]:
+        """A server-streaming method: the same gate, admission (a slot held while the stream
+        runs), metrics and error path; an error after some messages ends the stream with its
+        status."""
+        kind = "server_stream"
+        started_c = GRPC_STARTED.labels(kind, service, method)
+        hist = GRPC_HANDLING.labels(kind, service, method)
+        domain = service_domain(service)
+        slots = self.admission.slots(f"{service}/{method}")
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started_c.inc()
+            t0 = time.perf_counter()
+            _bind_call(request, context, method)
+            code = grpc.StatusCode.UNKNOWN
+            admitted = False
+            try:
+                admitted = await self._admit(slots, service, method, context)
+                async for message in behavior(request, context):
+                    yield message
+                code = grpc.StatusCode.OK
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                err = _status_of(exc, domain)
+                code = err.code
+                await context.abort_with_status(rpc_status.to_status(err.to_status()))
+            finally:
+                if admitted:
+                    slots.release()
+                GRPC_HANDLED.labels(kind, service, method, code.name).inc()
+                hist.observe(time.perf_counter() - t0)
+
+        return wrapped
+
+    async def _admit(
+        self,
+        slots: asyncio.Semaphore,
+        service: str,
+        method: str,
+        context: grpc.aio.ServicerContext,
+    ) -> bool:
+        """The readiness gate, then a slot of the method (True once taken)."""
+        if not self.ready and service not in self.ungated:
+            raise ge.Unavailable("NOT_READY", "the service is starting or stopping; retry")
+        if not await self.admission.enter(slots, context.time_remaining()):
+            raise ge.ResourceExhausted(
+                "TOO_MANY_REQUESTS",
+                f"{method} has {self.admission.limit} calls in flight; retry with backoff",
+                metadata={"method": method, "limit": str(self.admission.limit)},
+            )
+        return True
+
+
+def _bind_call(request: Any, context: grpc.aio.ServicerContext, method: str) -> None:
+    """The call's log context (method, request and correlation ids) and request fingerprint."""
+    md = dict(context.invocation_metadata() or ())
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        rpc=method,
+        request_id=_request_id(request, md),
+        correlation_id=md.get("x-correlation-id") or str(uuid.uuid4()),
+    )
+    if getattr(request, "request_id", ""):
+        calls.request_fingerprint.set(calls.fingerprint(request))
+
+
+def _status_of(exc: Exception, domain: str) -> ge.ServiceError:
+    """The status ``exc`` stands for, in the service's ErrorInfo ``domain`` unless it has one."""
+    err = to_service_error(exc) or _internal(exc)
+    if not err.domain:
+        err.domain = domain
+    if err.code is not grpc.StatusCode.INTERNAL:
+        log.info("rpc.error", code=err.code.name, reason=err.reason)
+    return err
 
 
 def _request_id(request: Any, md: dict[str, str]) -> str:

@@ -191,7 +191,12 @@ def enforced(domain: str, limits: Limits, *services: ServiceDescriptor) -> Calla
                 behavior = getattr(cls, method.name, None)
                 if behavior is None:
                     continue
-                wrap = _streaming if method.client_streaming else _unary
+                if method.client_streaming:
+                    wrap = _streaming
+                elif method.server_streaming:
+                    wrap = _server_streaming
+                else:
+                    wrap = _unary
                 setattr(cls, method.name, wrap(behavior, domain, limits))
         return cls
 
@@ -216,5 +221,17 @@ def _streaming(behavior: Callable[..., Any], domain: str, limits: Limits) -> Cal
                 yield request
 
         return await behavior(self, each(), context)
+
+    return checked
+
+
+def _server_streaming(
+    behavior: Callable[..., Any], domain: str, limits: Limits
+) -> Callable[..., Any]:
+    @functools.wraps(behavior)
+    async def checked(self: Any, request: Message, context: Any) -> AsyncIterator[Any]:
+        check(domain, request, limits)
+        async for message in behavior(self, request, context):
+            yield message
 
     return checked

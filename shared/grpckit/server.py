@@ -59,12 +59,16 @@ class GrpcServer:
         services: Iterable[tuple[str, Register]] = (),
         grace: float = 20.0,
         limits: Limits | None = None,
+        ungated: Iterable[str] = (),
     ) -> None:
+        """``ungated``: services whose calls are served while the server is not ready (they
+        check their own state); their health names follow readiness like the others'."""
         limits = limits or Limits()
         self.interceptor = ServerInterceptor(
             max_in_flight_per_method=limits.max_in_flight_per_method,
             queue_seconds=limits.queue_seconds,
         )
+        self.interceptor.ungated = frozenset(ungated)
         self.server = grpc.aio.server(
             interceptors=[self.interceptor],
             options=[

@@ -5,7 +5,7 @@ quote a huge input, or hold its slot until released."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -63,6 +63,17 @@ class Probe:
     async def ok(self, request: bytes, context: Any) -> bytes:
         return b"ok"
 
+    async def count(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        for i in range(int(request.decode() or "3")):
+            yield str(i).encode()
+
+    async def count_then_fail(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        yield b"0"
+        raise NotFound("THING_NOT_FOUND", "no thing 42", thing_id="42")
+
+    async def hold_stream(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        yield await self.hold(request, context)
+
     def register(self, server: grpc.aio.Server) -> None:
         methods: dict[str, Callable[[bytes, Any], Awaitable[bytes]]] = {
             "Boom": self.boom,
@@ -76,8 +87,18 @@ class Probe:
             "Ok": self.ok,
         }
         handlers = {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in methods.items()}
+        streams: dict[str, Callable[[bytes, Any], AsyncIterator[bytes]]] = {
+            "Count": self.count,
+            "CountThenFail": self.count_then_fail,
+            "HoldStream": self.hold_stream,
+        }
+        handlers |= {name: grpc.unary_stream_rpc_method_handler(fn) for name, fn in streams.items()}
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
 
 
 def call(channel: grpc.aio.Channel, method: str) -> grpc.aio.UnaryUnaryMultiCallable:
     return channel.unary_unary(f"/{SERVICE}/{method}")
+
+
+def stream(channel: grpc.aio.Channel, method: str) -> grpc.aio.UnaryStreamMultiCallable:
+    return channel.unary_stream(f"/{SERVICE}/{method}")
