@@ -1,12 +1,13 @@
 """What every service's composition root does the same way: open the database and the event
-store (migrating what the service owns), and run a set of projections until stopped."""
+store (migrating what the service owns), serve its API (``serve``), and run its projections and
+workers with the Admin API beside them (``project``) until stopped."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import asyncpg
 import structlog
 import uvloop
 
+from shared.admin.servicer import SERVICE as ADMIN
+from shared.admin.servicer import AdminServicer
 from shared.db import connect_pool, embedded
 from shared.domain import paging
 from shared.eventstore import EventStore
@@ -115,6 +118,59 @@ async def serve(
     await server.stop()
     await api.close()
     await rt.close()
+
+
+@dataclass
+class Work:
+    """What a project role runs on its runtime: its projections (read models, engines,
+    reactors), other supervised workers (name -> run until the role's stop event: timers), and
+    what to close once they have stopped."""
+
+    projections: Sequence[Projection]
+    workers: Mapping[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+async def project(
+    settings: Settings,
+    stop: asyncio.Event,
+    connect: Callable[[Settings], Awaitable[Runtime]],
+    work: Callable[[Runtime, Any, asyncio.Event], Work],
+    *,
+    service: str,
+) -> None:
+    """A project role: the gRPC server starts at once (NOT_SERVING) with health and the Admin
+    API (shared/admin/) about this role's projections; the database is connected (and migrated)
+    while it waits; ``work`` builds what the role runs, which runs (run_projections) until
+    ``stop``. The Admin API answers from then on, also while a worker is down."""
+    admin = AdminServicer(service)
+    server = GrpcServer(
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        services=admin.services,
+        grace=1.0,
+        limits=Limits.of(settings),
+        ungated=[ADMIN],
+    )
+    await server.start()
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    rt = await unless_stopped(connect(settings), stop)
+    if rt is None:
+        await server.stop()
+        return
+    jobs = work(rt, settings, stop)
+    admin.bind(rt.store, rt.pool, rt.dsn, jobs.projections, settings.projection_batch_size)
+    try:
+        await server.ready()
+        await run_projections(
+            rt, jobs.projections, settings, stop, server=server, workers=jobs.workers
+        )
+    finally:
+        await server.stop()
+        await admin.close()
+        if jobs.close is not None:
+            await jobs.close()
+        await rt.close()
 
 
 async def run_projections(

@@ -20,8 +20,6 @@ from services.contacts.application.consent import Clock, ConsentLedgers, utcnow
 from services.contacts.application.importer import ContactImporter
 from services.contacts.application.queries import ContactQueries
 from shared import runtime
-from shared.grpckit.server import GrpcServer, unless_stopped
-from shared.metrics import serve_metrics
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -62,15 +60,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await runtime.serve(settings, stop, ContactsApi(), connect)
 
 
+def work(rt: Runtime, settings: Settings, stop: asyncio.Event) -> runtime.Work:
+    """The project role: the contacts and consent read models."""
+    return runtime.Work(PROJECTIONS)
+
+
 async def project(settings: Settings, stop: asyncio.Event) -> None:
-    server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
-    await server.start()
-    serve_metrics(settings.metrics_port, settings.metrics_host)
-    rt = await unless_stopped(connect(settings), stop)
-    if rt is None:
-        await server.stop()
-        return
-    await server.ready()
-    await runtime.run_projections(rt, PROJECTIONS, settings, stop, server=server)
-    await server.stop()
-    await rt.close()
+    await runtime.project(settings, stop, connect, work, service="contacts")

@@ -19,8 +19,6 @@ from services.orders.application.ingest import Ingestor
 from services.orders.application.queries import OrderQueries
 from services.orders.application.recovery import CartRecovery
 from shared import runtime
-from shared.grpckit.server import GrpcServer, unless_stopped
-from shared.metrics import serve_metrics
 from shared.projections.reactor import Reactor
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -88,16 +86,9 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
     await runtime.serve(settings, stop, OrdersApi(), connect)
 
 
-async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
+def work(rt: Runtime, settings: OrdersSettings, stop: asyncio.Event) -> runtime.Work:
     """Projection runners (one active per projection across replicas: the two read models and
     the cart-recovery reactor) and the abandonment timer (safe on every replica)."""
-    server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
-    await server.start()
-    serve_metrics(settings.metrics_port, settings.metrics_host)
-    rt = await unless_stopped(connect(settings), stop)
-    if rt is None:
-        await server.stop()
-        return
     window = timedelta(seconds=settings.cart_recovery_window_seconds)
     reactor = Reactor(CartRecovery(rt.store, window))
     timer = AbandonmentTimer(
@@ -106,14 +97,8 @@ async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
         timedelta(seconds=settings.cart_abandon_after_seconds),
         settings.abandonment_poll_seconds,
     )
-    await server.ready()
-    await runtime.run_projections(
-        rt,
-        (*PROJECTIONS, reactor),
-        settings,
-        stop,
-        server=server,
-        workers={"abandonment-timer": lambda: timer.run(stop)},
-    )
-    await server.stop()
-    await rt.close()
+    return runtime.Work((*PROJECTIONS, reactor), {"abandonment-timer": lambda: timer.run(stop)})
+
+
+async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
+    await runtime.project(settings, stop, connect, work, service="orders")

@@ -17,8 +17,6 @@ from services.segmentation.application.insight import Insight
 from services.segmentation.application.segments import SegmentCommands
 from shared import runtime
 from shared.eventstore.postgres import PostgresEventStore
-from shared.grpckit.server import GrpcServer, unless_stopped
-from shared.metrics import serve_metrics
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -54,30 +52,20 @@ async def serve(settings: SegmentationSettings, stop: asyncio.Event) -> None:
     await runtime.serve(settings, stop, SegmentationApi(), connect)
 
 
-async def project(settings: SegmentationSettings, stop: asyncio.Event) -> None:
+def work(rt: Runtime, settings: SegmentationSettings, stop: asyncio.Event) -> runtime.Work:
     """The membership engine (one leader across replicas), the segments read model and the
     timers (safe on every replica)."""
-    server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
-    await server.start()
-    serve_metrics(settings.metrics_port, settings.metrics_host)
-    rt = await unless_stopped(connect(settings), stop)
-    if rt is None:
-        await server.stop()
-        return
     if not isinstance(rt.store, PostgresEventStore):
         raise SystemExit("segmentation's engine appends in its own transaction: PostgreSQL only")
     contacts = GrpcContactVersions(settings.contacts_target)
     engine = MembershipEngine(rt.store, contacts)
     timers = MembershipTimers(rt.store, engine, settings.timer_poll_seconds)
-    await server.ready()
-    await runtime.run_projections(
-        rt,
+    return runtime.Work(
         (*PROJECTIONS, engine),
-        settings,
-        stop,
-        server=server,
-        workers={"membership-timers": lambda: timers.run(stop)},
+        {"membership-timers": lambda: timers.run(stop)},
+        close=contacts.close,
     )
-    await server.stop()
-    await contacts.close()
-    await rt.close()
+
+
+async def project(settings: SegmentationSettings, stop: asyncio.Event) -> None:
+    await runtime.project(settings, stop, connect, work, service="segmentation")

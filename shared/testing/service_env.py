@@ -1,23 +1,27 @@
 """A registered service, served for tests from its spec: the same API object its serve role
 binds (``ServiceSpec.api``) behind a real gRPC server on a free port, on a real PostgreSQL
-store, with its read models (and any extra projections or reactors) running."""
+store, with its read models (and any extra projections or reactors) running (``serving``); or
+its project role itself, run in this process as `python -m services.<name> project` runs it,
+with its Admin API on a free port (``projecting``)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.server import GrpcServer
 from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner, ensure_schema
 from shared.runtime import Runtime
-from shared.service import Api, ServiceSpec
+from shared.service import Api, Role, ServiceSpec
 
 
 @dataclass
@@ -84,3 +88,72 @@ async def serving(
         await the_api.close()
         if own_store:
             await store.close()
+
+
+@dataclass
+class Projecting:
+    target: str  # host:port of the role's gRPC server (health, AdminService)
+    channel: grpc.aio.Channel
+    settings: Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def projecting(
+    spec: ServiceSpec,
+    dsn: str,
+    *,
+    settings: dict[str, Any] | None = None,
+    role: Role | None = None,
+    ready: bool = True,
+) -> AsyncIterator[Projecting]:
+    """Run ``spec``'s project role (or ``role``, e.g. ``runtime.project`` with projections of a
+    test's own) in this process on ``dsn`` with ``settings`` over the spec's defaults, on a free
+    port; yield once it reports SERVING (``ready``) or at least answers; stop it at the end."""
+    port = free_port()
+    config = spec.settings(
+        **{
+            "database_url": dsn,
+            "grpc_host": "127.0.0.1",
+            "grpc_port": port,
+            "metrics_port": 0,
+            "db_statement_timeout_seconds": 0.0,  # as runtime.main sets for non-serve roles
+            **(settings or {}),
+        }
+    )
+    stop = asyncio.Event()
+    run: Callable[[Any, asyncio.Event], Awaitable[None]] = role or spec.roles["project"]
+    task: asyncio.Future[None] = asyncio.ensure_future(run(config, stop))
+    target = f"127.0.0.1:{port}"
+    channel = grpc.aio.insecure_channel(target)
+    try:
+        await _wait_for_health(channel, task, ready)
+        yield Projecting(target, channel, config)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await channel.close()
+
+
+async def _wait_for_health(
+    channel: grpc.aio.Channel, task: asyncio.Future[None], ready: bool
+) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    wanted = health_pb2.HealthCheckResponse.SERVING
+    for _ in range(600):
+        if task.done():
+            task.result()
+            raise RuntimeError("the project role stopped during start-up")
+        try:
+            status = (await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)).status
+            if status == wanted or not ready:
+                return
+        except grpc.aio.AioRpcError:
+            pass
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the project role did not report SERVING within 30 s")

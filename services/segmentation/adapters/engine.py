@@ -70,6 +70,9 @@ class MembershipEngine:
         m.ENTERED,
         m.EXITED,
     )
+    # Its own events: folded into the memberships only in replay (a live engine sets them as it
+    # decides), so a rebuild stopping at the live checkpoint folds those beyond it too.
+    emits: Sequence[str] = (m.ENTERED, m.EXITED)
 
     def __init__(
         self, store: PostgresEventStore, contacts: ContactVersions, clock: Clock = utcnow
