@@ -1,4 +1,5 @@
-"""`crm events …`: verify the log (live or an export), export a range of it."""
+"""`crm events …`: verify the log (live or an export), export a range of it, with the database;
+read a stream and follow the log through the Admin API instead (cli_log.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,10 @@ from shared.eventstore.audit.export import export as write_export
 from shared.eventstore.audit.offline import verify_export
 from shared.eventstore.audit.verify import verify_log
 
-app = typer.Typer(help="The event log: verify it, export it.", no_args_is_help=True)
+app = typer.Typer(
+    help="The event log: read a stream, tail it (Admin API); verify, export it (database).",
+    no_args_is_help=True,
+)
 
 DatabaseUrl = Annotated[str, typer.Option(envvar="DATABASE_URL", help="PostgreSQL to read")]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]

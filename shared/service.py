@@ -59,6 +59,7 @@ class ServiceSpec:
     # the read models (and reactors) whose schemas a fresh database gets
     projections: Callable[[], Sequence[Projection]] = tuple
     dev: Mapping[str, DevRole] = field(default_factory=dict)  # role -> make run
-    cli: Any = None  # a typer.Typer mounted as `crm <name> …`, or None
+    cli: Any = None  # a typer.Typer mounted as `crm <cli_name or name> …`, or None
+    cli_name: str = ""  # the `crm` sub-command, when not the service's name (`crm segments`)
     # The serve role's APIs, unbound (the test environment serves them: shared/testing)
     api: Callable[[], Api] | None = None

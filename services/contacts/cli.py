@@ -1,4 +1,5 @@
-"""`crm contacts …`: operator commands for the contacts service (CSV import)."""
+"""`crm contacts …`: operator commands for the contacts service (CSV import, a contact as of
+an instant), through its own API (the serve role)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,26 @@ from rich.table import Table
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
 from crm.contacts.v1 import events_pb2
+from services.cli_calls import (
+    CALL_TIMEOUT,
+    Json,
+    Token,
+    as_json,
+    call_failed,
+    channel,
+    metadata,
+    parse_time,
+    serve_target,
+)
+from services.cli_support import emit
 
-app = typer.Typer(help="Contacts: import customer data.", no_args_is_help=True)
+app = typer.Typer(help="Contacts: import customer data, show a contact.", no_args_is_help=True)
 console = Console(stderr=True)
 
 PLAIN = ("email", "phone", "external_id", "first_name", "last_name", "locale", "time_zone")
 TYPES = ("string", "number", "bool", "timestamp")
 BATCH = 500
+GRPC_PORT = 50051  # the contacts serve role under make run (spec.py declares it with this)
 
 
 class BadHeader(ValueError):
@@ -217,6 +231,65 @@ def import_command(
             table.add_row(str(e.row_number), e.field, e.reason, e.message)
         console.print(table)
         raise typer.Exit(1)
+
+
+Target = Annotated[
+    str | None,
+    typer.Option(
+        help="contacts gRPC address (env CRM_CONTACTS_TARGET; default make run's)",
+        show_default=False,
+    ),
+]
+Reason = Annotated[
+    str,
+    typer.Option(
+        "--reason",
+        envvar="CRM_REASON",
+        show_default=False,
+        help="why you read personal data (sent as x-crm-reason)",
+    ),
+]
+
+
+@app.command("show")
+def show(
+    contact_id: Annotated[str, typer.Argument(help="the contact's id")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="as it was then (RFC 3339 with offset)")
+    ] = None,
+    target: Target = None,
+    json_out: Json = False,
+    token: Token = "",
+    reason: Reason = "",
+) -> None:
+    """A contact now, or as it was at --as-of (folded from its history by the contacts API).
+    Exit 1 when there is no such contact (then), 2 on a usage or connection error."""
+    request = pb.GetContactRequest(contact_id=contact_id, as_of=parse_time(as_of, "--as-of"))
+    where = serve_target("contacts", target, f"127.0.0.1:{GRPC_PORT}")
+    md = metadata(token) + ((("x-crm-reason", reason),) if reason else ())
+
+    async def get() -> pb.Contact:
+        async with channel(where) as ch:
+            try:
+                answer = await pb_grpc.ContactsServiceStub(ch).GetContact(
+                    request, metadata=md, timeout=CALL_TIMEOUT
+                )
+            except grpc.aio.AioRpcError as exc:
+                call_failed(exc, f"contacts at {where}", json_out)
+        return answer.contact
+
+    contact = asyncio.run(get())
+    if json_out:
+        emit(as_json(contact))
+        raise typer.Exit(0)
+    table = Table(title=f"contact {contact.contact_id}" + (f" as of {as_of}" if as_of else ""))
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    for name, value in as_json(contact).items():
+        if value not in ("", [], {}, None, False) or name in ("archived", "erased"):
+            table.add_row(name, str(value))
+    console.print(table)
+    raise typer.Exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,12 +6,11 @@ import os
 
 from services.contacts import app
 from services.contacts.adapters.keys import MIGRATIONS as KEY_MIGRATIONS
+from services.contacts.cli import GRPC_PORT  # make run; other services reach contacts here
 from services.contacts.cli import app as cli
 from shared.eventstore.audit.checkpoints import DEV_SIGNING_KEY
 from shared.service import DevRole, ServiceSpec
 from shared.settings import Settings
-
-GRPC_PORT = 50051  # make run; other services reach contacts here
 
 
 def _project() -> DevRole:

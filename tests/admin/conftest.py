@@ -6,11 +6,12 @@ role; and the `crm` command against them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from crm.admin.v1 import admin_pb2 as apb
@@ -25,6 +26,7 @@ from crm.segmentation.v1 import segmentation_pb2_grpc as spb_grpc
 from services.cli import app
 from services.registry import SERVICES
 from shared.eventstore.postgres import PostgresEventStore
+from shared.logs import configure
 from shared.testing.service_env import Projecting, Served, projecting, serving
 
 pytestmark = pytest.mark.timeout(180)
@@ -101,6 +103,15 @@ class Suite:
                 return answers
             assert asyncio.get_running_loop().time() < deadline, f"behind: {behind}"
             await asyncio.sleep(0.1)
+
+
+@pytest.fixture(autouse=True)
+def logs_to_stderr() -> Iterator[None]:
+    """The roles log to this test's stderr, as they do in production, and never into the
+    output of a `crm` command run meanwhile (CliRunner swaps sys.stdout and sys.stderr)."""
+    configure("INFO", "console", cache=False)
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture
