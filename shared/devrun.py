@@ -3,7 +3,8 @@
 Starts the embedded PostgreSQL unless DATABASE_URL is set, migrates the database once (as the
 crm-migrate Job does in Kubernetes), then starts every role of every service the caller passes
 (services/run.py passes the registry) as child processes with MIGRATE_ON_START=false, waits until
-each reports SERVING, and prints the addresses.
+each reports SERVING, and prints the addresses (a project role's gRPC port serves its Admin API,
+which the `crm` command finds there by default).
 """
 
 from __future__ import annotations
@@ -119,6 +120,11 @@ def main(services: Sequence[ServiceSpec]) -> int:
         natural = Measurement.get(console, console.options.update_width(1000), table).maximum
         Console(width=max(console.width, natural)).print(table)
         console.print(f"database: {dsn}")
+        console.print(
+            "operators: every project role serves the Admin API on its gRPC port: "
+            "`.venv/bin/crm projections status`, `crm parked list`, `crm events tail` "
+            "(README, 'Operating projections')"
+        )
         while not stopping:
             if any(c.poll() is not None for c in children):
                 console.print("[red]a service exited; stopping the suite[/red]")
