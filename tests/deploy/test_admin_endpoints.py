@@ -72,3 +72,11 @@ def test_the_crm_command_looks_where_make_run_puts_each_admin_api(
     monkeypatch.setenv("CRM_ADMIN_TARGETS", "orders=10.0.0.7:50051")
     assert admin_targets(["contacts=h:1"])["orders"] == "10.0.0.7:50051"
     assert admin_targets(["contacts=h:1"], "contacts") == {"contacts": "h:1"}
+
+
+@pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)
+def test_each_canvas_says_where_its_admin_api_is(spec: ServiceSpec) -> None:
+    text = (COMPOSE.parent / "services" / spec.name / "README.md").read_text()
+    assert "crm.admin.v1.AdminService" in text
+    assert f"127.0.0.1:{spec.dev['project'].grpc_port}" in text
+    assert f"`{spec.name}-project`" in text
