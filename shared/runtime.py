@@ -166,8 +166,8 @@ async def project(
             rt, jobs.projections, settings, stop, server=server, workers=jobs.workers
         )
     finally:
+        await admin.close()  # a rebuild it runs stops now, recorded as interrupted
         await server.stop()
-        await admin.close()
         if jobs.close is not None:
             await jobs.close()
         await rt.close()

@@ -111,6 +111,8 @@ class Rebuilds:
             raise
         except Exception as exc:
             log.error("projection.rebuild_failed", projection=projection.name, exc_info=exc)
+            if not work.done():  # our bookkeeping failed, not the rebuild: stop it too
+                work.cancel()
             if not started.done():
                 started.set_exception(exc)
             elif latest:
@@ -164,10 +166,15 @@ class Rebuilds:
         """The operation's record each time it changes, until it has ended (from the database,
         so it does not matter which replica runs it)."""
         last: RebuildRecord | None = None
+        missing = 0
         while True:
             record = await rebuild_record(self.pool, operation)
-            if record is None:
-                return
+            if record is None:  # a rebuild of this process that has not recorded itself yet
+                missing += 1
+                if missing > 10 / FOLLOW_EVERY:
+                    return
+                await asyncio.sleep(FOLLOW_EVERY)
+                continue
             if record != last:
                 yield record
                 last = record

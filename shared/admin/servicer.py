@@ -28,6 +28,7 @@ from shared.grpckit.limits import Limits, enforced
 from shared.grpckit.server import Register
 from shared.projections import parked
 from shared.projections.model import Projection
+from shared.projections.rebuild import RebuildBusy
 from shared.projections.status import kind, statuses
 
 SERVICE = "crm.admin.v1.AdminService"
@@ -128,7 +129,15 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 " does nothing, so there is no read model to rebuild",
                 projection=projection.name,
             )
-        operation = await self.rebuilds.start(projection, _caller(context))
+        try:
+            operation = await self.rebuilds.start(projection, _caller(context))
+        except RebuildBusy:
+            raise Precondition(
+                "REBUILD_IN_PROGRESS",
+                f"{projection.name} is being rebuilt by its leader (its definition changed);"
+                " try again once it is done",
+                projection=projection.name,
+            ) from None
         first = await self._first_position()
         async for record in self.rebuilds.follow(operation):
             yield pb.RebuildProjectionResponse(rebuild=rebuild_pb(record, first))
