@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 Samples = Mapping[str, Sequence[str]]  # field name -> plausible values (ids that exist, …)
 EMPTY: Samples = {}
 MAX_DEPTH = 3
+STREAMED = 1  # messages read of a server-streaming answer (a tail sends one at once)
 MAX_REQUEST_BYTES = 3 * 1024 * 1024  # well inside gRPC's default 4 MB message limit
 NEVER = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 _F = FieldDescriptor
@@ -218,6 +219,14 @@ async def invoke(stub: Any, method: MethodDescriptor, request: Any) -> grpc.aio.
     try:
         if method.client_streaming:
             await call(iter(request))
+        elif method.server_streaming:  # its first messages (a tail never ends by itself)
+            answers = call(request)
+            seen = 0
+            async for _ in answers:
+                seen += 1
+                if seen >= STREAMED:
+                    answers.cancel()
+                    break
         else:
             await call(request)
     except grpc.aio.AioRpcError as error:
