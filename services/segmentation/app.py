@@ -4,6 +4,9 @@ the segments read model and the timers (project)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
+
+from pydantic import Field
 
 from crm.segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from services.segmentation.adapters.contacts_client import GrpcContactVersions
@@ -11,6 +14,7 @@ from services.segmentation.adapters.engine import MembershipEngine
 from services.segmentation.adapters.facts_queries import FactsQueries
 from services.segmentation.adapters.queries import SegmentQueries
 from services.segmentation.adapters.readmodel import SegmentsProjection
+from services.segmentation.adapters.rfm import RfmRescoreScheduler
 from services.segmentation.adapters.timers import MembershipTimers
 from services.segmentation.api.servicer import SERVICE, SegmentationServicer
 from services.segmentation.application.insight import Insight
@@ -28,6 +32,8 @@ PROJECTIONS = (SegmentsProjection(),)
 class SegmentationSettings(Settings):
     contacts_target: str = "127.0.0.1:50051"  # the contacts service's gRPC address
     timer_poll_seconds: float = 0.2  # how often due relative-time timers are looked for
+    # RFM is re-scored for every customer once per slot of this length (adapters/rfm.py)
+    rfm_rescore_seconds: float = Field(default=3600.0, gt=0)
 
 
 async def connect(settings: Settings) -> Runtime:
@@ -69,6 +75,7 @@ async def project(settings: SegmentationSettings, stop: asyncio.Event) -> None:
     contacts = GrpcContactVersions(settings.contacts_target)
     engine = MembershipEngine(rt.store, contacts)
     timers = MembershipTimers(rt.store, engine, settings.timer_poll_seconds)
+    rescores = RfmRescoreScheduler(rt.store, timedelta(seconds=settings.rfm_rescore_seconds))
     await server.ready()
     await runtime.run_projections(
         rt,
@@ -76,7 +83,10 @@ async def project(settings: SegmentationSettings, stop: asyncio.Event) -> None:
         settings,
         stop,
         server=server,
-        workers={"membership-timers": lambda: timers.run(stop)},
+        workers={
+            "membership-timers": lambda: timers.run(stop),
+            "rfm-rescore-scheduler": lambda: rescores.run(stop),
+        },
     )
     await server.stop()
     await contacts.close()

@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 
 from services.orders.adapters.readmodel import load_order
-from services.orders.domain import rfm
+from shared.domain import rfm
 from services.orders.domain.order import Order
 from shared.domain import paging
 from shared.domain.errors import Invalid

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.orders.domain import cart as carts
-from services.orders.domain import money, rfm
+from services.orders.domain import money
+from shared.domain import rfm
 from services.orders.domain import order as orders
 from shared.domain.errors import Invalid, Precondition
 
