@@ -11,6 +11,7 @@ from pydantic import Field
 from crm.segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from services.segmentation.adapters.contacts_client import GrpcContactVersions
 from services.segmentation.adapters.engine import MembershipEngine
+from services.segmentation.adapters.facts_history import FactsHistory
 from services.segmentation.adapters.facts_queries import FactsQueries
 from services.segmentation.adapters.queries import SegmentQueries
 from services.segmentation.adapters.readmodel import SegmentsProjection
@@ -43,17 +44,23 @@ async def connect(settings: Settings) -> Runtime:
 class SegmentationApi:
     def __init__(self) -> None:
         self.servicer = SegmentationServicer()
+        self.contacts: GrpcContactVersions | None = None
         self.services = [
             (SERVICE, lambda s: pb_grpc.add_SegmentationServiceServicer_to_server(self.servicer, s))
         ]
 
     async def bind(self, rt: Runtime, settings: Settings) -> None:
+        assert isinstance(settings, SegmentationSettings)
         queries = SegmentQueries(rt.pool)
-        insight = Insight(rt.store, FactsQueries(rt.pool))
+        # Explanations as of a past instant rebuild the facts of then (personal ones from contacts).
+        self.contacts = GrpcContactVersions(settings.contacts_target)
+        past = FactsHistory(rt.pool, rt.store, self.contacts, MembershipEngine.schema)
+        insight = Insight(rt.store, FactsQueries(rt.pool), past, queries)
         self.servicer.bind(SegmentCommands(rt.store, queries), queries, insight)
 
     async def close(self) -> None:
-        pass
+        if self.contacts is not None:
+            await self.contacts.close()
 
 
 async def serve(settings: SegmentationSettings, stop: asyncio.Event) -> None:

@@ -174,6 +174,9 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             out.rule_version = int(e.data["rule_version"])
         if explained.now is not None:
             out.now.CopyFrom(explanation_to_proto(explained.now))
+        if explained.then is not None:
+            out.as_of_explanation.CopyFrom(explanation_to_proto(explained.then))
+            out.as_of_rule_version = explained.then_version
         return out
 
     async def PreviewSegmentRule(
