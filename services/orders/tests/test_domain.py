@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from services.orders.domain import cart as carts
 from services.orders.domain import money
-from shared.domain import rfm
 from services.orders.domain import order as orders
+from shared.domain import rfm
 from shared.domain.errors import Invalid, Precondition
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)

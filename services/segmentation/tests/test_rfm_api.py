@@ -51,11 +51,17 @@ async def test_other_customers_orders_move_rfm_membership_at_the_next_rescore(
     assert not await member(env, a, frequent.segment_id)
     assert await member(env, c, frequent.segment_id)
     [rescore] = await env.store.read_stream(_slot_stream(scheduler, env))
-    exits = [e for e in await env.store.read_stream(f"segmentmembership-{a}")]
-    assert exits[-1].type == "crm.segmentation.v1.ContactExitedSegment"
-    assert exits[-1].data["cause"] == "MEMBERSHIP_CAUSE_EVENT"
-    assert exits[-1].data["cause_event_id"] == str(rescore.event_id)
-    assert exits[-1].metadata["causation_id"] == str(rescore.event_id)
+    [left] = [
+        e
+        for e in await env.store.read_stream(f"segmentmembership-{a}")
+        if e.type == "crm.segmentation.v1.ContactExitedSegment"
+    ]
+    assert left.data["segment_key"] == frequent.key
+    assert left.data["cause"] == "MEMBERSHIP_CAUSE_EVENT"
+    assert left.data["cause_event_id"] == str(rescore.event_id)
+    assert left.metadata["causation_id"] == str(rescore.event_id)
+    # Recency 2 (b's last order is older), frequency 2: a is hibernating now.
+    assert await member(env, a, sleeping.segment_id)
     rpc.published_message(rescore, epb)
     assert ("ContactEnteredSegment", frequent.key, "MEMBERSHIP_CAUSE_EVENT") in (
         await membership_events(env, c)
