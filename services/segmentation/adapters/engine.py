@@ -76,6 +76,9 @@ class MembershipEngine:
         m.ENTERED,
         m.EXITED,
     )
+    # Its own membership events rebuild the current memberships in a rebuild; live, they are
+    # written in the very transaction that decides them, and reading them back does nothing.
+    replay_only_types = (m.ENTERED, m.EXITED)
 
     def __init__(
         self, store: PostgresEventStore, contacts: ContactVersions, clock: Clock = utcnow
