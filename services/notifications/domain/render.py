@@ -141,7 +141,7 @@ def kind_of(channel_part: tuple[str, str]) -> str:
     return JSON if channel == "CHANNEL_WEBHOOK" else TEXT
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)  # compiled templates (sources up to 200k characters)
 def _compiled(kind: str, source: str) -> Template:
     return _ENVS[kind].from_string(source)
 
