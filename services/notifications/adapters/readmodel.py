@@ -49,7 +49,7 @@ class TemplatesProjection:
     ) -> None:
         for e in events:
             d = e.data
-            if e.type not in (templates.CREATED, templates.VERSION_ADDED, templates.ARCHIVED):
+            if e.type not in (templates.CREATED, templates.REVISED, templates.ARCHIVED):
                 continue
             tid = uuid.UUID(d["template_id"])
             if e.type == templates.CREATED:
@@ -65,7 +65,7 @@ class TemplatesProjection:
                     e.version,
                     e.recorded_at,
                 )
-            elif e.type == templates.VERSION_ADDED:
+            elif e.type == templates.REVISED:
                 await conn.execute(
                     """UPDATE templates SET name = $2, latest_version = $3, version = $4,
                            update_time = $5

@@ -17,7 +17,7 @@ from shared.domain.errors import Invalid, NotFound, Precondition
 
 PREFIX = "crm.notifications.v1."
 CREATED = PREFIX + "TemplateCreated"
-VERSION_ADDED = PREFIX + "TemplateVersionAdded"
+REVISED = PREFIX + "TemplateRevised"
 ARCHIVED = PREFIX + "TemplateArchived"
 
 KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -97,7 +97,7 @@ def evolve(
             update_time=at,
         )
     assert state is not None, f"{type_} before TemplateCreated"
-    if type_ == VERSION_ADDED:
+    if type_ == REVISED:
         added = Version(int(data["version"]), data.get("name", ""), _variants(data), at)
         return replace(state, versions=(*state.versions, added), version=version, update_time=at)
     if type_ == ARCHIVED:
@@ -193,7 +193,7 @@ def decide_update(state: Template, name: str, variants: Sequence[Variant]) -> li
     if (name.strip(), normalized) == (state.latest.name, state.latest.variants):
         return []
     data = _data(state.template_id, state.key, name, normalized)
-    return [(VERSION_ADDED, {**data, "version": len(state.versions) + 1})]
+    return [(REVISED, {**data, "version": len(state.versions) + 1})]
 
 
 def decide_archive(state: Template) -> list[Event]:

@@ -80,7 +80,7 @@ def test_versions_and_locales_normalised() -> None:
     assert [v.locale for v in state.latest.variants] == ["", "fr-CA"]
     assert t.decide_update(state, "Welcome", list(state.latest.variants)) == []
     (event,) = t.decide_update(state, "Welcome", [Variant("", subject="New", text="T")])
-    assert event[0] == t.VERSION_ADDED and event[1]["version"] == 2
+    assert event[0] == t.REVISED and event[1]["version"] == 2
     after = t.evolve(state, *event, AT, 1)
     assert after.at(1) == state.latest
     assert after.at(0).version == 2 and after.at(2).variants[0].subject == "New"
