@@ -17,6 +17,7 @@ from services.segmentation.application.insight import Insight
 from services.segmentation.application.segments import SegmentCommands
 from shared import runtime
 from shared.eventstore.postgres import PostgresEventStore
+from shared.grpckit.client import ClientTls, service_token
 from shared.grpckit.server import GrpcServer, unless_stopped
 from shared.metrics import serve_metrics
 from shared.runtime import Runtime
@@ -66,7 +67,11 @@ async def project(settings: SegmentationSettings, stop: asyncio.Event) -> None:
         return
     if not isinstance(rt.store, PostgresEventStore):
         raise SystemExit("segmentation's engine appends in its own transaction: PostgreSQL only")
-    contacts = GrpcContactVersions(settings.contacts_target)
+    contacts = GrpcContactVersions(
+        settings.contacts_target,
+        service_token(settings, "the contacts API"),
+        ClientTls.of(settings),
+    )
     engine = MembershipEngine(rt.store, contacts)
     timers = MembershipTimers(rt.store, engine, settings.timer_poll_seconds)
     await server.ready()

@@ -24,6 +24,7 @@ from services.segmentation.adapters.timers import MembershipTimers
 from shared.domain.timestamps import timestamp_text
 from shared.eventstore import NewEvent, StreamState
 from shared.eventstore.postgres import PostgresEventStore
+from shared.testing import tokens
 from shared.testing.clock import MovableClock
 from shared.testing.service_env import Served, serving
 
@@ -63,7 +64,7 @@ async def env(dsn: str) -> AsyncIterator[Env]:
     store = await PostgresEventStore.connect(dsn, max_size=10)
     clock = MovableClock()
     async with serving(contacts.SPEC, dsn, store=store, projections=[]) as c:
-        directory = GrpcContactVersions(c.target)
+        directory = GrpcContactVersions(c.target, tokens.SERVICE_TOKEN)
         engine = MembershipEngine(store, directory, clock=clock)
         timers = MembershipTimers(store, engine, 0.05, clock=clock)
         async with serving(segmentation.SPEC, dsn, store=store, extra=[engine]) as s:
