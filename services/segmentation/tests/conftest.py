@@ -37,6 +37,7 @@ class Env:
     served: Served
     timers: MembershipTimers
     clock: MovableClock
+    contacts_target: str  # the contacts service's gRPC address
 
     async def settle(self) -> None:
         await self.served.settle()
@@ -75,6 +76,7 @@ async def env(dsn: str) -> AsyncIterator[Env]:
                 s,
                 timers,
                 clock,
+                c.target,
             )
         await directory.close()
     await store.close()
