@@ -126,13 +126,14 @@ async def serve(
     await rt.close()
 
 
-def api_tokens(settings: Settings) -> TokenTable:
-    """The token table of a serve role (shared/grpckit/auth.py); exits when there is none."""
+def api_tokens(settings: Settings, *, required: bool = True) -> TokenTable:
+    """The token table (shared/grpckit/auth.py); exits when it cannot be read, or when it is
+    empty and ``required`` (a serve role; a project role's server answers health checks only)."""
     try:
         tokens = TokenTable.of(settings)
     except TokenTableError as exc:
         raise SystemExit(f"the token table cannot be read: {exc}") from None
-    if not len(tokens):
+    if required and not len(tokens):
         raise SystemExit(
             "no API tokens: set CRM_TOKENS or CRM_TOKENS_FILE (README, 'Calling the API')"
         )

@@ -96,7 +96,12 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
 async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
     """Projection runners (one active per projection across replicas: the two read models and
     the cart-recovery reactor) and the abandonment timer (safe on every replica)."""
-    server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
+    server = GrpcServer(
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        grace=1.0,
+        tokens=runtime.api_tokens(settings, required=False),
+    )
     await server.start()
     serve_metrics(settings.metrics_port, settings.metrics_host)
     rt = await unless_stopped(connect(settings), stop)

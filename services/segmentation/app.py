@@ -58,7 +58,12 @@ async def serve(settings: SegmentationSettings, stop: asyncio.Event) -> None:
 async def project(settings: SegmentationSettings, stop: asyncio.Event) -> None:
     """The membership engine (one leader across replicas), the segments read model and the
     timers (safe on every replica)."""
-    server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
+    server = GrpcServer(
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        grace=1.0,
+        tokens=runtime.api_tokens(settings, required=False),
+    )
     await server.start()
     serve_metrics(settings.metrics_port, settings.metrics_host)
     rt = await unless_stopped(connect(settings), stop)
