@@ -17,6 +17,7 @@ from services.segmentation.application.insight import Insight
 from services.segmentation.application.segments import SegmentCommands
 from shared import runtime
 from shared.eventstore.postgres import PostgresEventStore
+from shared.grpckit.audit import PersonalDataAudit
 from shared.grpckit.client import ClientTls, service_token
 from shared.grpckit.server import GrpcServer, unless_stopped
 from shared.metrics import serve_metrics
@@ -45,7 +46,8 @@ class SegmentationApi:
     async def bind(self, rt: Runtime, settings: Settings) -> None:
         queries = SegmentQueries(rt.pool)
         insight = Insight(rt.store, FactsQueries(rt.pool))
-        self.servicer.bind(SegmentCommands(rt.store, queries), queries, insight)
+        audit = PersonalDataAudit(rt.store)
+        self.servicer.bind(SegmentCommands(rt.store, queries), queries, insight, audit)
 
     async def close(self) -> None:
         pass

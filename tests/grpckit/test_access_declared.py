@@ -20,6 +20,7 @@ PERSONAL = {
     "crm.contacts.v1.Contact",
     "crm.contacts.v1.ContactEvent",
     "crm.contacts.v1.ConsentEvidence",
+    "crm.segmentation.v1.ExplainedFact",  # a rule's facts: attributes, the email's domain
 }
 READS = ("Get", "List", "Find", "Is", "Explain", "Preview", "Export", "BatchGet")
 
