@@ -49,7 +49,8 @@ async def test_both_roles_serve_project_expose_metrics_and_drain(
         assert found.contact.contact_id == c.contact_id
     text = await scrape(serve.metrics_port)
     assert 'grpc_server_handled_total{grpc_code="OK",grpc_method="RegisterContact"' in text
-    assert "crm_events_appended_total 2.0" in text
+    # the contact and its identity claim, then the record of the FindContact that read it
+    assert "crm_events_appended_total 3.0" in text
     assert "grpc_server_handling_seconds_bucket" in text
     text = await scrape(project.metrics_port)
     assert 'crm_projection_position{projection="contacts"}' in text
