@@ -54,6 +54,16 @@ PARKED_EVENTS = Gauge(
     "measured with the lag, so it stays up until an operator resolves them.",
     ["projection"],
 )
+CHECKPOINTS_WRITTEN = Counter(
+    "crm_checkpoints_written_total", "Signed checkpoints this process wrote (audit worker)."
+)
+CHECKPOINT_POSITION = Gauge(
+    "crm_checkpoint_position", "Global position of the last checkpoint this process saw or wrote."
+)
+CHECKPOINT_TIME = Gauge(
+    "crm_checkpoint_time_seconds",
+    "When the last checkpoint this process saw or wrote was taken (Unix time): alert on its age.",
+)
 NOTIFICATIONS_SENT = Counter(
     "crm_notifications_sent_total", "Notification deliveries by outcome.", ["channel", "outcome"]
 )

@@ -167,7 +167,8 @@ async def run_projections(
         )
         for projection in projections
     ]
-    others = {Worker(name): run for name, run in (workers or {}).items()}
+    workers = {**checkpoint_writer(rt, settings, stop), **(workers or {})}
+    others = {Worker(name): run for name, run in workers.items()}
     tasks = [asyncio.create_task(r.run(stop)) for r in runners]
     tasks += [asyncio.create_task(supervise(w, run, stop)) for w, run in others.items()]
     everyone = [*(r.worker for r in runners), *others]
@@ -187,6 +188,27 @@ async def run_projections(
                 log.warning("projection.lag_unmeasured", error=f"{type(exc).__name__}: {exc}")
         await sleep_unless_stopped(stop, READY_EVERY)
     await asyncio.gather(*tasks)
+
+
+def checkpoint_writer(
+    rt: Runtime, settings: Settings, stop: asyncio.Event
+) -> dict[str, Callable[[], Awaitable[None]]]:
+    """The signed-checkpoint writer (shared/eventstore/audit/worker.py) when this role's
+    environment has ``CHECKPOINT_SIGNING_KEY``; a key that cannot be read, or a backend that
+    keeps no checkpoints, stops the role at once."""
+    if not settings.checkpoint_signing_key:
+        return {}
+    from shared.eventstore.audit.checkpoints import CheckpointFormatError, SigningKey
+    from shared.eventstore.audit.port import CheckpointsUnsupported, audit_log
+    from shared.eventstore.audit.worker import NAME, CheckpointWriter
+
+    try:
+        key = SigningKey.parse(settings.checkpoint_signing_key)
+        audit = audit_log(rt.store)
+    except (CheckpointFormatError, CheckpointsUnsupported) as exc:
+        raise SystemExit(f"CHECKPOINT_SIGNING_KEY is set, but: {exc}") from None
+    writer = CheckpointWriter(audit, key, rt.dsn, every=settings.checkpoint_interval_seconds)
+    return {NAME: lambda: writer.run(stop)}
 
 
 def main(argv: Sequence[str], spec: ServiceSpec) -> None:

@@ -50,3 +50,8 @@ class Settings(BaseSettings):
     grpc_tls_cert_file: str = ""
     grpc_tls_key_file: str = ""
     grpc_tls_ca_file: str = ""
+    # Signed checkpoints (docs/architecture.md §2a): the Ed25519 private key (base64 of 32 bytes,
+    # or PEM). A project role whose environment has it runs the checkpoint writer (one leader
+    # across its replicas); the deploy files give it to contacts-project only. Unset: none.
+    checkpoint_signing_key: str | None = None
+    checkpoint_interval_seconds: float = 600.0  # a checkpoint this often, when the log moved

@@ -17,6 +17,8 @@ the client:
 - Positions are commit positions; gRPC appends give every event prepare == commit position, which
   ``_from`` relies on, so ``after`` must be 0 or a position this store returned.
 - ``get_event`` scans $all (slow); a whole-log ``verify`` keeps one hash per stream in memory.
+- No signed checkpoints, exports or inclusion proofs (docs/architecture.md §2a):
+  ``shared.eventstore.audit.port.audit_log`` refuses this backend with CheckpointsUnsupported.
 - The client drops the server's checkpoint messages, so a filtered live subscription reports
   progress only when a matching event arrives.
 """

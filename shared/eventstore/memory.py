@@ -35,7 +35,8 @@ from shared.eventstore.port import Direction
 from shared.eventstore.without_transactions import WithoutTransactions
 
 
-def _text(value: object) -> str:
+def stored_text(value: object) -> str:
+    """The JSON text the memory store hashes data and metadata as (PostgreSQL: jsonb's text)."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
@@ -123,10 +124,14 @@ class InMemoryEventStore(WithoutTransactions):
             e.stream,
             e.version,
             e.type,
-            _text(e.data),
-            _text(e.metadata),
+            stored_text(e.data),
+            stored_text(e.metadata),
             e.recorded_at,
         )
+
+    def stored(self) -> list[tuple[RecordedEvent, bytes]]:
+        """Every event in position order with its chain hash (audit/memory.py reads them)."""
+        return [(e, self._hashes[(e.stream, e.version)]) for e in self._log]
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -251,6 +251,21 @@ def test_configuration_comes_from_configmap_and_secret(docs: tuple[Manifest, ...
                 }
 
 
+def test_only_contacts_project_signs_checkpoints(docs: tuple[Manifest, ...]) -> None:
+    """One place per deployment writes signed checkpoints (docs/architecture.md §2a)."""
+    signers = []
+    for deployment, _, _ in deployments(docs):
+        for container in containers(deployment):
+            env = {e["name"]: e for e in container.get("env", [])}
+            if "CHECKPOINT_SIGNING_KEY" in env:
+                signers.append(deployment["metadata"]["name"])
+                assert env["CHECKPOINT_SIGNING_KEY"]["valueFrom"]["secretKeyRef"] == {
+                    "name": "crm-checkpoint-key",
+                    "key": "private-key",
+                }
+    assert signers == ["contacts-project"]
+
+
 def test_only_api_deployments_autoscale(docs: tuple[Manifest, ...]) -> None:
     hpas = of_kind(docs, "HorizontalPodAutoscaler")
     targets = {hpa["spec"]["scaleTargetRef"]["name"] for hpa in hpas}
@@ -542,6 +557,8 @@ def test_make_run_starts_every_role_on_its_own_ports() -> None:
     assert orders.env["SHOPIFY_WEBHOOK_SECRET"] and orders.env["SHOPIFY_SHOP_DOMAINS"]
     # The table shows where the webhooks go.
     assert f"http://127.0.0.1:{webhook_port}/webhooks/shopify" in orders.http
+    signers = [k for k, r in roles.items() if "CHECKPOINT_SIGNING_KEY" in r.env]
+    assert signers == [("contacts", "project")]
 
 
 # --- docker-compose.yml ----------------------------------------------------------------------
@@ -613,6 +630,17 @@ def test_compose_orders_serve(compose: Manifest) -> None:
     )
     # The shared settings still apply (merged, not replaced).
     assert env["DATABASE_URL"] == services["orders-project"]["environment"]["DATABASE_URL"]
+
+
+def test_compose_contacts_project_alone_signs_checkpoints(compose: Manifest) -> None:
+    services = compose["services"]
+    signers = [
+        n for n, s in services.items() if "CHECKPOINT_SIGNING_KEY" in s.get("environment", {})
+    ]
+    assert signers == ["contacts-project"]
+    env = services["contacts-project"]["environment"]
+    assert env["CHECKPOINT_SIGNING_KEY"].startswith("${CHECKPOINT_SIGNING_KEY:-")
+    assert env["DATABASE_URL"] == services["contacts-serve"]["environment"]["DATABASE_URL"]
 
 
 @pytest.mark.parametrize("role", ["serve", "project"])

@@ -1,7 +1,7 @@
 """PostgreSQL restarted three times under load, with every role running as a real process:
 no process restarts, every runner, reactor and timer resumes by itself, callers only ever see
-OK or a retryable UNAVAILABLE, nothing acknowledged is lost, and each read model equals a fresh
-rebuild of the same log."""
+OK or a retryable UNAVAILABLE, nothing acknowledged is lost, each read model equals a fresh
+rebuild of the same log, and the log matches every signed checkpoint written meanwhile."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ from services.orders.adapters.readmodel import CartsProjection, OrdersProjection
 from services.orders.domain import cart as carts
 from services.registry import SERVICES
 from shared.db import embedded
+from shared.eventstore.audit.checkpoints import SigningKey
+from shared.eventstore.audit.postgres import PostgresAuditLog
+from shared.eventstore.audit.verify import verify_log
 from shared.eventstore.postgres import PostgresEventStore
 from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner
@@ -42,6 +45,7 @@ PROJECTIONS: list[Projection] = [
     CartsProjection(),
 ]
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+KEY = SigningKey.generate()  # contacts-project signs checkpoints with it, as deployed
 
 
 @pytest.fixture
@@ -60,7 +64,14 @@ async def suite(server: tuple[str, Any]) -> AsyncIterator[list[Proc]]:
     contacts = Proc("serve", dsn, "contacts", **fast)
     procs = [
         contacts,
-        Proc("project", dsn, "contacts", **fast),
+        Proc(
+            "project",
+            dsn,
+            "contacts",
+            CHECKPOINT_SIGNING_KEY=KEY.private_text(),
+            CHECKPOINT_INTERVAL_SECONDS="0.3",
+            **fast,
+        ),
         Proc(
             "serve",
             dsn,
@@ -235,6 +246,12 @@ async def test_three_database_restarts_under_load(
             await runner.catch_up()
             live = await snapshot(pool, projection.schema)
             assert live == await snapshot(pool, fresh), projection.name
+        # The checkpoint writer went on through the restarts, and the log holds exactly what
+        # each checkpoint committed to.
+        checkpoints = await PostgresAuditLog(pool).checkpoints()
+        assert len(checkpoints) >= 3
+        report = await verify_log(PostgresAuditLog(pool), checkpoints, pinned=[KEY.public_key])
+        assert report.ok and report.checkpoints == len(checkpoints), report.to_json()
     finally:
         await store.close()
     print(f"acknowledged: { {k: len(v) for k, v in load.acked.items()} }, refused: {load.refused}")

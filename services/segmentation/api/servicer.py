@@ -180,10 +180,15 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             out.cause = e.data["cause"]
             out.cause_event_id = e.data.get("cause_event_id", "")
             out.rule_version = int(e.data["rule_version"])
+        # Both explanations may show personal facts: one record (or redaction) for the call.
+        shown_ones = [x for x in (explained.now, explained.then) if x is not None]
+        personal = any(reads_personal_data(x) for x in shown_ones)
+        shown = await self.audit.disclose([cid] if personal else [])
         if explained.now is not None:
-            personal = reads_personal_data(explained.now)
-            shown = await self.audit.disclose([cid] if personal else [])
             out.now.CopyFrom(explanation_to_proto(explained.now, shown))
+        if explained.then is not None:
+            out.as_of_explanation.CopyFrom(explanation_to_proto(explained.then, shown))
+            out.as_of_rule_version = explained.then_version
         return out
 
     async def PreviewSegmentRule(

@@ -76,6 +76,11 @@ class ActiveSegment:
         )
 
 
+def groups_of(rule_text: str) -> frozenset[FactGroup]:
+    """The fact groups a rule (as stored: canonical text) reads."""
+    return rules.dependencies(rules.parse(rule_text))
+
+
 def in_dependency_order(segments: Iterable[ActiveSegment]) -> list[ActiveSegment]:
     """Each segment after the segments its rule names (cycles are refused when rules are
     saved; a name of no active segment is simply never true)."""
@@ -140,24 +145,6 @@ def decide(
     return Decision(changes, timers, current)
 
 
-def membership_event(
-    change: Change, cause: str, cause_id: str, effective: datetime, meta: Mapping[str, Any]
-) -> NewEvent:
-    """The event recording ``change``; its id derives from the cause, so it is written once."""
-    data = {
-        "contact_id": change.contact_id,
-        "segment_id": change.segment.segment_id,
-        "segment_key": change.segment.key,
-        "rule_version": change.segment.rule_version,
-        "cause": cause,
-        "cause_event_id": cause_id if cause != TIME_PASSED else "",
-        "effective_time": timestamp_text(effective),
-    }
-    key = f"{cause}\n{cause_id}\n{change.segment.segment_id}\n{change.segment.rule_version}"
-    event_id = uuid.uuid5(NS, f"{key}\n{change.contact_id}\n{change.entered}")
-    return NewEvent(ENTERED if change.entered else EXITED, data, dict(meta), event_id)
-
-
 def membership_appends(
     changes: Sequence[Change],
     cause: str,
@@ -165,9 +152,25 @@ def membership_appends(
     effective: datetime,
     meta: Mapping[str, Any],
 ) -> list[StreamAppend]:
-    """The appends recording ``changes``: one per contact, its events in order."""
+    """The appends recording ``changes``: one per contact, its events in order. Each event's id
+    derives from its cause, the segment's rule version and the change, so running the same
+    decision again writes nothing new. What every event shares is made once (a backfill
+    writes tens of thousands)."""
+    when, shared_meta = timestamp_text(effective), dict(meta)
     by_contact: dict[str, list[NewEvent]] = {}
     for change in changes:
-        event = membership_event(change, cause, cause_id, effective, meta)
+        seg = change.segment
+        data = {
+            "contact_id": change.contact_id,
+            "segment_id": seg.segment_id,
+            "segment_key": seg.key,
+            "rule_version": seg.rule_version,
+            "cause": cause,
+            "cause_event_id": cause_id if cause != TIME_PASSED else "",
+            "effective_time": when,
+        }
+        key = f"{cause}\n{cause_id}\n{seg.segment_id}\n{seg.rule_version}"
+        event_id = uuid.uuid5(NS, f"{key}\n{change.contact_id}\n{change.entered}")
+        event = NewEvent(ENTERED if change.entered else EXITED, data, shared_meta, event_id)
         by_contact.setdefault(change.contact_id, []).append(event)
     return [StreamAppend(stream_of(c), events, StreamState.ANY) for c, events in by_contact.items()]

@@ -68,7 +68,10 @@ async def env(dsn: str) -> AsyncIterator[Env]:
         directory = GrpcContactVersions(c.target, tokens.SERVICE_TOKEN)
         engine = MembershipEngine(store, directory, clock=clock)
         timers = MembershipTimers(store, engine, 0.05, clock=clock)
-        async with serving(segmentation.SPEC, dsn, store=store, extra=[engine]) as s:
+        settings = {"contacts_target": c.target}
+        async with serving(
+            segmentation.SPEC, dsn, store=store, extra=[engine], settings=settings
+        ) as s:
             yield Env(
                 pb_grpc.SegmentationServiceStub(s.channel),
                 cpb_grpc.ContactsServiceStub(c.channel),
