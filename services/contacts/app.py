@@ -20,6 +20,7 @@ from services.contacts.application.consent import Clock, ConsentLedgers, utcnow
 from services.contacts.application.importer import ContactImporter
 from services.contacts.application.queries import ContactQueries
 from shared import runtime
+from shared.grpckit.audit import PersonalDataAudit
 from shared.grpckit.server import GrpcServer, unless_stopped
 from shared.metrics import serve_metrics
 from shared.runtime import Runtime
@@ -51,8 +52,9 @@ class ContactsApi:
         keys = DataKeys(rt.pool)
         commands = ContactCommands(rt.store, keys)
         importer = ContactImporter(rt.store, keys, commands)
-        self.contacts.bind(commands, ContactQueries(rt.pool), importer)
-        self.consent.bind(ConsentLedgers(rt.store, rt.pool, clock=self.clock))
+        audit = PersonalDataAudit(rt.store)  # reads of personal data, recorded
+        self.contacts.bind(commands, ContactQueries(rt.pool), importer, audit)
+        self.consent.bind(ConsentLedgers(rt.store, rt.pool, clock=self.clock), audit)
 
     async def close(self) -> None:
         pass
@@ -63,7 +65,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def project(settings: Settings, stop: asyncio.Event) -> None:
-    server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
+    server = GrpcServer(
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        grace=1.0,
+        tokens=runtime.api_tokens(settings, required=False),
+    )
     await server.start()
     serve_metrics(settings.metrics_port, settings.metrics_host)
     rt = await unless_stopped(connect(settings), stop)

@@ -50,7 +50,12 @@ async def serve(settings: NotificationsSettings, stop: asyncio.Event) -> None:
 
 async def project(settings: NotificationsSettings, stop: asyncio.Event) -> None:
     """The templates read model (one leader across replicas)."""
-    server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
+    server = GrpcServer(
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        grace=1.0,
+        tokens=runtime.api_tokens(settings, required=False),
+    )
     await server.start()
     serve_metrics(settings.metrics_port, settings.metrics_host)
     rt = await unless_stopped(connect(settings), stop)

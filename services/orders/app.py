@@ -19,6 +19,7 @@ from services.orders.application.ingest import Ingestor
 from services.orders.application.queries import OrderQueries
 from services.orders.application.recovery import CartRecovery
 from shared import runtime
+from shared.grpckit.client import ClientTls, service_token
 from shared.grpckit.server import GrpcServer, unless_stopped
 from shared.metrics import serve_metrics
 from shared.projections.reactor import Reactor
@@ -68,7 +69,11 @@ class OrdersApi:
     async def bind(self, rt: Runtime, settings: OrdersSettings) -> None:
         queries = OrderQueries(rt.pool)
         carts, orders = CartCommands(rt.store), OrderCommands(rt.store)
-        self.directory = GrpcContactDirectory(settings.contacts_target)
+        self.directory = GrpcContactDirectory(
+            settings.contacts_target,
+            service_token(settings, "the contacts API"),
+            ClientTls.of(settings),
+        )
         self.orders.bind(carts, orders, queries, self.directory)
         if settings.webhook_port or self.any_webhook_port:
             self.shopify = shopify(settings)
@@ -91,7 +96,12 @@ async def serve(settings: OrdersSettings, stop: asyncio.Event) -> None:
 async def project(settings: OrdersSettings, stop: asyncio.Event) -> None:
     """Projection runners (one active per projection across replicas: the two read models and
     the cart-recovery reactor) and the abandonment timer (safe on every replica)."""
-    server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
+    server = GrpcServer(
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        grace=1.0,
+        tokens=runtime.api_tokens(settings, required=False),
+    )
     await server.start()
     serve_metrics(settings.metrics_port, settings.metrics_host)
     rt = await unless_stopped(connect(settings), stop)

@@ -22,6 +22,8 @@ from services.segmentation.application.insight import Insight
 from services.segmentation.application.segments import SegmentCommands
 from shared import runtime
 from shared.eventstore.postgres import PostgresEventStore
+from shared.grpckit.audit import PersonalDataAudit
+from shared.grpckit.client import ClientTls, service_token
 from shared.grpckit.server import GrpcServer, unless_stopped
 from shared.metrics import serve_metrics
 from shared.runtime import Runtime
@@ -53,10 +55,15 @@ class SegmentationApi:
         assert isinstance(settings, SegmentationSettings)
         queries = SegmentQueries(rt.pool)
         # Explanations as of a past instant rebuild the facts of then (personal ones from contacts).
-        self.contacts = GrpcContactVersions(settings.contacts_target)
+        self.contacts = GrpcContactVersions(
+            settings.contacts_target,
+            service_token(settings, "the contacts API"),
+            ClientTls.of(settings),
+        )
         past = FactsHistory(rt.pool, rt.store, self.contacts, MembershipEngine.schema)
         insight = Insight(rt.store, FactsQueries(rt.pool), past, queries)
-        self.servicer.bind(SegmentCommands(rt.store, queries), queries, insight)
+        audit = PersonalDataAudit(rt.store)  # ExplainMembership shows personal facts
+        self.servicer.bind(SegmentCommands(rt.store, queries), queries, insight, audit)
 
     async def close(self) -> None:
         if self.contacts is not None:
@@ -70,7 +77,12 @@ async def serve(settings: SegmentationSettings, stop: asyncio.Event) -> None:
 async def project(settings: SegmentationSettings, stop: asyncio.Event) -> None:
     """The membership engine (one leader across replicas), the segments read model and the
     timers (safe on every replica)."""
-    server = GrpcServer(host=settings.grpc_host, port=settings.grpc_port, grace=1.0)
+    server = GrpcServer(
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        grace=1.0,
+        tokens=runtime.api_tokens(settings, required=False),
+    )
     await server.start()
     serve_metrics(settings.metrics_port, settings.metrics_host)
     rt = await unless_stopped(connect(settings), stop)
@@ -79,7 +91,11 @@ async def project(settings: SegmentationSettings, stop: asyncio.Event) -> None:
         return
     if not isinstance(rt.store, PostgresEventStore):
         raise SystemExit("segmentation's engine appends in its own transaction: PostgreSQL only")
-    contacts = GrpcContactVersions(settings.contacts_target)
+    contacts = GrpcContactVersions(
+        settings.contacts_target,
+        service_token(settings, "the contacts API"),
+        ClientTls.of(settings),
+    )
     engine = MembershipEngine(rt.store, contacts)
     timers = MembershipTimers(rt.store, engine, settings.timer_poll_seconds)
     rescores = RfmRescoreScheduler(rt.store, timedelta(seconds=settings.rfm_rescore_seconds))

@@ -1,6 +1,8 @@
 """A registered service, served for tests from its spec: the same API object its serve role
 binds (``ServiceSpec.api``) behind a real gRPC server on a free port, on a real PostgreSQL
-store, with its read models (and any extra projections or reactors) running."""
+store, with its read models (and any extra projections or reactors) running, and access control
+on: the server knows the test tokens (shared/testing/tokens.py) and ``Served.channel`` calls
+with the service role's; ``Served.channel_as`` opens one for another role."""
 
 from __future__ import annotations
 
@@ -13,11 +15,14 @@ from typing import Any
 import grpc
 
 from shared.eventstore.postgres import PostgresEventStore
+from shared.grpckit import client
+from shared.grpckit.auth import TokenTable
 from shared.grpckit.server import GrpcServer
 from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner, ensure_schema
 from shared.runtime import Runtime
 from shared.service import Api, ServiceSpec
+from shared.testing import tokens
 
 
 @dataclass
@@ -41,6 +46,11 @@ class Served:
     async def event_count(self) -> int:
         return int(await self.store.pool.fetchval("SELECT count(*) FROM eventstore.events"))
 
+    def channel_as(self, role: str, *, reason: str = "") -> grpc.aio.Channel:
+        """A new channel calling with the test token of ``role`` (and ``x-crm-reason``); the
+        caller closes it."""
+        return client.channel(self.target, tokens.TOKENS[role], reason=reason)
+
 
 @asynccontextmanager
 async def serving(
@@ -59,9 +69,15 @@ async def serving(
     assert spec.api is not None, f"{spec.name} declares no API"
     own_store = store is None
     store = store or await PostgresEventStore.connect(dsn, max_size=10)
-    config = spec.settings(database_url=dsn, **(settings or {}))
+    config = spec.settings(database_url=dsn, **{**tokens.SETTINGS, **(settings or {})})
     the_api = api or spec.api()
-    server = GrpcServer(host="127.0.0.1", port=0, services=the_api.services, grace=1)
+    server = GrpcServer(
+        host="127.0.0.1",
+        port=0,
+        services=the_api.services,
+        grace=1,
+        tokens=TokenTable.of(config),
+    )
     await server.start()
     await the_api.bind(Runtime(dsn, store.pool, store), config)
     await server.ready()
@@ -73,7 +89,7 @@ async def serving(
     stop = asyncio.Event()
     tasks = [asyncio.create_task(r.run(stop)) for r in runners]
     target = f"127.0.0.1:{server.port}"
-    channel = grpc.aio.insecure_channel(target)
+    channel = client.channel(target, tokens.SERVICE_TOKEN)
     try:
         yield Served(the_api, store, channel, target, runners)
     finally:

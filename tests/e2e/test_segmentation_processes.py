@@ -55,7 +55,7 @@ async def test_a_contact_enters_by_order_and_leaves_when_the_window_passes(
         await p.wait_health(SERVING)
 
     def channel(p: Proc) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(f"127.0.0.1:{p.grpc_port}")
+        return p.channel()
 
     async with channel(contacts) as cch, channel(orders) as och, channel(seg_serve) as sch:
         segs = spb_grpc.SegmentationServiceStub(sch)
