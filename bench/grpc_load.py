@@ -21,6 +21,8 @@ from bench.common import Metric, log, percentile, scaled
 from bench.procs import CpuMeter, free_port, running, service_env, tail, wait_serving
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
+from shared.grpckit.client import bearer
+from shared.testing import tokens
 
 IN_FLIGHT = 32  # docs/architecture.md §6; by Little's law p99 <= 20 ms needs > 1,600 calls/s
 WARMUP = 1.0
@@ -77,6 +79,7 @@ async def load(
     """IN_FLIGHT concurrent callers spread over one channel per port; unique requests."""
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p}") for p in ports]
     rpcs = [getattr(work.stub(c), work.method) for c in channels]
+    auth = bearer(tokens.SERVICE_TOKEN)  # every call carries a token (the baseline ignores it)
     run = uuid.uuid4().hex[:8]
     latencies: list[float] = []
     errors: collections.Counter[str] = collections.Counter()
@@ -92,7 +95,7 @@ async def load(
             request = work.request(run, w, i)
             t0 = time.perf_counter()
             try:
-                await rpc(request, timeout=10)
+                await rpc(request, timeout=10, metadata=auth)
             except grpc.aio.AioRpcError as exc:
                 errors[exc.code().name] += 1
                 if not first_error:

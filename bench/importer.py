@@ -12,6 +12,7 @@ import asyncpg
 from bench.common import SCALE, Metric, log
 from bench.procs import free_port, running, service_env, wait_serving
 from services.contacts.cli import import_csv
+from shared.testing import tokens
 
 ROWS = int(100_000 * SCALE)
 
@@ -66,7 +67,9 @@ async def import_contacts(dsn: str) -> Metric:
         ) as (proc, log_path):
             await wait_serving(port, proc, log_path)
             started = time.perf_counter()
-            response, local = await import_csv(path, f"127.0.0.1:{port}", batch=1000)
+            response, local = await import_csv(
+                path, f"127.0.0.1:{port}", token=tokens.SERVICE_TOKEN, batch=1000
+            )
             rate = ROWS / (time.perf_counter() - started)
         if response.created != ROWS or response.failed or local.errors:
             log(f"  unexpected summary: {response.created} created, {response.failed} failed")

@@ -16,6 +16,8 @@ import grpc
 import psutil  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shared.testing import tokens
+
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "bench" / "results"
 
@@ -74,6 +76,7 @@ def service_env(dsn: str, port: int) -> dict[str, str]:
         "METRICS_PORT": "0",
         "LOG_LEVEL": "WARNING",
         "SHUTDOWN_GRACE_SECONDS": "2",
+        **tokens.ENV,  # access control on, as in production
     }
 
 

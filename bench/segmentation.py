@@ -59,6 +59,7 @@ from shared.projections.runner import (
     quote_ident,
     wait_for_checkpoint,
 )
+from shared.testing import tokens
 
 ENGINE = MembershipEngine.name  # "segmentation-engine": its checkpoint
 SEGMENTS = SegmentsProjection.name  # segmentation_rm (spans), in the same project process
@@ -176,7 +177,7 @@ async def _import_contacts(store: PostgresEventStore, target: str, n: int, tag: 
                 domain = "shop.example" if i % 3 else "mail.example"
                 tags = ["vip"] if i % 5 == 0 else ["newsletter"] if i % 2 else []
                 w.writerow([f"seg-{tag}-{i}@{domain}", f"Buyer{i}", ";".join(tags), i % 100])
-        response, local = await import_csv(path, target, batch=1000)
+        response, local = await import_csv(path, target, token=tokens.SERVICE_TOKEN, batch=1000)
     if response.created != n or response.failed or local.errors:
         raise RuntimeError(f"import: {response.created} created, {response.failed} failed")
     rows = await store.pool.fetch(
@@ -689,7 +690,7 @@ async def _catch_up(
     label: str,
 ) -> float:
     """A fresh engine (its own checkpoint and facts schema) from ``start`` to ``end``."""
-    contacts = GrpcContactVersions(target)
+    contacts = GrpcContactVersions(target, tokens.SERVICE_TOKEN)
     engine = MembershipEngine(store, contacts)
     runner = ProjectionRunner(store, engine, name=label, schema=label, batch_size=BATCH)
     try:

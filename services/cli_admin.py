@@ -28,12 +28,11 @@ from crm.admin.v1 import admin_pb2_grpc as pb_grpc
 from services.cli_calls import (
     CALL_TIMEOUT,
     FOUND_NOTHING,
-    Actor,
     Json,
     Token,
     as_json,
     call_failed,
-    channel,
+    dial,
     exit_code,
     fail_usage,
     failure,
@@ -111,7 +110,7 @@ class Survey:
 
 async def survey(targets: dict[str, str], md: Sequence[tuple[str, str]]) -> Survey:
     async def one(service: str, target: str) -> None:
-        async with channel(target) as ch:
+        async with dial(target) as ch:
             try:
                 answer = await pb_grpc.AdminServiceStub(ch).ListProjections(
                     pb.ListProjectionsRequest(), metadata=md, timeout=CALL_TIMEOUT
@@ -252,14 +251,13 @@ def rebuild(
     json_out: Json = False,
     admin: Admin = None,
     token: Token = "",
-    actor: Actor = "",
 ) -> None:
     """Rebuild a read model side by side, with no downtime and no side effects, and follow it
     to the end. The rebuild belongs to the project role: interrupting this command does not
     stop it, and running it again follows it (or resumes it after a crash). Exit 0 when done,
     1 when it failed or was interrupted (or there is no such projection), 2 when the role
     cannot be reached."""
-    md = metadata(token, actor)
+    md = metadata(token)
     code = asyncio.run(_rebuild(name, service, admin, md, json_out))
     raise typer.Exit(code)
 
@@ -282,7 +280,7 @@ async def _rebuild(
         console=err,
         disable=json_out,
     )
-    async with channel(target) as ch:
+    async with dial(target) as ch:
         stub = pb_grpc.AdminServiceStub(ch)
         try:
             with bar:

@@ -4,9 +4,11 @@ adds where each project role's Admin API listens.
 
 - where a serve role listens: ``--target``, else ``CRM_<SERVICE>_TARGET``, else the port `make
   run` gives it;
-- who calls: ``--token`` / ``CRM_TOKEN`` sent as ``authorization: Bearer <token>``, and
-  ``--actor`` / ``CRM_ACTOR`` (default ``$USER``) as ``x-actor``, recorded with what an operator
-  changes (a skipped parked event, a rebuild);
+- who calls: ``--token`` / ``CRM_TOKEN`` sent as ``authorization: Bearer <token>`` (the
+  servers record the token's name with what an operator changes: a skipped parked event, a
+  rebuild), and for reads of personal data ``--reason`` / ``CRM_REASON`` as ``x-crm-reason``;
+- how: plaintext, or TLS when ``GRPC_TLS_CA_FILE`` (and for mTLS ``GRPC_TLS_CERT_FILE`` /
+  ``GRPC_TLS_KEY_FILE``) are set, as for every client of the suite (shared/grpckit/client.py);
 - what a failed call means: exit 1 when the server answered that the thing is not there or
   cannot be done (NOT_FOUND, FAILED_PRECONDITION, ALREADY_EXISTS, ABORTED, INTERNAL, …), exit 2
   for a usage or connection error (INVALID_ARGUMENT, UNAVAILABLE, DEADLINE_EXCEEDED,
@@ -29,7 +31,9 @@ from rich.markup import escape
 
 from services.cli_support import USAGE, emit, err
 from shared.domain.timestamps import timestamp_from_text
+from shared.grpckit.client import ClientTls, bearer, open_channel
 from shared.grpckit.errors import error_info
+from shared.settings import Settings
 
 FOUND_NOTHING = 1  # the server answered: not there, not possible, or a failed check
 CALL_TIMEOUT = 30.0  # seconds for a unary call
@@ -41,12 +45,6 @@ Token = Annotated[
         envvar="CRM_TOKEN",
         show_default=False,
         help="bearer token, sent as `authorization: Bearer …`",
-    ),
-]
-Actor = Annotated[
-    str,
-    typer.Option(
-        "--actor", envvar="CRM_ACTOR", show_default=False, help="who you are (x-actor); $USER"
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
@@ -70,15 +68,14 @@ def serve_target(service: str, flag: str | None, default: str) -> str:
     return flag or os.environ.get(f"CRM_{service.upper()}_TARGET") or default
 
 
-def metadata(token: str, actor: str = "") -> tuple[tuple[str, str], ...]:
-    md = [("x-actor", actor or os.environ.get("USER", "") or "operator")]
-    if token:
-        md.append(("authorization", f"Bearer {token}"))
-    return tuple(md)
+def metadata(token: str, *, reason: str = "") -> tuple[tuple[str, str], ...]:
+    """The metadata of every call: the bearer token (and why, for personal data)."""
+    return bearer(token, reason=reason)
 
 
-def channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target)
+def dial(target: str) -> grpc.aio.Channel:
+    """A channel to ``target``: TLS as the GRPC_TLS_* settings say, else plaintext."""
+    return open_channel(target, ClientTls.of(Settings()))
 
 
 def as_json(message: Message) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from rich.markup import escape
 from crm.admin.v1 import admin_pb2 as pb
 from crm.admin.v1 import admin_pb2_grpc as pb_grpc
 from services.cli_admin import Admin, Service, admin_targets
-from services.cli_calls import Json, Token, as_json, call_failed, channel, metadata, parse_time
+from services.cli_calls import Json, Token, as_json, call_failed, dial, metadata, parse_time
 from services.cli_events import app
 from services.cli_support import OK, emit, err
 
@@ -60,7 +60,7 @@ def read(
 
     async def work() -> int:
         count = 0
-        async with channel(target) as ch:
+        async with dial(target) as ch:
             try:
                 async for chunk in pb_grpc.AdminServiceStub(ch).ReadStream(
                     request, metadata=metadata(token)
@@ -102,7 +102,7 @@ def tail(
 
     async def work() -> int:
         seen = 0
-        async with channel(target) as ch:
+        async with dial(target) as ch:
             call = pb_grpc.AdminServiceStub(ch).TailEvents(request, metadata=metadata(token))
             try:
                 async for message in call:

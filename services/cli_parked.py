@@ -18,12 +18,11 @@ from crm.admin.v1 import admin_pb2_grpc as pb_grpc
 from services.cli_admin import Admin, Service, admin_targets, locate, print_wide
 from services.cli_calls import (
     CALL_TIMEOUT,
-    Actor,
     Json,
     Token,
     as_json,
     call_failed,
-    channel,
+    dial,
     exit_code,
     failure,
     metadata,
@@ -56,7 +55,7 @@ def list_parked(
         rows: list[tuple[str, pb.ParkedEvent]] = []
         codes: list[int] = []
         for name, target in targets.items():
-            async with channel(target) as ch:
+            async with dial(target) as ch:
                 stub = pb_grpc.AdminServiceStub(ch)
                 request = pb.ListParkedEventsRequest(
                     projection=projection, include_resolved=every, page_size=1000
@@ -118,7 +117,7 @@ async def _call(
 ) -> Any:
     """Call ``method`` of the Admin API of the role that runs projection ``name``."""
     where, target = await locate(name, service, admin, md)
-    async with channel(target) as ch:
+    async with dial(target) as ch:
         stub = pb_grpc.AdminServiceStub(ch)
         try:
             return await getattr(stub, method)(request, metadata=md, timeout=CALL_TIMEOUT)
@@ -164,12 +163,11 @@ def retry(
     json_out: Json = False,
     admin: Admin = None,
     token: Token = "",
-    actor: Actor = "",
 ) -> None:
     """Apply a parked event again through its projection (after fixing its cause). Exit 0 when
     it applied (it is no longer parked), 1 when it still fails (its error is kept)."""
     request = pb.RetryParkedEventRequest(projection=projection, event_id=event_id)
-    md = metadata(token, actor)
+    md = metadata(token)
     answer = asyncio.run(
         _call(projection, service, admin, md, json_out, "RetryParkedEvent", request)
     )
@@ -189,11 +187,10 @@ def skip(
     json_out: Json = False,
     admin: Admin = None,
     token: Token = "",
-    actor: Actor = "",
 ) -> None:
-    """Resolve a parked event without applying it, recording who (--actor) and why."""
+    """Resolve a parked event without applying it, recording who (your token's name) and why."""
     request = pb.SkipParkedEventRequest(projection=projection, event_id=event_id, reason=reason)
-    md = metadata(token, actor)
+    md = metadata(token)
     answer = asyncio.run(
         _call(projection, service, admin, md, json_out, "SkipParkedEvent", request)
     )

@@ -5,8 +5,9 @@ deploy tests follow this list."""
 from __future__ import annotations
 
 from services.contacts.spec import SPEC as CONTACTS
+from services.notifications.spec import SPEC as NOTIFICATIONS
 from services.orders.spec import SPEC as ORDERS
 from services.segmentation.spec import SPEC as SEGMENTATION
 from shared.service import ServiceSpec
 
-SERVICES: tuple[ServiceSpec, ...] = (CONTACTS, ORDERS, SEGMENTATION)
+SERVICES: tuple[ServiceSpec, ...] = (CONTACTS, ORDERS, SEGMENTATION, NOTIFICATIONS)

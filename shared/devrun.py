@@ -5,6 +5,12 @@ crm-migrate Job does in Kubernetes), then starts every role of every service the
 (services/run.py passes the registry) as child processes with MIGRATE_ON_START=false, waits until
 each reports SERVING, and prints the addresses (a project role's gRPC port serves its Admin API,
 which the `crm` command finds there by default).
+
+Access control is on as in production: at each start it makes fresh tokens — one per service
+(its service token, presented when it calls another service), one operator and one auditor
+token — hands every role their table (hashes only, CRM_TOKENS, plus any CRM_TOKENS the caller
+set, to keep a token of one's own across restarts) and prints the operator and auditor tokens
+with a line to export.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from shared.db import embedded
+from shared.grpckit.auth import new_token, table_line
 from shared.migrations import migrate_services
 from shared.service import ServiceSpec
 from shared.settings import Settings
@@ -51,6 +58,25 @@ def roles_of(services: Sequence[ServiceSpec]) -> list[Role]:
     ]
 
 
+@dataclass(frozen=True)
+class DevTokens:
+    """This start's tokens: the table every role gets, and each token by its name."""
+
+    table: str
+    tokens: Mapping[str, str]  # name -> token; services by their name, "dev-operator", …
+
+    @classmethod
+    def make(cls, services: Sequence[ServiceSpec]) -> DevTokens:
+        roles = {spec.name: "service" for spec in services}
+        roles |= {"dev-operator": "operator", "dev-auditor": "auditor"}
+        tokens = {name: new_token() for name in roles}
+        lines = [table_line(name, roles[name], token) for name, token in tokens.items()]
+        return cls("\n".join([*lines, os.environ.get("CRM_TOKENS", "")]).strip(), tokens)
+
+    def env(self, service: str) -> dict[str, str]:
+        return {"CRM_TOKENS": self.table, "CRM_SERVICE_TOKEN": self.tokens[service]}
+
+
 def _healthy(port: int) -> bool:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         try:
@@ -60,8 +86,21 @@ def _healthy(port: int) -> bool:
     return bool(r.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def _print_tokens(tokens: DevTokens) -> None:
+    """The people's tokens of this start, and how to use them (README, Calling the API)."""
+    for name in ("dev-operator", "dev-auditor"):
+        console.print(f"{name} token: {tokens.tokens[name]}", soft_wrap=True)
+    console.print(
+        "call the APIs with `authorization: Bearer <token>` (operators reading personal data"
+        " also send `x-crm-reason: <why>`), e.g.:",
+        soft_wrap=True,
+    )
+    console.print(f"  export CRM_TOKEN={tokens.tokens['dev-operator']}", soft_wrap=True)
+
+
 def main(services: Sequence[ServiceSpec]) -> int:
     roles = roles_of(services)
+    tokens = DevTokens.make(services)
     server = None
     dsn = os.environ.get("DATABASE_URL")
     if not dsn:
@@ -88,6 +127,7 @@ def main(services: Sequence[ServiceSpec]) -> int:
                 "GRPC_PORT": str(r.grpc_port),
                 "METRICS_PORT": str(r.metrics_port),
                 "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
+                **tokens.env(r.service),
                 **r.env,
             }
             children.append(
@@ -120,10 +160,12 @@ def main(services: Sequence[ServiceSpec]) -> int:
         natural = Measurement.get(console, console.options.update_width(1000), table).maximum
         Console(width=max(console.width, natural)).print(table)
         console.print(f"database: {dsn}")
+        _print_tokens(tokens)
         console.print(
             "operators: every project role serves the Admin API on its gRPC port: "
-            "`.venv/bin/crm projections status`, `crm parked list`, `crm events tail` "
-            "(README, 'Operating projections')"
+            "`crm projections status`, `crm parked list`, `crm events tail` "
+            "(README, 'Operating projections')",
+            soft_wrap=True,
         )
         while not stopping:
             if any(c.poll() is not None for c in children):

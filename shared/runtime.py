@@ -21,7 +21,14 @@ from shared.db import connect_pool, embedded
 from shared.domain import paging
 from shared.eventstore import EventStore
 from shared.eventstore.postgres import PostgresEventStore
-from shared.grpckit.server import GrpcServer, Limits, run_until_signalled, unless_stopped
+from shared.grpckit.auth import TokenTable, TokenTableError
+from shared.grpckit.server import (
+    GrpcServer,
+    Limits,
+    ServerTls,
+    run_until_signalled,
+    unless_stopped,
+)
 from shared.logs import configure
 from shared.metrics import serve_metrics
 from shared.migrations import migrate_database, wait_until_migrated
@@ -97,13 +104,15 @@ async def serve(
 ) -> None:
     """A serve role: the gRPC server starts at once (NOT_SERVING), the database is connected
     (and migrated) while it waits, then the API is bound and the server reports SERVING, until
-    ``stop``."""
+    ``stop``. Refuses to start without a token table: an API nobody may call is a mistake."""
     server = GrpcServer(
         host=settings.grpc_host,
         port=settings.grpc_port,
         services=api.services,
         grace=settings.shutdown_grace_seconds,
         limits=Limits.of(settings),
+        tokens=api_tokens(settings),
+        tls=ServerTls.of(settings),
     )
     await server.start()
     serve_metrics(settings.metrics_port, settings.metrics_host)
@@ -118,6 +127,21 @@ async def serve(
     await server.stop()
     await api.close()
     await rt.close()
+
+
+def api_tokens(settings: Settings, *, required: bool = True) -> TokenTable:
+    """The token table (shared/grpckit/auth.py); exits when it cannot be read, or when it is
+    empty and ``required`` (a serve role; a project role's server answers health checks only)."""
+    try:
+        tokens = TokenTable.of(settings)
+    except TokenTableError as exc:
+        raise SystemExit(f"the token table cannot be read: {exc}") from None
+    if required and not len(tokens):
+        raise SystemExit(
+            "no API tokens: set CRM_TOKENS or CRM_TOKENS_FILE (README, 'Calling the API')"
+        )
+    log.info("tokens.loaded", entries=len(tokens), names=sorted({t.name for t in tokens.tokens}))
+    return tokens
 
 
 @dataclass
@@ -150,6 +174,8 @@ async def project(
         services=admin.services,
         grace=1.0,
         limits=Limits.of(settings),
+        tokens=api_tokens(settings, required=False),
+        tls=ServerTls.of(settings),
         ungated=[ADMIN],
     )
     await server.start()

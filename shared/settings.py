@@ -37,6 +37,19 @@ class Settings(BaseSettings):
     projection_batch_size: int = 500
     # Signs page tokens (HMAC-SHA256); one value per deployment, shared by every replica.
     page_token_secret: str = DEV_SECRET
+    # Who may call the gRPC APIs (shared/grpckit/auth.py, README "Calling the API"): the token
+    # table, as text and/or a file (a mounted Secret), lines "<name> <role> <sha256 of token>".
+    # It holds hashes only. A serve role refuses to start without one entry at least.
+    crm_tokens: str = ""
+    crm_tokens_file: str = ""
+    # The bearer token this process presents when it calls another service (role "service").
+    crm_service_token: str = ""
+    # Optional TLS on the gRPC port: this process's certificate and key (PEM files), served and
+    # presented when calling another service. With a CA file too, TLS is mutual: the server
+    # requires client certificates signed by it and clients verify servers against it.
+    grpc_tls_cert_file: str = ""
+    grpc_tls_key_file: str = ""
+    grpc_tls_ca_file: str = ""
     # Signed checkpoints (docs/architecture.md §2a): the Ed25519 private key (base64 of 32 bytes,
     # or PEM). A project role whose environment has it runs the checkpoint writer (one leader
     # across its replicas); the deploy files give it to contacts-project only. Unset: none.

@@ -20,6 +20,7 @@ from services.contacts.application.consent import Clock, ConsentLedgers, utcnow
 from services.contacts.application.importer import ContactImporter
 from services.contacts.application.queries import ContactQueries
 from shared import runtime
+from shared.grpckit.audit import PersonalDataAudit
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -49,8 +50,9 @@ class ContactsApi:
         keys = DataKeys(rt.pool)
         commands = ContactCommands(rt.store, keys)
         importer = ContactImporter(rt.store, keys, commands)
-        self.contacts.bind(commands, ContactQueries(rt.pool), importer)
-        self.consent.bind(ConsentLedgers(rt.store, rt.pool, clock=self.clock))
+        audit = PersonalDataAudit(rt.store)  # reads of personal data, recorded
+        self.contacts.bind(commands, ContactQueries(rt.pool), importer, audit)
+        self.consent.bind(ConsentLedgers(rt.store, rt.pool, clock=self.clock), audit)
 
     async def close(self) -> None:
         pass

@@ -28,12 +28,14 @@ from services.cli_calls import (
     Token,
     as_json,
     call_failed,
-    channel,
+    dial,
     metadata,
     parse_time,
     serve_target,
 )
 from services.cli_support import emit
+from shared.grpckit.client import ClientTls, channel
+from shared.settings import Settings
 
 app = typer.Typer(help="Contacts: import customer data, show a contact.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -145,10 +147,12 @@ async def import_csv(
     path: Path,
     target: str,
     *,
+    token: str,
     batch: int = BATCH,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[pb.ImportContactsResponse, LocalReport]:
-    """Stream a CSV file to ImportContacts; return the server's summary and local rejections."""
+    """Stream a CSV file to ImportContacts with ``token`` (an operator's or a service's); return
+    the server's summary and local rejections. TLS as the GRPC_TLS_* settings say."""
     local = LocalReport()
     with path.open(newline="", encoding="utf-8-sig") as handle:
         rows = read_rows(handle, local)
@@ -168,8 +172,8 @@ async def import_csv(
             if progress:
                 progress(handle.tell())
 
-        async with grpc.aio.insecure_channel(target) as channel:
-            stub = pb_grpc.ContactsServiceStub(channel)
+        async with channel(target, token, tls=ClientTls.of(Settings())) as ch:
+            stub = pb_grpc.ContactsServiceStub(ch)
             response = await stub.ImportContacts(messages())
     return response, local
 
@@ -179,6 +183,10 @@ def import_command(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     target: Annotated[str, typer.Option(help="contacts gRPC address")] = "127.0.0.1:50051",
     batch: Annotated[int, typer.Option(min=1, max=1000, help="rows per message")] = BATCH,
+    token: Annotated[
+        str,
+        typer.Option(envvar="CRM_TOKEN", help="your bearer token (operator)", show_default=False),
+    ] = "",
 ) -> None:
     """Import (upsert) contacts from a CSV file.
 
@@ -186,8 +194,14 @@ def import_command(
     (separated by ; or |), and attributes.<name>[:string|number|bool|timestamp]. A row updates
     the contact holding its external id, else its email, else its phone; empty cells leave a
     field as it is, so running the same file twice changes nothing. Imported contacts trigger
-    no flows. Errors name the file's line (the header is line 1).
+    no flows. Errors name the file's line (the header is line 1). Needs an operator token
+    (--token or CRM_TOKEN; `make run` prints one).
     """
+    if not token:
+        console.print(
+            "[red]a token is required: --token or CRM_TOKEN (README, Calling the API)[/red]"
+        )
+        raise typer.Exit(2)
     size = file.stat().st_size
     with Progress(
         TextColumn("[bold]importing[/bold] {task.description}"),
@@ -202,6 +216,7 @@ def import_command(
                 import_csv(
                     file,
                     target,
+                    token=token,
                     batch=batch,
                     progress=lambda done: bar.update(task, completed=done),
                 )
@@ -266,10 +281,10 @@ def show(
     Exit 1 when there is no such contact (then), 2 on a usage or connection error."""
     request = pb.GetContactRequest(contact_id=contact_id, as_of=parse_time(as_of, "--as-of"))
     where = serve_target("contacts", target, f"127.0.0.1:{GRPC_PORT}")
-    md = metadata(token) + ((("x-crm-reason", reason),) if reason else ())
+    md = metadata(token, reason=reason)
 
     async def get() -> pb.Contact:
-        async with channel(where) as ch:
+        async with dial(where) as ch:
             try:
                 answer = await pb_grpc.ContactsServiceStub(ch).GetContact(
                     request, metadata=md, timeout=CALL_TIMEOUT

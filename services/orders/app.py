@@ -19,6 +19,7 @@ from services.orders.application.ingest import Ingestor
 from services.orders.application.queries import OrderQueries
 from services.orders.application.recovery import CartRecovery
 from shared import runtime
+from shared.grpckit.client import ClientTls, service_token
 from shared.projections.reactor import Reactor
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -66,7 +67,11 @@ class OrdersApi:
     async def bind(self, rt: Runtime, settings: OrdersSettings) -> None:
         queries = OrderQueries(rt.pool)
         carts, orders = CartCommands(rt.store), OrderCommands(rt.store)
-        self.directory = GrpcContactDirectory(settings.contacts_target)
+        self.directory = GrpcContactDirectory(
+            settings.contacts_target,
+            service_token(settings, "the contacts API"),
+            ClientTls.of(settings),
+        )
         self.orders.bind(carts, orders, queries, self.directory)
         if settings.webhook_port or self.any_webhook_port:
             self.shopify = shopify(settings)

@@ -19,7 +19,7 @@ from services.cli_calls import (
     Json,
     Token,
     call_failed,
-    channel,
+    dial,
     metadata,
     parse_time,
     serve_target,
@@ -72,7 +72,7 @@ def members(
     md = metadata(token)
 
     async def work() -> tuple[str, list[str]] | None:
-        async with channel(where) as ch:
+        async with dial(where) as ch:
             stub = pb_grpc.SegmentationServiceStub(ch)
             try:
                 found = await segment_id(stub, segment, md)

@@ -15,7 +15,7 @@ SPEC = ServiceSpec(
     roles={"serve": app.serve, "project": app.project},
     projections=lambda: app.PROJECTIONS,
     dev={
-        "serve": DevRole(GRPC_PORT, 9468),
+        "serve": DevRole(GRPC_PORT, 9468, env={"CONTACTS_TARGET": CONTACTS_TARGET}),
         "project": DevRole(50153, 9469, env={"CONTACTS_TARGET": CONTACTS_TARGET}),
     },
     api=app.SegmentationApi,

@@ -24,6 +24,7 @@ from shared.domain.errors import NotFound, Precondition
 from shared.eventstore import EventStore, RecordedEvent
 from shared.grpckit import calls
 from shared.grpckit import errors as ge
+from shared.grpckit.auth import current_caller
 from shared.grpckit.limits import Limits, enforced
 from shared.grpckit.server import Register
 from shared.projections import parked
@@ -266,9 +267,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
 
 def _caller(context: grpc.aio.ServicerContext) -> str:
-    """Who is calling, as the caller says (x-actor) until callers are authenticated."""
-    md = dict(context.invocation_metadata() or ())
-    return str(md.get("x-actor") or "anonymous")[:128]
+    """Who is calling: the name of the token the interceptor admitted (auth.py)."""
+    who = current_caller()
+    return who.name if who is not None else "anonymous"
 
 
 def _chunks(events: Sequence[RecordedEvent]) -> list[list[pb.Event]]:

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from shared.application.commands import FINGERPRINT
+from shared.grpckit import auth
 from shared.grpckit import errors as ge
 
 MAX_PAGE = 1000
@@ -73,6 +74,8 @@ def event_meta(request_id: str, context: grpc.aio.ServicerContext | None) -> dic
     }
     if request_id and (fp := request_fingerprint.get()):
         meta[FINGERPRINT] = fp
+    if (who := auth.current_caller()) is not None:  # authenticated, unlike x-actor
+        meta["principal"], meta["role"] = who.name, who.role_name
     return meta
 
 

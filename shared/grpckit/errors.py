@@ -117,6 +117,14 @@ class Internal(ServiceError):
     code = grpc.StatusCode.INTERNAL
 
 
+class Unauthenticated(ServiceError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ServiceError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 _FROM_DOMAIN: list[tuple[type[de.DomainError], type[ServiceError]]] = [
     (de.NotFound, NotFound),
     (de.Conflict, AlreadyExists),

@@ -1,7 +1,12 @@
-"""One server interceptor for every RPC: Prometheus metrics with the standard grpc_server_* names,
-request/correlation ids in the logs, a readiness gate (UNAVAILABLE / NOT_READY until the server
-is ready and again while it drains), admission (a per-method limit on calls in flight), and
-errors mapped to rich statuses — never a stack trace to the caller.
+"""One server interceptor for every RPC: access control (bearer tokens and the roles each RPC
+declares, auth.py: UNAUTHENTICATED / PERMISSION_DENIED before anything else runs; gRPC health
+and reflection stay open), Prometheus metrics with the standard grpc_server_* names,
+request/correlation ids and the caller's name in the logs, a readiness gate (UNAVAILABLE /
+NOT_READY until the server is ready and again while it drains), admission (a per-method limit
+on calls in flight), and errors mapped to rich statuses — never a stack trace to the caller.
+Unary, client-streaming and server-streaming methods alike (a server stream holds its slot
+while it runs, and an error after some messages ends it with its status); bidirectional ones
+are refused. A server may name services that answer while it is not ready (``ungated``).
 
 The error path, for any exception a handler raises:
 - a domain error (shared/domain/errors.py) → its status: Invalid → INVALID_ARGUMENT with the
@@ -34,6 +39,7 @@ from shared.domain.errors import DomainError
 from shared.eventstore import DuplicateEventId, WrongExpectedVersion
 from shared.grpckit import calls
 from shared.grpckit import errors as ge
+from shared.grpckit.auth import AccessControl, TokenTable
 from shared.metrics import GRPC_HANDLED, GRPC_HANDLING, GRPC_STARTED
 
 log = structlog.get_logger("grpc")
@@ -99,10 +105,18 @@ class Admission:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, *, max_in_flight_per_method: int = 64, queue_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_in_flight_per_method: int = 64,
+        queue_seconds: float = 1.0,
+        access: AccessControl | None = None,
+    ) -> None:
         # Handlers are fixed once the server runs: wrap each method once, not on every call.
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self.admission = Admission(max_in_flight_per_method, queue_seconds)
+        # Without a token table nobody gets in (health and reflection aside).
+        self.access = access or AccessControl(TokenTable())
         self.ready = False  # set by GrpcServer.set_ready: the runtime behind the servicers
         # Services that answer while the server is not ready; each checks its own state (the
         # Admin API of a project role, needed most when a worker is down).
@@ -127,7 +141,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         service, _, method = details.method.lstrip("/").rpartition("/")
-        if service.startswith("grpc."):  # health and reflection: not ours to instrument
+        if service.startswith("grpc."):  # health and reflection: open, and not ours to instrument
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -147,7 +161,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        return _refused(handler)  # a kind of RPC the suite does not use: never served unchecked
 
     def _wrap(
         self, behavior: Callable[..., Any], service: str, method: str, kind: str
@@ -156,6 +170,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         hist = GRPC_HANDLING.labels(kind, service, method)
         domain = service_domain(service)
         slots = self.admission.slots(f"{service}/{method}")
+        rule = self.access.rule(service, method)  # what the method declares, read once
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started_c.inc()
@@ -172,6 +187,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.UNKNOWN  # until we know better
             admitted = False
             try:
+                who = self.access.admit(md, rule, service, method)
+                structlog.contextvars.bind_contextvars(principal=who.name, role=who.role_name)
                 if not self.ready and service not in self.ungated:
                     raise ge.Unavailable("NOT_READY", "the service is starting or stopping; retry")
                 admitted = await self.admission.enter(slots, context.time_remaining())
@@ -217,14 +234,17 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         hist = GRPC_HANDLING.labels(kind, service, method)
         domain = service_domain(service)
         slots = self.admission.slots(f"{service}/{method}")
+        rule = self.access.rule(service, method)  # what the method declares, read once
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started_c.inc()
             t0 = time.perf_counter()
-            _bind_call(request, context, method)
+            md = _bind_call(request, context, method)
             code = grpc.StatusCode.UNKNOWN
             admitted = False
             try:
+                who = self.access.admit(md, rule, service, method)
+                structlog.contextvars.bind_contextvars(principal=who.name, role=who.role_name)
                 admitted = await self._admit(slots, service, method, context)
                 async for message in behavior(request, context):
                     yield message
@@ -266,8 +286,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return True
 
 
-def _bind_call(request: Any, context: grpc.aio.ServicerContext, method: str) -> None:
-    """The call's log context (method, request and correlation ids) and request fingerprint."""
+def _bind_call(request: Any, context: grpc.aio.ServicerContext, method: str) -> dict[str, str]:
+    """The call's log context (method, request and correlation ids) and request fingerprint;
+    returns its metadata."""
     md = dict(context.invocation_metadata() or ())
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(
@@ -277,6 +298,7 @@ def _bind_call(request: Any, context: grpc.aio.ServicerContext, method: str) -> 
     )
     if getattr(request, "request_id", ""):
         calls.request_fingerprint.set(calls.fingerprint(request))
+    return md
 
 
 def _status_of(exc: Exception, domain: str) -> ge.ServiceError:
@@ -287,6 +309,25 @@ def _status_of(exc: Exception, domain: str) -> ge.ServiceError:
     if err.code is not grpc.StatusCode.INTERNAL:
         log.info("rpc.error", code=err.code.name, reason=err.reason)
     return err
+
+
+def _refused(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A bidirectional method: refused (the interceptor checks no caller for them yet)."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "streaming answers are not served")
+
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            refuse,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _request_id(request: Any, md: dict[str, str]) -> str:

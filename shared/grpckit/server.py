@@ -1,5 +1,5 @@
-"""grpc.aio server bootstrap: health (NOT_SERVING until ready), reflection, interceptor,
-graceful drain on SIGTERM."""
+"""grpc.aio server bootstrap: health (NOT_SERVING until ready), reflection, interceptor (with
+access control: auth.py), optional TLS or mutual TLS, graceful drain on SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from shared.grpckit.auth import AccessControl, TokenTable
 from shared.grpckit.interceptor import ServerInterceptor
 from shared.settings import Settings
 
@@ -50,6 +52,37 @@ class Limits:
         )
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """The server's certificate chain and key (PEM); with ``client_ca``, clients must present
+    a certificate it signed (mutual TLS)."""
+
+    cert: bytes
+    key: bytes
+    client_ca: bytes | None = None
+
+    @classmethod
+    def of(cls, settings: Any) -> ServerTls | None:
+        """From GRPC_TLS_CERT_FILE, GRPC_TLS_KEY_FILE and GRPC_TLS_CA_FILE; None: plaintext."""
+        if not (settings.grpc_tls_cert_file or settings.grpc_tls_key_file):
+            return None
+        if not (settings.grpc_tls_cert_file and settings.grpc_tls_key_file):
+            raise SystemExit("GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE go together")
+        ca = settings.grpc_tls_ca_file
+        return cls(
+            Path(settings.grpc_tls_cert_file).read_bytes(),
+            Path(settings.grpc_tls_key_file).read_bytes(),
+            Path(ca).read_bytes() if ca else None,
+        )
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key, self.cert)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
 class GrpcServer:
     def __init__(
         self,
@@ -59,14 +92,21 @@ class GrpcServer:
         services: Iterable[tuple[str, Register]] = (),
         grace: float = 20.0,
         limits: Limits | None = None,
+        tokens: TokenTable | None = None,
+        access: AccessControl | None = None,
+        tls: ServerTls | None = None,
         ungated: Iterable[str] = (),
     ) -> None:
-        """``ungated``: services whose calls are served while the server is not ready (they
-        check their own state); their health names follow readiness like the others'."""
+        """``tokens``: who may call (none: nobody but health checks and reflection);
+        ``access`` overrides the access control altogether (tests of the kit); ``ungated``:
+        services whose calls are served while the server is not ready (they check their own
+        state; access control still applies); their health names follow readiness like the
+        others'."""
         limits = limits or Limits()
         self.interceptor = ServerInterceptor(
             max_in_flight_per_method=limits.max_in_flight_per_method,
             queue_seconds=limits.queue_seconds,
+            access=access or AccessControl(tokens or TokenTable()),
         )
         self.interceptor.ungated = frozenset(ungated)
         self.server = grpc.aio.server(
@@ -88,7 +128,11 @@ class GrpcServer:
         reflection.enable_server_reflection(
             [*self.names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        if tls is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, tls.credentials())
 
     async def start(self) -> None:
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)

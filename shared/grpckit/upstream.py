@@ -6,7 +6,9 @@ turns the other service's status into one of ours: a refusal about the caller's 
 refusal (INVALID_ARGUMENT on the field the caller named, NOT_FOUND, ALREADY_EXISTS,
 FAILED_PRECONDITION with the upstream reason and metadata), everything else (the other service
 away, overloaded, too slow, or broken) is UNAVAILABLE with "<UPSTREAM>_UNAVAILABLE", so the
-caller retries later, never INTERNAL, and never the upstream's message as ours.
+caller retries later, never INTERNAL, and never the upstream's message as ours. An upstream
+that refuses our own credentials (UNAUTHENTICATED, PERMISSION_DENIED: CRM_SERVICE_TOKEN unset,
+wrong or rotated away) is UNAVAILABLE too, and logged as an error: an operator must act.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+import structlog
 from grpc_status import rpc_status
 
 from shared.domain.errors import Conflict, DomainError, Invalid, NotFound, Precondition
 from shared.grpckit import errors as ge
+
+log = structlog.get_logger(__name__)
 
 
 def reason_of(err: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
@@ -54,6 +59,10 @@ class Upstream:
             )
         if refusal is not None:
             return refusal
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            log.error(
+                "upstream.refused_credentials", upstream=self.name, code=code.name, reason=reason
+            )
         return ge.Unavailable(
             f"{self.name.upper()}_UNAVAILABLE",
             f"the {self.name} service could not {doing} ({code.name}); retry later",

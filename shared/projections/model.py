@@ -35,9 +35,10 @@ class Projection(Protocol):
         ...
 
 
-def emitted(projection: Projection) -> Sequence[str]:
-    """The event types a projection appends itself and folds into its own tables only in
-    replay (an engine's membership events: docs/architecture.md §3), declared as an optional
-    ``emits`` attribute. A rebuild that stops at the live checkpoint still folds those that lie
-    beyond it (rebuild.py): they answer events at or below it."""
-    return tuple(getattr(projection, "emits", ()) or ())
+def replay_only(projection: Projection) -> Sequence[str]:
+    """The event types a projection folds into its own tables only in replay, declared as an
+    optional ``replay_only_types`` attribute: the events it appends itself (an engine's
+    membership events: docs/architecture.md §3), which its live run writes as it decides them
+    and does not read back (runner.live_types). A rebuild that stops at the live checkpoint
+    still folds those that lie beyond it (rebuild.py): they answer events at or below it."""
+    return tuple(getattr(projection, "replay_only_types", ()) or ())

@@ -15,7 +15,8 @@ switch in one transaction. No downtime, and no side effects: the rebuild runs in
     checkpoint row, so the leader's next batch waits and continues in the new tables, from the
     same checkpoint: nothing is skipped or done twice, even for a projection whose replay does
     less than its live run (an engine) — the events such a projection appended itself beyond
-    that checkpoint (``emitted``) are folded in too, as they answer events at or below it;
+    that checkpoint (its ``replay_only_types``) are folded in too, as they answer events at or
+    below it;
   * neither: everything visible at the switch, which becomes the checkpoint (tools and tests,
     with no live runner that could be ahead).
 - Parked events: the new read model's own (the scratch runner parks like any runner) replace
@@ -33,7 +34,7 @@ from shared.events.upcast import upcast_all
 from shared.eventstore import EventStore
 from shared.eventstore.postgres import PostgresEventStore, committed_after_on
 from shared.projections.leaders import REBUILD
-from shared.projections.model import ApplyContext, Projection, emitted
+from shared.projections.model import ApplyContext, Projection, replay_only
 from shared.projections.runner import (
     ProjectionRunner,
     definition_hash,
@@ -122,8 +123,8 @@ class _Rebuild:
         self.shadow_name, self.shadow_schema, self.old_schema = scratch(name, schema)
         self.progress = progress
         self.state = Progress("catching_up", 0, 0, 0, 0)
-        self.emits = emitted(projection)
-        if self.emits and not isinstance(store, PostgresEventStore):
+        self.own = replay_only(projection)
+        if self.own and not isinstance(store, PostgresEventStore):
             raise TypeError(f"{name} appends events itself: its rebuild needs PostgreSQL")
 
     def _report(self, **changes: object) -> None:
@@ -238,8 +239,8 @@ class _Rebuild:
             # Waits for whoever is still writing the old tables (a timer of the engine), so
             # that what they appended is committed before it is read below.
             await conn.execute(f"DROP SCHEMA IF EXISTS {old} CASCADE")
-            if self.emits and (until is not None or live):
-                await self._fold_emitted(conn, position)
+            if self.own and (until is not None or live):
+                await self._fold_replay_only(conn, position)
             await conn.execute(
                 "UPDATE projections.checkpoints SET position = $2, updated_at = now()"
                 " WHERE name = $1",
@@ -261,11 +262,11 @@ class _Rebuild:
             )
         return position
 
-    async def _fold_emitted(self, conn: asyncpg.Connection, position: int) -> None:
+    async def _fold_replay_only(self, conn: asyncpg.Connection, position: int) -> None:
         """The events the projection appended itself after ``position``, answering events at
         or below it (its live run's last batch, its timers): folded in replay like the rest.
         The live runner, held at ``position``, cannot append more meanwhile."""
-        events = upcast_all(await committed_after_on(conn, position, self.emits))
+        events = upcast_all(await committed_after_on(conn, position, self.own))
         if events:
             await conn.execute(f"SET LOCAL search_path TO {quote_ident(self.schema)}, public")
             await self.projection.apply(conn, events, ApplyContext(replay=True))

@@ -181,7 +181,7 @@ class ProjectionRunner:
         async for page in self.store.subscribe(
             self.position,
             categories=self.projection.categories,
-            types=self.projection.types,
+            types=self.projection.types if self.ctx.replay else live_types(self.projection),
             batch_size=self.batch_size,
         ):
             await self.process(page.events, page.last_position)
@@ -343,6 +343,16 @@ class ProjectionRunner:
             return self.position
         finally:
             pending.cancel()
+
+
+def live_types(projection: Projection) -> Sequence[str] | None:
+    """The event types a projection reads when it follows the log live: all of its ``types``
+    but its optional ``replay_only_types`` (e.g. the events an engine appended itself, which it
+    needs only to rebuild its tables)."""
+    skip = set(getattr(projection, "replay_only_types", ()))
+    if projection.types is None or not skip:
+        return projection.types
+    return [t for t in projection.types if t not in skip]
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

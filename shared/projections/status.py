@@ -15,7 +15,7 @@ import asyncpg
 
 from shared.eventstore import EventStore
 from shared.projections.leaders import LEAD, REBUILD, Holder, holders
-from shared.projections.model import Projection, emitted
+from shared.projections.model import Projection, replay_only
 from shared.projections.reactor import Reactor
 
 REBUILD_COLUMNS = """operation_id, name, state, phase, requested_by, host, pid, resumed_from,
@@ -27,7 +27,7 @@ def kind(projection: Projection) -> str:
     appends events) or "read_model"."""
     if isinstance(projection, Reactor):
         return "reactor"
-    return "engine" if emitted(projection) else "read_model"
+    return "engine" if replay_only(projection) else "read_model"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 binds (``ServiceSpec.api``) behind a real gRPC server on a free port, on a real PostgreSQL
 store, with its read models (and any extra projections or reactors) running (``serving``); or
 its project role itself, run in this process as `python -m services.<name> project` runs it,
-with its Admin API on a free port (``projecting``)."""
+with its Admin API on a free port (``projecting``). Access control is on: every server knows
+the test tokens (shared/testing/tokens.py); ``Served.channel`` calls with the service role's,
+``Projecting.channel`` with the operator's, and ``channel_as`` opens one for another role."""
 
 from __future__ import annotations
 
@@ -17,11 +19,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.eventstore.postgres import PostgresEventStore
+from shared.grpckit import client
+from shared.grpckit.auth import TokenTable
 from shared.grpckit.server import GrpcServer
 from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner, ensure_schema
 from shared.runtime import Runtime
 from shared.service import Api, Role, ServiceSpec
+from shared.testing import tokens
 
 
 @dataclass
@@ -45,6 +50,11 @@ class Served:
     async def event_count(self) -> int:
         return int(await self.store.pool.fetchval("SELECT count(*) FROM eventstore.events"))
 
+    def channel_as(self, role: str, *, reason: str = "") -> grpc.aio.Channel:
+        """A new channel calling with the test token of ``role`` (and ``x-crm-reason``); the
+        caller closes it."""
+        return client.channel(self.target, tokens.TOKENS[role], reason=reason)
+
 
 @asynccontextmanager
 async def serving(
@@ -63,9 +73,15 @@ async def serving(
     assert spec.api is not None, f"{spec.name} declares no API"
     own_store = store is None
     store = store or await PostgresEventStore.connect(dsn, max_size=10)
-    config = spec.settings(database_url=dsn, **(settings or {}))
+    config = spec.settings(database_url=dsn, **{**tokens.SETTINGS, **(settings or {})})
     the_api = api or spec.api()
-    server = GrpcServer(host="127.0.0.1", port=0, services=the_api.services, grace=1)
+    server = GrpcServer(
+        host="127.0.0.1",
+        port=0,
+        services=the_api.services,
+        grace=1,
+        tokens=TokenTable.of(config),
+    )
     await server.start()
     await the_api.bind(Runtime(dsn, store.pool, store), config)
     await server.ready()
@@ -77,7 +93,7 @@ async def serving(
     stop = asyncio.Event()
     tasks = [asyncio.create_task(r.run(stop)) for r in runners]
     target = f"127.0.0.1:{server.port}"
-    channel = grpc.aio.insecure_channel(target)
+    channel = client.channel(target, tokens.SERVICE_TOKEN)
     try:
         yield Served(the_api, store, channel, target, runners)
     finally:
@@ -93,8 +109,12 @@ async def serving(
 @dataclass
 class Projecting:
     target: str  # host:port of the role's gRPC server (health, AdminService)
-    channel: grpc.aio.Channel
+    channel: grpc.aio.Channel  # calls with the test operator's token
     settings: Any
+
+    def channel_as(self, role: str, *, reason: str = "") -> grpc.aio.Channel:
+        """A new channel calling with the test token of ``role``; the caller closes it."""
+        return client.channel(self.target, tokens.TOKENS[role], reason=reason)
 
 
 def free_port() -> int:
@@ -123,6 +143,7 @@ async def projecting(
             "grpc_port": port,
             "metrics_port": 0,
             "db_statement_timeout_seconds": 0.0,  # as runtime.main sets for non-serve roles
+            **tokens.SETTINGS,
             **(settings or {}),
         }
     )
@@ -130,7 +151,7 @@ async def projecting(
     run: Callable[[Any, asyncio.Event], Awaitable[None]] = role or spec.roles["project"]
     task: asyncio.Future[None] = asyncio.ensure_future(run(config, stop))
     target = f"127.0.0.1:{port}"
-    channel = grpc.aio.insecure_channel(target)
+    channel = client.channel(target, tokens.TOKENS["operator"])
     try:
         await _wait_for_health(channel, task, ready)
         yield Projecting(target, channel, config)

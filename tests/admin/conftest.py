@@ -27,6 +27,7 @@ from services.cli import app
 from services.registry import SERVICES
 from shared.eventstore.postgres import PostgresEventStore
 from shared.logs import configure
+from shared.testing import tokens
 from shared.testing.service_env import Projecting, Served, projecting, serving
 
 pytestmark = pytest.mark.timeout(180)
@@ -141,9 +142,10 @@ async def suite(dsn: str) -> AsyncIterator[Suite]:
     await store.close()
 
 
-async def crm(*args: str) -> tuple[int, str, str]:
-    """Run the `crm` command (in a thread: it runs its own event loop); exit code, stdout,
-    stderr."""
+async def crm(*args: str, role: str = "operator") -> tuple[int, str, str]:
+    """Run the `crm` command (in a thread: it runs its own event loop) with the test token of
+    ``role`` in CRM_TOKEN; exit code, stdout, stderr."""
     runner = CliRunner()
-    result = await asyncio.to_thread(runner.invoke, app, list(args))
+    env = {"CRM_TOKEN": tokens.TOKENS[role]} if role else {}
+    result = await asyncio.to_thread(runner.invoke, app, list(args), env=env)
     return result.exit_code, result.stdout, result.stderr

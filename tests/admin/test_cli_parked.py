@@ -12,6 +12,7 @@ import pytest
 from crm.admin.v1 import admin_pb2_grpc as apb_grpc
 from services.contacts.spec import SPEC as CONTACTS
 from shared.eventstore.postgres import PostgresEventStore
+from shared.testing import tokens
 from shared.testing.service_env import Projecting, projecting
 from tests.admin.conftest import crm
 from tests.admin.flaky import append, role
@@ -74,13 +75,11 @@ async def test_parked_list_show_retry_skip(
         second,
         "--reason",
         "bad import row",
-        "--actor",
-        "ops-ada",
         "--json",
         *where,
     )
     assert code == 0 and (one(out)["resolved_by"], one(out)["resolution"]) == (
-        "ops-ada",
+        tokens.NAMES["operator"],
         "bad import row",
     )
     code, out, _ = await crm("parked", "list", "--json", *where)

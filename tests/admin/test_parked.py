@@ -19,11 +19,11 @@ from crm.admin.v1 import admin_pb2_grpc as apb_grpc
 from services.contacts.spec import SPEC as CONTACTS
 from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.errors import error_info
+from shared.testing import tokens
 from shared.testing.service_env import Projecting, projecting
 from tests.admin.flaky import append, role
 
 pytestmark = pytest.mark.timeout(120)
-OPERATOR = (("x-actor", "ops-ada"),)
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ async def test_a_parked_event_is_listed_shown_then_retried_until_fixed(
 
     retry = apb.RetryParkedEventRequest(projection="flaky", event_id=str(poison))
     await refused(
-        admin.RetryParkedEvent(retry, metadata=OPERATOR),
+        admin.RetryParkedEvent(retry),
         grpc.StatusCode.FAILED_PRECONDITION,
         "PARKED_EVENT_STILL_FAILS",
     )
@@ -95,14 +95,14 @@ async def test_a_parked_event_is_listed_shown_then_retried_until_fixed(
     assert still.attempts == 4 and await parked_count(admin) == 1
 
     await store.pool.execute("INSERT INTO flaky_rm.fixed VALUES (2)")  # the operator's fix
-    done = await admin.RetryParkedEvent(retry, metadata=OPERATOR)
+    done = await admin.RetryParkedEvent(retry)
     assert done.parked_event.event_id == str(poison)
     assert [r[0] for r in await store.pool.fetch(applied)] == [1, 2, 3]
     live = "SELECT live FROM flaky_rm.applied WHERE n = 2"
     assert await store.pool.fetchval(live) is True  # applied live, not as a replay
     assert await parked_count(admin) == 0
     await refused(
-        admin.RetryParkedEvent(retry, metadata=OPERATOR),
+        admin.RetryParkedEvent(retry),
         grpc.StatusCode.NOT_FOUND,
         "PARKED_EVENT_NOT_FOUND",
     )
@@ -116,13 +116,13 @@ async def test_a_skipped_event_is_resolved_with_who_and_why(
     await until_parked(admin, 1)
     skip = apb.SkipParkedEventRequest(projection="flaky", event_id=poison)
     await refused(
-        admin.SkipParkedEvent(skip, metadata=OPERATOR),
+        admin.SkipParkedEvent(skip),
         grpc.StatusCode.INVALID_ARGUMENT,
         "REASON_REQUIRED",
     )
     skip.reason = "test data from the load test, never a customer"
-    done = (await admin.SkipParkedEvent(skip, metadata=OPERATOR)).parked_event
-    assert (done.resolved_by, done.resolution) == ("ops-ada", skip.reason)
+    done = (await admin.SkipParkedEvent(skip)).parked_event
+    assert (done.resolved_by, done.resolution) == (tokens.NAMES["operator"], skip.reason)
     assert done.HasField("resolve_time")
     assert await parked_count(admin) == 0
     unresolved = await admin.ListParkedEvents(apb.ListParkedEventsRequest())
@@ -130,7 +130,7 @@ async def test_a_skipped_event_is_resolved_with_who_and_why(
     every = await admin.ListParkedEvents(apb.ListParkedEventsRequest(include_resolved=True))
     assert [p.event_id for p in every.parked_events] == [poison]
     await refused(
-        admin.SkipParkedEvent(skip, metadata=OPERATOR),
+        admin.SkipParkedEvent(skip),
         grpc.StatusCode.FAILED_PRECONDITION,
         "PARKED_EVENT_RESOLVED",
     )

@@ -1,4 +1,5 @@
-"""Services as real processes for the end-to-end tests: start a role, wait for its health,
+"""Services as real processes for the end-to-end tests: start a role (with the test token table
+and service token, shared/testing/tokens.py), wait for its health, call it with a role's token,
 stop it with SIGTERM."""
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from shared.grpckit import client
+from shared.testing import tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,9 +39,14 @@ class Proc:
             "GRPC_PORT": str(self.grpc_port),
             "METRICS_PORT": str(self.metrics_port),
             "LOG_LEVEL": "WARNING",
+            **tokens.ENV,
             **extra,
         }
         self.p = subprocess.Popen([sys.executable, "-m", f"services.{service}", role], env=env)
+
+    def channel(self, role: str = "service") -> grpc.aio.Channel:
+        """A channel to its gRPC port whose calls carry the test token of ``role``."""
+        return client.channel(f"127.0.0.1:{self.grpc_port}", tokens.TOKENS[role])
 
     async def health(self, service: str = "") -> int:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}") as ch:

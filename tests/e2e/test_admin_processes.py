@@ -23,6 +23,8 @@ from services.contacts.adapters.readmodel import ContactsProjection
 from services.contacts.cli import import_csv
 from services.registry import SERVICES
 from shared.eventstore.postgres import PostgresEventStore
+from shared.grpckit import client
+from shared.testing import tokens
 from shared.testing.readmodels import fresh, snapshot
 from tests.e2e.processes import SERVING, Proc
 
@@ -40,7 +42,8 @@ async def services_of(port: int) -> list[str]:
 
 
 async def crm(*args: str) -> tuple[int, str, str]:
-    result = await asyncio.to_thread(CliRunner().invoke, app, list(args))
+    env = {"CRM_TOKEN": tokens.TOKENS["operator"]}
+    result = await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -57,7 +60,7 @@ async def test_every_registered_service_project_role_serves_the_admin_api(
         await role.wait_health(SERVING)
         assert ADMIN in await services_of(role.grpc_port), spec.name
         for _ in range(100):  # each runner takes its lock soon after the role starts
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{role.grpc_port}") as ch:
+            async with role.channel("operator") as ch:
                 answer = await apb_grpc.AdminServiceStub(ch).ListProjections(
                     apb.ListProjectionsRequest(), timeout=10
                 )
@@ -86,16 +89,16 @@ def contacts_csv(path: Path, n: int) -> Path:
 
 
 async def rebuild(port: int) -> grpc.aio.UnaryStreamCall[Any, Any]:
-    ch = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    ch = client.channel(f"127.0.0.1:{port}", tokens.TOKENS["operator"])
     call = apb_grpc.AdminServiceStub(ch).RebuildProjection(
-        apb.RebuildProjectionRequest(projection="contacts"), metadata=(("x-actor", "e2e"),)
+        apb.RebuildProjectionRequest(projection="contacts")
     )
     call.add_done_callback(lambda _c: asyncio.ensure_future(ch.close()))
     return call
 
 
 async def caught_up(port: int) -> apb.Projection:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with client.channel(f"127.0.0.1:{port}", tokens.TOKENS["operator"]) as ch:
         stub = apb_grpc.AdminServiceStub(ch)
         for _ in range(600):
             answer = await stub.ListProjections(apb.ListProjectionsRequest(), timeout=10)
@@ -115,7 +118,9 @@ async def test_a_rebuild_killed_mid_way_resumes_and_equals_a_fresh_one(
     await serve.wait_health(SERVING)
     await project.wait_health(SERVING)
     response, _ = await import_csv(
-        contacts_csv(tmp_path / "c.csv", 6000), f"127.0.0.1:{serve.grpc_port}"
+        contacts_csv(tmp_path / "c.csv", 6000),
+        f"127.0.0.1:{serve.grpc_port}",
+        token=tokens.TOKENS["operator"],
     )
     assert response.created == 6000
     await caught_up(project.grpc_port)

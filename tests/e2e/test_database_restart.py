@@ -103,12 +103,8 @@ class Load:
     call is retried with its request id until acknowledged."""
 
     def __init__(self, contacts: Proc, orders: Proc) -> None:
-        self.contacts = pb_grpc.ContactsServiceStub(
-            grpc.aio.insecure_channel(f"127.0.0.1:{contacts.grpc_port}")
-        )
-        self.orders = opb_grpc.OrdersServiceStub(
-            grpc.aio.insecure_channel(f"127.0.0.1:{orders.grpc_port}")
-        )
+        self.contacts = pb_grpc.ContactsServiceStub(contacts.channel())
+        self.orders = opb_grpc.OrdersServiceStub(orders.channel())
         self.acked: dict[str, list[str]] = collections.defaultdict(list)
         self.refused: collections.Counter[grpc.StatusCode] = collections.Counter()
         self.stop = asyncio.Event()

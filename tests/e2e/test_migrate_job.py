@@ -46,7 +46,7 @@ async def test_roles_wait_not_serving_until_the_migrate_job_ran(
     await asyncio.sleep(1.5)  # long enough to have migrated, had they been allowed to
     for role in (serve, project):
         assert await role.health() == NOT_SERVING
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{serve.grpc_port}") as ch:
+    async with serve.channel() as ch:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await pb_grpc.ContactsServiceStub(ch).RegisterContact(
                 pb.RegisterContactRequest(email="early@e2e.io"), timeout=5
@@ -63,7 +63,7 @@ async def test_roles_wait_not_serving_until_the_migrate_job_ran(
     assert await migrate_command(empty_dsn, "--check") == 0
     for role in (serve, project):
         await role.wait_health(SERVING, timeout=30)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{serve.grpc_port}") as ch:
+    async with serve.channel() as ch:
         reply = await pb_grpc.ContactsServiceStub(ch).RegisterContact(
             pb.RegisterContactRequest(email="after@e2e.io"), timeout=5
         )

@@ -36,7 +36,7 @@ async def test_both_roles_serve_project_expose_metrics_and_drain(
     procs += [serve, project]
     await serve.wait_health(SERVING)
     await project.wait_health(SERVING)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{serve.grpc_port}") as ch:
+    async with serve.channel() as ch:
         stub = pb_grpc.ContactsServiceStub(ch)
         c = (await stub.RegisterContact(pb.RegisterContactRequest(email="p@e2e.io"))).contact
         for _ in range(100):  # the project process builds the read model FindContact reads
@@ -49,7 +49,8 @@ async def test_both_roles_serve_project_expose_metrics_and_drain(
         assert found.contact.contact_id == c.contact_id
     text = await scrape(serve.metrics_port)
     assert 'grpc_server_handled_total{grpc_code="OK",grpc_method="RegisterContact"' in text
-    assert "crm_events_appended_total 2.0" in text
+    # the contact and its identity claim, then the record of the FindContact that read it
+    assert "crm_events_appended_total 3.0" in text
     assert "grpc_server_handling_seconds_bucket" in text
     text = await scrape(project.metrics_port)
     assert 'crm_projection_position{projection="contacts"}' in text
@@ -62,7 +63,7 @@ async def test_not_serving_and_unavailable_while_the_database_is_away(procs: lis
     procs.append(serve)
     await serve.wait_health(SERVING, service="liveness")
     assert await serve.health() == NOT_SERVING
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{serve.grpc_port}") as ch:
+    async with serve.channel() as ch:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await pb_grpc.ContactsServiceStub(ch).RegisterContact(
                 pb.RegisterContactRequest(email="x@e2e.io"), timeout=5
@@ -88,7 +89,7 @@ async def test_orders_processes_resolve_customers_take_webhooks_and_drain(
     procs += [serve, project]
     for p in (contacts, serve, project):
         await p.wait_health(SERVING)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{serve.grpc_port}") as ch:
+    async with serve.channel() as ch:
         stub = opb_grpc.OrdersServiceStub(ch)
         placed = await stub.PlaceOrder(
             opb.PlaceOrderRequest(

@@ -55,7 +55,7 @@ async def test_a_contact_enters_by_order_and_leaves_when_the_window_passes(
         await p.wait_health(SERVING)
 
     def channel(p: Proc) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(f"127.0.0.1:{p.grpc_port}")
+        return p.channel()
 
     async with channel(contacts) as cch, channel(orders) as och, channel(seg_serve) as sch:
         segs = spb_grpc.SegmentationServiceStub(sch)
@@ -116,3 +116,9 @@ async def test_a_contact_enters_by_order_and_leaves_when_the_window_passes(
         )
         assert not why.member and why.cause == "MEMBERSHIP_CAUSE_TIME_PASSED"
         assert why.now.value is False
+        # As of when it was a member: the rule of then on the facts of then, at that instant.
+        past = spb.ExplainMembershipRequest(contact_id=contact, segment_id=seg.segment_id)
+        past.as_of.CopyFrom(ts(entered))
+        then = await segs.ExplainMembership(past)
+        assert then.member and then.as_of_rule_version == 1
+        assert [p.value for p in then.as_of_explanation.parts] == [True, True]

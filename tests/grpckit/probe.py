@@ -13,10 +13,24 @@ import grpc
 
 from shared.domain.errors import NotFound
 from shared.eventstore import DuplicateEventId
+from shared.grpckit import client
 from shared.grpckit import errors as ge
+from shared.grpckit.auth import AccessControl, Rule, TokenTable, parse_tokens, roles_of, table_line
 
 SERVICE = "crm.probe.v1.ProbeService"
 PERSONAL = "ada.lovelace@example.com"  # must never reach a log line
+TOKEN = "probe-service-token"
+
+
+def access() -> AccessControl:
+    """The probe has no proto to declare its access: every method is open to the service role,
+    whose token is TOKEN."""
+    table = TokenTable(parse_tokens(table_line("probe", "service", TOKEN), "probe"))
+    return AccessControl(table, rules=lambda service, method: Rule(roles_of(["service"])))
+
+
+def channel(port: int) -> grpc.aio.Channel:
+    return client.channel(f"127.0.0.1:{port}", TOKEN)
 
 
 class Probe:

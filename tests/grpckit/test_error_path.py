@@ -20,7 +20,8 @@ from shared.grpckit.errors import error_info
 from shared.grpckit.server import GrpcServer, Limits
 from shared.logs import configure
 from shared.metrics import GRPC_HANDLED
-from tests.grpckit.probe import PERSONAL, SERVICE, Probe, call
+from tests.grpckit.probe import PERSONAL, SERVICE, Probe, access, call
+from tests.grpckit.probe import channel as probe_channel
 
 
 class Env:
@@ -45,10 +46,11 @@ async def env(dsn: str) -> AsyncIterator[Env]:
         services=[(SERVICE, probe.register)],
         grace=0.1,
         limits=Limits(max_in_flight_per_method=3, queue_seconds=0.2),
+        access=access(),
     )
     await server.start()
     await server.ready()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = probe_channel(server.port)
     yield Env(probe, channel)
     probe.release.set()
     await channel.close()
@@ -165,9 +167,11 @@ async def test_pool_connections_survive_a_cancelled_statement(env: Env, dsn: str
 
 async def test_calls_are_unavailable_until_the_server_is_ready() -> None:
     probe = Probe()
-    server = GrpcServer(host="127.0.0.1", port=0, services=[(SERVICE, probe.register)])
+    server = GrpcServer(
+        host="127.0.0.1", port=0, services=[(SERVICE, probe.register)], access=access()
+    )
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with probe_channel(server.port) as channel:
         env = Env(probe, channel)
         code, status = await env.fails("Ok")
         assert code is grpc.StatusCode.UNAVAILABLE

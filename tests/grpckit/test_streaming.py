@@ -13,15 +13,15 @@ from grpc_status import rpc_status
 from shared.grpckit.errors import error_info
 from shared.grpckit.server import GrpcServer, Limits
 from shared.metrics import GRPC_HANDLED
-from tests.grpckit.probe import SERVICE, Probe, stream
+from tests.grpckit.probe import SERVICE, Probe, access, channel, stream
 
 
 def handled(method: str, code: str) -> float:
     return GRPC_HANDLED.labels("server_stream", SERVICE, method, code)._value.get()
 
 
-async def messages(channel: grpc.aio.Channel, method: str, body: bytes = b"") -> list[bytes]:
-    return [m async for m in stream(channel, method)(body, timeout=30)]
+async def messages(ch: grpc.aio.Channel, method: str, body: bytes = b"") -> list[bytes]:
+    return [m async for m in stream(ch, method)(body, timeout=30)]
 
 
 async def started(ungated: tuple[str, ...] = ()) -> tuple[GrpcServer, Probe]:
@@ -32,6 +32,7 @@ async def started(ungated: tuple[str, ...] = ()) -> tuple[GrpcServer, Probe]:
         services=[(SERVICE, probe.register)],
         grace=0.1,
         limits=Limits(max_in_flight_per_method=1, queue_seconds=0.2),
+        access=access(),
         ungated=ungated,
     )
     await server.start()
@@ -41,11 +42,11 @@ async def started(ungated: tuple[str, ...] = ()) -> tuple[GrpcServer, Probe]:
 async def test_a_stream_is_served_counted_and_fails_with_a_rich_status() -> None:
     server, _ = await started()
     await server.ready()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with channel(server.port) as ch:
         before = handled("Count", "OK")
-        assert await messages(channel, "Count", b"4") == [b"0", b"1", b"2", b"3"]
+        assert await messages(ch, "Count", b"4") == [b"0", b"1", b"2", b"3"]
         got: list[bytes] = []
-        call = stream(channel, "CountThenFail")(b"", timeout=30)
+        call = stream(ch, "CountThenFail")(b"", timeout=30)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             async for m in call:
                 got.append(m)
@@ -69,27 +70,43 @@ async def test_a_stream_is_served_counted_and_fails_with_a_rich_status() -> None
 
 async def test_a_stream_waits_for_readiness_unless_its_service_is_ungated() -> None:
     server, _ = await started()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with channel(server.port) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await messages(channel, "Count")
+            await messages(ch, "Count")
         assert info.value.code() is grpc.StatusCode.UNAVAILABLE
     await server.stop()
     server, _ = await started(ungated=(SERVICE,))
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        assert await messages(channel, "Count", b"1") == [b"0"]  # not ready, yet answered
+    async with channel(server.port) as ch:
+        assert await messages(ch, "Count", b"1") == [b"0"]  # not ready, yet answered
     await server.stop()
 
 
 async def test_a_stream_holds_its_slot_while_it_runs() -> None:
     server, probe = await started()
     await server.ready()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        holding = asyncio.create_task(messages(channel, "HoldStream"))
+    async with channel(server.port) as ch:
+        holding = asyncio.create_task(messages(ch, "HoldStream"))
         while probe.holding == 0:
             await asyncio.sleep(0.01)
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await messages(channel, "HoldStream")
+            await messages(ch, "HoldStream")
         assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         probe.release.set()
         assert await holding == [b"held"]
+    await server.stop()
+
+
+async def test_a_stream_is_refused_to_a_caller_without_a_token() -> None:
+    server, _ = await started()
+    await server.ready()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await messages(ch, "Count")
+        assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    await server.stop()
+    server, _ = await started(ungated=(SERVICE,))  # ungated is no way around access control
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await messages(ch, "Count")
+        assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
     await server.stop()

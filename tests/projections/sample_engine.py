@@ -25,7 +25,7 @@ class SampleEngine:
     """
     categories: Sequence[str] | None = ["s", "echo"]
     types: Sequence[str] | None = None
-    emits: Sequence[str] = (ECHO,)
+    replay_only_types: Sequence[str] = (ECHO,)
 
     def __init__(self, store: PostgresEventStore) -> None:
         self.store = store

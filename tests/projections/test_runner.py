@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.eventstore import NewEvent, StreamState
+from shared.eventstore import NewEvent, RecordedEvent, StreamState
 from shared.eventstore.postgres import PostgresEventStore
+from shared.projections.model import ApplyContext
 from shared.projections.rebuild import rebuild
 from shared.projections.runner import ProjectionRunner, wait_for_checkpoint
 from tests.projections.sample import SampleProjection
@@ -157,3 +158,36 @@ async def test_kill_9_mid_batch_then_restart_equals_fresh_rebuild(
     fresh = ProjectionRunner(store, SampleProjection(), name="fresh", schema="sample_fresh")
     await fresh.catch_up()
     assert await counts(store) == await counts(store, "sample_fresh") == expected(5, 60)
+
+
+class _Recording:
+    """Reads two types; one of them only in replay (as an engine reads its own events)."""
+
+    name, schema, ddl = "recording", "recording_rm", "CREATE TABLE seen (t text);"
+    categories: list[str] | None = ["s"]
+    types: list[str] | None = ["t.v1.Counted", "t.v1.Own"]
+    replay_only_types = ("t.v1.Own",)
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bool, str]] = []
+
+    async def apply(self, conn: object, events: list[RecordedEvent], ctx: ApplyContext) -> None:
+        self.seen += [(ctx.replay, e.type) for e in events]
+
+
+async def test_replay_only_types_are_read_in_a_rebuild_not_live(
+    store: PostgresEventStore,
+) -> None:
+    await store.append("s-1", [NewEvent("t.v1.Counted", {"n": 1})], StreamState.ANY)
+    await store.append("s-1", [NewEvent("t.v1.Own", {})], StreamState.ANY)
+    live = _Recording()
+    runner = ProjectionRunner(store, live)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await runner.wait_for(await store.head_position())
+    stop.set()
+    await task
+    assert live.seen == [(False, "t.v1.Counted")]
+    shadow = _Recording()
+    await rebuild(store, shadow)  # type: ignore[arg-type]
+    assert shadow.seen == [(True, "t.v1.Counted"), (True, "t.v1.Own")]

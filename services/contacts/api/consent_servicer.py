@@ -21,6 +21,7 @@ from services.contacts.domain.consent import ChannelConsent, Evidence, Terms
 from shared.domain import paging
 from shared.grpckit import calls
 from shared.grpckit import errors as ge
+from shared.grpckit.audit import PersonalDataAudit
 from shared.grpckit.limits import enforced
 
 SERVICE = "crm.contacts.v1.ConsentService"
@@ -91,7 +92,8 @@ def channel_to_pb(ch: ChannelConsent, at: datetime) -> pb.ChannelConsent:
     return msg
 
 
-def entry_to_pb(entry: Entry) -> pb.ConsentLedgerEntry:
+def entry_to_pb(entry: Entry, shown: bool = True) -> pb.ConsentLedgerEntry:
+    """``shown``: with its evidence (personal data); else without it, marked redacted."""
     e, d = entry.event, entry.data
     type_, state = ENTRY_TYPES.get(e.type, (pb.LEDGER_ENTRY_TYPE_UNSPECIFIED, 0))
     msg = pb.ConsentLedgerEntry(
@@ -115,7 +117,9 @@ def entry_to_pb(entry: Entry) -> pb.ConsentLedgerEntry:
             calls.timestamp(datetime.fromisoformat(d["expire_time"]))
         )
     ev = d.get("evidence") or {}
-    if ev:
+    if ev and not shown:
+        msg.evidence_redacted = True
+    elif ev:
         msg.evidence.ip, msg.evidence.user_agent = ev.get("ip", ""), ev.get("user_agent", "")
     return msg
 
@@ -147,9 +151,10 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
 
     def __init__(self) -> None:
         self._ledgers: ConsentLedgers | None = None
+        self._audit: PersonalDataAudit | None = None
 
-    def bind(self, ledgers: ConsentLedgers) -> None:
-        self._ledgers = ledgers
+    def bind(self, ledgers: ConsentLedgers, audit: PersonalDataAudit) -> None:
+        self._ledgers, self._audit = ledgers, audit
 
     @property
     def ledgers(self) -> ConsentLedgers:
@@ -215,8 +220,11 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         entries, token = await self.ledgers.history(
             cid, _in(CHANNELS, request.channel), request.page_size, after
         )
+        assert self._audit is not None  # bound with the ledgers
+        evidence = any(e.data.get("evidence") for e in entries)  # the personal data here
+        shown = await self._audit.disclose([cid] if evidence else [])
         return pb.GetConsentHistoryResponse(
-            entries=[entry_to_pb(e) for e in entries], next_page_token=_seal(token)
+            entries=[entry_to_pb(e, shown) for e in entries], next_page_token=_seal(token)
         )
 
     async def SuppressChannel(

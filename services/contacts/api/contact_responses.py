@@ -1,5 +1,7 @@
 """Domain values -> ContactsService messages: a contact, one event of its history, the report of
-an import."""
+an import. A caller whose role may not see personal data (auditors: shared/grpckit/audit.py)
+gets the personal fields — those sealed in events (adapters/keys.py PERSONAL) — left out and
+the message marked ``personal_data_redacted``."""
 
 from __future__ import annotations
 
@@ -13,15 +15,18 @@ from services.contacts.domain.contact import Contact
 from shared.eventstore import RecordedEvent
 from shared.grpckit import calls
 
+REDACTED = "[redacted]"  # what an auditor sees in an event in place of its personal fields
 
-def contact_pb(c: Contact) -> pb.Contact:
+
+def personal_ids(contacts: list[Contact]) -> list[str]:
+    """The contacts whose answer holds personal data (an erased one holds none)."""
+    return [c.contact_id for c in contacts if not c.erased]
+
+
+def contact_pb(c: Contact, shown: bool = True) -> pb.Contact:
+    """``shown``: with its personal fields; else without them, marked redacted."""
     msg = pb.Contact(
         contact_id=c.contact_id,
-        email=c.email,
-        phone=c.phone,
-        external_id=c.external_id,
-        first_name=c.first_name,
-        last_name=c.last_name,
         tags=list(c.tags),
         etag=str(c.version),
         locale=c.locale,
@@ -30,8 +35,13 @@ def contact_pb(c: Contact) -> pb.Contact:
         erased=c.erased,
         merged_into=c.merged_into,
     )
-    for name, value in c.attributes.items():
-        json_format.ParseDict(dict(value), msg.attributes[name])
+    if not shown:
+        msg.personal_data_redacted = not c.erased
+    else:
+        msg.email, msg.phone, msg.external_id = c.email, c.phone, c.external_id
+        msg.first_name, msg.last_name = c.first_name, c.last_name
+        for name, value in c.attributes.items():
+            json_format.ParseDict(dict(value), msg.attributes[name])
     if c.create_time:
         msg.create_time.CopyFrom(calls.timestamp(c.create_time))
     if c.update_time:
@@ -39,11 +49,23 @@ def contact_pb(c: Contact) -> pb.Contact:
     return msg
 
 
-def event_pb(e: RecordedEvent, key: bytes | None) -> pb.ContactEvent:
-    """The event with its personal data unsealed by ``key`` (marked erased once it is gone)."""
-    data, erased = unseal(key, e.data["contact_id"], e.data)
+def holds_personal_data(events: list[RecordedEvent], key: bytes | None) -> bool:
+    """Whether answering ``events`` would decrypt personal data."""
+    return key is not None and any(SEALED in e.data for e in events)
+
+
+def event_pb(e: RecordedEvent, key: bytes | None, shown: bool = True) -> pb.ContactEvent:
+    """The event with its personal data unsealed by ``key`` (marked erased once it is gone);
+    not ``shown``: never unsealed, marked redacted."""
+    redacted = not shown and SEALED in e.data
+    if redacted:
+        data, erased = {k: v for k, v in e.data.items() if k != SEALED}, key is None
+    else:
+        data, erased = unseal(key, e.data["contact_id"], e.data)
     if erased:
         data[SEALED] = ERASED
+    elif redacted:
+        data[SEALED] = REDACTED
     msg = pb.ContactEvent(
         event_id=str(e.event_id),
         stream=e.stream,
@@ -52,6 +74,7 @@ def event_pb(e: RecordedEvent, key: bytes | None) -> pb.ContactEvent:
         position=e.position,
         data_json=orjson.dumps(data).decode(),
         personal_data_erased=erased,
+        personal_data_redacted=redacted and not erased,
     )
     msg.recorded_at.CopyFrom(calls.timestamp(e.recorded_at))
     return msg

@@ -1,6 +1,8 @@
 """The gRPC adapter: protobuf in, domain calls, protobuf out. No business rules here.
 
-Requests are read in contact_requests.py, responses written in contact_responses.py."""
+Requests are read in contact_requests.py, responses written in contact_responses.py. Every read
+that answers with personal data asks the audit first (``disclose``: recorded, or redacted for
+an auditor); writes are recorded by their own events."""
 
 from __future__ import annotations
 
@@ -15,13 +17,16 @@ from services.contacts.api.common import DOMAIN, LIMITS, MAX_IMPORT_BATCH, page_
 from services.contacts.api.common import contact_id as _contact_id
 from services.contacts.api.common import meta as _meta
 from services.contacts.api.contact_requests import (
-    encode_version_token,
     import_fields,
     normalised,
     profile_in,
-    version_token,
 )
-from services.contacts.api.contact_responses import contact_pb, event_pb, import_response
+from services.contacts.api.contact_responses import (
+    contact_pb,
+    import_response,
+    personal_ids,
+)
+from services.contacts.api.history import ContactHistory
 from services.contacts.application.commands import ContactCommands
 from services.contacts.application.importer import ContactImporter, ImportReport, ImportRow
 from services.contacts.application.queries import (
@@ -33,13 +38,14 @@ from services.contacts.application.queries import (
 from services.contacts.domain.contact import Contact, decide_archive, decide_restore
 from shared.grpckit import calls
 from shared.grpckit import errors as ge
+from shared.grpckit.audit import PersonalDataAudit
 from shared.grpckit.limits import enforced
 
 MAX_DUPLICATE_PAGE = 100
 
 
 @enforced(DOMAIN, LIMITS, pb.DESCRIPTOR.services_by_name["ContactsService"])
-class ContactsServicer(pb_grpc.ContactsServiceServicer):
+class ContactsServicer(ContactHistory, pb_grpc.ContactsServiceServicer):
     """Registered before the server starts (gRPC requires it); ``bind`` gives it its
     dependencies once the database is ready. Until then every call is UNAVAILABLE."""
 
@@ -47,14 +53,23 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self._commands: ContactCommands | None = None
         self._queries: ContactQueries | None = None
         self._importer: ContactImporter | None = None
+        self._audit: PersonalDataAudit | None = None
 
     def bind(
         self,
         commands: ContactCommands,
         queries: ContactQueries,
         importer: ContactImporter | None = None,
+        audit: PersonalDataAudit | None = None,
     ) -> None:
         self._commands, self._queries, self._importer = commands, queries, importer
+        self._audit = audit or PersonalDataAudit(commands.store)
+
+    async def disclose(self, contact_ids: list[str]) -> bool:
+        """Record the read of these contacts' personal data, or (False) redact it."""
+        if self._audit is None:
+            raise ge.Unavailable("NOT_READY", "starting up; retry", domain=DOMAIN)
+        return await self._audit.disclose(contact_ids)
 
     @property
     def commands(self) -> ContactCommands:
@@ -94,7 +109,9 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
                 domain=DOMAIN,
                 metadata={"contact_id": cid},
             )
-        return pb.GetContactResponse(contact=contact_pb(await self._survivor(contact)))
+        contact = await self._survivor(contact)
+        shown = await self.disclose(personal_ids([contact]))
+        return pb.GetContactResponse(contact=contact_pb(contact, shown))
 
     async def BatchGetContactVersions(
         self, request: pb.BatchGetContactVersionsRequest, context: grpc.aio.ServicerContext
@@ -111,11 +128,14 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
                 )
             refs.append((cid, ref.version))
         out = pb.BatchGetContactVersionsResponse()
+        found = []
         for cid, version, contact in await self.commands.load_versions(refs):
             if contact is None:
                 out.missing.add(contact_id=cid, version=version)
             else:
-                out.contacts.append(contact_pb(contact))
+                found.append(contact)
+        shown = await self.disclose(personal_ids(found))
+        out.contacts.extend(contact_pb(c, shown) for c in found)
         return out
 
     async def UpdateContact(
@@ -147,8 +167,9 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         after = decode_token(request.page_token, f) if request.page_token else None
         rows = await self.queries.list(f, size + 1, after)
         token = encode_token(rows[size - 1].contact_id, f) if len(rows) > size else ""
+        shown = await self.disclose(personal_ids(rows[:size]))
         return pb.ListContactsResponse(
-            contacts=[contact_pb(c) for c in rows[:size]], next_page_token=token
+            contacts=[contact_pb(c, shown) for c in rows[:size]], next_page_token=token
         )
 
     async def FindContact(
@@ -166,7 +187,9 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         contact = await self.queries.find(kind, value)
         if contact is None:
             raise ge.NotFound("CONTACT_NOT_FOUND", f"no contact with that {kind}", domain=DOMAIN)
-        return pb.FindContactResponse(contact=contact_pb(await self._survivor(contact)))
+        contact = await self._survivor(contact)
+        shown = await self.disclose(personal_ids([contact]))
+        return pb.FindContactResponse(contact=contact_pb(contact, shown))
 
     async def _survivor(self, contact: Contact) -> Contact:
         """A merged contact's lookups lead to the contact it was merged into."""
@@ -271,35 +294,3 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
             cid, request.reason, request_id=rid, meta=_meta(rid, context)
         )
         return pb.EraseContactResponse(contact=contact_pb(contact))
-
-    async def ExportContactData(
-        self, request: pb.ExportContactDataRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ExportContactDataResponse:
-        cid = _contact_id(request.contact_id)
-        events, key = await self.commands.history(cid)
-        contact = self.commands.fold(events, key)
-        if contact is None:
-            raise ge.NotFound("CONTACT_NOT_FOUND", f"no contact {cid}", domain=DOMAIN)
-        consent = await self.commands.store.read_stream(f"consent-{cid}")
-        response = pb.ExportContactDataResponse(
-            contact=contact_pb(contact), events=[event_pb(e, key) for e in [*events, *consent]]
-        )
-        response.export_time.GetCurrentTime()
-        return response
-
-    async def ListContactEvents(
-        self, request: pb.ListContactEventsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListContactEventsResponse:
-        cid = _contact_id(request.contact_id)
-        size = page_size(request.page_size)
-        start = version_token(request.page_token, cid) if request.page_token else 0
-        events, key = await self.commands.history(cid)
-        if not events:
-            raise ge.NotFound("CONTACT_NOT_FOUND", f"no contact {cid}", domain=DOMAIN)
-        page = [e for e in events if e.version >= start][: size + 1]
-        token = ""
-        if len(page) > size:
-            token = encode_version_token(page[size].version, cid)
-        return pb.ListContactEventsResponse(
-            events=[event_pb(e, key) for e in page[:size]], next_page_token=token
-        )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from services.contacts.application.identity_claims import transfer
 from services.contacts.domain import contact as domain
 from services.contacts.domain.contact import Contact
-from shared.application.commands import FINGERPRINT, apply, event_id
+from shared.application.commands import FINGERPRINT, RequestIdReused, apply, event_id
 from shared.domain.errors import Precondition
 
 if TYPE_CHECKING:
@@ -99,12 +99,12 @@ async def unmerge(
         )
 
     return await runner.retrying(
-        attempt, lambda: _unmerge_replayed(contacts, request_id, merged_id)
+        attempt, lambda: _unmerge_replayed(contacts, request_id, merged_id, meta)
     )
 
 
 async def _unmerge_replayed(
-    contacts: ContactCommands, request_id: str, merged_id: str
+    contacts: ContactCommands, request_id: str, merged_id: str, meta: Mapping[str, Any]
 ) -> tuple[Contact, Contact] | None:
     """Both contacts as an earlier execution of this unmerge left them, if there was one."""
     if not request_id:
@@ -113,6 +113,10 @@ async def _unmerge_replayed(
     first = await contacts.store.get_event(first_id)
     if first is None:
         return None
+    fingerprint = meta.get(FINGERPRINT, "")
+    theirs = first.metadata.get(FINGERPRINT, fingerprint)
+    if first.type != domain.UNMERGED or theirs != fingerprint:  # another request's event
+        raise RequestIdReused(f"request id {request_id!r} was used by another request")
     survivor = await contacts.replayed(request_id, first.data["survivor_id"])
     merged = await contacts.load(merged_id, up_to_version=first.version)
     assert survivor is not None and merged is not None, "unmerge appends to both streams"

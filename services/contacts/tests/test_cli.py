@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from crm.contacts.v1 import contacts_pb2 as pb
 from services.cli import app
 from services.contacts.tests.conftest import Env
+from shared.testing import tokens
 
 GOOD = """email,external_id,first_name,tags,attributes.vip_level:number,attributes.member:bool
 ada@shop.io,cust-1,Ada,vip;early,3,yes
@@ -17,8 +18,9 @@ grace@shop.io,cust-2,Grace,,1.5,no
 """
 
 
-async def invoke(*args: str) -> tuple[int, str]:
-    result = await asyncio.to_thread(CliRunner().invoke, app, list(args))
+async def invoke(*args: str, token: str = tokens.TOKENS["operator"]) -> tuple[int, str]:
+    env = {"CRM_TOKEN": token}
+    result = await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
     return result.exit_code, result.output
 
 
@@ -70,3 +72,32 @@ async def test_malformed_rows_are_reported_by_line_and_the_rest_imported(
     for email in ("ok1@shop.io", "ok3@shop.io"):
         await env.stub.FindContact(pb.FindContactRequest(email=email))
     assert await env.store.pool.fetchval("SELECT count(*) FROM contacts_rm.contacts") == 2
+
+
+async def test_the_import_needs_a_token_that_may_write(env: Env, tmp_path: Path) -> None:
+    f = tmp_path / "contacts.csv"
+    f.write_text(GOOD)
+    code, out = await invoke("contacts", "import", str(f), "--target", env.target, token="")
+    assert code == 2 and "a token is required" in " ".join(out.split()), out
+    code, out = await invoke(
+        "contacts", "import", str(f), "--target", env.target, token=tokens.TOKENS["auditor"]
+    )
+    assert code == 3 and "PERMISSION_DENIED" in out, out
+    code, out = await invoke("contacts", "import", str(f), "--target", env.target, token="nope")
+    assert code == 3 and "UNAUTHENTICATED" in out, out
+    assert await env.event_count() == 0
+    # --token wins over CRM_TOKEN; the events say who imported them.
+    code, out = await invoke(
+        "contacts",
+        "import",
+        str(f),
+        "--target",
+        env.target,
+        "--token",
+        tokens.TOKENS["operator"],
+        token="nope",
+    )
+    assert code == 0, out
+    events = await env.store.read_all(0, categories=["contact"])
+    assert {e.metadata.get("principal") for e in events.events} == {tokens.NAMES["operator"]}
+    assert {e.metadata.get("role") for e in events.events} == {"operator"}

@@ -60,6 +60,7 @@ async def test_double_opt_in_confirm(consent_env: ConsentEnv) -> None:
         grpc.StatusCode.FAILED_PRECONDITION,
         "TOKEN_ALREADY_USED",
     )
+    assert await consent_env.event_count() == before
     h = await consent_env.stub.GetConsentHistory(pb.GetConsentHistoryRequest(contact_id=cid))
     assert [e.type for e in h.entries] == [
         pb.LEDGER_ENTRY_TYPE_CONFIRMATION_REQUESTED,
@@ -67,7 +68,6 @@ async def test_double_opt_in_confirm(consent_env: ConsentEnv) -> None:
     ]
     assert h.entries[0].confirmation_expire_time == r.confirmation_expire_time
     assert h.entries[1].evidence.ip == "198.51.100.1"
-    assert await consent_env.event_count() == before
 
 
 async def test_double_opt_in_expiry(consent_env: ConsentEnv) -> None:

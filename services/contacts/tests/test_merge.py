@@ -113,6 +113,28 @@ async def test_merge_bad_input_changes_nothing(env: Env) -> None:
     assert await env.event_count() == after_merge
 
 
+async def test_an_unmerge_under_another_requests_id_is_refused(env: Env) -> None:
+    """The fuzzer's find: an unmerge that fails under a request id whose first event on the
+    contact is another request's (an update) answers REQUEST_ID_REUSED, not INTERNAL."""
+    c = await register(env, email="reused@shop.io")
+    await env.stub.UpdateContact(
+        pb.UpdateContactRequest(
+            contact=pb.Contact(contact_id=c.contact_id, locale="en-GB"),
+            update_mask=FieldMask(paths=["locale"]),
+            request_id="shared-request-id",
+        )
+    )
+    before = await env.event_count()
+    await expect_error(
+        env.stub.UnmergeContacts(
+            pb.UnmergeContactsRequest(merged_id=c.contact_id, request_id="shared-request-id")
+        ),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "REQUEST_ID_REUSED",
+    )
+    assert await env.event_count() == before
+
+
 async def test_duplicate_candidates(env: Env) -> None:
     a = await register(env, email="ada.lovelace@gmail.com")
     b = await register(env, email="adalovelace+shop@gmail.com")

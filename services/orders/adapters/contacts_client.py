@@ -1,5 +1,5 @@
 """ContactDirectory over the contacts service's gRPC API (the only way orders learns who a
-customer is: services never read each other's tables)."""
+customer is: services never read each other's tables), called with orders' service token."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import grpc
 
 from crm.contacts.v1 import contacts_pb2 as cpb
 from crm.contacts.v1 import contacts_pb2_grpc as cpb_grpc
+from shared.grpckit.client import ClientTls, bearer, open_channel
 from shared.grpckit.upstream import Upstream, reason_of
 
 KINDS = ("email", "phone", "external_id")
@@ -19,9 +20,10 @@ CONTACTS = Upstream("contacts", "orders.crm")
 
 
 class GrpcContactDirectory:
-    def __init__(self, target: str) -> None:
-        self.channel = grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, token: str, tls: ClientTls | None = None) -> None:
+        self.channel = open_channel(target, tls)
         self.stub = cpb_grpc.ContactsServiceStub(self.channel)
+        self.auth = bearer(token)  # the service role: no reason needed
 
     async def close(self) -> None:
         await self.channel.close()
@@ -31,7 +33,7 @@ class GrpcContactDirectory:
         field = f"customer.{kind}"
         try:
             found = await self.stub.FindContact(
-                cpb.FindContactRequest(**{kind: value}), timeout=TIMEOUT
+                cpb.FindContactRequest(**{kind: value}), timeout=TIMEOUT, metadata=self.auth
             )
             return str(found.contact.contact_id)
         except grpc.aio.AioRpcError as err:
@@ -46,6 +48,7 @@ class GrpcContactDirectory:
             made = await self.stub.RegisterContact(
                 self._guest(kind, value, f"orders.guest:{digest}"),
                 timeout=TIMEOUT,
+                metadata=self.auth,
             )
             return str(made.contact.contact_id)
         except grpc.aio.AioRpcError as err:

@@ -50,6 +50,8 @@ def make_app(platforms: Mapping[str, Platform], ingestor: Ingestor) -> web.Appli
             payload = orjson.loads(body)
         except ValueError:
             return _answer(400, error="MALFORMED_JSON")
+        if _holds_nul(payload):  # no event may hold U+0000 (PostgreSQL's jsonb refuses it)
+            return _answer(422, error="INVALID_CHARACTER", message="the payload holds U+0000")
         try:
             commands = platform.map(request.headers, payload)
             meta = {
@@ -101,3 +103,19 @@ class WebhookServer:
 
     async def stop(self) -> None:
         await self.runner.cleanup()
+
+
+def _holds_nul(value: object) -> bool:
+    """Does any text in a decoded JSON value (keys included) hold U+0000?"""
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return True
+        elif isinstance(v, dict):
+            todo += v.keys()
+            todo += v.values()
+        elif isinstance(v, list):
+            todo += v
+    return False

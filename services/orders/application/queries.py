@@ -11,9 +11,8 @@ import asyncpg
 import orjson
 
 from services.orders.adapters.readmodel import load_order
-from services.orders.domain import rfm
 from services.orders.domain.order import Order
-from shared.domain import paging
+from shared.domain import paging, rfm
 from shared.domain.errors import Invalid
 
 INT64_MAX = 2**63 - 1  # the API's money fields are int64

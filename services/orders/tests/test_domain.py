@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.orders.domain import cart as carts
-from services.orders.domain import money, rfm
+from services.orders.domain import money
 from services.orders.domain import order as orders
+from shared.domain import rfm
 from shared.domain.errors import Invalid, Precondition
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)

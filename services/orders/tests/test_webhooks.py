@@ -165,6 +165,8 @@ async def test_unsigned_or_badly_signed_webhooks_are_refused(env: Env) -> None:
         (lambda o: o.update(line_items=[]), 422, "EMPTY_ORDER"),
         (lambda o: (o.pop("email"), o.pop("customer")), 422, "CUSTOMER_REQUIRED"),
         (lambda o: o.pop("id"), 422, "MISSING_FIELD"),
+        (lambda o: o["line_items"][0].update(title="tea\x00"), 422, "INVALID_CHARACTER"),
+        (lambda o: o.update({"note\x00": "x"}), 422, "INVALID_CHARACTER"),
     ],
 )
 async def test_bad_payloads_write_nothing(env: Env, change: Any, status: int, reason: str) -> None:

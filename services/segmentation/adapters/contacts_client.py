@@ -13,6 +13,7 @@ import grpc
 from crm.contacts.v1 import contacts_pb2 as cpb
 from crm.contacts.v1 import contacts_pb2_grpc as cpb_grpc
 from services.segmentation.application.ports import PersonalFacts
+from shared.grpckit.client import ClientTls, bearer, open_channel
 from shared.grpckit.upstream import Upstream
 
 CONTACTS = Upstream("contacts", "segmentation.crm")
@@ -38,9 +39,10 @@ def personal_facts(contact: cpb.Contact) -> PersonalFacts:
 
 
 class GrpcContactVersions:
-    def __init__(self, target: str) -> None:
-        self.channel = grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, token: str, tls: ClientTls | None = None) -> None:
+        self.channel = open_channel(target, tls)
         self.stub = cpb_grpc.ContactsServiceStub(self.channel)
+        self.auth = bearer(token)  # segmentation's service token (BatchGetContactVersions)
 
     async def personal(
         self, refs: Sequence[tuple[str, int]]
@@ -51,7 +53,9 @@ class GrpcContactVersions:
             chunk = [cpb.ContactVersionRef(contact_id=c, version=v) for c, v in refs[i : i + BATCH]]
             try:
                 got = await self.stub.BatchGetContactVersions(
-                    cpb.BatchGetContactVersionsRequest(refs=chunk), timeout=TIMEOUT
+                    cpb.BatchGetContactVersionsRequest(refs=chunk),
+                    timeout=TIMEOUT,
+                    metadata=self.auth,
                 )
             except grpc.aio.AioRpcError as err:
                 raise CONTACTS.error(err, "contact_id", "read a contact as of an event") from None

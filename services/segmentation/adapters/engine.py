@@ -26,14 +26,19 @@ from typing import Any
 
 import asyncpg
 
+from services.segmentation.adapters import rfm
 from services.segmentation.adapters.bulk import evaluate_everyone
 from services.segmentation.adapters.facts_tables import FACTS_DDL, load_facts
 from services.segmentation.adapters.facts_writer import CATEGORIES, HANDLED, FactsWriter
+from services.segmentation.adapters.membership_tables import (
+    lock_contacts,
+    set_members,
+    write_timers,
+)
 from services.segmentation.application import membership as m
 from services.segmentation.application.ports import ContactVersions
 from services.segmentation.domain import segment as segments
 from services.segmentation.domain.rules import FactGroup
-from shared.db.columns import columns
 from shared.eventstore import RecordedEvent, StreamAppend
 from shared.eventstore.postgres import PostgresEventStore
 from shared.projections.model import ApplyContext
@@ -61,18 +66,20 @@ class MembershipEngine:
     name = "segmentation-engine"
     schema = "segmentation_facts"
     ddl = FACTS_DDL
-    categories: Sequence[str] | None = (*CATEGORIES, "segment", "segmentmembership")
+    categories: Sequence[str] | None = (*CATEGORIES, "segment", "segmentmembership", rfm.CATEGORY)
     types: Sequence[str] | None = (
         *HANDLED,
+        rfm.RESCORE,
         segments.CREATED,
         segments.UPDATED,
         segments.ARCHIVED,
         m.ENTERED,
         m.EXITED,
     )
-    # Its own events: folded into the memberships only in replay (a live engine sets them as it
-    # decides), so a rebuild stopping at the live checkpoint folds those beyond it too.
-    emits: Sequence[str] = (m.ENTERED, m.EXITED)
+    # Its own membership events rebuild the current memberships in a rebuild; live, they are
+    # written in the very transaction that decides them, and reading them back does nothing.
+    # A rebuild stopping at the live checkpoint folds those beyond it too (rebuild.py).
+    replay_only_types = (m.ENTERED, m.EXITED)
 
     def __init__(
         self, store: PostgresEventStore, contacts: ContactVersions, clock: Clock = utcnow
@@ -92,6 +99,10 @@ class MembershipEngine:
                 appends += await self._upstream(conn, run, ctx)
                 run = []
                 appends += await self._segment_event(conn, e, ctx.replay)
+            elif e.type == rfm.RESCORE:
+                appends += await self._upstream(conn, run, ctx)
+                run = []
+                appends += await self._rescore(conn, e, ctx.replay)
             elif e.type in (m.ENTERED, m.EXITED):
                 if ctx.replay:
                     key, cid = e.data["segment_key"], e.data["contact_id"]
@@ -121,6 +132,29 @@ class MembershipEngine:
             if t.cause is not None
         ]
         return await self.evaluate(conn, asks, record=not ctx.replay)
+
+    async def _rescore(
+        self,
+        conn: asyncpg.Connection,
+        e: RecordedEvent,
+        replay: bool,
+        *,
+        always: bool = False,
+        besides: str = "",
+    ) -> list[StreamAppend]:
+        """RFM scored again when an active segment reads it (or ``always``: a rule about to
+        read it); the contacts whose scores moved decided again for the segments reading it
+        (``besides`` one), caused by ``e``."""
+        active = await self.active(conn)
+        reading = [s for s in active if FactGroup.RFM in s.groups and s.segment_id != besides]
+        if not reading and not always:
+            return []
+        moved = await rfm.rescore(conn)
+        if not reading:
+            return []
+        asks = [Ask(cid, {FactGroup.RFM}, m.EVENT, e, e.recorded_at) for cid in moved]
+        others = [s for s in active if s.segment_id != besides]  # segments on RFM segments too
+        return await self.evaluate(conn, asks, others, record=not replay)
 
     async def active(self, conn: asyncpg.Connection) -> list[m.ActiveSegment]:
         rows = await conn.fetch(
@@ -180,6 +214,12 @@ class MembershipEngine:
         d = e.data
         sid = uuid.UUID(d["segment_id"])
         before = await conn.fetchval("SELECT rule_version FROM segments WHERE segment_id = $1", sid)
+        new_rule = e.type != segments.ARCHIVED and before != int(d["rule_version"])
+        appends: list[StreamAppend] = []
+        if new_rule and FactGroup.RFM in m.groups_of(d["rule"]):
+            # Fresh scores for the new rule, the other segments reading them following
+            # (before this one is active: its own entries are a backfill, not caused by this).
+            appends += await self._rescore(conn, e, replay, always=True, besides=d["segment_id"])
         if e.type == segments.ARCHIVED:
             await conn.execute("UPDATE segments SET archived = true WHERE segment_id = $1", sid)
         else:
@@ -193,9 +233,9 @@ class MembershipEngine:
                 d["rule"],
                 int(d["rule_version"]),
             )
-        if replay or (e.type == segments.UPDATED and before == int(d["rule_version"])):
-            return []  # a rebuild, or a new name: nobody's membership changes
-        return await self._bulk(conn, e)
+        if replay or not (new_rule or e.type == segments.ARCHIVED):
+            return appends  # a rebuild, or a new name: nobody's membership changes
+        return appends + await self._bulk(conn, e)
 
     async def _bulk(self, conn: asyncpg.Connection, e: RecordedEvent) -> list[StreamAppend]:
         """Every contact evaluated for the segment ``e`` defines (or lets go of)."""
@@ -247,54 +287,3 @@ def _meta(cause_event: RecordedEvent | None, cause: str) -> dict[str, Any]:
     if cause == m.BACKFILL:
         meta["backfill"] = True
     return meta
-
-
-async def lock_contacts(conn: asyncpg.Connection, contact_ids: Sequence[str]) -> None:
-    """Serialise membership decisions of these contacts (the engine and the timers), taking
-    the locks in one order so two deciders never wait for each other in a circle."""
-    await conn.execute(
-        """SELECT pg_advisory_xact_lock(hashtext('segmentation:' || c))
-           FROM (SELECT c FROM unnest($1::text[]) AS c ORDER BY c) AS ordered""",
-        list(contact_ids),
-    )
-
-
-async def set_members(conn: asyncpg.Connection, changes: Sequence[tuple[str, str, bool]]) -> None:
-    """(segment key, contact id, member?) into the current memberships, one statement each way."""
-    entered = [(k, c) for k, c, member in changes if member]
-    left = [(k, c) for k, c, member in changes if not member]
-    if entered:
-        await conn.execute(
-            """INSERT INTO memberships (segment_key, contact_id)
-               SELECT * FROM unnest($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING""",
-            *columns(entered, 2),
-        )
-    if left:
-        await conn.execute(
-            """DELETE FROM memberships m USING unnest($1::text[], $2::uuid[]) AS g (key, contact)
-               WHERE m.segment_key = g.key AND m.contact_id = g.contact""",
-            *columns(left, 2),
-        )
-
-
-async def write_timers(
-    conn: asyncpg.Connection, timers: Sequence[tuple[str, str, datetime | None]]
-) -> None:
-    """(segment id, contact id, next flip or None) into the timers, one statement each way; a
-    timer already due at that instant is left as it is."""
-    due = [t for t in timers if t[2] is not None]
-    gone = [(s, c) for s, c, at in timers if at is None]
-    if gone:
-        await conn.execute(
-            """DELETE FROM timers t USING unnest($1::uuid[], $2::uuid[]) AS g (segment, contact)
-               WHERE t.segment_id = g.segment AND t.contact_id = g.contact""",
-            *columns(gone, 2),
-        )
-    if due:
-        await conn.execute(
-            """INSERT INTO timers (segment_id, contact_id, due_at)
-               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
-               ON CONFLICT (segment_id, contact_id) DO UPDATE SET due_at = excluded.due_at
-               WHERE timers.due_at IS DISTINCT FROM excluded.due_at""",
-            *columns(due, 3),
-        )

@@ -25,6 +25,7 @@ from services.segmentation.domain.facts import (
     Facts,
     OrderFact,
     PurchaseFact,
+    RfmScore,
 )
 
 FACTS_DDL = """
@@ -93,6 +94,16 @@ CREATE TABLE timers (
     PRIMARY KEY (segment_id, contact_id)
 );
 CREATE INDEX timers_due ON timers (due_at);
+-- RFM scores per (contact, currency) at the last re-score (adapters/rfm.py).
+CREATE TABLE rfm_scores (
+    contact_id uuid     NOT NULL,
+    currency   text     NOT NULL,
+    recency    smallint NOT NULL,
+    frequency  smallint NOT NULL,
+    monetary   smallint NOT NULL,
+    grp        text     NOT NULL,
+    PRIMARY KEY (contact_id, currency)
+);
 """
 
 
@@ -118,7 +129,9 @@ SELECT c.*,
     array(SELECT row(k.cart_id::text, k.abandoned_time, k.recovered)
           FROM carts k WHERE k.contact_id = c.contact_id ORDER BY k.cart_id) AS cart_rows,
     array(SELECT m.segment_key FROM memberships m WHERE m.contact_id = c.contact_id)
-        AS segment_keys
+        AS segment_keys,
+    array(SELECT row(s.currency, s.recency, s.frequency, s.monetary, s.grp)
+          FROM rfm_scores s WHERE s.contact_id = c.contact_id) AS rfm_rows
 FROM contacts c WHERE c.contact_id = ANY($1::uuid[])
 """
 
@@ -145,5 +158,6 @@ async def load_facts(conn: asyncpg.Connection, contact_ids: Sequence[str]) -> di
             purchases=tuple(PurchaseFact(*row) for row in r["purchase_rows"]),
             carts=tuple(CartFact(*row) for row in r["cart_rows"]),
             segments=frozenset(r["segment_keys"]),
+            rfm={row[0]: RfmScore(*row[1:]) for row in r["rfm_rows"]},
         )
     return out

@@ -207,6 +207,12 @@ class _Builder:
         if head in ("first_order_at", "last_order_at"):
             agg = "min" if head == "first_order_at" else "max"
             return f"(SELECT {agg}(o.place_time) {orders} AND NOT o.cancelled)"
+        if head.startswith("rfm_"):
+            column = "grp" if head == "rfm_group" else head[4:]
+            return (
+                f"(SELECT s.{column} FROM {self.t('rfm_scores', 's')}"
+                f" WHERE s.contact_id = c.contact_id AND s.currency = {self.p(key, 'text')})"
+            )
         if head in ("revenue", "aov"):
             live = f"{orders} AND NOT o.cancelled AND o.currency = {self.p(key, 'text')}"
             if head == "revenue":

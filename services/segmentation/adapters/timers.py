@@ -11,7 +11,8 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
-from services.segmentation.adapters.engine import Ask, MembershipEngine, utcnow, write_timers
+from services.segmentation.adapters.engine import Ask, MembershipEngine, utcnow
+from services.segmentation.adapters.membership_tables import write_timers
 from services.segmentation.application import membership as m
 from services.segmentation.domain.rules import FactGroup
 from shared.eventstore.postgres import PostgresEventStore

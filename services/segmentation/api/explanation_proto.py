@@ -1,22 +1,41 @@
 """An explanation (domain/rules/evaluate.explain) as ``crm.segmentation.v1.RuleExplanation``,
-for ExplainMembership."""
+for ExplainMembership. The facts read from the contact's personal data (its attributes, its
+email's domain) are personal data too: left out, marked ``redacted``, for a caller who may not
+see it."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 
 from crm.segmentation.v1 import rules_pb2 as pb
 from services.segmentation.domain.rules import Explanation
 from services.segmentation.domain.rules.evaluate import FactValue
 
+PERSONAL = re.compile(r"\b(attributes\.|email_domain\b)")  # "anniversary(attributes.birthday)"
 
-def explanation_to_proto(x: Explanation) -> pb.RuleExplanation:
+
+def reads_personal_data(x: Explanation) -> bool:
+    """Whether the explanation shows a value of a personal fact."""
+    return any(PERSONAL.search(name) and v is not None for name, v in x.facts) or any(
+        reads_personal_data(p) for p in x.parts
+    )
+
+
+def explanation_to_proto(x: Explanation, shown: bool = True) -> pb.RuleExplanation:
+    """``shown``: with the values of personal facts; else without them, marked redacted."""
     return pb.RuleExplanation(
         text=x.text,
         value=x.value,
-        facts=[pb.ExplainedFact(name=name, value=fact_value(v)) for name, v in x.facts],
-        parts=[explanation_to_proto(p) for p in x.parts],
+        facts=[_fact(name, v, shown) for name, v in x.facts],
+        parts=[explanation_to_proto(p, shown) for p in x.parts],
     )
+
+
+def _fact(name: str, v: FactValue, shown: bool) -> pb.ExplainedFact:
+    if not shown and PERSONAL.search(name) and v is not None:
+        return pb.ExplainedFact(name=name, redacted=True)
+    return pb.ExplainedFact(name=name, value=fact_value(v))
 
 
 def fact_value(v: FactValue) -> pb.Value | None:

@@ -11,7 +11,7 @@ from crm.segmentation.v1 import segmentation_pb2 as pb
 from crm.segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from services.segmentation.adapters.queries import SegmentQueries
 from services.segmentation.api import rule_proto
-from services.segmentation.api.explanation_proto import explanation_to_proto
+from services.segmentation.api.explanation_proto import explanation_to_proto, reads_personal_data
 from services.segmentation.api.responses import segment_pb
 from services.segmentation.application.insight import Insight
 from services.segmentation.application.segments import SEGMENT, SegmentCommands
@@ -19,6 +19,7 @@ from services.segmentation.domain import rules
 from services.segmentation.domain.segment import Segment
 from shared.domain.errors import NotFound
 from shared.grpckit import calls
+from shared.grpckit.audit import PersonalDataAudit
 from shared.grpckit.limits import Limits, enforced
 
 SERVICE = "crm.segmentation.v1.SegmentationService"
@@ -33,8 +34,15 @@ MAX_POINTS, DEFAULT_POINTS = 1000, 100
 class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     """Bound to its application objects once the database is reachable (see app.py)."""
 
-    def bind(self, commands: SegmentCommands, queries: SegmentQueries, insight: Insight) -> None:
+    def bind(
+        self,
+        commands: SegmentCommands,
+        queries: SegmentQueries,
+        insight: Insight,
+        audit: PersonalDataAudit,
+    ) -> None:
         self.commands, self.queries, self.insight = commands, queries, insight
+        self.audit = audit  # ExplainMembership shows personal facts: recorded or redacted
 
     @staticmethod
     def _as_of(request: object) -> datetime:
@@ -172,8 +180,15 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             out.cause = e.data["cause"]
             out.cause_event_id = e.data.get("cause_event_id", "")
             out.rule_version = int(e.data["rule_version"])
+        # Both explanations may show personal facts: one record (or redaction) for the call.
+        shown_ones = [x for x in (explained.now, explained.then) if x is not None]
+        personal = any(reads_personal_data(x) for x in shown_ones)
+        shown = await self.audit.disclose([cid] if personal else [])
         if explained.now is not None:
-            out.now.CopyFrom(explanation_to_proto(explained.now))
+            out.now.CopyFrom(explanation_to_proto(explained.now, shown))
+        if explained.then is not None:
+            out.as_of_explanation.CopyFrom(explanation_to_proto(explained.then, shown))
+            out.as_of_rule_version = explained.then_version
         return out
 
     async def PreviewSegmentRule(

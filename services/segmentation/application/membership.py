@@ -76,6 +76,11 @@ class ActiveSegment:
         )
 
 
+def groups_of(rule_text: str) -> frozenset[FactGroup]:
+    """The fact groups a rule (as stored: canonical text) reads."""
+    return rules.dependencies(rules.parse(rule_text))
+
+
 def in_dependency_order(segments: Iterable[ActiveSegment]) -> list[ActiveSegment]:
     """Each segment after the segments its rule names (cycles are refused when rules are
     saved; a name of no active segment is simply never true)."""

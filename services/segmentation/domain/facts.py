@@ -16,6 +16,8 @@ Field names as rules write them (``orders_count >= 3 AND last_order_at > -30d``)
   ``refunds_count``; behaviour over windows through ``placed_order(...)``,
   ``purchased(...)``, ``abandoned_cart(...)`` and ``recovered`` (the latest abandoned cart
   was recovered);
+- RFM (as of the last re-score): ``rfm_recency.<CUR>``, ``rfm_frequency.<CUR>``,
+  ``rfm_monetary.<CUR>`` (1..5), ``rfm_group.<CUR>``;
 - ``in_segment('<key>')``, ``random_bucket(a, b)`` (``a <= bucket < b``, ``bucket`` in 0..99 is
   fixed per contact), ``anniversary(attributes.<name>)``.
 """
@@ -58,6 +60,16 @@ class CartFact:
 
 
 @dataclass(frozen=True, slots=True)
+class RfmScore:
+    """A customer's RFM scores in one currency at the last re-score (shared/domain/rfm.py)."""
+
+    recency: int
+    frequency: int
+    monetary: int
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     contact_id: str
     created_at: datetime | None = None
@@ -75,6 +87,7 @@ class Facts:
     purchases: tuple[PurchaseFact, ...] = ()
     carts: tuple[CartFact, ...] = ()
     segments: frozenset[str] = frozenset()  # keys of the segments the contact is in
+    rfm: Mapping[str, RfmScore] = field(default_factory=dict)  # currency -> scores
     # What rules computed from these facts (a field's value, the live orders), kept for the
     # next rule: a page evaluates dozens of rules on one contact. Never part of equality.
     memo: dict[object, Any] = field(

@@ -24,6 +24,7 @@ from services.segmentation.adapters.timers import MembershipTimers
 from shared.domain.timestamps import timestamp_text
 from shared.eventstore import NewEvent, StreamState
 from shared.eventstore.postgres import PostgresEventStore
+from shared.testing import tokens
 from shared.testing.clock import MovableClock
 from shared.testing.service_env import Served, serving
 
@@ -36,6 +37,7 @@ class Env:
     served: Served
     timers: MembershipTimers
     clock: MovableClock
+    contacts_target: str  # the contacts service's gRPC address
 
     async def settle(self) -> None:
         await self.served.settle()
@@ -63,10 +65,13 @@ async def env(dsn: str) -> AsyncIterator[Env]:
     store = await PostgresEventStore.connect(dsn, max_size=10)
     clock = MovableClock()
     async with serving(contacts.SPEC, dsn, store=store, projections=[]) as c:
-        directory = GrpcContactVersions(c.target)
+        directory = GrpcContactVersions(c.target, tokens.SERVICE_TOKEN)
         engine = MembershipEngine(store, directory, clock=clock)
         timers = MembershipTimers(store, engine, 0.05, clock=clock)
-        async with serving(segmentation.SPEC, dsn, store=store, extra=[engine]) as s:
+        settings = {"contacts_target": c.target}
+        async with serving(
+            segmentation.SPEC, dsn, store=store, extra=[engine], settings=settings
+        ) as s:
             yield Env(
                 pb_grpc.SegmentationServiceStub(s.channel),
                 cpb_grpc.ContactsServiceStub(c.channel),
@@ -74,6 +79,7 @@ async def env(dsn: str) -> AsyncIterator[Env]:
                 s,
                 timers,
                 clock,
+                c.target,
             )
         await directory.close()
     await store.close()

@@ -15,7 +15,9 @@ from services.segmentation.domain.facts import (
     Facts,
     OrderFact,
     PurchaseFact,
+    RfmScore,
 )
+from shared.domain import rfm
 
 # Zones whose clocks never change at midnight in the years tested (Lord Howe moves by 30
 # minutes, Kathmandu is +05:45, Chatham +12:45/+13:45).
@@ -47,7 +49,17 @@ BASES = tuple(
     )
 )
 TAGS = ("vip", "staff", "b2b")
-TEXTS = ("en", "de", "x.com", "subscribed", "unsubscribed", "pending", "Europe/Berlin")
+TEXTS = (
+    "en",
+    "de",
+    "x.com",
+    "subscribed",
+    "unsubscribed",
+    "pending",
+    "Europe/Berlin",
+    "champions",
+    "hibernating",
+)
 SKUS = ("TEA-1", "TEA-2", "MUG")
 SEGMENTS = ("vip", "churn")
 CURRENCIES = ("EUR", "JPY")
@@ -157,4 +169,9 @@ def _facts(
         purchases=purchases,
         carts=carts,
         segments=frozenset(draw(st.lists(st.sampled_from(SEGMENTS), unique=True))),
+        rfm={
+            cur: RfmScore(r, f, draw(st.integers(1, 5)), rfm.group(r, f))
+            for cur in draw(st.lists(st.sampled_from(CURRENCIES), unique=True))
+            for r, f in [(draw(st.integers(1, 5)), draw(st.integers(1, 5)))]
+        },
     )

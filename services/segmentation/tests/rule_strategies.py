@@ -21,9 +21,24 @@ from services.segmentation.tests.fact_strategies import (
     instants,
 )
 
-NUMBER_FIELDS = ("orders_count", "refunds_count", "revenue.EUR", "aov.EUR", "aov.JPY")
+NUMBER_FIELDS = (
+    "orders_count",
+    "refunds_count",
+    "revenue.EUR",
+    "aov.EUR",
+    "aov.JPY",
+    "rfm_recency.EUR",
+    "rfm_monetary.JPY",
+)
 TIME_FIELDS = ("created_at", "first_order_at", "last_order_at", "attributes.birthday")
-TEXT_FIELDS = ("locale", "time_zone", "email_domain", "consent.email", "consent.sms")
+TEXT_FIELDS = (
+    "locale",
+    "time_zone",
+    "email_domain",
+    "consent.email",
+    "consent.sms",
+    "rfm_group.EUR",
+)
 BOOL_FIELDS = ("archived", "recovered", "suppressed.email", "attributes.vip")
 ANY_FIELDS = ("attributes.score", "attributes.plan", "attributes.birthday", "attributes.vip")
 

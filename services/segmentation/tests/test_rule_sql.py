@@ -25,7 +25,7 @@ from services.segmentation.tests.rule_strategies import rules
 from shared.testing.postgres import DatabaseFactory
 
 SCHEMA = "rules_scratch"
-TABLES = ("contacts", "orders", "purchases", "carts", "memberships")
+TABLES = ("contacts", "orders", "purchases", "carts", "memberships", "rfm_scores")
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,14 @@ async def store(conn: asyncpg.Connection, contacts: Sequence[Facts]) -> None:
             (c.cart_id, f.contact_id, c.abandoned_time, c.recovered)
             for f in contacts
             for c in f.carts
+        ],
+    )
+    await conn.executemany(
+        f"INSERT INTO {SCHEMA}.rfm_scores VALUES ($1, $2, $3, $4, $5, $6)",
+        [
+            (f.contact_id, cur, s.recency, s.frequency, s.monetary, s.group)
+            for f in contacts
+            for cur, s in f.rfm.items()
         ],
     )
     await conn.executemany(

@@ -14,6 +14,11 @@ Names are case-insensitive and kept in lower case, except a currency, kept in up
 - ``bool``: ``archived``, ``suppressed.<channel>`` (never unset), ``recovered`` (the most
   recently abandoned cart was recovered; unset when no cart was ever abandoned);
 - ``tags``: a set of text, for ``CONTAINS`` (``IS SET``: at least one tag);
+- RFM, per currency, as of the last re-score (see the service's canvas: scores move when other
+  customers order, so they are re-scored for everyone at once, on a schedule):
+  ``rfm_recency.<CUR>``, ``rfm_frequency.<CUR>``, ``rfm_monetary.<CUR>`` (numbers 1..5, 5 the
+  best fifth) and ``rfm_group.<CUR>`` (text: ``champions``, ``loyal_customers``, … as
+  shared/domain/rfm.py names them); unset for a contact with no order in that currency;
 - ``any``: ``attributes.<name>``, whatever the contact stored (text, number, bool or time);
   a comparison with a value of another type is false.
 
@@ -47,6 +52,7 @@ class FactGroup(enum.Enum):
     PURCHASES = "purchases"
     CARTS = "carts"
     SEGMENTS = "segments"
+    RFM = "rfm"  # moves at a re-score, not with the contact's own events
     TIME = "time"  # the rule's value can change with the clock alone (see next_change)
 
 
@@ -78,7 +84,12 @@ _KEYED = {
     "suppressed": (FieldInfo(Type.BOOL, FactGroup.CONSENT), "a channel"),
     "revenue": (FieldInfo(Type.NUMBER, FactGroup.ORDERS), "a currency"),
     "aov": (FieldInfo(Type.NUMBER, FactGroup.ORDERS), "a currency"),
+    "rfm_recency": (FieldInfo(Type.NUMBER, FactGroup.RFM), "a currency"),
+    "rfm_frequency": (FieldInfo(Type.NUMBER, FactGroup.RFM), "a currency"),
+    "rfm_monetary": (FieldInfo(Type.NUMBER, FactGroup.RFM), "a currency"),
+    "rfm_group": (FieldInfo(Type.TEXT, FactGroup.RFM), "a currency"),
 }
+PER_CURRENCY = ("revenue", "aov", "rfm_recency", "rfm_frequency", "rfm_monetary", "rfm_group")
 NAMES = (*_PLAIN, *(f"{k}.<{what.split()[-1]}>" for k, (_, what) in _KEYED.items()))
 
 
@@ -102,7 +113,7 @@ def described(kind: Type | str) -> str:
 def normalize(path: str) -> str:
     """The canonical spelling of a path: lower case, the currency upper case."""
     head, dot, key = path.lower().partition(".")
-    if head in ("revenue", "aov") and dot:
+    if head in PER_CURRENCY and dot:
         key = key.upper()
     return head + dot + key
 
@@ -127,7 +138,7 @@ def lookup(path: str) -> FieldInfo | str:
         key in CHANNELS
         if head in ("consent", "suppressed")
         else _CURRENCY.fullmatch(key)
-        if head in ("revenue", "aov")
+        if head in PER_CURRENCY
         else _ATTRIBUTE.fullmatch(key)
     )
     if not ok:
@@ -136,12 +147,12 @@ def lookup(path: str) -> FieldInfo | str:
 
 
 def _example(head: str) -> str:
-    return {"attributes": "birthday", "revenue": "EUR", "aov": "EUR"}.get(head, "email")
+    return "birthday" if head == "attributes" else "EUR" if head in PER_CURRENCY else "email"
 
 
 def _rule_for(head: str) -> str:
     if head in ("consent", "suppressed"):
         return "one of " + ", ".join(CHANNELS)
-    if head in ("revenue", "aov"):
+    if head in PER_CURRENCY:
         return "three letters, e.g. EUR"
     return "1..64 of a-z, 0-9 and _, starting with a letter"

@@ -62,6 +62,9 @@ def _field_value(facts: Facts, path: str) -> Actual | None:
     if head in ("first_order_at", "last_order_at"):
         times = [o.place_time for o in live_orders(facts)]
         return (min if head == "first_order_at" else max)(times) if times else None
+    if head.startswith("rfm_"):
+        score = facts.rfm.get(key)
+        return None if score is None else getattr(score, head[4:])
     if head in ("revenue", "aov"):
         return money(live_orders(facts), key, average=head == "aov")
     if head == "created_at":

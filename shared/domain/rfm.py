@@ -1,5 +1,8 @@
 """RFM scoring: recency, frequency and monetary scores 1-5 by quintile, and the named groups.
 
+One definition for the suite: orders answers a customer's scores (GetCustomerMetrics) and
+segmentation's rules read them (``rfm_group.EUR = 'champions'``); both score this way.
+
 A customer's score on one measure is 1 + floor(5 * below / n), where n is the number of
 customers scored and ``below`` the number of them that are strictly worse on that measure (an
 older last order, fewer orders, less net revenue). So the best fifth scores 5, the worst fifth
@@ -35,3 +38,8 @@ def score(below: int, n: int) -> int:
 
 def group(recency: int, frequency: int) -> str:
     return _GRID[recency - 1][frequency - 1]
+
+
+def grid() -> list[tuple[int, int, str]]:
+    """Every (recency, frequency, group) of the grid (for SQL that names groups)."""
+    return [(r, f, group(r, f)) for r in range(1, 6) for f in range(1, 6)]

@@ -1,0 +1,51 @@
+"""A template version rendered for a locale: the variant chosen by fallback, each of its fields
+rendered, and for SMS the encoding and segment count (pure)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from services.notifications.domain import sms
+from services.notifications.domain.render import RenderFailure, kind_of, render_part
+from services.notifications.domain.template import Version
+from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    locale: str  # the variant rendered ("" = default)
+    channel: str
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    body: str = ""
+    sms: sms.SmsSize | None = None
+
+
+def render(channel: str, version: Version, locale: str, variables: Mapping[str, Any]) -> Rendered:
+    """``version`` rendered for ``locale`` with ``variables``; RenderFailure (naming the field,
+    the line and the variable) when it cannot be."""
+    variant = version.variant(locale)
+    assert variant is not None, "every saved version has a default variant"
+
+    def part(name: str) -> str:
+        source = variant.part(name)
+        return render_part(kind_of((channel, name)), name, source, variables) if source else ""
+
+    if channel == EMAIL:
+        subject = part("subject").strip()
+        if "\n" in subject or "\r" in subject:
+            raise RenderFailure("subject", None, "renders with a line break")
+        return Rendered(variant.locale, channel, subject, part("text"), part("html"))
+    body = part("body")
+    if channel == SMS:
+        return Rendered(variant.locale, channel, body=body, sms=sms.measure(body))
+    assert channel == WEBHOOK, channel
+    try:
+        json.loads(body)
+    except ValueError as err:
+        raise RenderFailure("body", None, f"does not render to JSON: {err}"[:300]) from None
+    return Rendered(variant.locale, channel, body=body)

@@ -1,0 +1,117 @@
+"""Rendering: escaping per field, strict variables named with their path, sandboxing, syntax
+errors with lines, webhooks as JSON, and a version rendered with locale fallback."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.notifications.domain import message
+from services.notifications.domain import render as r
+from services.notifications.domain.template import Version
+from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK, Variant
+
+
+def test_html_is_escaped_text_is_not() -> None:
+    data = {"name": "<b>Tom & Jerry</b>"}
+    assert r.render_part(r.HTML, "html", "<p>{{ name }}</p>", data) == (
+        "<p>&lt;b&gt;Tom &amp; Jerry&lt;/b&gt;</p>"
+    )
+    assert r.render_part(r.TEXT, "text", "Hi {{ name }}", data) == "Hi <b>Tom & Jerry</b>"
+
+
+@pytest.mark.parametrize(
+    ("source", "data", "named"),
+    [
+        ("Hi {{ first_name }}", {}, "'first_name'"),
+        ("Hi {{ contact.first_name }}", {"contact": {}}, "'contact.first_name'"),
+        ("{{ cart.items[2].sku }}", {"cart": {"items": [{"sku": 1}]}}, "'cart.items[2]'"),
+        (
+            "{% for i in cart.items %}{{ i.name }}{% endfor %}",
+            {"cart": {"items": [{}]}},
+            "'cart.items[0].name'",
+        ),
+    ],
+)
+def test_a_missing_variable_is_an_error_naming_it(
+    source: str, data: dict[str, object], named: str
+) -> None:
+    with pytest.raises(r.RenderFailure) as info:
+        r.render_part(r.TEXT, "text", source, data)
+    assert named in info.value.message
+    assert info.value.line == 1
+
+
+def test_the_error_gives_the_line() -> None:
+    with pytest.raises(r.RenderFailure) as info:
+        r.render_part(r.TEXT, "body", "line one\nline two\n{{ nope }}", {})
+    assert info.value.line == 3 and info.value.part == "body"
+
+
+def test_data_keys_win_over_dict_methods() -> None:
+    data = {"cart": {"items": [{"sku": "A"}, {"sku": "B"}]}}
+    src = "{% for i in cart.items %}{{ i.sku }}{% endfor %}"
+    assert r.render_part(r.TEXT, "text", src, data) == "AB"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__ }}",  # the sandbox refuses private attributes
+        "{{ 'x' * 2000000 }}",
+        "{{ 10 ** 1000 }}",
+        "{% for i in range(200000) %}{% endfor %}",
+        "{{ 1 / 0 }}",
+        "{% for i in range(100000) %}{{ 'xxxxxxxxxxxxxxxxxxxxxxxxxx' }}{% endfor %}",
+    ],
+)
+def test_what_a_template_does_wrong_is_a_render_failure(source: str) -> None:
+    with pytest.raises(r.RenderFailure):
+        r.render_part(r.TEXT, "text", source, {})
+
+
+def test_syntax_errors_name_field_and_line() -> None:
+    found = r.syntax_errors(
+        EMAIL, {"subject": "ok", "text": "a\nb\n{% if %}", "html": "{{ x | no_such_filter }}"}
+    )
+    assert [(p.part, p.line) for p in found] == [("text", 3), ("html", 1)]
+
+
+def test_webhook_placeholders_are_json_values() -> None:
+    data = {"name": 'Ada "the" Countess', "n": 3, "tags": ["a"], "missing": None}
+    out = r.render_part(
+        r.JSON,
+        "body",
+        '{"name": {{ name }}, "n": {{ n }}, "t": {{ tags }}, "m": {{ missing }}}',
+        data,
+    )
+    assert out == '{"name": "Ada \\"the\\" Countess", "n": 3, "t": ["a"], "m": null}'
+
+
+def version(*variants: Variant) -> Version:
+    return Version(1, "n", variants)
+
+
+def test_render_follows_the_locale_fallback() -> None:
+    v = version(
+        Variant("", subject="Hello {{ n }}", text="Hello"),
+        Variant("fr", subject="Bonjour {{ n }}", text="Bonjour"),
+    )
+    assert message.render(EMAIL, v, "fr-CA", {"n": 1}).subject == "Bonjour 1"
+    assert message.render(EMAIL, v, "fr-CA", {"n": 1}).locale == "fr"
+    assert message.render(EMAIL, v, "de", {"n": 1}).subject == "Hello 1"
+
+
+def test_sms_render_measures_the_body() -> None:
+    out = message.render(SMS, version(Variant("", body="{{ m }}")), "", {"m": "€" * 81})
+    assert out.sms is not None and (out.sms.encoding, out.sms.segments) == ("GSM7", 2)
+
+
+def test_a_subject_with_a_line_break_fails() -> None:
+    v = version(Variant("", subject="Hi {{ n }}", text="x"))
+    with pytest.raises(r.RenderFailure):
+        message.render(EMAIL, v, "", {"n": "a\r\nBcc: x@example.com"})
+
+
+def test_a_webhook_that_is_not_json_fails() -> None:
+    with pytest.raises(r.RenderFailure):
+        message.render(WEBHOOK, version(Variant("", body='{"a": "{{ n }}"}')), "", {"n": "x"})
