@@ -13,6 +13,7 @@ from google.protobuf.descriptor import Descriptor, MethodDescriptor
 
 from crm.options.v1 import options_pb2
 from services.registry import SERVICES
+from shared.admin.servicer import SERVICE as ADMIN
 from shared.grpckit.auth import AUDITOR, ROLE_NAMES, declared_rule
 
 # Answers holding these messages hold decrypted personal data.
@@ -22,7 +23,7 @@ PERSONAL = {
     "crm.contacts.v1.ConsentEvidence",
     "crm.segmentation.v1.ExplainedFact",  # a rule's facts: attributes, the email's domain
 }
-READS = ("Get", "List", "Find", "Is", "Explain", "Preview", "Export", "BatchGet")
+READS = ("Get", "List", "Find", "Is", "Explain", "Preview", "Export", "BatchGet", "Read", "Tail")
 
 
 def methods() -> Iterator[MethodDescriptor]:
@@ -31,6 +32,8 @@ def methods() -> Iterator[MethodDescriptor]:
             continue
         for name, _ in spec.api().services:
             yield from descriptor_pool.Default().FindServiceByName(name).methods
+    # Every project role serves the Admin API (runtime.project).
+    yield from descriptor_pool.Default().FindServiceByName(ADMIN).methods
 
 
 METHODS = list(methods())
