@@ -211,11 +211,6 @@ def count_passes(t: CountTest, n: int) -> bool:
     return ordered(n, t.op, t.value)
 
 
-def in_window(t: datetime, now: datetime, within: Relative | None) -> bool:
-    """now - within < t <= now; always without a window."""
-    return within is None or clock.shifted(now, -within.seconds) < t <= now
-
-
 def window_start(now: datetime, within: Relative | None) -> datetime | None:
     """Where a window ending at ``now`` starts (excluded); None without a window (every
     instant counts)."""
