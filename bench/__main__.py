@@ -15,7 +15,17 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from bench import db, grpc_load, importer, orders, projection, report, segmentation, store
+from bench import (
+    auth_cost,
+    db,
+    grpc_load,
+    importer,
+    orders,
+    projection,
+    report,
+    segmentation,
+    store,
+)
 from bench.common import SCALE, Metric, log
 from services.registry import SERVICES
 from shared.db import connect_pool
@@ -93,6 +103,12 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
             )
             await _guarded("read_all", metrics, notes, lambda: store.read_all(es, raw))
             await _guarded("grpc_register_contact", metrics, notes, lambda: _grpc(dsn, notes, info))
+            await _guarded(
+                "grpc_register_contact_auth_cost",
+                metrics,
+                notes,
+                lambda: auth_cost.register_contact(dsn, notes),
+            )
             await _guarded(
                 "grpc_place_order", metrics, notes, lambda: _grpc_orders(dsn, notes, info)
             )

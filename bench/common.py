@@ -43,6 +43,8 @@ GOALS: dict[str, Goal] = {
     "projection_rebuild_contacts": Goal(40_000),
     "grpc_register_contact": Goal(2_000),
     "grpc_register_contact_p99_ms": Goal(20, higher_is_better=False),
+    # the operators' issue: tokens cost at most a tenth of the rate (bench/auth_cost.py)
+    "grpc_register_contact_auth_cost": Goal(0.9, on_ratio=True),
     "projection_lag_p99_ms": Goal(100, higher_is_better=False),
     "import_contacts": Goal(20_000),
     # the orders issue

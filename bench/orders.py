@@ -31,7 +31,7 @@ from services.orders.domain import order as orders
 from shared.eventstore import NewEvent, StreamAppend, StreamState
 from shared.eventstore.postgres import PostgresEventStore
 from shared.projections.rebuild import rebuild
-from shared.projections.runner import quote_ident
+from shared.projections.schema import quote_ident
 
 CURRENCY = "EUR"
 # A shop's catalogue: sku, name, unit price in cents.

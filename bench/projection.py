@@ -27,7 +27,9 @@ from bench.procs import free_port, running, service_env, tail, wait_serving
 from services.contacts.adapters.readmodel import ContactsProjection
 from shared.eventstore import NewEvent, StreamState
 from shared.eventstore.postgres import PostgresEventStore
-from shared.projections.runner import ProjectionRunner, quote_ident, wait_for_checkpoint
+from shared.projections.checkpoints import wait_for_checkpoint
+from shared.projections.runner import ProjectionRunner
+from shared.projections.schema import quote_ident
 
 REBUILD_BATCH = 2000
 

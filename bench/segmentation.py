@@ -53,12 +53,9 @@ from services.segmentation.domain import rules
 from shared.domain.timestamps import timestamp_text
 from shared.eventstore import NewEvent, StreamAppend, StreamState
 from shared.eventstore.postgres import PostgresEventStore
-from shared.projections.runner import (
-    ProjectionRunner,
-    ensure_schema,
-    quote_ident,
-    wait_for_checkpoint,
-)
+from shared.projections.checkpoints import wait_for_checkpoint
+from shared.projections.runner import ProjectionRunner
+from shared.projections.schema import ensure_schema, quote_ident
 from shared.testing import tokens
 
 ENGINE = MembershipEngine.name  # "segmentation-engine": its checkpoint

@@ -1,61 +1,31 @@
 """`crm projections …`: every registered service's projections through the Admin API of its
-project role (protos/crm/admin/v1/admin.proto), no database credentials needed.
-
-Where each project role listens: ``--admin SERVICE=HOST:PORT`` (repeatable), else
-``CRM_ADMIN_TARGETS`` (``contacts=HOST:PORT,orders=HOST:PORT``), else `make run`'s port from the
-registry. Exit codes as cli_calls.py says; `status` also exits 1 when a projection has no leader,
-parked events or a failed or interrupted rebuild."""
+project role (protos/crm/admin/v1/admin.proto), no database credentials needed; where each role
+listens and which one runs a projection: cli_admin_targets.py. Exit codes as cli_calls.py says;
+`status` also exits 1 when a projection has no leader, parked events or a failed or interrupted
+rebuild."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import grpc
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
-from rich.measure import Measurement
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from crm.admin.v1 import admin_pb2 as pb
 from crm.admin.v1 import admin_pb2_grpc as pb_grpc
-from services.cli_calls import (
-    CALL_TIMEOUT,
-    FOUND_NOTHING,
-    Json,
-    Token,
-    as_json,
-    call_failed,
-    dial,
-    exit_code,
-    fail_usage,
-    failure,
-    metadata,
-)
-from services.cli_support import OK, USAGE, emit, err
-from services.registry import SERVICES
+from services.cli_admin_targets import Admin, Service, Survey, admin_targets, locate, survey
+from services.cli_calls import FOUND_NOTHING, Json, Token, as_json, call_failed, dial, metadata
+from services.cli_support import OK, USAGE, emit, err, print_wide
 
 app = typer.Typer(help="Projections: status, rebuilds.", no_args_is_help=True)
 
-Admin = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--admin",
-        show_default=False,
-        help="SERVICE=HOST:PORT of a project role's Admin API (repeatable; env "
-        "CRM_ADMIN_TARGETS=contacts=HOST:PORT,…; default: make run's ports)",
-    ),
-]
-Service = Annotated[
-    str | None,
-    typer.Option("--service", "-s", help="only this service (default: every registered one)"),
-]
 STATES = {
     pb.Projection.STATE_RUNNING: "running",
     pb.Projection.STATE_NO_LEADER: "[red]no leader[/red]",
@@ -65,81 +35,6 @@ REBUILD_STATES = {v: k.removeprefix("STATE_").lower() for k, v in pb.Rebuild.Sta
 PHASES = {
     v: k.removeprefix("PHASE_").lower().replace("_", " ") for k, v in pb.Rebuild.Phase.items()
 }
-
-
-def admin_targets(flags: Sequence[str] | None, only: str | None = None) -> dict[str, str]:
-    """Service name -> host:port of its project role's Admin API, in registry order."""
-    targets = {
-        spec.name: f"127.0.0.1:{spec.dev['project'].grpc_port}"
-        for spec in SERVICES
-        if "project" in spec.dev
-    }
-    given = [t for t in os.environ.get("CRM_ADMIN_TARGETS", "").split(",") if t.strip()]
-    for item in [*given, *(flags or [])]:
-        name, sep, target = item.strip().partition("=")
-        if not sep or ":" not in target:
-            fail_usage(f"--admin {item!r}: expected SERVICE=HOST:PORT")
-        if name not in targets:
-            fail_usage(f"--admin {item!r}: no service {name!r} ({', '.join(targets)})")
-        targets[name] = target
-    if only is not None:
-        if only not in targets:
-            fail_usage(f"--service {only!r}: no such service ({', '.join(targets)})")
-        return {only: targets[only]}
-    return targets
-
-
-@dataclass
-class Survey:
-    """Every service's answer to ListProjections, and the ones that did not answer."""
-
-    answers: dict[str, tuple[str, pb.ListProjectionsResponse]] = field(default_factory=dict)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    codes: list[int] = field(default_factory=list)
-
-    def locate(self, name: str) -> tuple[str, str] | None:
-        """(service, target) of the role that runs projection ``name``."""
-        for service, (target, answer) in self.answers.items():
-            if any(p.name == name for p in answer.projections):
-                return service, target
-        return None
-
-    def known(self) -> list[str]:
-        return sorted(p.name for _, a in self.answers.values() for p in a.projections)
-
-
-async def survey(targets: dict[str, str], md: Sequence[tuple[str, str]]) -> Survey:
-    async def one(service: str, target: str) -> None:
-        async with dial(target) as ch:
-            try:
-                answer = await pb_grpc.AdminServiceStub(ch).ListProjections(
-                    pb.ListProjectionsRequest(), metadata=md, timeout=CALL_TIMEOUT
-                )
-            except grpc.aio.AioRpcError as exc:
-                out.errors.append({"service": service, **failure(exc, f"{service} at {target}")})
-                out.codes.append(exit_code(exc.code()))
-                return
-        out.answers[service] = (target, answer)
-
-    out = Survey()
-    await asyncio.gather(*(one(s, t) for s, t in targets.items()))
-    out.answers = {s: out.answers[s] for s in targets if s in out.answers}  # registry order
-    return out
-
-
-async def locate(
-    name: str, service: str | None, flags: Sequence[str] | None, md: Sequence[tuple[str, str]]
-) -> tuple[str, str]:
-    """(service, target) of the project role that runs projection ``name``; exit 1 when no
-    reachable role runs it (2 when some could not be asked)."""
-    found = await survey(admin_targets(flags, service), md)
-    place = found.locate(name)
-    if place is not None:
-        return place
-    for e in found.errors:
-        err.print(f"[red]{e['code']}: {e['message']}[/red]")
-    err.print(f"[red]no projection {name!r}; known: {', '.join(found.known()) or 'none'}[/red]")
-    raise typer.Exit(max(found.codes, default=FOUND_NOTHING))
 
 
 def unhealthy(p: pb.Projection) -> bool:
@@ -178,13 +73,6 @@ def status_table(found: Survey) -> Table:
     for e in found.errors:
         table.add_row(e["service"], f"[red]{e['code']}: {e['message']}[/red]")
     return table
-
-
-def print_wide(table: Table) -> None:
-    """A table on stderr at its natural width even where the output is narrower (a pipe or a
-    log counts as 80 columns): names and ids are never cut."""
-    natural = Measurement.get(err, err.options.update_width(1000), table).maximum
-    Console(stderr=True, width=max(err.width, natural), highlight=False).print(table)
 
 
 def status_json(found: Survey) -> dict[str, Any]:

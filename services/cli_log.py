@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from crm.admin.v1 import admin_pb2 as pb
 from crm.admin.v1 import admin_pb2_grpc as pb_grpc
-from services.cli_admin import Admin, Service, admin_targets
+from services.cli_admin_targets import Admin, Service, admin_targets
 from services.cli_calls import Json, Token, as_json, call_failed, dial, metadata, parse_time
 from services.cli_events import app
 from services.cli_support import OK, emit, err

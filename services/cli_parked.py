@@ -1,5 +1,5 @@
 """`crm parked list|show|retry|skip`: events a projection parked after failing to apply them,
-through the Admin API of the project role that runs it (cli_admin.py says where that is).
+through the Admin API of the project role that runs it (cli_admin_targets.py says where that is).
 Exit codes as cli_calls.py says: `retry` exits 1 when the event still fails."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from crm.admin.v1 import admin_pb2 as pb
 from crm.admin.v1 import admin_pb2_grpc as pb_grpc
-from services.cli_admin import Admin, Service, admin_targets, locate, print_wide
+from services.cli_admin_targets import Admin, Service, admin_targets, locate
 from services.cli_calls import (
     CALL_TIMEOUT,
     Json,
@@ -27,7 +27,7 @@ from services.cli_calls import (
     failure,
     metadata,
 )
-from services.cli_support import OK, emit, err
+from services.cli_support import OK, emit, err, print_wide
 
 app = typer.Typer(help="Parked events: list, show, retry, skip.", no_args_is_help=True)
 

@@ -1,5 +1,5 @@
 """What the `crm events` and `crm audit` commands share: exit codes, the database, keys, files
-and how a verification is reported.
+and how a verification is reported; and how every command prints a table (``print_wide``).
 
 Exit codes: 0 all is well, 1 tampering found, 2 a usage, file or connection error. Machine
 output (exports, checkpoints, proofs, and reports with ``--json``) goes to stdout; progress,
@@ -21,6 +21,8 @@ import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
 
 from shared.domain.timestamps import timestamp_from_text
 from shared.eventstore.audit.checkpoints import (
@@ -163,3 +165,10 @@ def report(result: Report, as_json: bool, what: str) -> int:
 def exit_with(code: int) -> NoReturn:
     sys.stdout.flush()
     raise typer.Exit(code)
+
+
+def print_wide(table: Table) -> None:
+    """A table on stderr at its natural width even where the output is narrower (a pipe or a
+    log counts as 80 columns): names and ids are never cut."""
+    natural = Measurement.get(err, err.options.update_width(1000), table).maximum
+    Console(stderr=True, width=max(err.width, natural), highlight=False).print(table)

@@ -20,7 +20,7 @@ from shared.db import migrate, pending
 from shared.db.errors import transient
 from shared.eventstore.postgres import MIGRATIONS as STORE_MIGRATIONS
 from shared.projections.model import Projection
-from shared.projections.runner import ensure_schema
+from shared.projections.schema import ensure_schema
 from shared.projections.store import MIGRATIONS as PROJECTION_MIGRATIONS
 from shared.service import ServiceSpec
 

@@ -34,7 +34,8 @@ from shared.metrics import serve_metrics
 from shared.migrations import migrate_database, wait_until_migrated
 from shared.projections.lag import update_lag
 from shared.projections.model import Projection
-from shared.projections.runner import ProjectionRunner, ensure_schema
+from shared.projections.runner import ProjectionRunner
+from shared.projections.schema import ensure_schema
 from shared.service import Api, ServiceSpec
 from shared.settings import Settings
 from shared.supervision import Worker, sleep_unless_stopped, supervise

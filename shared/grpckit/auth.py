@@ -215,6 +215,12 @@ def current_caller() -> Caller | None:
     return _caller.get()
 
 
+def admitted(found: Caller) -> Caller:
+    """Make ``found`` the caller of the call being served (what ``admit`` does last)."""
+    _caller.set(found)
+    return found
+
+
 class AccessControl:
     """Admits or refuses each call; ``rules`` says what a method allows (default: what its proto
     declares)."""
@@ -257,9 +263,7 @@ class AccessControl:
                 metadata={"method": full},
                 violations=[(REASON_HEADER, "required for operators")],
             )
-        found = Caller(entry.name, entry.role, full, reason)
-        _caller.set(found)
-        return found
+        return admitted(Caller(entry.name, entry.role, full, reason))
 
 
 def roles_of(names: Sequence[str]) -> frozenset[int]:

@@ -39,6 +39,16 @@ def replay_only(projection: Projection) -> Sequence[str]:
     """The event types a projection folds into its own tables only in replay, declared as an
     optional ``replay_only_types`` attribute: the events it appends itself (an engine's
     membership events: docs/architecture.md §3), which its live run writes as it decides them
-    and does not read back (runner.live_types). A rebuild that stops at the live checkpoint
+    and does not read back (live_types). A rebuild that stops at the live checkpoint
     still folds those that lie beyond it (rebuild.py): they answer events at or below it."""
     return tuple(getattr(projection, "replay_only_types", ()) or ())
+
+
+def live_types(projection: Projection) -> Sequence[str] | None:
+    """The event types a projection reads when it follows the log live: all of its ``types``
+    but its optional ``replay_only_types`` (e.g. the events an engine appended itself, which it
+    needs only to rebuild its tables)."""
+    skip = set(replay_only(projection))
+    if projection.types is None or not skip:
+        return projection.types
+    return [t for t in projection.types if t not in skip]

@@ -24,9 +24,9 @@ import asyncpg
 from shared.db.errors import transient
 from shared.domain.errors import NotFound, Precondition, quote
 from shared.events.upcast import upcast_all
-from shared.eventstore import EventStore
+from shared.eventstore import EventStore, RecordedEvent
 from shared.projections.model import ApplyContext, Projection
-from shared.projections.runner import quote_ident
+from shared.projections.schema import quote_ident
 
 COLUMNS = """name, position, event_id, stream_id, type, error, attempts, parked_at, resolved_at,
     resolved_by, resolution"""
@@ -49,6 +49,25 @@ class Parked:
 
 def _parked(row: asyncpg.Record) -> Parked:
     return Parked(**dict(row))
+
+
+async def park(
+    conn: asyncpg.Connection, name: str, event: RecordedEvent, error: str, attempts: int
+) -> None:
+    """Record that ``event`` failed ``attempts`` times with ``error`` (in the transaction that
+    moves the runner's checkpoint past it)."""
+    await conn.execute(
+        """INSERT INTO projections.parked
+             (name, position, event_id, stream_id, type, error, attempts)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+        name,
+        event.position,
+        event.event_id,
+        event.stream,
+        event.type,
+        error,
+        attempts,
+    )
 
 
 async def list_parked(

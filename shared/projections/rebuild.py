@@ -35,12 +35,8 @@ from shared.eventstore import EventStore
 from shared.eventstore.postgres import PostgresEventStore, committed_after_on
 from shared.projections.leaders import REBUILD
 from shared.projections.model import ApplyContext, Projection, replay_only
-from shared.projections.runner import (
-    ProjectionRunner,
-    definition_hash,
-    quote_ident,
-    record_definition,
-)
+from shared.projections.runner import ProjectionRunner
+from shared.projections.schema import definition_hash, quote_ident, record_definition
 
 
 class RebuildBusy(Exception):

@@ -11,7 +11,9 @@
   and retries the same batch.
 - Upcast: a projection (or reactor, or rebuild) gets each event in the current shape of its
   published message (shared/events/upcast.py), whenever it was stored.
-- Side-by-side rebuild: see rebuild.py.
+- Side-by-side rebuild: see rebuild.py. The read model's schema and its definition: schema.py;
+  the checkpoint row: checkpoints.py; parking: parked.py (``definition_hash`` and
+  ``wait_for_checkpoint`` are still importable from here).
 - Who leads: the leader records its host and pid in projections.leaders as it takes the lock
   (status.py reports it while that session still holds the lock).
 """
@@ -20,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,48 +32,16 @@ from shared.db.errors import transient
 from shared.events.upcast import upcast_all
 from shared.eventstore import EventStore, ReadAllPage, RecordedEvent
 from shared.eventstore.postgres import PostgresEventStore
+from shared.projections.checkpoints import lock_checkpoint, move_checkpoint, read_checkpoint
+from shared.projections.checkpoints import wait_for_checkpoint as wait_for_checkpoint
 from shared.projections.leaders import record_leader
-from shared.projections.model import ApplyContext, Projection
+from shared.projections.model import ApplyContext, Projection, live_types
+from shared.projections.parked import park as park_event
+from shared.projections.schema import definition_hash as definition_hash
+from shared.projections.schema import ensure_schema, quote_ident
 from shared.supervision import Worker, sleep_unless_stopped, supervise
 
 log = structlog.get_logger(__name__)
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def definition_hash(projection: Projection) -> str:
-    """What a read model's tables are built from: the projection's DDL, whitespace aside."""
-    return hashlib.sha256(" ".join(projection.ddl.split()).encode()).hexdigest()
-
-
-async def record_definition(conn: asyncpg.Connection, schema: str, projection: Projection) -> None:
-    await conn.execute(
-        """INSERT INTO projections.definitions (schema_name, ddl_hash) VALUES ($1, $2)
-           ON CONFLICT (schema_name)
-           DO UPDATE SET ddl_hash = excluded.ddl_hash, built_at = now()""",
-        schema,
-        definition_hash(projection),
-    )
-
-
-async def ensure_schema(conn: asyncpg.Connection, projection: Projection, schema: str) -> bool:
-    """Create the read model's schema and tables if the schema does not exist yet. Return True
-    when it exists but was built from another definition (its leader then rebuilds it)."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('schema:' || $1))", schema)
-        exists = await conn.fetchval("SELECT true FROM pg_namespace WHERE nspname = $1", schema)
-        if not exists:
-            await conn.execute(f"CREATE SCHEMA {quote_ident(schema)}")
-            await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}, public")
-            await conn.execute(projection.ddl)
-            await record_definition(conn, schema, projection)
-            return False
-        built_from = await conn.fetchval(
-            "SELECT ddl_hash FROM projections.definitions WHERE schema_name = $1", schema
-        )
-        return bool(built_from != definition_hash(projection))
 
 
 class ProjectionRunner:
@@ -159,7 +127,7 @@ class ProjectionRunner:
     async def _follow(self) -> None:
         async with self.pool.acquire() as conn:
             outdated = await ensure_schema(conn, self.projection, self.schema)
-            checkpoint = await self._checkpoint(conn)
+            checkpoint = await read_checkpoint(conn, self.name)
         if outdated and not self.ctx.replay:
             # The tables were built from another definition (the code changed): build them
             # again side by side, up to our checkpoint, while the old ones keep serving; then
@@ -228,38 +196,14 @@ class ProjectionRunner:
         park: str | None,
     ) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            # Locking the checkpoint row serialises us with a rebuild's switch-over, which may
-            # move the checkpoint forward under us: skip what it already covered.
-            current = await conn.fetchval(
-                "SELECT position FROM projections.checkpoints WHERE name = $1 FOR UPDATE",
-                self.name,
-            )
-            current = current or 0
-            todo = [e for e in events if e.position > current]
+            current = await lock_checkpoint(conn, self.name)  # a rebuild's switch may have
+            todo = [e for e in events if e.position > current]  # covered some: skip those
             if todo and park is None:
                 await conn.execute(f"SET LOCAL search_path TO {quote_ident(self.schema)}, public")
                 await self.projection.apply(conn, todo, ctx)
             elif todo and park is not None:
-                e = todo[0]
-                await conn.execute(
-                    """INSERT INTO projections.parked
-                         (name, position, event_id, stream_id, type, error, attempts)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
-                    self.name,
-                    e.position,
-                    e.event_id,
-                    e.stream,
-                    e.type,
-                    park,
-                    self.retries,
-                )
-            await conn.execute(
-                """INSERT INTO projections.checkpoints (name, position) VALUES ($1, $2)
-                   ON CONFLICT (name) DO UPDATE SET position = greatest(
-                       projections.checkpoints.position, excluded.position), updated_at = now()""",
-                self.name,
-                max(last_position, current),
-            )
+                await park_event(conn, self.name, todo[0], park, self.retries)
+            await move_checkpoint(conn, self.name, max(last_position, current))
 
     async def _one_by_one(self, events: Sequence[RecordedEvent], last_position: int) -> None:
         for e in events:
@@ -289,12 +233,6 @@ class ProjectionRunner:
             self.position = max(self.position, position)
             self._advanced.notify_all()
 
-    async def _checkpoint(self, conn: asyncpg.Connection) -> int:
-        v = await conn.fetchval(
-            "SELECT position FROM projections.checkpoints WHERE name = $1", self.name
-        )
-        return int(v or 0)
-
     # --- for tests and operators ---------------------------------------------------------------
 
     async def wait_for(self, position: int, timeout: float = 10.0) -> None:
@@ -312,7 +250,7 @@ class ProjectionRunner:
         only become visible after it commits, so waiting would never end."""
         async with self.pool.acquire() as conn:
             await ensure_schema(conn, self.projection, self.schema)
-            self.position = max(self.position, await self._checkpoint(conn))
+            self.position = max(self.position, await read_checkpoint(conn, self.name))
         target = await self.store.head_position() if until is None else until
 
         def fetch(after: int) -> asyncio.Task[ReadAllPage]:
@@ -345,16 +283,6 @@ class ProjectionRunner:
             pending.cancel()
 
 
-def live_types(projection: Projection) -> Sequence[str] | None:
-    """The event types a projection reads when it follows the log live: all of its ``types``
-    but its optional ``replay_only_types`` (e.g. the events an engine appended itself, which it
-    needs only to rebuild its tables)."""
-    skip = set(getattr(projection, "replay_only_types", ()))
-    if projection.types is None or not skip:
-        return projection.types
-    return [t for t in projection.types if t not in skip]
-
-
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     """Cancel and wait until each task has really finished (a cancellation can be lost in
     library code; asking again is harmless)."""
@@ -365,19 +293,3 @@ async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     for t in tasks:
         if not t.cancelled():
             t.exception()  # retrieved, so asyncio does not log it as never retrieved
-
-
-async def wait_for_checkpoint(
-    pool: asyncpg.Pool, name: str, position: int, timeout: float = 10.0
-) -> None:
-    """Wait until a projection run by another process has committed ``position``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = await pool.fetchval(
-            "SELECT position FROM projections.checkpoints WHERE name = $1", name
-        )
-        if (v or 0) >= position:  # no checkpoint yet: nothing applied, which covers 0
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"projection {name} at {v}, wanted {position}")
-        await asyncio.sleep(0.01)

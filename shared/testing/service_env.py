@@ -23,7 +23,8 @@ from shared.grpckit import client
 from shared.grpckit.auth import TokenTable
 from shared.grpckit.server import GrpcServer
 from shared.projections.model import Projection
-from shared.projections.runner import ProjectionRunner, ensure_schema
+from shared.projections.runner import ProjectionRunner
+from shared.projections.schema import ensure_schema
 from shared.runtime import Runtime
 from shared.service import Api, Role, ServiceSpec
 from shared.testing import tokens

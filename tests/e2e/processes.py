@@ -1,16 +1,19 @@
 """Services as real processes for the end-to-end tests: start a role (with the test token table
 and service token, shared/testing/tokens.py), wait for its health, call it with a role's token,
-stop it with SIGTERM."""
+stop it with SIGTERM, kill it and start it again on the same ports; calls retried with their
+request id until acknowledged (``Retrying``)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -32,7 +35,8 @@ class Proc:
         self, role: str, database_url: str, service: str = "contacts", **extra: str
     ) -> None:
         self.grpc_port, self.metrics_port = free_port(), free_port()
-        env = {
+        self.args = [sys.executable, "-m", f"services.{service}", role]
+        self.env = {
             **os.environ,
             "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
             "DATABASE_URL": database_url,
@@ -42,7 +46,11 @@ class Proc:
             **tokens.ENV,
             **extra,
         }
-        self.p = subprocess.Popen([sys.executable, "-m", f"services.{service}", role], env=env)
+        self.start()
+
+    def start(self) -> None:
+        """Start the role (again, after ``kill``: the same ports and environment)."""
+        self.p = subprocess.Popen(self.args, env=self.env)
 
     def channel(self, role: str = "service") -> grpc.aio.Channel:
         """A channel to its gRPC port whose calls carry the test token of ``role``."""
@@ -71,9 +79,32 @@ class Proc:
         return self.p.wait(timeout)
 
     def kill(self) -> None:
+        """SIGKILL: no drain, no goodbye (as an OOM kill or a lost node)."""
         if self.p.poll() is None:
             self.p.kill()
             self.p.wait()
+
+
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class Retrying:
+    """Calls retried with the same request (so the same request id) until acknowledged, as a
+    client should after a retryable status; anything else fails the test."""
+
+    def __init__(self) -> None:
+        self.refused: collections.Counter[grpc.StatusCode] = collections.Counter()
+        self.retried: set[str] = set()  # the request ids that needed more than one attempt
+
+    async def until_acked(self, call: Any, request: Any, timeout: float = 10) -> Any:
+        while True:
+            try:
+                return await call(request, timeout=timeout)
+            except grpc.aio.AioRpcError as e:
+                self.refused[e.code()] += 1
+                assert e.code() in RETRYABLE, f"{e.code()}: {e.details()}"
+                self.retried.add(getattr(request, "request_id", ""))
+                await asyncio.sleep(0.05)
 
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

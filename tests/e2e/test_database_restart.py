@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import grpc
 import pytest
 
 from crm.contacts.v1 import contacts_pb2 as pb
@@ -34,7 +33,7 @@ from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner
 from shared.testing.postgres import restart_embedded, stop_embedded
 from shared.testing.suite import migrate_everything
-from tests.e2e.processes import SERVING, Proc
+from tests.e2e.processes import SERVING, Proc, Retrying
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +43,6 @@ PROJECTIONS: list[Projection] = [
     OrdersProjection(),
     CartsProjection(),
 ]
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 KEY = SigningKey.generate()  # contacts-project signs checkpoints with it, as deployed
 
 
@@ -106,17 +104,9 @@ class Load:
         self.contacts = pb_grpc.ContactsServiceStub(contacts.channel())
         self.orders = opb_grpc.OrdersServiceStub(orders.channel())
         self.acked: dict[str, list[str]] = collections.defaultdict(list)
-        self.refused: collections.Counter[grpc.StatusCode] = collections.Counter()
+        self.calls = Retrying()
+        self.until_acked = self.calls.until_acked
         self.stop = asyncio.Event()
-
-    async def until_acked(self, call: Any, request: Any) -> Any:
-        while True:
-            try:
-                return await call(request, timeout=10)
-            except grpc.aio.AioRpcError as e:
-                self.refused[e.code()] += 1
-                assert e.code() in RETRYABLE, f"{e.code()}: {e.details()}"
-                await asyncio.sleep(0.05)
 
     async def customer(self, i: int) -> None:
         r = await self.until_acked(
@@ -254,4 +244,5 @@ async def test_three_database_restarts_under_load(
         assert report.ok and report.checkpoints == len(checkpoints), report.to_json()
     finally:
         await store.close()
-    print(f"acknowledged: { {k: len(v) for k, v in load.acked.items()} }, refused: {load.refused}")
+    acked = {k: len(v) for k, v in load.acked.items()}
+    print(f"acknowledged: {acked}, refused: {load.calls.refused}")
