@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
@@ -38,6 +38,10 @@ from shared.projections.runner import ProjectionRunner, ensure_schema
 from shared.service import Api, ServiceSpec
 from shared.settings import Settings
 from shared.supervision import Worker, sleep_unless_stopped, supervise
+
+if TYPE_CHECKING:
+    from shared.eventstore.audit.checkpoints import SigningKey
+    from shared.eventstore.audit.port import AuditLog
 
 LAG_EVERY = 5.0  # seconds between projection-lag metric updates
 READY_EVERY = 0.5  # seconds between readiness updates of a project role
@@ -185,7 +189,16 @@ async def project(
         await server.stop()
         return
     jobs = work(rt, settings, stop)
-    admin.bind(rt.store, rt.pool, rt.dsn, jobs.projections, settings.projection_batch_size)
+    audit, signing_key = log_audit(rt, settings)
+    admin.bind(
+        rt.store,
+        rt.pool,
+        rt.dsn,
+        jobs.projections,
+        settings.projection_batch_size,
+        audit=audit,
+        signing_key=signing_key,
+    )
     try:
         await server.ready()
         await run_projections(
@@ -246,6 +259,27 @@ async def run_projections(
                 log.warning("projection.lag_unmeasured", error=f"{type(exc).__name__}: {exc}")
         await sleep_unless_stopped(stop, READY_EVERY)
     await asyncio.gather(*tasks)
+
+
+def log_audit(rt: Runtime, settings: Settings) -> tuple[AuditLog | None, SigningKey | None]:
+    """What the Admin API's export and checkpoints need: the store's audit side (None for a
+    backend that keeps no checkpoints) and this role's signing key (None without one; one that
+    cannot be read stops the role, as checkpoint_writer says)."""
+    from shared.eventstore.audit.checkpoints import CheckpointFormatError
+    from shared.eventstore.audit.checkpoints import SigningKey as Key
+    from shared.eventstore.audit.port import CheckpointsUnsupported, audit_log
+
+    audit: AuditLog | None
+    try:
+        audit = audit_log(rt.store)
+    except CheckpointsUnsupported:
+        audit = None
+    if not settings.checkpoint_signing_key:
+        return audit, None
+    try:
+        return audit, Key.parse(settings.checkpoint_signing_key)
+    except CheckpointFormatError as exc:
+        raise SystemExit(f"CHECKPOINT_SIGNING_KEY is set, but: {exc}") from None
 
 
 def checkpoint_writer(
