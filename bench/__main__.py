@@ -17,6 +17,7 @@ import uvloop
 
 from bench import db, grpc_load, importer, orders, projection, report, segmentation, store
 from bench.common import SCALE, Metric, log
+from bench.log_audit import LogAudit
 from services.registry import SERVICES
 from shared.db import connect_pool
 from shared.eventstore.postgres import PostgresEventStore
@@ -92,6 +93,12 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
                 lambda: orders.rebuild_metrics(es, raw, notes),
             )
             await _guarded("read_all", metrics, notes, lambda: store.read_all(es, raw))
+            audit = LogAudit(es, dsn)
+            try:
+                await _guarded("events_export_rate", metrics, notes, audit.export_rate)
+                await _guarded("verify_rate", metrics, notes, audit.verify_rate)
+            finally:
+                audit.close()
             await _guarded("grpc_register_contact", metrics, notes, lambda: _grpc(dsn, notes, info))
             await _guarded(
                 "grpc_place_order", metrics, notes, lambda: _grpc_orders(dsn, notes, info)
