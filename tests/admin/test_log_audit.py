@@ -18,9 +18,12 @@ from grpc_status import rpc_status
 from crm.admin.v1 import admin_pb2 as pb
 from crm.admin.v1 import admin_pb2_grpc as pb_grpc
 from services.contacts.spec import SPEC as CONTACTS
+from shared.admin.servicer import AdminServicer
+from shared.domain.errors import Precondition
 from shared.domain.timestamps import timestamp_text
 from shared.eventstore import NewEvent, StreamState
 from shared.eventstore.audit.checkpoints import SigningKey, b64
+from shared.eventstore.audit.postgres import PostgresAuditLog
 from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.errors import error_info
 from shared.testing.service_env import Projecting, projecting
@@ -33,6 +36,8 @@ pytestmark = pytest.mark.timeout(180)
 
 @dataclass
 class Roles:
+    """Two project roles on a log holding one event ("seed-0") and checkpoint 1."""
+
     store: PostgresEventStore
     dsn: str
     key: SigningKey
@@ -56,6 +61,10 @@ class Roles:
 async def roles(dsn: str) -> AsyncIterator[Roles]:
     key = SigningKey.generate()
     store = await PostgresEventStore.connect(dsn, max_size=4)
+    # Checkpoint 1 over one event before the signer starts: its writer then waits an interval
+    # (an hour) from it, and signs nothing behind the tests' backs.
+    await store.append("seed-0", [ev(n=0)], StreamState.NO_STREAM)
+    assert await PostgresAuditLog(store.pool).create_checkpoint(key) is not None
     signing = {"checkpoint_signing_key": key.private_text(), "checkpoint_interval_seconds": 3600}
     async with (
         projecting(CONTACTS, dsn, role=role, settings=signing) as signer,
@@ -95,22 +104,22 @@ async def test_an_auditor_exports_the_log_and_its_checkpoints_and_verifies_them_
     code, out, errors = await crm("audit", "checkpoint", "--create", *roles.first_plain())
     assert code == 0, errors
     (first,) = lines(out)
-    assert first["number"] == 1 and "checkpoint 1: position" in errors
+    assert first["number"] == 2 and "checkpoint 2: position" in errors
     await roles.store.append("c-1", [ev(note="é \u2028 after the first", big=2**60)], 1)
     await roles.store.append("d-1", [ev(n=1), ev(n=2)], StreamState.NO_STREAM)
     code, out, errors = await crm("audit", "checkpoint", "--create", *roles.first_plain())
-    assert code == 0 and lines(out)[0]["number"] == 2, errors
+    assert code == 0 and lines(out)[0]["number"] == 3, errors
     code, out, errors = await crm("audit", "checkpoint", "--create", *roles.first_plain())
-    assert code == 0 and out == "" and "has not moved since checkpoint 2" in errors
+    assert code == 0 and out == "" and "has not moved since checkpoint 3" in errors
     await roles.store.append("c-0", [ev(n=3)], 1)
 
     auditor = ["--admin", f"contacts={roles.plain.target}"]
     code, kept, errors = await crm("audit", "checkpoint", *auditor, role="auditor")
-    assert code == 0 and [c["number"] for c in lines(kept)] == [1, 2], errors
+    assert code == 0 and [c["number"] for c in lines(kept)] == [1, 2, 3], errors
     code, later, _ = await crm("audit", "checkpoint", "--after", "1", *auditor, role="auditor")
     assert code == 0 and lines(later) == lines(kept)[1:]
     code, log, errors = await crm("events", "export", *auditor, role="auditor")
-    assert code == 0 and "exported 10 events" in errors, errors
+    assert code == 0 and "exported 11 events" in errors, errors
     code, direct, _ = await crm("events", "export", "--database-url", roles.dsn, role="")
     assert code == 0 and log == direct  # byte for byte the export the database path writes
 
@@ -121,7 +130,7 @@ async def test_an_auditor_exports_the_log_and_its_checkpoints_and_verifies_them_
     against = ["--against", str(tmp_path / "checkpoints.jsonl")]
     code, report, _ = await crm(*verify, *against, *pinned, role="")  # no token, no database
     assert code == 0, report
-    assert (orjson.loads(report)["events"], orjson.loads(report)["checkpoints_checked"]) == (10, 2)
+    assert (orjson.loads(report)["events"], orjson.loads(report)["checkpoints_checked"]) == (11, 3)
 
     edited = log.replace('\\"n\\": 1', '\\"n\\": 7', 1)  # an event's data, as stored
     assert edited != log
@@ -134,11 +143,11 @@ async def test_a_range_by_position_or_time_is_the_database_paths_range(roles: Ro
     await fill(roles.store)
     stub = roles.admin(roles.plain)
     made = await roles.admin(roles.signer).CreateCheckpoint(pb.CreateCheckpointRequest())
-    assert made.created and made.checkpoint.number == 1
+    assert made.created and made.checkpoint.number == 2
     await roles.store.append("d-1", [ev(n=1), ev(n=2)], StreamState.NO_STREAM)
     since = made.checkpoint.position + 1
     body = lines((await exported(stub, pb.ExportEventsRequest(since_position=since))).decode())
-    assert [b["stream"] for b in body if b["kind"] == "head"] == ["c-0", "c-1", "c-2"]
+    assert [b["stream"] for b in body if b["kind"] == "head"] == ["c-0", "c-1", "c-2", "seed-0"]
     assert [b["stream"] for b in body if b["kind"] == "event"] == ["d-1", "d-1"]
     at = await roles.store.pool.fetchval(
         "SELECT recorded_at FROM eventstore.events WHERE stream_id = 'd-1' AND version = 1"
@@ -154,7 +163,7 @@ async def test_a_range_by_position_or_time_is_the_database_paths_range(roles: Ro
     empty.since_time.FromJsonString("2999-01-01T00:00:00Z")
     assert lines((await exported(stub, empty)).decode())[-1] == {
         "kind": "end",
-        "heads": 4,
+        "heads": 5,
         "events": 0,
     }
 
@@ -169,9 +178,9 @@ async def test_a_large_export_comes_in_chunks_that_may_cut_a_line(roles: Roles) 
     assert any(not m.data.endswith(b"\n") for m in messages[:-1])  # a line cut between two
     assert [m.exported_events for m in messages] == sorted(m.exported_events for m in messages)
     last = messages[-1]
-    assert last.exported_events == 1200 and last.position == last.last_position
+    assert last.exported_events == 1201 and last.position == last.last_position
     body = lines(b"".join(m.data for m in messages).decode())
-    assert len(body) == 1202 and body[-1] == {"kind": "end", "heads": 0, "events": 1200}
+    assert len(body) == 1203 and body[-1] == {"kind": "end", "heads": 0, "events": 1201}
 
 
 async def test_checkpoints_are_listed_in_pages(roles: Roles) -> None:
@@ -188,7 +197,7 @@ async def test_checkpoints_are_listed_in_pages(roles: Roles) -> None:
         token = page.next_page_token
         if not token:
             break
-    assert numbers == [2, 3, 4, 5]
+    assert numbers == [2, 3, 4, 5, 6]
     assert (await fails(stub.ListCheckpoints(pb.ListCheckpointsRequest(after_number=-1))))[2] == (
         "INVALID_AFTER_NUMBER"
     )
@@ -223,7 +232,7 @@ async def test_bad_requests_and_roles_without_the_key_are_refused_clearly(
         "SIGNING_KEY_MISSING",
     )
     nothing = await signer.CreateCheckpoint(pb.CreateCheckpointRequest())
-    assert not nothing.created and not nothing.HasField("checkpoint")  # the log is empty
+    assert not nothing.created and nothing.checkpoint.number == 1  # the log has not moved
     code, _, errors = await crm(
         "audit", "checkpoint", "--create", "--service", "contacts", *roles.first_plain()
     )
@@ -258,3 +267,24 @@ async def test_a_log_that_lost_its_tail_is_tampering(roles: Roles) -> None:
         role="auditor",
     )
     assert code == 2 and "PERMISSION_DENIED" in errors
+
+
+async def test_a_backend_without_checkpoints_says_so(dsn: str) -> None:
+    """What a project role on the EventStoreDB backend binds (runtime.log_audit: no audit
+    side): each audit RPC refuses with AUDIT_NOT_SUPPORTED rather than failing inside."""
+    store = await PostgresEventStore.connect(dsn, max_size=2)
+    servicer = AdminServicer("contacts")
+    servicer.bind(store, store.pool, dsn, [], 100, audit=None, signing_key=SigningKey.generate())
+    calls = [
+        lambda: servicer.ListCheckpoints(pb.ListCheckpointsRequest(), None),
+        lambda: servicer.CreateCheckpoint(pb.CreateCheckpointRequest(), None),
+        lambda: anext(servicer.ExportEvents(pb.ExportEventsRequest(), None)),
+    ]
+    try:
+        for call in calls:
+            with pytest.raises(Precondition) as refused:
+                await call()
+            assert refused.value.reason == "AUDIT_NOT_SUPPORTED"
+    finally:
+        await servicer.close()
+        await store.close()
