@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bench import store
-from bench.common import Metric, log, median, scaled
+from bench.common import Metric, interleaved, log, median, scaled
 from bench.procs import free_port, running, service_env, wait_serving
 from crm.admin.v1 import admin_pb2 as pb
 from crm.admin.v1 import admin_pb2_grpc as pb_grpc
@@ -30,6 +30,7 @@ from shared.grpckit.client import bearer, open_channel
 from shared.testing import tokens
 
 ROUNDS = 3
+BUDGET = 20.0  # seconds (times BENCH_SCALE) after which no new round starts
 MORE_AFTER_FIRST_CHECKPOINT = 10_000  # events between the two checkpoints
 
 
@@ -100,14 +101,14 @@ class LogAudit:
 
     async def export_rate(self) -> Metric:
         await self.prepare()
-        raws, rates = [], []
         async with self.admin_api() as stub:
-            for r in range(ROUNDS):
-                raws.append(await self.read_all())
-                rates.append(await self.export_once(stub))
-                log(
-                    f"  export round {r + 1}: read_all {raws[-1]:,.0f}/s, export {rates[-1]:,.0f}/s"
-                )
+            raws, rates = await interleaved(
+                lambda _r: self.read_all(),
+                lambda _r: self.export_once(stub),
+                rounds=ROUNDS,
+                label="events_export_rate",
+                budget=BUDGET,
+            )
         return Metric(
             name="events_export_rate",
             value=median(rates),
@@ -129,11 +130,13 @@ class LogAudit:
         if not self.exported:
             async with self.admin_api() as stub:
                 await self.export_once(stub)
-        raws, rates = [], []
-        for r in range(ROUNDS):
-            raws.append(await self.read_all())
-            rates.append(self.verify_once())
-            log(f"  verify round {r + 1}: read_all {raws[-1]:,.0f}/s, verify {rates[-1]:,.0f}/s")
+
+        async def verify(_r: int) -> float:
+            return self.verify_once()
+
+        raws, rates = await interleaved(
+            lambda _r: self.read_all(), verify, rounds=ROUNDS, label="verify_rate", budget=BUDGET
+        )
         return Metric(
             name="verify_rate",
             value=median(rates),

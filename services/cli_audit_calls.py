@@ -26,10 +26,15 @@ Metadata = Sequence[tuple[str, str]]
 PAGE = 1000  # checkpoints per ListCheckpoints call
 
 
-def api_failed(exc: grpc.aio.AioRpcError, where: str, as_json: bool) -> NoReturn:
-    """Report a failed call (also as JSON on stdout with --json) and exit 1 or 2."""
+def api_failed(
+    exc: grpc.aio.AioRpcError, where: str, as_json: bool, *, stdout_is_data: bool = False
+) -> NoReturn:
+    """Report a failed call (also as JSON with --json: on stdout, or on stderr beside the
+    summary when stdout holds the data, an export) and exit 1 or 2."""
     problem = failure(exc, where)
-    if as_json:
+    if as_json and stdout_is_data:
+        err.print_json(data={"error": problem})
+    elif as_json:
         emit({"error": problem})
     reason = f" ({problem['reason']})" if problem["reason"] else ""
     err.print(f"[red]{escape(problem['code'])}{escape(reason)}: {escape(problem['message'])}[/red]")

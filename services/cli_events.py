@@ -146,9 +146,13 @@ def export(
         else:
             where, target = next(iter(admin_targets(admin, service).items()))
             request = _export_request(first_bound, last_bound)
-            summary = asyncio.run(
-                _export_from_api(where, target, request, token, as_json, out, advance)
-            )
+            try:
+                summary = asyncio.run(
+                    _export_from_api(where, target, request, token, as_json, out, advance)
+                )
+            except KeyboardInterrupt:
+                out.flush()
+                fail("interrupted: the export on stdout is incomplete (no closing line)")
         out.flush()
         bar.update(task, completed=bar.tasks[0].total or 1)
     if as_json:
@@ -196,7 +200,7 @@ async def _export_from_api(
             )
         except grpc.aio.AioRpcError as exc:
             out.flush()
-            api_failed(exc, f"{where} at {target}", as_json)
+            api_failed(exc, f"{where} at {target}", as_json, stdout_is_data=True)
 
 
 async def _export_from_database(
