@@ -62,6 +62,7 @@ class LogAudit:
         self.checkpoints += [c for c in [await audit.create_checkpoint(self.key)] if c]
         self.events = int(await self.es.pool.fetchval("SELECT count(*) FROM eventstore.events"))
         self.streams = self.checkpoints[-1].streams
+        await self.read_all()  # warm the cache: the first pass after the appends is slower
         log(f"  the log: {self.events:,} events in {self.streams:,} streams, 2 checkpoints")
 
     @contextlib.asynccontextmanager
