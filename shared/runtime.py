@@ -9,17 +9,19 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 import structlog
 import uvloop
 
+from shared.admin.log_audit import audit_side
 from shared.admin.servicer import SERVICE as ADMIN
 from shared.admin.servicer import AdminServicer
 from shared.db import connect_pool, embedded
 from shared.domain import paging
 from shared.eventstore import EventStore
+from shared.eventstore.audit.checkpoints import CheckpointFormatError
 from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.auth import TokenTable, TokenTableError
 from shared.grpckit.server import (
@@ -38,10 +40,6 @@ from shared.projections.runner import ProjectionRunner, ensure_schema
 from shared.service import Api, ServiceSpec
 from shared.settings import Settings
 from shared.supervision import Worker, sleep_unless_stopped, supervise
-
-if TYPE_CHECKING:
-    from shared.eventstore.audit.checkpoints import SigningKey
-    from shared.eventstore.audit.port import AuditLog
 
 LAG_EVERY = 5.0  # seconds between projection-lag metric updates
 READY_EVERY = 0.5  # seconds between readiness updates of a project role
@@ -189,7 +187,10 @@ async def project(
         await server.stop()
         return
     jobs = work(rt, settings, stop)
-    audit, signing_key = log_audit(rt, settings)
+    try:
+        audit, signing_key = audit_side(rt.store, settings.checkpoint_signing_key)
+    except CheckpointFormatError as exc:  # checkpoint_writer would stop the role: stop it now
+        raise SystemExit(f"CHECKPOINT_SIGNING_KEY is set, but: {exc}") from None
     admin.bind(
         rt.store,
         rt.pool,
@@ -259,27 +260,6 @@ async def run_projections(
                 log.warning("projection.lag_unmeasured", error=f"{type(exc).__name__}: {exc}")
         await sleep_unless_stopped(stop, READY_EVERY)
     await asyncio.gather(*tasks)
-
-
-def log_audit(rt: Runtime, settings: Settings) -> tuple[AuditLog | None, SigningKey | None]:
-    """What the Admin API's export and checkpoints need: the store's audit side (None for a
-    backend that keeps no checkpoints) and this role's signing key (None without one; one that
-    cannot be read stops the role, as checkpoint_writer says)."""
-    from shared.eventstore.audit.checkpoints import CheckpointFormatError
-    from shared.eventstore.audit.checkpoints import SigningKey as Key
-    from shared.eventstore.audit.port import CheckpointsUnsupported, audit_log
-
-    audit: AuditLog | None
-    try:
-        audit = audit_log(rt.store)
-    except CheckpointsUnsupported:
-        audit = None
-    if not settings.checkpoint_signing_key:
-        return audit, None
-    try:
-        return audit, Key.parse(settings.checkpoint_signing_key)
-    except CheckpointFormatError as exc:
-        raise SystemExit(f"CHECKPOINT_SIGNING_KEY is set, but: {exc}") from None
 
 
 def checkpoint_writer(

@@ -15,15 +15,34 @@ from crm.admin.v1 import admin_pb2 as pb
 from shared.admin.convert import checkpoint_pb
 from shared.domain import paging
 from shared.domain.errors import Precondition
+from shared.eventstore import EventStore
 from shared.eventstore.audit.checkpoints import SigningKey
 from shared.eventstore.audit.export import export_chunks, export_range
-from shared.eventstore.audit.port import AuditLog, LogBehindCheckpoint
+from shared.eventstore.audit.port import (
+    AuditLog,
+    CheckpointsUnsupported,
+    LogBehindCheckpoint,
+    audit_log,
+)
 from shared.eventstore.audit.worker import written
 from shared.grpckit import calls
 from shared.grpckit.auth import current_caller
 
 DOMAIN = "admin.crm"
 log = structlog.get_logger(__name__)
+
+
+def audit_side(
+    store: EventStore, signing_key: str | None
+) -> tuple[AuditLog | None, SigningKey | None]:
+    """What a project role binds (runtime.project): the store's audit side (None for a backend
+    that keeps no checkpoints) and its signing key (``CHECKPOINT_SIGNING_KEY``; None without
+    one). Raises CheckpointFormatError for a key that cannot be read."""
+    try:
+        audit: AuditLog | None = audit_log(store)
+    except CheckpointsUnsupported:
+        audit = None
+    return audit, SigningKey.parse(signing_key) if signing_key else None
 
 
 class LogAuditRpcs:

@@ -299,7 +299,7 @@ async def test_a_log_that_lost_its_tail_is_tampering(roles: Roles) -> None:
 
 
 async def test_a_backend_without_checkpoints_says_so(dsn: str) -> None:
-    """What a project role on the EventStoreDB backend binds (runtime.log_audit: no audit
+    """What a project role on the EventStoreDB backend binds (log_audit.audit_side: no audit
     side): each audit RPC refuses with AUDIT_NOT_SUPPORTED rather than failing inside."""
     store = await PostgresEventStore.connect(dsn, max_size=2)
     servicer = AdminServicer("contacts")
