@@ -27,6 +27,7 @@ from bench import (
     store,
 )
 from bench.common import SCALE, Metric, log
+from bench.log_audit import LogAudit
 from services.registry import SERVICES
 from shared.db import connect_pool
 from shared.eventstore.postgres import PostgresEventStore
@@ -102,6 +103,12 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
                 lambda: orders.rebuild_metrics(es, raw, notes),
             )
             await _guarded("read_all", metrics, notes, lambda: store.read_all(es, raw))
+            audit = LogAudit(es, dsn)
+            try:
+                await _guarded("events_export_rate", metrics, notes, audit.export_rate)
+                await _guarded("verify_rate", metrics, notes, audit.verify_rate)
+            finally:
+                audit.close()
             await _guarded("grpc_register_contact", metrics, notes, lambda: _grpc(dsn, notes, info))
             await _guarded(
                 "grpc_register_contact_auth_cost",

@@ -55,6 +55,9 @@ GOALS: dict[str, Goal] = {
     "segment_event_latency_p99_ms": Goal(100, higher_is_better=False),
     "segment_backfill": Goal(0.5, on_ratio=True),
     "segmentation_projection": Goal(0.5, on_ratio=True),
+    # auditors (issue 13): against read_all on the same log
+    "events_export_rate": Goal(0.5, on_ratio=True),
+    "verify_rate": Goal(0.5, on_ratio=True),
 }
 
 

@@ -1,15 +1,22 @@
-"""`crm audit …`: signed checkpoints, inclusion proofs, keys."""
+"""`crm audit …`: signed checkpoints (through the Admin API, or a database given with
+--database-url), inclusion proofs (the database), keys."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Annotated
 
+import grpc
 import orjson
 import typer
 
-from services.cli_events import DatabaseUrl, Json, PublicKeys
+from crm.admin.v1 import admin_pb2_grpc as pb_grpc
+from services.cli_admin import Admin, Service, admin_targets
+from services.cli_audit_calls import api_failed, create_checkpoint, list_checkpoints
+from services.cli_calls import Token, dial, failure, metadata
+from services.cli_events import DatabaseUrl, ExplicitDatabaseUrl, Json, PublicKeys
 from services.cli_support import (
     OK,
     TAMPER,
@@ -24,7 +31,7 @@ from services.cli_support import (
     run,
     signing_key,
 )
-from shared.eventstore.audit.checkpoints import SigningKey
+from shared.eventstore.audit.checkpoints import Checkpoint, SigningKey
 from shared.eventstore.audit.port import LogBehindCheckpoint
 from shared.eventstore.audit.proof import ProofError, check_proof, make_proof
 
@@ -36,58 +43,112 @@ SigningKeyOption = Annotated[
         "--signing-key",
         envvar="CHECKPOINT_SIGNING_KEY",
         show_default=False,
-        help="the Ed25519 private key (base64 or PEM, or a file holding it)",
+        help="the Ed25519 private key (base64 or PEM, or a file holding it); checkpoint --create"
+        " uses it with --database-url only",
     ),
 ]
 
 
 @app.command("checkpoint")
 def checkpoint(
-    create: Annotated[bool, typer.Option("--create", help="write a checkpoint now")] = False,
-    after: Annotated[int, typer.Option(help="export only checkpoints numbered above this")] = 0,
-    key: SigningKeyOption = "",
+    create: Annotated[bool, typer.Option("--create", help="sign a checkpoint now")] = False,
+    after: Annotated[
+        int, typer.Option(min=0, help="export only checkpoints numbered above this")
+    ] = 0,
     as_json: Json = False,
-    database_url: DatabaseUrl = "",
+    service: Service = None,
+    admin: Admin = None,
+    token: Token = "",
+    database_url: ExplicitDatabaseUrl = "",
+    key: SigningKeyOption = "",
 ) -> None:
     """Export the signed checkpoints as JSON lines (`> checkpoints.jsonl`), or with --create
     sign one as of the end of the log now (when it moved since the last one) and print it.
-    Exit 1 when the log ends before the last checkpoint's position (its tail was removed)."""
-    signer = signing_key(key) if create else None
+    Through the Admin API with your token (exporting: an auditor's will do; --create: an
+    operator's, answered by the project role that holds the signing key, the first of them
+    unless --service); with --database-url, that database (and --create signs with
+    --signing-key). Exit 1 when the log ends before the last checkpoint's position (its tail
+    was removed)."""
+    if database_url:
+        exit_with(run(_checkpoint_database(database_url, create, after, key, as_json)))
+    if create:
+        targets = admin_targets(admin, service)
+        exit_with(asyncio.run(_create_through_api(targets, token, as_json)))
+    where, target = next(iter(admin_targets(admin, service).items()))
 
-    async def work() -> int:
-        audit = await connect(database_url)
-        try:
-            if signer is not None:
-                try:
-                    made = await audit.create_checkpoint(signer)
-                except LogBehindCheckpoint as exc:
-                    err.print(f"[red]truncated[/red]: {exc}")
-                    return TAMPER
-                if made is None:
-                    latest = await audit.latest_checkpoint()
-                    err.print(
-                        "nothing to sign: the log is empty"
-                        if latest is None
-                        else f"the log has not moved since checkpoint {latest.number}"
-                    )
-                    return OK
-                emit(made.to_json())
-                if not as_json:
-                    err.print(
-                        f"checkpoint {made.number}: position {made.position}, {made.streams} "
-                        f"streams, root {made.root.hex()}, key {made.key_id}"
-                    )
-                return OK
-            found = await audit.checkpoints(after)
-        finally:
-            await audit.close()
-        for cp in found:
-            emit(cp.to_json())
-        if not as_json:
-            err.print(f"{len(found)} checkpoint(s)")
+    async def listed() -> list[Checkpoint]:
+        async with dial(target) as channel:
+            try:
+                return await list_checkpoints(
+                    pb_grpc.AdminServiceStub(channel), after, metadata(token)
+                )
+            except grpc.aio.AioRpcError as exc:
+                api_failed(exc, f"{where} at {target}", as_json)
+
+    exit_with(_listed(asyncio.run(listed()), as_json))
+
+
+def _listed(found: list[Checkpoint], as_json: bool) -> int:
+    for cp in found:
+        emit(cp.to_json())
+    if not as_json:
+        err.print(f"{len(found)} checkpoint(s)")
+    return OK
+
+
+def _created(made: Checkpoint | None, created: bool, as_json: bool) -> int:
+    if not created:
+        err.print(
+            "nothing to sign: the log is empty"
+            if made is None
+            else f"the log has not moved since checkpoint {made.number}"
+        )
         return OK
+    assert made is not None
+    emit(made.to_json())
+    if not as_json:
+        err.print(
+            f"checkpoint {made.number}: position {made.position}, {made.streams} "
+            f"streams, root {made.root.hex()}, key {made.key_id}"
+        )
+    return OK
 
-    exit_with(run(work()))
+
+async def _create_through_api(targets: dict[str, str], token: str, as_json: bool) -> int:
+    """CreateCheckpoint on the first of ``targets`` whose role holds the signing key."""
+    for where, target in targets.items():
+        async with dial(target) as channel:
+            try:
+                made, created = await create_checkpoint(
+                    pb_grpc.AdminServiceStub(channel), metadata(token)
+                )
+            except grpc.aio.AioRpcError as exc:
+                if failure(exc, where)["reason"] == "SIGNING_KEY_MISSING":
+                    continue
+                api_failed(exc, f"{where} at {target}", as_json)
+        return _created(made, created, as_json)
+    fail(
+        f"no project role signs checkpoints ({', '.join(targets)} asked): none has "
+        "CHECKPOINT_SIGNING_KEY"
+    )
+
+
+async def _checkpoint_database(url: str, create: bool, after: int, key: str, as_json: bool) -> int:
+    signer = signing_key(key) if create else None
+    audit = await connect(url)
+    try:
+        if signer is None:
+            return _listed(await audit.checkpoints(after), as_json)
+        try:
+            made = await audit.create_checkpoint(signer)
+        except LogBehindCheckpoint as exc:
+            err.print(f"[red]truncated[/red]: {exc}")
+            return TAMPER
+        if made is not None:
+            return _created(made, True, as_json)
+        return _created(await audit.latest_checkpoint(), False, as_json)
+    finally:
+        await audit.close()
 
 
 @app.command("prove")

@@ -1,16 +1,26 @@
-"""`crm events …`: verify the log (live or an export), export a range of it, with the database;
-read a stream and follow the log through the Admin API instead (cli_log.py)."""
+"""`crm events …`: verify the log (live, with the database; or an export, offline), export a range
+of it (through the Admin API, or from a database given with --database-url); read a stream and
+follow the log through the Admin API (cli_log.py)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
+import grpc
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from crm.admin.v1 import admin_pb2 as pb
+from crm.admin.v1 import admin_pb2_grpc as pb_grpc
+from services.cli_admin import Admin, Service, admin_targets
+from services.cli_audit_calls import api_failed, download_export
+from services.cli_calls import Token, dial, metadata
 from services.cli_support import (
+    OK,
     USAGE,
     connect,
     err,
@@ -24,16 +34,28 @@ from services.cli_support import (
     run,
     stdout,
 )
+from shared.eventstore.audit.export import ExportSummary, export_range
 from shared.eventstore.audit.export import export as write_export
 from shared.eventstore.audit.offline import verify_export
 from shared.eventstore.audit.verify import verify_log
 
 app = typer.Typer(
-    help="The event log: read a stream, tail it (Admin API); verify, export it (database).",
+    help="The event log: read a stream, tail it, export it (Admin API); verify it (database, or"
+    " an export offline).",
     no_args_is_help=True,
 )
 
 DatabaseUrl = Annotated[str, typer.Option(envvar="DATABASE_URL", help="PostgreSQL to read")]
+# Commands that go through the Admin API read a database only when told so on the command line
+# (a DATABASE_URL in the environment does not switch them).
+ExplicitDatabaseUrl = Annotated[
+    str,
+    typer.Option(
+        "--database-url",
+        show_default=False,
+        help="read this PostgreSQL directly instead of the Admin API (e.g. a restored backup)",
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 PublicKeys = Annotated[
     list[str] | None,
@@ -88,55 +110,115 @@ def export(
         str | None, typer.Option(help="last position, or a time; default: the end of the log")
     ] = None,
     as_json: Json = False,
-    database_url: DatabaseUrl = "",
+    service: Service = None,
+    admin: Admin = None,
+    token: Token = "",
+    database_url: ExplicitDatabaseUrl = "",
 ) -> None:
     """Stream the events in a range of positions to stdout as JSON lines (with their hashes,
     positions, versions, metadata and data as stored), preceded by each stream's head before
     the range, for `crm events verify --file`. A time range is the positions from the first
-    event recorded at or after --since to the last recorded at or before --until."""
+    event recorded at or after --since to the last recorded at or before --until. Through a
+    project role's Admin API with your token (an auditor's will do); with --database-url, from
+    that database instead."""
     first_bound, last_bound = parse_bound(since, "--since"), parse_bound(until, "--until")
-
-    async def work() -> int:
-        audit = await connect(database_url)
-        try:
-            times = [b if isinstance(b, datetime) else None for b in (first_bound, last_bound)]
-            first, last = await audit.positions_between(times[0], times[1])
-            if isinstance(first_bound, int):
-                first = first_bound
-            if isinstance(last_bound, int):
-                last = min(last_bound, await audit.final_position())
-            out = stdout()
-            with Progress(
-                TextColumn("exporting"),
-                BarColumn(),
-                TextColumn("{task.fields[events]} events"),
-                TimeElapsedColumn(),
-                console=err,
-                disable=as_json,
-            ) as bar:
-                task = bar.add_task("export", total=max(last - first + 1, 1), events=0)
-                count = 0
-
-                def advance(position: int) -> None:
-                    nonlocal count
-                    count += 1
-                    if count % 500 == 0 or position == last:
-                        bar.update(task, completed=position - first + 1, events=count)
-
-                summary = await write_export(audit, first, last, out.write, advance)
-                bar.update(task, completed=max(last - first + 1, 1), events=summary.events)
-            out.flush()
-        finally:
-            await audit.close()
-        if as_json:
-            err.print_json(data=summary.to_json())
-        else:
-            err.print(
-                f"exported {summary.events} events at positions {summary.first}..{summary.last}"
-                f" (and {summary.heads} stream heads before them)"
-            )
-        return 0
-
     if isinstance(first_bound, int) and isinstance(last_bound, int) and first_bound > last_bound:
         fail("--since is after --until", USAGE)
-    exit_with(run(work()))
+    out = stdout()
+    with Progress(
+        TextColumn("exporting"),
+        BarColumn(),
+        TextColumn("{task.fields[events]} events"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=as_json,
+    ) as bar:
+        task = bar.add_task("export", total=None, events=0)
+
+        def advance(first: int, last: int, position: int, events: int) -> None:
+            done = max(position - first + 1, 0)
+            bar.update(task, total=max(last - first + 1, 1), completed=done, events=events)
+
+        if database_url:
+            summary = run(
+                _export_from_database(database_url, first_bound, last_bound, out, advance)
+            )
+        else:
+            where, target = next(iter(admin_targets(admin, service).items()))
+            request = _export_request(first_bound, last_bound)
+            try:
+                summary = asyncio.run(
+                    _export_from_api(where, target, request, token, as_json, out, advance)
+                )
+            except KeyboardInterrupt:
+                out.flush()
+                fail("interrupted: the export on stdout is incomplete (no closing line)")
+        out.flush()
+        bar.update(task, completed=bar.tasks[0].total or 1)
+    if as_json:
+        err.print_json(data=summary.to_json())
+    else:
+        err.print(
+            f"exported {summary.events} events at positions {summary.first}..{summary.last}"
+            f" (and {summary.heads} stream heads before them)"
+        )
+    exit_with(OK)
+
+
+Advance = Callable[[int, int, int, int], None]
+
+
+def _export_request(
+    since: int | datetime | None, until: int | datetime | None
+) -> pb.ExportEventsRequest:
+    request = pb.ExportEventsRequest()
+    for bound, name in ((since, "since"), (until, "until")):
+        if isinstance(bound, int):
+            setattr(request, f"{name}_position", bound)
+        elif isinstance(bound, datetime):
+            getattr(request, f"{name}_time").FromDatetime(bound)
+    return request
+
+
+async def _export_from_api(
+    where: str,
+    target: str,
+    request: pb.ExportEventsRequest,
+    token: str,
+    as_json: bool,
+    out: BinaryIO,
+    advance: Advance,
+) -> ExportSummary:
+    async with dial(target) as channel:
+        try:
+            return await download_export(
+                pb_grpc.AdminServiceStub(channel),
+                request,
+                metadata(token),
+                out.write,
+                lambda m: advance(m.first_position, m.last_position, m.position, m.exported_events),
+            )
+        except grpc.aio.AioRpcError as exc:
+            out.flush()
+            api_failed(exc, f"{where} at {target}", as_json, stdout_is_data=True)
+
+
+async def _export_from_database(
+    url: str,
+    since: int | datetime | None,
+    until: int | datetime | None,
+    out: BinaryIO,
+    advance: Advance,
+) -> ExportSummary:
+    audit = await connect(url)
+    try:
+        first, last = await export_range(audit, since, until)
+        return await write_export(
+            audit,
+            first,
+            last,
+            out.write,
+            lambda c: advance(c.first, c.last, c.position, c.events),
+        )
+    finally:
+        await audit.close()

@@ -15,11 +15,13 @@ import asyncpg
 import structlog
 import uvloop
 
+from shared.admin.log_audit import audit_side
 from shared.admin.servicer import SERVICE as ADMIN
 from shared.admin.servicer import AdminServicer
 from shared.db import connect_pool, embedded
 from shared.domain import paging
 from shared.eventstore import EventStore
+from shared.eventstore.audit.checkpoints import CheckpointFormatError
 from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.auth import TokenTable, TokenTableError
 from shared.grpckit.server import (
@@ -186,7 +188,19 @@ async def project(
         await server.stop()
         return
     jobs = work(rt, settings, stop)
-    admin.bind(rt.store, rt.pool, rt.dsn, jobs.projections, settings.projection_batch_size)
+    try:
+        audit, signing_key = audit_side(rt.store, settings.checkpoint_signing_key)
+    except CheckpointFormatError as exc:  # checkpoint_writer would stop the role: stop it now
+        raise SystemExit(f"CHECKPOINT_SIGNING_KEY is set, but: {exc}") from None
+    admin.bind(
+        rt.store,
+        rt.pool,
+        rt.dsn,
+        jobs.projections,
+        settings.projection_batch_size,
+        audit=audit,
+        signing_key=signing_key,
+    )
     try:
         await server.ready()
         await run_projections(

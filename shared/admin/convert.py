@@ -6,6 +6,7 @@ import orjson
 
 from crm.admin.v1 import admin_pb2 as pb
 from shared.eventstore import RecordedEvent
+from shared.eventstore.audit.checkpoints import Checkpoint
 from shared.grpckit.calls import timestamp
 from shared.projections.parked import Parked
 from shared.projections.status import RebuildRecord, Status
@@ -116,4 +117,33 @@ def parked_pb(p: Parked, event: RecordedEvent | None = None) -> pb.ParkedEvent:
         resolved_by=p.resolved_by or "",
         resolution=p.resolution or "",
         event=None if event is None else event_pb(event),
+    )
+
+
+def checkpoint_pb(c: Checkpoint) -> pb.Checkpoint:
+    return pb.Checkpoint(
+        number=c.number,
+        position=c.position,
+        time=c.time,
+        streams=c.streams,
+        root=c.root,
+        previous=c.previous,
+        key_id=c.key_id,
+        public_key=c.public_key,
+        signature=c.signature,
+    )
+
+
+def checkpoint_of(m: pb.Checkpoint) -> Checkpoint:
+    """The checkpoint a message carries, as `crm audit checkpoint` writes it (to_json)."""
+    return Checkpoint(
+        number=m.number,
+        position=m.position,
+        time=m.time,
+        streams=m.streams,
+        root=m.root,
+        previous=m.previous,
+        key_id=m.key_id,
+        public_key=m.public_key,
+        signature=m.signature,
     )

@@ -18,10 +18,13 @@ import grpc
 from crm.admin.v1 import admin_pb2 as pb
 from crm.admin.v1 import admin_pb2_grpc as pb_grpc
 from shared.admin.convert import event_pb, parked_pb, projection_pb, rebuild_pb
+from shared.admin.log_audit import LogAuditRpcs
 from shared.admin.rebuilds import Rebuilds
 from shared.domain import paging
 from shared.domain.errors import NotFound, Precondition
 from shared.eventstore import EventStore, RecordedEvent
+from shared.eventstore.audit.checkpoints import SigningKey
+from shared.eventstore.audit.port import AuditLog
 from shared.grpckit import calls
 from shared.grpckit import errors as ge
 from shared.grpckit.auth import current_caller
@@ -50,7 +53,9 @@ HEARTBEAT_SECONDS = 5.0  # TailEvents: an empty message this often when nothing 
 
 
 @enforced(DOMAIN, LIMITS, pb.DESCRIPTOR.services_by_name["AdminService"])
-class AdminServicer(pb_grpc.AdminServiceServicer):
+class AdminServicer(LogAuditRpcs, pb_grpc.AdminServiceServicer):
+    """The projections and the log here; the log's export and checkpoints in log_audit.py."""
+
     def __init__(self, service: str) -> None:
         self.service = service  # the service whose project role this is
         self.services: list[tuple[str, Register]] = [
@@ -65,7 +70,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         dsn: str,
         projections: Sequence[Projection],
         batch_size: int,
+        *,
+        audit: AuditLog | None = None,
+        signing_key: SigningKey | None = None,
     ) -> None:
+        """``audit``: the store's audit side (None: a backend without checkpoints);
+        ``signing_key``: this role's CHECKPOINT_SIGNING_KEY, if it has one."""
+        self.bind_audit(audit, signing_key)
         self.store, self.pool = store, pool
         self.projections = {p.name: p for p in projections}
         self.rebuilds = Rebuilds(store, pool, dsn, batch_size)

@@ -98,8 +98,8 @@ class InMemoryAuditLog:
     async def latest_checkpoint(self) -> Checkpoint | None:
         return self._checkpoints[-1] if self._checkpoints else None
 
-    async def checkpoints(self, after: int = 0) -> list[Checkpoint]:
-        return [c for c in self._checkpoints if c.number > after]
+    async def checkpoints(self, after: int = 0, limit: int | None = None) -> list[Checkpoint]:
+        return [c for c in self._checkpoints if c.number > after][:limit]
 
     async def close(self) -> None:
         return None

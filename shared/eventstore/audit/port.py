@@ -78,8 +78,8 @@ class AuditLog(Protocol):
 
     async def latest_checkpoint(self) -> Checkpoint | None: ...
 
-    async def checkpoints(self, after: int = 0) -> list[Checkpoint]:
-        """The stored checkpoints numbered above ``after``, in order."""
+    async def checkpoints(self, after: int = 0, limit: int | None = None) -> list[Checkpoint]:
+        """The stored checkpoints numbered above ``after``, in order (the first ``limit``)."""
         ...
 
     async def close(self) -> None: ...

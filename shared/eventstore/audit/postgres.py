@@ -187,10 +187,11 @@ class PostgresAuditLog:
         row = await self._pool.fetchrow(_LATEST)
         return None if row is None else _checkpoint(row)
 
-    async def checkpoints(self, after: int = 0) -> list[Checkpoint]:
+    async def checkpoints(self, after: int = 0, limit: int | None = None) -> list[Checkpoint]:
         rows = await self._pool.fetch(
             f"SELECT {_CHECKPOINT_COLUMNS} FROM eventstore.checkpoints WHERE number > $1"
-            " ORDER BY number",
+            " ORDER BY number LIMIT $2",
             after,
+            limit,
         )
         return [_checkpoint(r) for r in rows]

@@ -34,6 +34,22 @@ def _seen(checkpoint: Checkpoint) -> None:
     CHECKPOINT_TIME.set(checkpoint.at.timestamp())
 
 
+def written(checkpoint: Checkpoint, **context: str) -> None:
+    """Count and log a checkpoint just written (by the writer, or on demand: ``context`` says
+    who asked)."""
+    CHECKPOINTS_WRITTEN.inc()
+    _seen(checkpoint)
+    log.info(
+        "checkpoint.written",
+        number=checkpoint.number,
+        position=checkpoint.position,
+        streams=checkpoint.streams,
+        root=checkpoint.root.hex(),
+        key_id=checkpoint.key_id,
+        **context,
+    )
+
+
 class CheckpointWriter:
     def __init__(
         self,
@@ -52,16 +68,7 @@ class CheckpointWriter:
         """Write a checkpoint now if the log moved since the last one."""
         checkpoint = await self.audit.create_checkpoint(self.key)
         if checkpoint is not None:
-            CHECKPOINTS_WRITTEN.inc()
-            _seen(checkpoint)
-            log.info(
-                "checkpoint.written",
-                number=checkpoint.number,
-                position=checkpoint.position,
-                streams=checkpoint.streams,
-                root=checkpoint.root.hex(),
-                key_id=checkpoint.key_id,
-            )
+            written(checkpoint)
         return checkpoint
 
     async def _first_wait(self) -> float:
