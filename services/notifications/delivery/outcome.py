@@ -53,3 +53,8 @@ def refused(why: str) -> Result:
     """A message that cannot be sent as given (a bad address, a header that would inject
     another): retrying would not help."""
     return Result("rejected", clip(why))
+
+
+def not_configured(why: str) -> Result:
+    """This worker lacks a channel's settings: the operator's to fix, so try again later."""
+    return Result("retry", clip(why))

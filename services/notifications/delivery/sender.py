@@ -13,7 +13,7 @@ from crm.notifications.v1 import delivery_pb2 as pb
 from crm.notifications.v1 import events_pb2 as epb
 from services.notifications.delivery import email_message, http_channels
 from services.notifications.delivery.metrics import MESSAGES, SEND_SECONDS, SMTP_CONNECTIONS
-from services.notifications.delivery.outcome import Result, refused
+from services.notifications.delivery.outcome import Result, not_configured, refused
 from services.notifications.delivery.settings import DeliverySettings
 from services.notifications.delivery.smtp import SmtpConfig, SmtpPool
 
@@ -96,7 +96,7 @@ class Sender:
     def sms(self, m: pb.OutboundMessage) -> Result:
         s = self.settings
         if not s.sms_base_url:
-            return refused("SMS_BASE_URL is not set: this worker sends no SMS")
+            return not_configured("SMS_BASE_URL is not set: this worker sends no SMS yet")
         url, body, headers = http_channels.sms_request(
             s.sms_base_url,
             s.sms_account_sid,
@@ -110,7 +110,7 @@ class Sender:
 
     def webhook(self, m: pb.OutboundMessage) -> Result:
         if not self.webhook_key:
-            return refused("WEBHOOK_SECRET is not set: this worker sends no webhooks")
+            return not_configured("WEBHOOK_SECRET is not set: this worker signs no webhooks yet")
         body = m.body.encode()
         headers = http_channels.webhook_headers(
             self.webhook_key,

@@ -31,7 +31,10 @@ DeliveryStub = wire.stub_of(pb, "DeliveryService")
 HealthStub = wire.stub_of(health_pb2, "Health")
 # A refusal is expected: nameko logs it without a trace (and main.py keeps such logs quiet).
 deliver_rpc = Grpc.implementing(DeliveryStub)(expected_exceptions=GrpcError)
-health_rpc = Grpc.implementing(HealthStub)
+health_rpc = Grpc.implementing(HealthStub)(expected_exceptions=GrpcError)
+HEALTH_NAMES = frozenset(
+    {"", "liveness", pb.DESCRIPTOR.services_by_name["DeliveryService"].full_name}
+)
 CONFIG_KEY = "CRM_DELIVERY"  # nameko config: {"settings": DeliverySettings, "tokens": TokenTable}
 
 
@@ -126,6 +129,12 @@ class DeliveryService:
     def Check(
         self, request: health_pb2.HealthCheckRequest, context: Any
     ) -> health_pb2.HealthCheckResponse:
+        """SERVING while the process answers: the workers need nothing else to send (no
+        database); the probes' names are "" (readiness), "liveness" and the service's."""
+        if request.service not in HEALTH_NAMES:
+            raise GrpcError(
+                code=STATUS_CODE_INT_TO_ENUM_MAP[wire.NOT_FOUND], message="unknown service"
+            )
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
     @timer(interval=1)

@@ -128,7 +128,9 @@ class HttpPeers:
 
 
 class Worker:
-    """The delivery role as a process, on free ports, with the test token table."""
+    """The delivery role as a process, on free ports, with the test token table, started as
+    `make run` and the deploy files start it: ``python -m services.notifications delivery``,
+    which execs the worker's own program (a ProcessRole)."""
 
     def __init__(self, **extra: str) -> None:
         self.grpc_port, self.metrics_port = free_port(), free_port()
@@ -145,7 +147,7 @@ class Worker:
             **extra,
         }
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "services.notifications.delivery"], env=env
+            [sys.executable, "-m", "services.notifications", "delivery"], env=env
         )
 
     @property

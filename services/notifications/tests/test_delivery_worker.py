@@ -241,17 +241,26 @@ async def test_receiver_answers_and_unreachable_peers_map_to_statuses(
     assert "ConnectionRefused" in out[4].detail
 
 
-async def test_an_smtp_server_that_is_away_means_retry(tmp_path: Path) -> None:
+async def test_peers_away_or_channels_unconfigured_mean_retry() -> None:
+    """No SMTP server listening; no SMS gateway nor webhook secret configured: the operator's
+    to fix, so every message is to be tried again later."""
     w = Worker(SMTP_PORT=str(free_port()))
     try:
         await w.wait_ready()
         client = GrpcDelivery(w.target, tokens.SERVICE_TOKEN, timeout=60)
         try:
-            out = await client.deliver([mail("ada@example.com")])
+            out = await client.deliver(
+                [
+                    mail("ada@example.com"),
+                    Outbound(str(uuid.uuid4()), variant.SMS, "+15551234567", body="x"),
+                    Outbound(str(uuid.uuid4()), variant.WEBHOOK, "http://127.0.0.1:9/h", body="{}"),
+                ]
+            )
         finally:
             await client.close()
-        assert out[0].status == "retry"
+        assert [o.status for o in out] == ["retry", "retry", "retry"]
         assert "ConnectionRefused" in out[0].detail
+        assert "SMS_BASE_URL" in out[1].detail and "WEBHOOK_SECRET" in out[2].detail
     finally:
         w.stop()
 
@@ -339,10 +348,13 @@ async def test_a_refused_caller_is_in_doubt_for_the_client(worker: Worker) -> No
 async def test_health_and_metrics_answer(worker: Worker, delivery: GrpcDelivery) -> None:
     await delivery.deliver([mail("metrics@example.com")])
     async with grpc.aio.insecure_channel(worker.target) as ch:
-        health = await health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(), timeout=30
-        )
-    assert health.status == health_pb2.HealthCheckResponse.SERVING
+        health = health_pb2_grpc.HealthStub(ch)
+        for name in ("", "liveness", "crm.notifications.v1.DeliveryService"):
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=30)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING, name
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await health.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=30)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert await worker.http("/healthz") == (200, "ok\n")
     status, text = await worker.http("/metrics")
     assert status == 200
