@@ -58,10 +58,14 @@ def run() -> int:
     runner = ServiceRunner()
     runner.add_service(DeliveryService)
 
-    def stop(signum: int, frame: object) -> None:
-        # A signal handler cannot use eventlet primitives: stop from a green thread.
+    def stopping(signum: int) -> None:
         log.info("delivery.stopping", signal=signal.Signals(signum).name)
-        eventlet.spawn_n(runner.stop)
+        runner.stop()
+
+    def stop(signum: int, frame: object) -> None:
+        # A signal handler runs in eventlet's hub: nothing that may wait (a lock, even the
+        # log's) can run here, so everything happens in a green thread.
+        eventlet.spawn_n(stopping, signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

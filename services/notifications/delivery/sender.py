@@ -35,6 +35,7 @@ class Sender:
                 port=settings.smtp_port,
                 timeout=settings.smtp_timeout_seconds,
                 starttls=settings.smtp_starttls,
+                ca_file=settings.smtp_tls_ca_file,
                 username=settings.smtp_username,
                 password=settings.smtp_password,
                 pool_size=settings.smtp_pool_size,

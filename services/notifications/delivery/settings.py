@@ -23,6 +23,9 @@ class DeliverySettings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_starttls: bool = False
+    # The CA bundle (PEM file) the relay's certificate is checked against after STARTTLS; unset:
+    # the system's CAs. The relay's name (SMTP_HOST) must match its certificate either way.
+    smtp_tls_ca_file: str = ""
     smtp_username: str = ""
     smtp_password: str = ""
     smtp_pool_size: int = Field(default=4, ge=1, le=100)

@@ -25,6 +25,7 @@ class SmtpConfig:
     port: int
     timeout: float
     starttls: bool = False
+    ca_file: str = ""  # verify the relay against this CA bundle instead of the system's
     username: str = ""
     password: str = ""
     pool_size: int = 4
@@ -54,7 +55,7 @@ class SmtpPool:
         try:
             conn.ehlo()
             if c.starttls:
-                conn.starttls(context=ssl.create_default_context())
+                conn.starttls(context=ssl.create_default_context(cafile=c.ca_file or None))
                 conn.ehlo()
             if c.username:
                 conn.login(c.username, c.password)

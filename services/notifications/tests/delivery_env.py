@@ -35,13 +35,14 @@ ENV = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
 class SmtpSink:
     """smtp_sink.py as a process; ``messages()`` reads what it accepted."""
 
-    def __init__(self, tmp: Path, login: str = "") -> None:
+    def __init__(self, tmp: Path, login: str = "", tls: tuple[Path, Path] | None = None) -> None:
         self.port = free_port()
         self.record = tmp / f"smtp-{self.port}.jsonl"
         self.record.touch()
         args = [sys.executable, "-m", "services.notifications.tests.smtp_sink"]
+        extra = [login or "-", *(str(p) for p in tls)] if tls else ([login] if login else [])
         self.p = subprocess.Popen(
-            [*args, str(self.port), str(self.record), *([login] if login else [])],
+            [*args, str(self.port), str(self.record), *extra],
             env={**os.environ, **ENV},
             stdout=subprocess.PIPE,
         )
@@ -183,3 +184,46 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key (PEM files): the relay's, and
+    the CA bundle the worker is told to trust."""
+    from datetime import UTC, datetime, timedelta
+    from ipaddress import IPv4Address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crm test relay")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(IPv4Address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "relay.pem", tmp / "relay.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

@@ -1,10 +1,12 @@
 """A real SMTP server for the delivery tests and the bench (aiosmtpd, in its own process):
-``python -m services.notifications.tests.smtp_sink PORT RECORD [USER:PASSWORD]``.
+``python -m services.notifications.tests.smtp_sink PORT RECORD [USER:PASSWORD] [CERT KEY]``.
 
 Appends one JSON line per accepted message to RECORD (envelope, the peer's address and port:
 one connection sends from one port, and the raw message); with ``-`` it records only a count.
 Recipients beginning ``reject550`` are refused for good (550), ``defer451`` for now (451).
-With USER:PASSWORD, AUTH (PLAIN or LOGIN, without TLS) is required and only that login passes.
+With USER:PASSWORD (``-`` for none), AUTH (PLAIN or LOGIN) is required and only that login
+passes. With CERT and KEY (PEM files), STARTTLS is offered and required before MAIL; each
+record says whether its session was encrypted.
 Prints ``ready`` once it listens; stops on SIGTERM.
 """
 
@@ -14,6 +16,7 @@ import asyncio
 import base64
 import json
 import signal
+import ssl
 import sys
 from typing import Any
 
@@ -43,6 +46,7 @@ class Recorder:
                 "rcpt_tos": envelope.rcpt_tos,
                 "peer": list(session.peer),
                 "login": _text(session.auth_data),
+                "tls": session.ssl is not None,
                 "data": base64.b64encode(envelope.content).decode(),
             }
             self.out.write(json.dumps(line) + "\n")
@@ -64,9 +68,14 @@ def authenticator(login: str) -> Any:
     return check
 
 
-async def serve(port: int, record: str, login: str) -> None:
+async def serve(port: int, record: str, login: str, cert: str, key: str) -> None:
     recorder = Recorder(record)
     loop = asyncio.get_running_loop()
+    tls: dict[str, Any] = {}
+    if cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        tls = {"tls_context": context, "require_starttls": True}
 
     def factory() -> SMTP:
         if login:
@@ -75,8 +84,9 @@ async def serve(port: int, record: str, login: str) -> None:
                 auth_required=True,
                 auth_require_tls=False,
                 authenticator=authenticator(login),
+                **tls,
             )
-        return SMTP(recorder)
+        return SMTP(recorder, **tls)
 
     server = await loop.create_server(factory, "127.0.0.1", port)
     stop = asyncio.Event()
@@ -87,4 +97,6 @@ async def serve(port: int, record: str, login: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1]), sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else ""))
+    args = [*sys.argv[1:], "", "", ""]
+    login = "" if args[2] == "-" else args[2]
+    asyncio.run(serve(int(args[0]), args[1], login, args[3], args[4]))

@@ -30,6 +30,7 @@ from services.notifications.tests.delivery_env import (
     HttpPeers,
     SmtpSink,
     Worker,
+    self_signed,
 )
 from shared.testing import rpc, tokens
 from shared.testing.service_env import free_port
@@ -289,6 +290,38 @@ async def test_smtp_auth_is_used_when_configured(tmp_path: Path) -> None:
     finally:
         good.stop()
         wrong.stop()
+        sink.stop()
+
+
+async def test_starttls_then_auth_when_configured(tmp_path: Path) -> None:
+    """A relay that requires STARTTLS (and AUTH after it): the worker upgrades the connection,
+    checking the relay's certificate against SMTP_TLS_CA_FILE; without that CA it cannot
+    verify the relay and sends nothing (RETRY)."""
+    cert, key = self_signed(tmp_path)
+    sink = SmtpSink(tmp_path, login="relay-user:relay-pass", tls=(cert, key))
+    relay = {
+        "SMTP_PORT": str(sink.port),
+        "SMTP_STARTTLS": "true",
+        "SMTP_USERNAME": "relay-user",
+        "SMTP_PASSWORD": "relay-pass",
+    }
+    trusting = Worker(**relay, SMTP_TLS_CA_FILE=str(cert))
+    unverified = Worker(**relay)
+    try:
+        await trusting.wait_ready()
+        await unverified.wait_ready()
+        for w, status in ((trusting, "sent"), (unverified, "retry")):
+            client = GrpcDelivery(w.target, tokens.SERVICE_TOKEN, timeout=60)
+            try:
+                out = await client.deliver([mail("ada@example.com")])
+            finally:
+                await client.close()
+            assert out[0].status == status, out[0].detail
+        assert "CERTIFICATE_VERIFY_FAILED" in out[0].detail
+        assert [(r["tls"], r["login"]) for r in sink.received()] == [(True, "relay-user")]
+    finally:
+        trusting.stop()
+        unverified.stop()
         sink.stop()
 
 
