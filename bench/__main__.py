@@ -15,7 +15,17 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from bench import db, grpc_load, importer, orders, projection, report, segmentation, store
+from bench import (
+    db,
+    delivery,
+    grpc_load,
+    importer,
+    orders,
+    projection,
+    report,
+    segmentation,
+    store,
+)
 from bench.common import SCALE, Metric, log
 from services.registry import SERVICES
 from shared.db import connect_pool
@@ -117,6 +127,13 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
                 metrics,
                 notes,
                 lambda: segmentation.projection(es, dsn, notes),
+            )
+            # Both delivery_worker_rss and notifications_email_rate (BENCH_ONLY by the first).
+            await _guarded(
+                "delivery_worker_rss",
+                metrics,
+                notes,
+                lambda: delivery.worker_rss_and_rate(notes),
             )
         finally:
             await es.close()

@@ -53,6 +53,8 @@ GOALS: dict[str, Goal] = {
     "segment_event_latency_p99_ms": Goal(100, higher_is_better=False),
     "segment_backfill": Goal(0.5, on_ratio=True),
     "segmentation_projection": Goal(0.5, on_ratio=True),
+    # the notifications delivery workers
+    "delivery_worker_rss": Goal(200, higher_is_better=False),
 }
 
 
