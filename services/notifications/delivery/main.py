@@ -26,6 +26,7 @@ from shared.logs import configure
 from shared.tokens import TokenTable, TokenTableError
 
 log = structlog.get_logger(__name__)
+MAX_CALLS = 64
 
 
 class _Quiet:
@@ -48,10 +49,17 @@ def run() -> int:
         raise SystemExit(f"the token table cannot be read: {exc}") from None
     if not len(tokens):
         raise SystemExit("CRM_TOKENS or CRM_TOKENS_FILE is required: every call is refused without")
+    tls = bool(settings.grpc_tls_cert_file and settings.grpc_tls_key_file)
+    chain = {"certfile": settings.grpc_tls_cert_file, "keyfile": settings.grpc_tls_key_file}
     config.setup(
         {
+            "GRPC_SSL": {"cert_chain": chain} if tls else False,
             "GRPC_BIND_HOST": settings.grpc_host,
             "GRPC_BIND_PORT": settings.grpc_port,
+            # Calls served at once (nameko's default is 10): a Deliver call mostly waits for
+            # the green pool's sends, and the probes' health Checks must not queue behind a
+            # few batches. What runs at once is bounded by DELIVERY_CONCURRENCY.
+            "max_workers": MAX_CALLS,
             CONFIG_KEY: {"settings": settings, "tokens": tokens},
         }
     )
@@ -76,6 +84,7 @@ def run() -> int:
     log.info(
         "delivery.started",
         grpc=f"{settings.grpc_host}:{settings.grpc_port}",
+        tls=tls,
         metrics=settings.metrics_port,
         smtp=f"{settings.smtp_host}:{settings.smtp_port}",
         concurrency=settings.delivery_concurrency,

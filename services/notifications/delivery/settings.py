@@ -12,6 +12,11 @@ class DeliverySettings(BaseSettings):
     # DeliveryService over nameko-grpc, and the HTTP port of /metrics and /healthz.
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
+    # TLS on the gRPC port (PEM files), as the suite's other servers: with both, callers must
+    # use TLS (GRPC_TLS_CA_FILE on their side). Client certificates are not checked here
+    # (nameko-grpc's server does not ask for them): callers are admitted by their token.
+    grpc_tls_cert_file: str = ""
+    grpc_tls_key_file: str = ""
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     # Who may call (shared/tokens.py): only tokens of the role `service`.

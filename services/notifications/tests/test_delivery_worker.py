@@ -32,6 +32,7 @@ from services.notifications.tests.delivery_env import (
     Worker,
     self_signed,
 )
+from shared.grpckit.client import ClientTls
 from shared.testing import rpc, tokens
 from shared.testing.service_env import free_port
 
@@ -323,6 +324,28 @@ async def test_starttls_then_auth_when_configured(tmp_path: Path) -> None:
         trusting.stop()
         unverified.stop()
         sink.stop()
+
+
+async def test_tls_on_the_grpc_port_when_configured(tmp_path: Path, sink: SmtpSink) -> None:
+    """With GRPC_TLS_CERT_FILE/KEY_FILE the workers serve TLS: GrpcDelivery with the suite's
+    ClientTls (the CA) is answered, a plaintext caller is not."""
+    cert, key = self_signed(tmp_path)
+    w = Worker(SMTP_PORT=str(sink.port), GRPC_TLS_CERT_FILE=str(cert), GRPC_TLS_KEY_FILE=str(key))
+    try:
+        await w.wait_ready()
+        secure = GrpcDelivery(w.target, tokens.SERVICE_TOKEN, ClientTls(cert.read_bytes()))
+        plain = GrpcDelivery(w.target, tokens.SERVICE_TOKEN, timeout=10)
+        try:
+            out = await secure.deliver([mail("tls@example.com")])
+            assert out[0].status == "sent"
+            with pytest.raises(DeliveryUnavailable):
+                await plain.deliver([mail("plain@example.com")])
+        finally:
+            await secure.close()
+            await plain.close()
+    finally:
+        w.stop()
+    assert "plain@example.com" not in {r["rcpt_tos"][0] for r in sink.received()}
 
 
 @pytest.mark.parametrize(
