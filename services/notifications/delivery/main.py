@@ -66,7 +66,14 @@ def run() -> int:
     runner = ServiceRunner()
     runner.add_service(DeliveryService)
 
+    stopped: list[int] = []
+
     def stopping(signum: int) -> None:
+        # Ctrl-C under `make run` brings SIGINT and then make run's SIGTERM: stop once.
+        if stopped:
+            log.info("delivery.already_stopping", signal=signal.Signals(signum).name)
+            return
+        stopped.append(signum)
         log.info("delivery.stopping", signal=signal.Signals(signum).name)
         runner.stop()
 

@@ -133,7 +133,8 @@ class Worker:
     `make run` and the deploy files start it: ``python -m services.notifications delivery``,
     which execs the worker's own program (a ProcessRole)."""
 
-    def __init__(self, **extra: str) -> None:
+    def __init__(self, *, capture: bool = False, **extra: str) -> None:
+        """``capture``: keep its stderr (read it once it exited)."""
         self.grpc_port, self.metrics_port = free_port(), free_port()
         env = {
             **os.environ,
@@ -148,7 +149,9 @@ class Worker:
             **extra,
         }
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "services.notifications", "delivery"], env=env
+            [sys.executable, "-m", "services.notifications", "delivery"],
+            env=env,
+            stderr=subprocess.PIPE if capture else None,
         )
 
     @property

@@ -300,7 +300,7 @@ async def test_starttls_then_auth_when_configured(tmp_path: Path) -> None:
     verify the relay and sends nothing (RETRY)."""
     cert, key = self_signed(tmp_path)
     sink = SmtpSink(tmp_path, login="relay-user:relay-pass", tls=(cert, key))
-    relay = {
+    relay: dict[str, Any] = {
         "SMTP_PORT": str(sink.port),
         "SMTP_STARTTLS": "true",
         "SMTP_USERNAME": "relay-user",
@@ -434,5 +434,22 @@ async def test_sigterm_stops_the_worker_within_seconds(sink: SmtpSink) -> None:
         assert w.p.wait(15) == 0
     except subprocess.TimeoutExpired:
         pytest.fail("the delivery worker did not stop within 15 s of SIGTERM")
+    finally:
+        w.stop()
+
+
+async def test_ctrl_c_under_make_run_stops_it_once(sink: SmtpSink) -> None:
+    """Ctrl-C in `make run` reaches the worker as SIGINT, then make run sends SIGTERM: the
+    worker stops once and cleanly."""
+    w = Worker(capture=True, SMTP_PORT=str(sink.port), LOG_LEVEL="INFO")
+    try:
+        await w.wait_ready()
+        w.p.send_signal(signal.SIGINT)
+        w.p.send_signal(signal.SIGTERM)
+        assert w.p.wait(15) == 0
+        assert w.p.stderr is not None
+        err = w.p.stderr.read().decode()
+        assert err.count("delivery.stopping") == 1 and "delivery.stopped" in err
+        assert "Traceback" not in err
     finally:
         w.stop()
