@@ -18,6 +18,7 @@ import uvloop
 from bench import (
     auth_cost,
     db,
+    delivery,
     grpc_load,
     importer,
     orders,
@@ -140,6 +141,13 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
                 metrics,
                 notes,
                 lambda: segmentation.projection(es, dsn, notes),
+            )
+            # Both delivery_worker_rss and notifications_email_rate (BENCH_ONLY by the first).
+            await _guarded(
+                "delivery_worker_rss",
+                metrics,
+                notes,
+                lambda: delivery.worker_rss_and_rate(notes),
             )
         finally:
             await es.close()

@@ -5,6 +5,8 @@ workers with the Admin API beside them (``project``) until stopped."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from shared.projections.lag import update_lag
 from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner
 from shared.projections.schema import ensure_schema
-from shared.service import Api, ServiceSpec
+from shared.service import Api, ProcessRole, ServiceSpec
 from shared.settings import Settings
 from shared.supervision import Worker, sleep_unless_stopped, supervise
 
@@ -290,12 +292,16 @@ def main(argv: Sequence[str], spec: ServiceSpec) -> None:
     role = argv[1] if len(argv) > 1 else ""
     if role not in spec.roles:
         raise SystemExit(f"usage: python -m services.{spec.name} {'|'.join(spec.roles)}")
+    entry = spec.roles[role]
+    if isinstance(entry, ProcessRole):  # its own program: this process becomes it
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-m", entry.module, *argv[2:]])  # noqa: S606
     config = spec.settings()
     if role != "serve":  # long batches and rebuilds are normal off the API path; the
         # supervisor handles a database that hangs, and the lag metric shows it
         config = config.model_copy(update={"db_statement_timeout_seconds": 0.0})
     configure(config.log_level, config.log_format)
     paging.use_secret(config.page_token_secret)
-    entry = spec.roles[role]
     uvloop.install()
-    asyncio.run(run_until_signalled(lambda stop: entry(config, stop)))
+    run = entry
+    asyncio.run(run_until_signalled(lambda stop: run(config, stop)))

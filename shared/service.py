@@ -23,6 +23,17 @@ if TYPE_CHECKING:
 Role = Callable[[Any, asyncio.Event], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class ProcessRole:
+    """A role that is a program of its own: ``python -m services.<name> <role>`` becomes
+    ``python -m <module>`` (shared/runtime.py ``main`` execs it), which reads its own settings
+    and handles SIGTERM itself. For workers that cannot share the asyncio runtime (the
+    notifications delivery workers run nameko on eventlet). It owns no database: the deploy
+    files give it none, and the migrations do not wait for it."""
+
+    module: str  # e.g. "services.notifications.delivery"
+
+
 class Api(Protocol):
     """A serve role's gRPC services: registered when the server starts (health says
     NOT_SERVING), bound to the runtime once the database is there, closed at shutdown. The same
@@ -53,7 +64,8 @@ class DevRole:
 class ServiceSpec:
     name: str  # the package under services/, the ErrorInfo domain "<name>.crm"
     settings: type[Settings]
-    roles: Mapping[str, Role]  # "serve", "project", and any other (e.g. a delivery worker)
+    # "serve", "project", and any other (e.g. the notifications delivery workers: a ProcessRole)
+    roles: Mapping[str, Role | ProcessRole]
     # (component, directory) of SQL migrations the service owns, besides its read models
     migrations: Sequence[tuple[str, Path]] = ()
     # the read models (and reactors) whose schemas a fresh database gets
@@ -63,3 +75,7 @@ class ServiceSpec:
     cli_name: str = ""  # the `crm` sub-command, when not the service's name (`crm segments`)
     # The serve role's APIs, unbound (the test environment serves them: shared/testing)
     api: Callable[[], Api] | None = None
+
+    def process_roles(self) -> dict[str, ProcessRole]:
+        """The roles that are programs of their own (no asyncio runtime, no database)."""
+        return {n: r for n, r in self.roles.items() if isinstance(r, ProcessRole)}

@@ -18,7 +18,9 @@ PROJECTIONS = (TemplatesProjection(),)
 
 
 class NotificationsSettings(Settings):
-    pass
+    # The delivery workers (the `delivery` role, DeliveryService), host:port: make run's by
+    # default; compose and Kubernetes name the notifications-delivery service.
+    delivery_url: str = "127.0.0.1:50254"
 
 
 async def connect(settings: Settings) -> Runtime:

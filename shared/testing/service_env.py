@@ -26,7 +26,7 @@ from shared.projections.model import Projection
 from shared.projections.runner import ProjectionRunner
 from shared.projections.schema import ensure_schema
 from shared.runtime import Runtime
-from shared.service import Api, Role, ServiceSpec
+from shared.service import Api, ProcessRole, Role, ServiceSpec
 from shared.testing import tokens
 
 
@@ -149,7 +149,9 @@ async def projecting(
         }
     )
     stop = asyncio.Event()
-    run: Callable[[Any, asyncio.Event], Awaitable[None]] = role or spec.roles["project"]
+    project = spec.roles["project"]
+    assert not isinstance(project, ProcessRole), "a project role runs on the asyncio runtime"
+    run: Callable[[Any, asyncio.Event], Awaitable[None]] = role or project
     task: asyncio.Future[None] = asyncio.ensure_future(run(config, stop))
     target = f"127.0.0.1:{port}"
     channel = client.channel(target, tokens.TOKENS["operator"])

@@ -38,7 +38,10 @@ METRICS_PORT = 9464
 WEBHOOK_PORT = 8080  # orders serve: POST /webhooks/<platform>
 SERVICES = tuple(spec.name for spec in REGISTRY)  # every registered service is deployed
 # Deployments are named <service>-<role>; the role is the second argument of `python -m`.
-DEPLOYMENT_NAME = re.compile(r"^(?P<service>[a-z][a-z0-9]*)-(?P<role>serve|project)$")
+ROLES = sorted({role for spec in REGISTRY for role in spec.roles})
+DEPLOYMENT_NAME = re.compile(rf"^(?P<service>[a-z][a-z0-9]*)-(?P<role>{'|'.join(ROLES)})$")
+# Roles that are programs of their own (shared/service.py ProcessRole): no database, stateless.
+PROCESS_ROLES = {(spec.name, role) for spec in REGISTRY for role in spec.process_roles()}
 
 Manifest = dict[str, Any]
 
@@ -235,11 +238,14 @@ def test_configuration_comes_from_configmap_and_secret(docs: tuple[Manifest, ...
     assert "LOG_LEVEL" in config
     assert config.get("EVENTSTORE_BACKEND") in {"postgres", "eventstoredb"}
     assert not of_kind(docs, "Secret"), "credentials must not be committed"
-    for deployment, _, _ in deployments(docs):
+    for deployment, service, role in deployments(docs):
         for container in containers(deployment):
             sources = [e.get("configMapRef", {}).get("name") for e in container.get("envFrom", [])]
             assert "crm-config" in sources
             env = {e["name"]: e for e in container.get("env", [])}
+            if (service, role) in PROCESS_ROLES:  # owns no database: gets no credentials to one
+                assert "DATABASE_URL" not in env, deployment["metadata"]["name"]
+                continue
             assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
                 "name": "crm-database",
                 "key": "url",
@@ -266,12 +272,14 @@ def test_only_contacts_project_signs_checkpoints(docs: tuple[Manifest, ...]) -> 
     assert signers == ["contacts-project"]
 
 
-def test_only_api_deployments_autoscale(docs: tuple[Manifest, ...]) -> None:
+def test_only_stateless_deployments_autoscale(docs: tuple[Manifest, ...]) -> None:
+    """The APIs and the roles that are programs of their own (the delivery workers) scale on
+    CPU; the projection roles do not."""
     hpas = of_kind(docs, "HorizontalPodAutoscaler")
     targets = {hpa["spec"]["scaleTargetRef"]["name"] for hpa in hpas}
-    for deployment, _, role in deployments(docs):
+    for deployment, service, role in deployments(docs):
         name = deployment["metadata"]["name"]
-        if role == "serve":
+        if role == "serve" or (service, role) in PROCESS_ROLES:
             assert name in targets, f"no HPA for {name}"
             # The HPA owns the count; a fixed one would be reset by every apply.
             assert "replicas" not in deployment["spec"]
@@ -546,7 +554,7 @@ def test_make_run_starts_every_role_on_its_own_ports() -> None:
     from shared.devrun import roles_of
 
     roles = {(r.service, r.role): r for r in roles_of(REGISTRY)}
-    assert set(roles) == {(s, r) for s in SERVICES for r in ("serve", "project")}
+    assert set(roles) == {(spec.name, r) for spec in REGISTRY for r in spec.roles}
     ports = [p for r in roles.values() for p in (r.grpc_port, r.metrics_port)]
     webhook_port = int(roles["orders", "serve"].env["WEBHOOK_PORT"])
     ports.append(webhook_port)
@@ -559,6 +567,10 @@ def test_make_run_starts_every_role_on_its_own_ports() -> None:
     assert f"http://127.0.0.1:{webhook_port}/webhooks/shopify" in orders.http
     signers = [k for k, r in roles.items() if "CHECKPOINT_SIGNING_KEY" in r.env]
     assert signers == [("contacts", "project")]
+    # The notifications roles reach the delivery workers on their port.
+    delivery = roles["notifications", "delivery"]
+    for role in ("serve", "project"):
+        assert roles["notifications", role].env["DELIVERY_URL"] == f"127.0.0.1:{delivery.grpc_port}"
 
 
 # --- docker-compose.yml ----------------------------------------------------------------------
