@@ -3,6 +3,7 @@ properties over generated facts."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -175,13 +176,13 @@ FACTS = st.builds(
 
 @given(f=FACTS)
 def test_transactional_is_never_capped_or_refused_for_consent(f: p.Facts) -> None:
-    d = p.decide(p.Facts(**{**_as_dict(f), "kind": p.TRANSACTIONAL}), RULES)
+    d = p.decide(replace(f, kind=p.TRANSACTIONAL), RULES)
     assert d.reason not in (p.CAPPED, p.NO_CONSENT, p.SMART_SENDING)
 
 
 @given(f=FACTS)
 def test_suppression_always_wins_over_consent_caps_and_quiet_hours(f: p.Facts) -> None:
-    d = p.decide(p.Facts(**{**_as_dict(f), "suppressed": True}), RULES)
+    d = p.decide(replace(f, suppressed=True), RULES)
     if f.channel != WEBHOOK and f.address and not (f.erased or f.archived):
         assert (d.outcome, d.reason) == (p.SKIP, p.SUPPRESSED)
     assert d.outcome != p.SEND or f.channel == WEBHOOK
@@ -198,6 +199,3 @@ def test_a_send_means_every_check_passed(f: p.Facts) -> None:
     if d.outcome == p.DEFER:
         assert d.defer_until is not None and d.defer_until > f.now
 
-
-def _as_dict(f: p.Facts) -> dict[str, object]:
-    return {name: getattr(f, name) for name in p.Facts.__slots__}  # type: ignore[attr-defined]
