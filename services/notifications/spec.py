@@ -8,6 +8,7 @@ from shared.service import DevRole, ServiceSpec
 SPEC = ServiceSpec(
     name="notifications",
     settings=app.NotificationsSettings,
+    migrations=app.OWN_MIGRATIONS,
     roles={"serve": app.serve, "project": app.project},
     projections=lambda: app.PROJECTIONS,
     dev={"serve": DevRole(50054, 9470), "project": DevRole(50154, 9471)},

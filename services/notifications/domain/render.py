@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
@@ -201,3 +201,11 @@ def syntax_errors(channel: str, parts: Mapping[str, str]) -> list[Problem]:
         except TemplateProblem as p:
             found.append(Problem(p.part, p.line, p.message))
     return found
+
+
+def names_read(source: str) -> set[str]:
+    """The top-level variables a template reads (``contact``, ``metrics``, ``data``...)."""
+    try:
+        return set(meta.find_undeclared_variables(_ENVS[TEXT].parse(source)))
+    except TemplateSyntaxError:
+        return set()

@@ -198,4 +198,3 @@ def test_a_send_means_every_check_passed(f: p.Facts) -> None:
             assert d.cap is not None and f.sends_in_window < d.cap
     if d.outcome == p.DEFER:
         assert d.defer_until is not None and d.defer_until > f.now
-
