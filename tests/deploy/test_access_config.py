@@ -26,7 +26,13 @@ from tests.deploy.test_manifests import (
 )
 
 # The roles that call another service's API (the NetworkPolicy tests admit the same ones).
-CALLERS = {"orders-serve", "segmentation-serve", "segmentation-project"}
+CALLERS = {
+    "orders-serve",
+    "segmentation-serve",
+    "segmentation-project",
+    "notifications-serve",
+    "notifications-project",
+}
 TOKENS_SECRET, SERVICE_TOKENS_SECRET = "crm-api-tokens", "crm-service-tokens"
 
 
