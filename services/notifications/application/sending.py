@@ -7,36 +7,29 @@ Two concurrent decisions for one contact therefore never both pass a cap."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from services.notifications.application.facts import Gathered, Pipeline, gather, outbox_row
 from services.notifications.application.ports import (
     ContactFacts,
     Contacts,
     Deferred,
     Metrics,
     PipelineTables,
-    Queued,
 )
 from services.notifications.application.templates import TemplateCommands
 from services.notifications.domain import decision as d
-from services.notifications.domain import message, policy, trail
-from services.notifications.domain.render import RenderFailure
+from services.notifications.domain import policy, trail
 from services.notifications.domain.template import Template
-from services.notifications.domain.unsubscribe import Unsubscribe
-from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
-from shared.application.commands import (
-    CONFLICT,
-    FINGERPRINT,
-    Aggregate,
-    CommandRunner,
-    apply,
-    new_id,
-)
+from services.notifications.domain.variant import WEBHOOK
+from shared.application import commands as command_runner
+from shared.application.commands import Aggregate, CommandRunner, apply, new_id
 from shared.domain.errors import Invalid, NotFound, Precondition
 from shared.eventstore import EventStore, StreamAppend, StreamState
+from shared.metrics import NOTIFICATIONS_SENT
 
 NS = uuid.UUID("0c3f5a52-6d0e-4f4e-9a57-3b1f2f9c7d41")  # never change: retries would repeat
 
@@ -55,16 +48,6 @@ def _now() -> datetime:
 
 
 @dataclass(frozen=True)
-class Pipeline:
-    """The settings the pipeline decides and renders with."""
-
-    rules: policy.Rules = field(default_factory=policy.Rules)
-    email_from: str = ""
-    sms_from: str = ""
-    unsubscribe: Unsubscribe | None = None  # List-Unsubscribe on marketing email when set
-
-
-@dataclass(frozen=True)
 class SendRequest:
     kind: str
     contact_id: str = ""
@@ -75,17 +58,6 @@ class SendRequest:
     locale: str = ""
     webhook_url: str = ""
     request_id: str = ""
-
-
-@dataclass(frozen=True)
-class Gathered:
-    """What a decision reads besides the locked counters."""
-
-    contact: ContactFacts
-    consent: d.ConsentUsed | None
-    address: str
-    rendered: message.Rendered | None
-    failure: RenderFailure | None
 
 
 class MessageCommands:
@@ -106,6 +78,18 @@ class MessageCommands:
     async def get(self, message_id: str) -> trail.Trail:
         return await self.runner.get(MESSAGE, message_id)
 
+    def _earlier(
+        self, message_id: str, request_id: str, meta: Mapping[str, Any]
+    ) -> Callable[[], Awaitable[trail.Trail | None]]:
+        """What an earlier execution of the request answered (the runner's replay rule)."""
+
+        async def earlier() -> trail.Trail | None:
+            fingerprint = meta.get(command_runner.FINGERPRINT, "")
+            done = await self.runner.earlier(MESSAGE, message_id, request_id, fingerprint)
+            return done.state if done is not None else None
+
+        return earlier
+
     async def _template(self, template_id: str, key: str) -> Template:
         t = await self.templates.get(template_id, key)
         if t.archived:
@@ -121,56 +105,6 @@ class MessageCommands:
         if found is None:
             raise NotFound("CONTACT_NOT_FOUND", f"no contact with this {kind}", field=kind)
         return found
-
-    async def _gather(
-        self,
-        contact_id: str,
-        template: Template,
-        version: int,
-        locale: str,
-        data: Mapping[str, Any],
-        webhook_url: str,
-    ) -> Gathered | None:
-        """The facts for a decision; None when contacts knows no such contact."""
-        contact = await self.contacts.get(contact_id)
-        if contact is None:
-            return None
-        channel = template.channel
-        consent = None
-        if channel in policy.CONSENTED_CHANNELS and not contact.erased:
-            consent = await self.contacts.consent(contact.contact_id, channel)
-        address = {EMAIL: contact.email, SMS: contact.phone, WEBHOOK: webhook_url}[channel]
-        chosen = template.at(version)
-        wanted = locale or contact.locale
-        variables: dict[str, Any] = {"contact": dict(contact.profile), "data": dict(data)}
-        if "metrics" in message.names_read_by(chosen, wanted) and not contact.erased:
-            variables["metrics"] = await self.metrics.of(contact.contact_id)
-        try:
-            rendered = message.render(channel, chosen, wanted, variables)
-            return Gathered(contact, consent, address, rendered, None)
-        except RenderFailure as failure:
-            return Gathered(contact, consent, address, None, failure)
-
-    def _row(self, subject: d.Subject, address: str, r: message.Rendered) -> Queued:
-        p = self.pipeline
-        headers: tuple[tuple[str, str], ...] = ()
-        if r.channel == EMAIL and subject.kind == policy.MARKETING and p.unsubscribe:
-            headers = p.unsubscribe.headers(subject.message_id)
-        sender = {EMAIL: p.email_from, SMS: p.sms_from}.get(r.channel, "")
-        return Queued(
-            message_id=subject.message_id,
-            contact_id=subject.contact_id,
-            channel=r.channel,
-            address=address,
-            due_at=self.clock(),
-            sender=sender,
-            subject=r.subject,
-            text=r.text,
-            html=r.html,
-            body=r.body,
-            headers=headers,
-            test=subject.test,
-        )
 
     async def _decide(
         self,
@@ -224,7 +158,8 @@ class MessageCommands:
                 await tx.fired(subject.message_id)
             if verdict.outcome == policy.SEND:
                 assert facts.rendered is not None
-                await tx.enqueue(self._row(subject, facts.address, facts.rendered))
+                row = outbox_row(self.pipeline, now, subject, facts.address, facts.rendered)
+                await tx.enqueue(row)
                 await tx.remember_recipient(subject.message_id, contact.contact_id, facts.address)
                 if marketing:
                     await tx.count_marketing_send(
@@ -233,17 +168,16 @@ class MessageCommands:
             elif verdict.outcome == policy.DEFER:
                 assert verdict.defer_until is not None
                 await tx.defer(replace(later, decision=number + 1, due_at=verdict.defer_until))
+        if verdict.reason == policy.SUPPRESSED:
+            label = subject.channel.removeprefix("CHANNEL_").lower()
+            NOTIFICATIONS_SENT.labels(channel=label, outcome="suppressed").inc()
         return apply(MESSAGE, loaded, [event], now, (loaded.version if loaded else -1) + 1)
 
     async def send(self, request: SendRequest, meta: Mapping[str, Any] = {}) -> trail.Trail:
         """SendMessage: the message with its first decision (the first answer on a retry)."""
         request_id = request.request_id or uuid.uuid4().hex
         message_id = new_id(NS, "message", request.request_id)
-        fingerprint = meta.get(FINGERPRINT, "")
-
-        async def earlier() -> trail.Trail | None:
-            done = await self.runner.earlier(MESSAGE, message_id, request_id, fingerprint)
-            return done.state if done is not None else None
+        earlier = self._earlier(message_id, request_id, meta)
 
         if (done := await earlier()) is not None:
             return done
@@ -256,8 +190,15 @@ class MessageCommands:
         version = template.latest.version
 
         async def attempt(_n: int) -> trail.Trail:
-            facts = await self._gather(
-                requested, template, version, request.locale, request.data, request.webhook_url
+            facts = await gather(
+                self.contacts,
+                self.metrics,
+                requested,
+                template,
+                version,
+                request.locale,
+                request.data,
+                request.webhook_url,
             )
             if facts is None:
                 raise NotFound("CONTACT_NOT_FOUND", f"no contact {requested}", field="contact_id")
@@ -297,7 +238,9 @@ class MessageCommands:
             return False
         template = await self.templates.get(timer.template_id)
         first = state.decisions[0]
-        facts = await self._gather(
+        facts = await gather(
+            self.contacts,
+            self.metrics,
             timer.requested_contact_id,
             template,
             timer.template_version,
@@ -320,7 +263,7 @@ class MessageCommands:
         key = f"timer:{timer.message_id}:{timer.decision}"
         try:
             await self._decide(subject, facts, timer.decision, key, meta, state, timer)
-        except CONFLICT:  # another replica decided it meanwhile (its transaction won)
+        except command_runner.CONFLICT:  # another replica decided it first (its commit won)
             return False
         return True
 
@@ -339,11 +282,7 @@ class MessageCommands:
         rendered (nothing written)."""
         rid = request_id or uuid.uuid4().hex
         message_id = new_id(NS, "test-message", request_id)
-        fingerprint = meta.get(FINGERPRINT, "")
-
-        async def earlier() -> trail.Trail | None:
-            done = await self.runner.earlier(MESSAGE, message_id, rid, fingerprint)
-            return done.state if done is not None else None
+        earlier = self._earlier(message_id, rid, meta)
 
         if (done := await earlier()) is not None:
             return done
@@ -370,7 +309,7 @@ class MessageCommands:
             async with self.tables.deciding("") as tx:
                 own = MESSAGE.events(stream, [event], rid, meta)
                 await tx.append([StreamAppend(stream, own, StreamState.NO_STREAM)])
-                await tx.enqueue(self._row(subject, address, rendered))
+                await tx.enqueue(outbox_row(self.pipeline, now, subject, address, rendered))
                 await tx.remember_recipient(message_id, "", address)
             return apply(MESSAGE, None, [event], now, 0)
 
