@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 from services.notifications.adapters.delivery_client import GrpcDelivery
+from services.notifications.adapters.erasure import ErasureProjection
 from services.notifications.adapters.leader import led
 from services.notifications.adapters.messages_readmodel import MessageQueries, MessagesProjection
 from services.notifications.adapters.pipeline_tables import MIGRATIONS, PostgresPipelineTables
@@ -28,7 +29,7 @@ from shared.grpckit.client import ClientTls, service_token
 from shared.runtime import Runtime
 from shared.settings import Settings
 
-PROJECTIONS = (TemplatesProjection(), MessagesProjection())
+PROJECTIONS = (TemplatesProjection(), MessagesProjection(), ErasureProjection())
 OWN_MIGRATIONS = [("notifications", MIGRATIONS)]
 DISPATCHER = "notifications-dispatcher"
 

@@ -19,10 +19,16 @@ MARKETING, TRANSACTIONAL = epb.MESSAGE_KIND_MARKETING, epb.MESSAGE_KIND_TRANSACT
 PERSONAL = "crm.audit.v1.PersonalDataRead"
 
 
-async def _contact(env: Env, email: str = "ada@example.com", subscribe: bool = True) -> str:
+async def _contact(
+    env: Env, email: str = "ada@example.com", subscribe: bool = True, **more: str
+) -> str:
     made = await env.contacts.RegisterContact(
         cpb.RegisterContactRequest(
-            email=email, first_name="Ada", time_zone="Europe/Paris", locale="fr"
+            email=email,
+            first_name=more.pop("first_name", "Ada"),
+            time_zone="Europe/Paris",
+            locale="fr",
+            **more,  # type: ignore[arg-type]
         )
     )
     cid = made.contact.contact_id
@@ -276,3 +282,65 @@ async def test_send_a_test_message(env: Env) -> None:
         grpc.StatusCode.FAILED_PRECONDITION,
         "RENDER_ERROR",
     )
+
+
+async def test_erasing_a_contact_leaves_nothing_personal_in_notifications(env: Env) -> None:
+    cid = await _contact(env, email="erin@example.com", phone="+33611223344", first_name="Erin")
+    tid = await _template(env, text="Hello {{ contact.first_name }}: {{ data.code }}")
+    sent = await env.stub.SendMessage(
+        pb.SendMessageRequest(
+            contact_id=cid, template_id=tid, kind=TRANSACTIONAL, data=_data(code="SECRET-42")
+        )
+    )
+    sms = await env.stub.CreateTemplate(
+        pb.CreateTemplateRequest(
+            key="night",
+            name="Night",
+            channel=epb.CHANNEL_SMS,
+            variants=[epb.TemplateVariant(body="{{ data.code }}")],
+        )
+    )
+    await env.stub.SendMessage(  # deferred or queued, depending on the hour in Paris
+        pb.SendMessageRequest(
+            contact_id=cid,
+            template_id=sms.template.template_id,
+            kind=TRANSACTIONAL,
+            data=_data(code="SECRET-43"),
+        )
+    )
+    personal = ("erin@example.com", "+33611223344", "Erin", "SECRET-42", "SECRET-43")
+    before = await _notifications_data(env)
+    held = ("erin@example.com", "Erin", "SECRET-42", "SECRET-43")  # the phone: once sendable
+    assert all(any(p in dump for dump in before) for p in held)
+    await env.contacts.EraseContact(cpb.EraseContactRequest(contact_id=cid, reason="art. 17"))
+    await env.settle()
+    for dump in await _notifications_data(env):
+        assert not any(p in dump for p in personal), dump[:300]
+    got = await env.stub.GetMessage(pb.GetMessageRequest(message_id=sent.message.message_id))
+    assert (got.message.address, got.message.status) == ("", pb.MESSAGE_STATUS_QUEUED)
+    # a message asked for afterwards is skipped: contacts answers erased
+    again = await env.stub.SendMessage(
+        pb.SendMessageRequest(contact_id=cid, template_id=tid, kind=TRANSACTIONAL)
+    )
+    assert again.message.decisions[0].reason == "CONTACT_ERASED"
+    await env.settle()
+    for dump in await _notifications_data(env):
+        assert not any(p in dump for p in personal), dump[:300]
+
+
+async def _notifications_data(env: Env) -> list[str]:
+    """Every row of every notifications table, and every notifications event, as text."""
+    tables = await env.store.pool.fetch(
+        "SELECT table_schema, table_name FROM information_schema.tables"
+        " WHERE table_schema LIKE 'notifications%'"
+    )
+    out = []
+    for t in tables:
+        rows = await env.store.pool.fetch(
+            f'SELECT to_jsonb(x)::text AS j FROM "{t["table_schema"]}"."{t["table_name"]}" x'
+        )
+        out += [r["j"] for r in rows]
+    events = await env.store.pool.fetch(
+        "SELECT data::text AS j FROM eventstore.events WHERE stream_id LIKE 'message-%'"
+    )
+    return out + [r["j"] for r in events]
