@@ -143,10 +143,9 @@ class MessageRpcs:
     ) -> pb.SendMessageResponse:
         asked = send_request(request)
         t = await self.messages.send(asked, calls.event_meta(request.request_id, context))
-        address = await self.message_queries.recipients([t.message_id])
-        # the caller gave the contact; the address it went to is its own business (service and
-        # operator roles only may call this RPC)
-        return pb.SendMessageResponse(message=message_pb(t, address.get(t.message_id, ""), False))
+        # No address in the answer: it is the contact's personal data, read (and recorded) with
+        # GetMessage by those who may see it.
+        return pb.SendMessageResponse(message=message_pb(t, "", False))
 
     async def SendTestMessage(
         self, request: pb.SendTestMessageRequest, context: grpc.aio.ServicerContext

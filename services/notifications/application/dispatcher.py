@@ -147,11 +147,20 @@ class Dispatcher:
         NOTIFICATIONS_SENT.labels(channel=label, outcome="retry" if again else "failed").inc()
 
     async def decide_due(self) -> int:
-        """Decide again every deferred message whose time has come; how many were."""
+        """Decide again every deferred message whose time has come; how many were. A timer that
+        cannot be decided now (contacts or orders away) stays due and is tried at the next
+        tick; it holds up neither the other timers nor the outbox."""
         done = 0
         for timer in await self.tables.due_timers(self.clock(), self.config.batch_size):
-            if await self.messages.decide_again(timer, ACTOR):
-                done += 1
+            try:
+                if await self.messages.decide_again(timer, ACTOR):
+                    done += 1
+            except Exception as exc:
+                log.warning(
+                    "timer.undecided",
+                    message_id=timer.message_id,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
         return done
 
     async def tick(self) -> int:

@@ -235,6 +235,26 @@ async def test_a_deferred_sms_is_decided_again_with_consent_as_it_is_then(pipe: 
     assert [e.type for e in events] == [d.DECIDED, d.DECIDED]
 
 
+async def test_a_timer_that_cannot_be_decided_waits_and_holds_nothing_up(pipe: Pipe) -> None:
+    pipe.contacts.add()
+    pipe.clock.now = datetime(2026, 6, 1, 21, 30, tzinfo=UTC)
+    deferred = await pipe.send(await pipe.template("night", SMS), kind=policy.TRANSACTIONAL)
+    queued = await pipe.send(await pipe.template(), kind=policy.TRANSACTIONAL)
+    pipe.clock.now = datetime(2026, 6, 2, 6, 0, tzinfo=UTC)
+    working = pipe.contacts.get
+
+    async def away(contact_id: str) -> None:
+        raise ConnectionError("contacts unavailable")
+
+    pipe.contacts.get = away  # type: ignore[method-assign]
+    assert await pipe.dispatcher.tick() == 1  # the queued email went; the timer waits
+    assert [o.message_id for o in pipe.delivery.sent] == [queued.message_id]
+    assert len(await pipe.rows("timers")) == 1
+    pipe.contacts.get = working  # type: ignore[method-assign]
+    assert await pipe.dispatcher.decide_due() == 1
+    assert (await pipe.messages.get(deferred.message_id)).status == "MESSAGE_STATUS_QUEUED"
+
+
 async def test_a_deferred_message_still_allowed_is_sent_in_the_morning(pipe: Pipe) -> None:
     pipe.contacts.add()
     pipe.clock.now = datetime(2026, 6, 1, 21, 30, tzinfo=UTC)
