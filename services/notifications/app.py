@@ -37,7 +37,9 @@ DISPATCHER = "notifications-dispatcher"
 class NotificationsSettings(Settings):
     contacts_target: str = "127.0.0.1:50051"  # contacts' gRPC address (profiles, consent)
     orders_target: str = "127.0.0.1:50052"  # orders' gRPC address (customer metrics)
-    delivery_url: str = "127.0.0.1:50254"  # the delivery workers' gRPC address (host:port)
+    # The delivery workers (the `delivery` role, DeliveryService), host:port: make run's by
+    # default; compose and Kubernetes name the notifications-delivery service.
+    delivery_url: str = "127.0.0.1:50254"
     email_from: str = "CRM <no-reply@localhost>"
     sms_from: str = "CRM"
     # Marketing caps per channel and rolling window; 0 disables a channel's cap.

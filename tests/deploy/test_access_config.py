@@ -25,7 +25,8 @@ from tests.deploy.test_manifests import (
     render,
 )
 
-# The roles that call another service's API (the NetworkPolicy tests admit the same ones).
+# The roles that call another service's API (the NetworkPolicy tests admit the same ones): the
+# contacts API, and the notifications delivery workers.
 CALLERS = {
     "orders-serve",
     "segmentation-serve",
@@ -83,11 +84,12 @@ def test_only_the_callers_present_their_own_service_token(rendered: tuple[Manife
                 assert "CRM_SERVICE_TOKEN" not in env, f"{name} calls no other service"
 
 
-def test_callers_know_where_contacts_is() -> None:
-    # CALLERS above must stay the roles whose settings name the contacts API.
+def test_callers_know_where_they_call() -> None:
+    # CALLERS above must stay the roles whose settings name another API (contacts, delivery).
     for spec in SERVICES:
         fields = spec.settings.model_fields
-        assert ("contacts_target" in fields) == any(c.startswith(spec.name) for c in CALLERS)
+        names = "contacts_target" in fields or "delivery_url" in fields
+        assert names == any(c.startswith(spec.name) for c in CALLERS)
 
 
 # --- docker compose ---------------------------------------------------------------------------
