@@ -62,7 +62,9 @@ async def gather(
     address = {EMAIL: contact.email, SMS: contact.phone, WEBHOOK: webhook_url}[channel]
     chosen = template.at(version)
     wanted = locale or contact.locale
-    variables: dict[str, Any] = {"contact": dict(contact.profile), "data": dict(data)}
+    used = message.fields_read_by(chosen, wanted, "contact")  # only what the template reads
+    profile = {k: v for k, v in contact.profile.items() if used is None or k in used}
+    variables: dict[str, Any] = {"contact": profile, "data": dict(data)}
     if "metrics" in message.names_read_by(chosen, wanted) and not contact.erased:
         variables["metrics"] = await metrics.of(contact.contact_id)
     try:

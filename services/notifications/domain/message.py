@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.notifications.domain import sms
-from services.notifications.domain.render import RenderFailure, kind_of, names_read, render_part
+from services.notifications.domain.render import (
+    RenderFailure,
+    fields_read,
+    kind_of,
+    names_read,
+    render_part,
+)
 from services.notifications.domain.template import Version
 from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
 
@@ -57,3 +63,16 @@ def names_read_by(version: Version, locale: str) -> set[str]:
     assert variant is not None, "every saved version has a default variant"
     parts = ("subject", "text", "html", "body")
     return {n for part in parts for n in names_read(variant.part(part))}
+
+
+def fields_read_by(version: Version, locale: str, name: str) -> set[str] | None:
+    """The fields of ``name`` the chosen variant reads; None when it uses ``name`` whole."""
+    variant = version.variant(locale)
+    assert variant is not None, "every saved version has a default variant"
+    out: set[str] = set()
+    for part in ("subject", "text", "html", "body"):
+        found = fields_read(variant.part(part), name)
+        if found is None:
+            return None
+        out |= found
+    return out
