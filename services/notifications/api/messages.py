@@ -42,8 +42,12 @@ def _invalid(field: str, reason: str, message: str) -> Exception:
 
 
 def url_arg(value: str, field: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname or " " in value:
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # a malformed IPv6 host
+        host = None
+    if host is None or parts.scheme not in ("https", "http") or any(c.isspace() for c in value):
         raise _invalid(field, "INVALID_WEBHOOK_URL", "an http(s) URL with a host")
     return value
 

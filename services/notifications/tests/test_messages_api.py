@@ -227,6 +227,12 @@ async def test_bad_requests_are_refused_and_write_nothing(env: Env) -> None:
             ),
             "WEBHOOK_URL_UNUSED",
         ),
+        (
+            pb.SendMessageRequest(
+                contact_id=cid, template_id=tid, kind=TRANSACTIONAL, webhook_url="http://[::1"
+            ),
+            "INVALID_WEBHOOK_URL",
+        ),
     ]
     for request, reason in cases:
         await expect_error(env.stub.SendMessage(request), grpc.StatusCode.INVALID_ARGUMENT, reason)
