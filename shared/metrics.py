@@ -69,7 +69,14 @@ NOTIFICATIONS_SENT = Counter(
 )
 # The values of NOTIFICATIONS_SENT's ``outcome`` label; the alert rules and the dashboard
 # (deploy/prometheus, deploy/grafana) key on them, and tests/deploy checks they use no other.
-NOTIFICATION_OUTCOMES = ("sent", "failed", "suppressed")
+# sent: accepted by the next hop; failed: failed for good; retry: failed for now, tried again;
+# suppressed: a decision skipped it because the channel is suppressed.
+NOTIFICATION_OUTCOMES = ("sent", "failed", "retry", "suppressed")
+NOTIFICATIONS_IN_DOUBT = Counter(
+    "crm_notifications_in_doubt_resends_total",
+    "Messages dispatched again after an attempt with no recorded outcome (same message id).",
+    ["channel"],
+)
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:

@@ -1,30 +1,134 @@
-"""The notifications service's composition root: the API (serve, stateless) and the templates
-read model (project). Delivery, policy and tracking are later slices (README.md)."""
+"""The notifications service's composition root: the API (serve, stateless: templates and the
+decisions of SendMessage) and the project role (the read models, and the dispatcher: outbox
+and deferred decisions, one leader across replicas)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
+from services.notifications.adapters.delivery_client import GrpcDelivery
+from services.notifications.adapters.erasure import ErasureProjection
+from services.notifications.adapters.leader import led
+from services.notifications.adapters.messages_readmodel import MessageQueries, MessagesProjection
+from services.notifications.adapters.pipeline_tables import MIGRATIONS, PostgresPipelineTables
 from services.notifications.adapters.queries import TemplateQueries
 from services.notifications.adapters.readmodel import TemplatesProjection
+from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcMetrics
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
+from services.notifications.application.dispatcher import Dispatcher, Dispatching
+from services.notifications.application.sending import MessageCommands, Pipeline
 from services.notifications.application.templates import TemplateCommands
+from services.notifications.domain import policy
+from services.notifications.domain.unsubscribe import Unsubscribe
+from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
 from shared import runtime
+from shared.grpckit.audit import PersonalDataAudit
+from shared.grpckit.client import ClientTls, service_token
 from shared.runtime import Runtime
 from shared.settings import Settings
 
-PROJECTIONS = (TemplatesProjection(),)
+PROJECTIONS = (TemplatesProjection(), MessagesProjection(), ErasureProjection())
+OWN_MIGRATIONS = [("notifications", MIGRATIONS)]
+DISPATCHER = "notifications-dispatcher"
 
 
 class NotificationsSettings(Settings):
+    contacts_target: str = "127.0.0.1:50051"  # contacts' gRPC address (profiles, consent)
+    orders_target: str = "127.0.0.1:50052"  # orders' gRPC address (customer metrics)
     # The delivery workers (the `delivery` role, DeliveryService), host:port: make run's by
     # default; compose and Kubernetes name the notifications-delivery service.
     delivery_url: str = "127.0.0.1:50254"
+    email_from: str = "CRM <no-reply@localhost>"
+    sms_from: str = "CRM"
+    # Marketing caps per channel and rolling window; 0 disables a channel's cap.
+    email_cap: int = 3
+    sms_cap: int = 3
+    cap_window_days: float = 7.0
+    # Least hours between two marketing messages on a channel (smart sending); 0 disables.
+    email_smart_sending_hours: float = 16.0
+    sms_smart_sending_hours: float = 24.0
+    # Quiet hours per channel, local "HH:MM-HH:MM" in the contact's zone; "" for none.
+    email_quiet_hours: str = ""
+    sms_quiet_hours: str = "21:00-08:00"
+    webhook_quiet_hours: str = ""
+    default_time_zone: str = "UTC"  # for contacts with no (or an unknown) time zone
+    # List-Unsubscribe on marketing email: <base>/u/<signed token>, and a mailto when set.
+    tracking_base_url: str = ""
+    tracking_secret: str = ""
+    unsubscribe_mailto: str = ""
+    dispatch_batch_size: int = 100
+    dispatch_max_attempts: int = 5
+    dispatch_backoff_seconds: float = 30.0
+    dispatch_max_backoff_seconds: float = 3600.0
+    dispatch_lease_seconds: float = 120.0  # no outcome by then: the attempt is in doubt
+    dispatch_poll_seconds: float = 1.0
+
+
+def rules(s: NotificationsSettings) -> policy.Rules:
+    def channel(cap: int, hours: float, quiet: str) -> policy.ChannelRules:
+        return policy.ChannelRules(
+            cap=cap or None,
+            smart_sending=timedelta(hours=hours) if hours else None,
+            quiet_hours=policy.parse_window(quiet),
+        )
+
+    return policy.Rules(
+        channels={
+            EMAIL: channel(s.email_cap, s.email_smart_sending_hours, s.email_quiet_hours),
+            SMS: channel(s.sms_cap, s.sms_smart_sending_hours, s.sms_quiet_hours),
+            WEBHOOK: channel(0, 0, s.webhook_quiet_hours),
+        },
+        cap_window=timedelta(days=s.cap_window_days),
+        default_time_zone=s.default_time_zone,
+    )
+
+
+def pipeline(s: NotificationsSettings) -> Pipeline:
+    unsubscribe = None
+    if s.tracking_base_url:
+        if not s.tracking_secret:
+            raise SystemExit("TRACKING_BASE_URL is set: TRACKING_SECRET must be too")
+        secret = s.tracking_secret.encode()
+        unsubscribe = Unsubscribe(s.tracking_base_url, secret, s.unsubscribe_mailto)
+    return Pipeline(rules(s), s.email_from, s.sms_from, unsubscribe)
+
+
+def dispatching(s: NotificationsSettings) -> Dispatching:
+    return Dispatching(
+        batch_size=s.dispatch_batch_size,
+        max_attempts=s.dispatch_max_attempts,
+        backoff=timedelta(seconds=s.dispatch_backoff_seconds),
+        max_backoff=timedelta(seconds=s.dispatch_max_backoff_seconds),
+        lease=timedelta(seconds=s.dispatch_lease_seconds),
+        poll_seconds=s.dispatch_poll_seconds,
+    )
 
 
 async def connect(settings: Settings) -> Runtime:
-    return await runtime.connect(settings, projections=PROJECTIONS)
+    return await runtime.connect(settings, migrations=OWN_MIGRATIONS, projections=PROJECTIONS)
+
+
+class Upstreams:
+    """The clients of contacts and orders a role opens (and closes)."""
+
+    def __init__(self, settings: NotificationsSettings) -> None:
+        token = service_token(settings, "the contacts and orders APIs")
+        tls = ClientTls.of(settings)
+        self.contacts = GrpcContacts(settings.contacts_target, token, tls)
+        self.metrics = GrpcMetrics(settings.orders_target, token, tls)
+
+    def commands(self, rt: Runtime, settings: NotificationsSettings) -> MessageCommands:
+        tables = PostgresPipelineTables(rt.store, rt.pool)
+        templates = TemplateCommands(rt.store)
+        return MessageCommands(
+            rt.store, tables, self.contacts, self.metrics, templates, pipeline(settings)
+        )
+
+    async def close(self) -> None:
+        await self.contacts.close()
+        await self.metrics.close()
 
 
 class NotificationsApi:
@@ -36,12 +140,17 @@ class NotificationsApi:
                 lambda s: pb_grpc.add_NotificationsServiceServicer_to_server(self.servicer, s),
             )
         ]
+        self.upstreams: Upstreams | None = None
 
-    async def bind(self, rt: Runtime, settings: Settings) -> None:
-        self.servicer.bind(TemplateCommands(rt.store), TemplateQueries(rt.pool))
+    async def bind(self, rt: Runtime, settings: NotificationsSettings) -> None:
+        self.upstreams = Upstreams(settings)
+        commands = self.upstreams.commands(rt, settings)
+        self.servicer.bind(commands.templates, TemplateQueries(rt.pool))
+        self.servicer.bind_messages(commands, MessageQueries(rt.pool), PersonalDataAudit(rt.store))
 
     async def close(self) -> None:
-        return None
+        if self.upstreams is not None:
+            await self.upstreams.close()
 
 
 async def serve(settings: NotificationsSettings, stop: asyncio.Event) -> None:
@@ -49,8 +158,25 @@ async def serve(settings: NotificationsSettings, stop: asyncio.Event) -> None:
 
 
 def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> runtime.Work:
-    """The templates read model (one leader across replicas)."""
-    return runtime.Work(PROJECTIONS)
+    """The read models (one leader each across replicas) and the dispatcher (one leader)."""
+    upstreams = Upstreams(settings)
+    delivery = GrpcDelivery(
+        settings.delivery_url,
+        service_token(settings, "the delivery workers"),
+        ClientTls.of(settings),
+    )
+    commands = upstreams.commands(rt, settings)
+    dispatcher = Dispatcher(commands.tables, delivery, commands, dispatching(settings))
+
+    async def close() -> None:
+        await delivery.close()
+        await upstreams.close()
+
+    return runtime.Work(
+        PROJECTIONS,
+        {DISPATCHER: lambda: led(rt.dsn, DISPATCHER, dispatcher.run, stop)},
+        close,
+    )
 
 
 async def project(settings: NotificationsSettings, stop: asyncio.Event) -> None:

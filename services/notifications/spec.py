@@ -23,6 +23,7 @@ TO_DELIVERY = {"DELIVERY_URL": f"127.0.0.1:{DELIVERY.grpc_port}"}
 SPEC = ServiceSpec(
     name="notifications",
     settings=app.NotificationsSettings,
+    migrations=app.OWN_MIGRATIONS,
     roles={
         "serve": app.serve,
         "project": app.project,

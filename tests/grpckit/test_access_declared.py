@@ -22,6 +22,7 @@ PERSONAL = {
     "crm.contacts.v1.ContactEvent",
     "crm.contacts.v1.ConsentEvidence",
     "crm.segmentation.v1.ExplainedFact",  # a rule's facts: attributes, the email's domain
+    "crm.notifications.v1.Message",  # the address it went to
 }
 READS = ("Get", "List", "Find", "Is", "Explain", "Preview", "Export", "BatchGet", "Read", "Tail")
 

@@ -8,6 +8,7 @@ from crm.notifications.v1 import notifications_pb2 as pb
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 from services.notifications.adapters.queries import TemplateQueries
 from services.notifications.api import convert
+from services.notifications.api.messages import MessageRpcs
 from services.notifications.application.templates import TemplateCommands
 from services.notifications.domain import locale as loc
 from services.notifications.domain.template import Template
@@ -26,6 +27,8 @@ LIMITS = Limits(
         "html": 200_000,
         "body": 100_000,
         "variants[]": 50,
+        "address": 2048,
+        "webhook_url": 2048,
     }
 )
 
@@ -37,8 +40,9 @@ def _version_arg(value: int) -> int:
 
 
 @enforced(DOMAIN, LIMITS, pb.DESCRIPTOR.services_by_name["NotificationsService"])
-class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
-    """Bound to its application objects once the database is reachable (see app.py)."""
+class NotificationsServicer(MessageRpcs, pb_grpc.NotificationsServiceServicer):
+    """Bound to its application objects once the database is reachable (see app.py); the
+    message RPCs are in api/messages.py."""
 
     def bind(self, commands: TemplateCommands, queries: TemplateQueries) -> None:
         self.commands, self.queries = commands, queries

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.notifications.domain import sms
-from services.notifications.domain.render import RenderFailure, kind_of, render_part
+from services.notifications.domain.render import (
+    RenderFailure,
+    fields_read,
+    kind_of,
+    names_read,
+    render_part,
+)
 from services.notifications.domain.template import Version
 from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
 
@@ -49,3 +55,24 @@ def render(channel: str, version: Version, locale: str, variables: Mapping[str, 
     except ValueError as err:
         raise RenderFailure("body", None, f"does not render to JSON: {err}"[:300]) from None
     return Rendered(variant.locale, channel, body=body)
+
+
+def names_read_by(version: Version, locale: str) -> set[str]:
+    """The top-level variables the variant chosen for ``locale`` reads."""
+    variant = version.variant(locale)
+    assert variant is not None, "every saved version has a default variant"
+    parts = ("subject", "text", "html", "body")
+    return {n for part in parts for n in names_read(variant.part(part))}
+
+
+def fields_read_by(version: Version, locale: str, name: str) -> set[str] | None:
+    """The fields of ``name`` the chosen variant reads; None when it uses ``name`` whole."""
+    variant = version.variant(locale)
+    assert variant is not None, "every saved version has a default variant"
+    out: set[str] = set()
+    for part in ("subject", "text", "html", "body"):
+        found = fields_read(variant.part(part), name)
+        if found is None:
+            return None
+        out |= found
+    return out

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
@@ -201,3 +201,40 @@ def syntax_errors(channel: str, parts: Mapping[str, str]) -> list[Problem]:
         except TemplateProblem as p:
             found.append(Problem(p.part, p.line, p.message))
     return found
+
+
+def names_read(source: str) -> set[str]:
+    """The top-level variables a template reads (``contact``, ``metrics``, ``data``...)."""
+    try:
+        return set(meta.find_undeclared_variables(_ENVS[TEXT].parse(source)))
+    except TemplateSyntaxError:
+        return set()
+
+
+def fields_read(source: str, name: str) -> set[str] | None:
+    """The fields of the variable ``name`` a template reads (``contact.first_name``,
+    ``contact['email']`` → first_name, email); None when it uses ``name`` as a whole (prints it,
+    loops over it, hands it to a filter), so every field must be there."""
+    try:
+        tree = _ENVS[TEXT].parse(source)
+    except TemplateSyntaxError:
+        return set()
+    uses = [n for n in tree.find_all(nodes.Name) if n.name == name]
+    fields: set[str] = set()
+    accessed = 0
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        inner = getattr(node, "node", None)
+        if not (isinstance(inner, nodes.Name) and inner.name == name):
+            continue
+        if isinstance(node, nodes.Getattr):
+            fields.add(node.attr)
+        elif isinstance(node, nodes.Getitem) and _text_const(node.arg):
+            fields.add(node.arg.value)  # type: ignore[attr-defined]
+        else:
+            return None  # contact[some_expression]: any field
+        accessed += 1
+    return fields if accessed == len(uses) else None
+
+
+def _text_const(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Const) and isinstance(node.value, str)

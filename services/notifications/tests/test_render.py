@@ -115,3 +115,33 @@ def test_a_subject_with_a_line_break_fails() -> None:
 def test_a_webhook_that_is_not_json_fails() -> None:
     with pytest.raises(r.RenderFailure):
         message.render(WEBHOOK, version(Variant("", body='{"a": "{{ n }}"}')), "", {"n": "x"})
+
+
+@pytest.mark.parametrize(
+    ("source", "fields"),
+    [
+        ("Hi {{ contact.first_name }} <{{ contact['email'] }}>", {"first_name", "email"}),
+        (
+            "{{ contact.first_name | upper }}{% if contact.phone is defined %}!{% endif %}",
+            {"first_name", "phone"},
+        ),
+        ("{{ data.offer }}", set()),
+        ("{{ contact }}", None),
+        ("{% for k in contact %}{{ k }}{% endfor %}", None),
+        ("{{ contact[data.field] }}", None),
+    ],
+)
+def test_the_contact_fields_a_template_reads(source: str, fields: set[str] | None) -> None:
+    """SendMessage hands a template only the profile fields it reads (None: all of them)."""
+    assert r.fields_read(source, "contact") == fields
+
+
+def test_the_fields_a_variant_reads_across_its_parts() -> None:
+    v = Version(
+        1,
+        "n",
+        (Variant("", subject="{{ contact.first_name }}", text="{{ contact.email }}"),),
+    )
+    assert message.fields_read_by(v, "", "contact") == {"first_name", "email"}
+    whole = Version(1, "n", (Variant("", subject="x", text="{{ contact }}"),))
+    assert message.fields_read_by(whole, "fr", "contact") is None

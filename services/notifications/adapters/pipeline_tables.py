@@ -1,0 +1,213 @@
+"""The pipeline's tables on PostgreSQL (migrations/0001_pipeline.sql), each write in the event
+store's own transaction (its unit of work), so an event and its rows commit together."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+from services.notifications.application.ports import Deferred, Queued
+from shared.eventstore import EventStore, StreamAppend
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SCHEMA = "notifications_pipeline"
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    return uuid.UUID(value) if value else None
+
+
+def _queued(r: asyncpg.Record) -> Queued:
+    return Queued(
+        message_id=str(r["message_id"]),
+        contact_id=str(r["contact_id"] or ""),
+        channel=r["channel"],
+        address=r["address"],
+        due_at=r["due_at"],
+        sender=r["sender"],
+        subject=r["subject"],
+        text=r["text"],
+        html=r["html"],
+        body=r["body"],
+        headers=tuple((str(n), str(v)) for n, v in orjson.loads(r["headers"])),
+        test=r["test"],
+        attempt=r["attempt"],
+        in_flight=r["in_flight"],
+    )
+
+
+def _deferred(r: asyncpg.Record) -> Deferred:
+    return Deferred(
+        message_id=str(r["message_id"]),
+        decision=r["decision"],
+        due_at=r["due_at"],
+        requested_contact_id=str(r["requested_contact_id"]),
+        template_id=str(r["template_id"]),
+        template_version=r["template_version"],
+        kind=r["kind"],
+        locale=r["locale"],
+        webhook_url=r["webhook_url"],
+        request_id=r["request_id"],
+        data=orjson.loads(r["data"]),
+    )
+
+
+class PostgresDeciding:
+    """One decision's transaction (application/ports.py)."""
+
+    def __init__(self, uow: object, conn: asyncpg.Connection) -> None:
+        self.uow, self.conn = uow, conn
+
+    async def marketing_sends(
+        self, contact_id: str, channel: str, since: datetime
+    ) -> tuple[int, datetime | None]:
+        row = await self.conn.fetchrow(
+            f"""SELECT count(*) FILTER (WHERE sent_at > $3) AS n, max(sent_at) AS last
+                FROM {SCHEMA}.marketing_sends WHERE contact_id = $1 AND channel = $2""",
+            uuid.UUID(contact_id),
+            channel,
+            since,
+        )
+        return int(row["n"]), row["last"]
+
+    async def append(self, appends: Sequence[StreamAppend]) -> None:
+        await self.uow.append_multi(list(appends))  # type: ignore[attr-defined]
+
+    async def enqueue(self, row: Queued) -> None:
+        await self.conn.execute(
+            f"""INSERT INTO {SCHEMA}.outbox (message_id, contact_id, channel, address, sender,
+                    subject, text, html, body, headers, test, due_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)""",
+            uuid.UUID(row.message_id),
+            _uuid(row.contact_id),
+            row.channel,
+            row.address,
+            row.sender,
+            row.subject,
+            row.text,
+            row.html,
+            row.body,
+            orjson.dumps([list(h) for h in row.headers]).decode(),
+            row.test,
+            row.due_at,
+        )
+
+    async def count_marketing_send(
+        self, contact_id: str, channel: str, message_id: str, at: datetime
+    ) -> None:
+        await self.conn.execute(
+            f"INSERT INTO {SCHEMA}.marketing_sends VALUES ($1, $2, $3, $4)",
+            uuid.UUID(contact_id),
+            channel,
+            uuid.UUID(message_id),
+            at,
+        )
+
+    async def remember_recipient(self, message_id: str, contact_id: str, address: str) -> None:
+        await self.conn.execute(
+            f"""INSERT INTO {SCHEMA}.recipients VALUES ($1, $2, $3)
+                ON CONFLICT (message_id) DO UPDATE SET address = excluded.address""",
+            uuid.UUID(message_id),
+            _uuid(contact_id),
+            address,
+        )
+
+    async def defer(self, t: Deferred) -> None:
+        await self.conn.execute(
+            f"""INSERT INTO {SCHEMA}.timers (message_id, decision, due_at, requested_contact_id,
+                    template_id, template_version, kind, locale, webhook_url, request_id, data)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)""",
+            uuid.UUID(t.message_id),
+            t.decision,
+            t.due_at,
+            uuid.UUID(t.requested_contact_id),
+            uuid.UUID(t.template_id),
+            t.template_version,
+            t.kind,
+            t.locale,
+            t.webhook_url,
+            t.request_id,
+            orjson.dumps(dict(t.data)).decode(),
+        )
+
+    async def fired(self, message_id: str) -> None:
+        await self.conn.execute(
+            f"DELETE FROM {SCHEMA}.timers WHERE message_id = $1", uuid.UUID(message_id)
+        )
+
+
+class PostgresPipelineTables:
+    def __init__(self, store: EventStore, pool: asyncpg.Pool) -> None:
+        self.store, self.pool = store, pool
+
+    @asynccontextmanager
+    async def deciding(self, contact_id: str) -> AsyncIterator[PostgresDeciding]:
+        async with self.store.transaction() as uow:
+            conn = uow.connection
+            if conn is None:
+                raise RuntimeError("the message pipeline needs the PostgreSQL event store")
+            if contact_id:  # one decision at a time per contact, until the commit
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('notifications-contact:' || $1))",
+                    contact_id,
+                )
+            yield PostgresDeciding(uow, conn)
+
+    async def due_timers(self, now: datetime, limit: int) -> list[Deferred]:
+        rows = await self.pool.fetch(
+            f"SELECT * FROM {SCHEMA}.timers WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+            now,
+            limit,
+        )
+        return [_deferred(r) for r in rows]
+
+    async def due_outbox(self, now: datetime, limit: int) -> list[Queued]:
+        rows = await self.pool.fetch(
+            f"SELECT * FROM {SCHEMA}.outbox WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+            now,
+            limit,
+        )
+        return [_queued(r) for r in rows]
+
+    async def dispatch(
+        self, appends: Sequence[StreamAppend], rows: Sequence[Queued], lease_until: datetime
+    ) -> None:
+        async with self.store.transaction() as uow:
+            await uow.append_multi(list(appends))
+            await uow.connection.executemany(
+                f"""UPDATE {SCHEMA}.outbox SET attempt = $2, in_flight = true, due_at = $3
+                    WHERE message_id = $1""",
+                [(uuid.UUID(r.message_id), r.attempt + 1, lease_until) for r in rows],
+            )
+
+    async def settle(
+        self, appends: Sequence[StreamAppend], message_id: str, retry_at: datetime | None
+    ) -> None:
+        async with self.store.transaction() as uow:
+            await uow.append_multi(list(appends))
+            if retry_at is None:
+                await uow.connection.execute(
+                    f"DELETE FROM {SCHEMA}.outbox WHERE message_id = $1", uuid.UUID(message_id)
+                )
+            else:
+                await uow.connection.execute(
+                    f"""UPDATE {SCHEMA}.outbox SET in_flight = false, due_at = $2
+                        WHERE message_id = $1""",
+                    uuid.UUID(message_id),
+                    retry_at,
+                )
+
+    async def recipient(self, message_id: str) -> str:
+        return str(
+            await self.pool.fetchval(
+                f"SELECT address FROM {SCHEMA}.recipients WHERE message_id = $1",
+                uuid.UUID(message_id),
+            )
+            or ""
+        )

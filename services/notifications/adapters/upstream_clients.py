@@ -1,0 +1,162 @@
+"""Contacts (profile, identity, consent) and orders (customer metrics) over their gRPC APIs,
+called with notifications' service token: services never read each other's tables. Their
+refusals become ours (shared/grpckit/upstream.py); anything else is UNAVAILABLE."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from crm.contacts.v1 import consent_pb2 as kpb
+from crm.contacts.v1 import consent_pb2_grpc as kpb_grpc
+from crm.contacts.v1 import contacts_pb2 as cpb
+from crm.contacts.v1 import contacts_pb2_grpc as cpb_grpc
+from crm.contacts.v1 import events_pb2 as cepb
+from crm.orders.v1 import orders_pb2 as opb
+from crm.orders.v1 import orders_pb2_grpc as opb_grpc
+from services.notifications.application.ports import ContactFacts
+from services.notifications.domain.decision import ConsentUsed
+from shared.grpckit.client import ClientTls, bearer, open_channel
+from shared.grpckit.upstream import Upstream
+
+TIMEOUT = 5.0
+CONTACTS = Upstream("contacts", "notifications.crm")
+ORDERS = Upstream("orders", "notifications.crm")
+
+
+def _time(ts: Timestamp) -> str:
+    return ts.ToJsonString() if ts.seconds or ts.nanos else ""
+
+
+def _attribute(v: cepb.AttributeValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "timestamp_value":
+        return _time(v.timestamp_value)
+    if kind == "number_value":
+        n = v.number_value
+        return int(n) if n.is_integer() and abs(n) < 2**53 else n
+    return getattr(v, kind) if kind else None
+
+
+def contact_facts(c: cpb.Contact) -> ContactFacts:
+    profile = {
+        "contact_id": c.contact_id,
+        "email": c.email,
+        "phone": c.phone,
+        "external_id": c.external_id,
+        "first_name": c.first_name,
+        "last_name": c.last_name,
+        "locale": c.locale,
+        "time_zone": c.time_zone,
+        "tags": list(c.tags),
+        "attributes": {k: _attribute(v) for k, v in c.attributes.items()},
+    }
+    return ContactFacts(
+        contact_id=c.contact_id,
+        email=c.email,
+        phone=c.phone,
+        locale=c.locale,
+        time_zone=c.time_zone,
+        archived=c.archived,
+        erased=c.erased,
+        profile=profile,
+    )
+
+
+class GrpcContacts:
+    def __init__(self, target: str, token: str, tls: ClientTls | None = None) -> None:
+        self.channel = open_channel(target, tls)
+        self.contacts = cpb_grpc.ContactsServiceStub(self.channel)
+        self.consents = kpb_grpc.ConsentServiceStub(self.channel)
+        self.auth = bearer(token)  # the service role: no reason needed
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def get(self, contact_id: str) -> ContactFacts | None:
+        try:
+            found = await self.contacts.GetContact(
+                cpb.GetContactRequest(contact_id=contact_id), timeout=TIMEOUT, metadata=self.auth
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise CONTACTS.error(err, "contact_id", "read the contact") from None
+        return contact_facts(found.contact)
+
+    async def find(self, kind: str, value: str) -> str | None:
+        try:
+            found = await self.contacts.FindContact(
+                cpb.FindContactRequest(**{kind: value}), timeout=TIMEOUT, metadata=self.auth
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise CONTACTS.error(err, kind, "find the contact") from None
+        return str(found.contact.contact_id)
+
+    async def consent(self, contact_id: str, channel: str) -> ConsentUsed:
+        try:
+            answer = await self.consents.GetConsent(
+                kpb.GetConsentRequest(contact_id=contact_id), timeout=TIMEOUT, metadata=self.auth
+            )
+        except grpc.aio.AioRpcError as err:
+            raise CONTACTS.error(err, "contact_id", "read the consent") from None
+        wanted = kpb.Channel.Value(channel)
+        for c in answer.channels:
+            if c.channel == wanted:
+                return ConsentUsed(
+                    state=kpb.ConsentState.Name(c.state),
+                    legal_basis=kpb.LegalBasis.Name(c.legal_basis) if c.legal_basis else "",
+                    policy_version=c.policy_version,
+                    update_time=c.update_time.ToDatetime(tzinfo=UTC)
+                    if c.HasField("update_time")
+                    else None,
+                    suppressed=c.suppressed,
+                    suppression_reason=kpb.SuppressionReason.Name(c.suppression_reason)
+                    if c.suppressed
+                    else "",
+                )
+        return ConsentUsed(state="CONSENT_STATE_NEVER_SUBSCRIBED")
+
+
+class GrpcMetrics:
+    def __init__(self, target: str, token: str, tls: ClientTls | None = None) -> None:
+        self.channel = open_channel(target, tls)
+        self.stub = opb_grpc.OrdersServiceStub(self.channel)
+        self.auth = bearer(token)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def of(self, contact_id: str) -> dict[str, Any]:
+        try:
+            m = await self.stub.GetCustomerMetrics(
+                opb.GetCustomerMetricsRequest(contact_id=contact_id),
+                timeout=TIMEOUT,
+                metadata=self.auth,
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return {"order_count": 0, "currencies": []}
+            raise ORDERS.error(err, "contact_id", "read the customer's metrics") from None
+        return {
+            "order_count": m.order_count,
+            "first_order_time": _time(m.first_order_time),
+            "last_order_time": _time(m.last_order_time),
+            "days_since_last_order": m.days_since_last_order,
+            "currencies": [
+                {
+                    "currency": c.currency,
+                    "order_count": c.order_count,
+                    "revenue": c.revenue,
+                    "refunded": c.refunded,
+                    "average_order_value": c.average_order_value,
+                    "rfm_group": c.rfm.group,
+                }
+                for c in m.currencies
+            ],
+        }

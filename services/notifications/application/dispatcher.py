@@ -1,0 +1,173 @@
+"""The dispatcher: the outbox sent exactly once as far as anyone can tell, and the deferred
+decisions made when due. One leader across replicas runs it (adapters/leader.py).
+
+For each batch of due outbox rows:
+
+1. MessageDispatched (attempt n) is appended and the rows marked in flight, due again at the
+   end of a lease, in one transaction that COMMITS before anything is sent;
+2. the batch goes to the delivery workers (``Delivery.deliver``);
+3. each outcome is recorded with its row in one transaction: MessageSent (the row retired),
+   MessageFailed with a retry time (exponential backoff) while attempts remain, or a final
+   MessageFailed (the row retired).
+
+A row whose lease ran out with no outcome recorded (the dispatcher stopped between 1 and 3, or
+the workers could not be reached) is in doubt: it is dispatched again, attempt n+1 with the
+same message id (the receivers' idempotency key), marked ``in_doubt`` and counted in
+``crm_notifications_in_doubt_resends_total``. It is never forgotten: out of attempts, it is a
+final MessageFailed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from services.notifications.application.delivery import Delivery, Outbound, Outcome
+from services.notifications.application.ports import PipelineTables, Queued
+from services.notifications.application.sending import MESSAGE, MessageCommands
+from services.notifications.domain import decision as d
+from shared.eventstore import StreamAppend, StreamState
+from shared.metrics import NOTIFICATIONS_IN_DOUBT, NOTIFICATIONS_SENT
+from shared.supervision import sleep_unless_stopped
+
+log = structlog.get_logger(__name__)
+ACTOR = {"actor": "notifications-dispatcher"}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _label(channel: str) -> str:
+    """A Channel name as the metrics label it: CHANNEL_EMAIL -> email."""
+    return channel.removeprefix("CHANNEL_").lower()
+
+
+@dataclass(frozen=True)
+class Dispatching:
+    batch_size: int = 100
+    max_attempts: int = 5
+    backoff: timedelta = timedelta(seconds=30)  # before the 2nd attempt; doubles each time
+    max_backoff: timedelta = timedelta(hours=1)
+    lease: timedelta = timedelta(seconds=120)  # a dispatched row with no outcome is in doubt after
+    poll_seconds: float = 1.0
+
+
+def retry_at(now: datetime, attempt: int, config: Dispatching) -> datetime:
+    """When attempt ``attempt + 1`` is due after attempt ``attempt`` failed for now."""
+    wait = config.backoff * 2 ** max(0, attempt - 1)
+    return now + min(wait, config.max_backoff)
+
+
+def outbound(row: Queued, attempt: int) -> Outbound:
+    return Outbound(
+        message_id=row.message_id,
+        channel=row.channel,
+        to=row.address,
+        sender=row.sender,
+        subject=row.subject,
+        text=row.text,
+        html=row.html,
+        body=row.body,
+        headers=row.headers,
+        attempt=attempt,
+        test=row.test,
+    )
+
+
+def _append(message_id: str, event: d.Event, key: str) -> StreamAppend:
+    """An event of the dispatcher's own, with an id derived from ``key`` (written once)."""
+    stream = d.stream_of(message_id)
+    return StreamAppend(stream, MESSAGE.events(stream, [event], key, ACTOR), StreamState.EXISTS)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        tables: PipelineTables,
+        delivery: Delivery,
+        messages: MessageCommands,
+        config: Dispatching,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.tables, self.delivery, self.messages = tables, delivery, messages
+        self.config, self.clock = config, clock
+
+    async def dispatch_due(self) -> int:
+        """One batch of due outbox rows: dispatched, delivered, outcomes recorded. Returns how
+        many rows it took."""
+        now = self.clock()
+        rows = await self.tables.due_outbox(now, self.config.batch_size)
+        if not rows:
+            return 0
+        out_of_attempts = [r for r in rows if r.in_flight and r.attempt >= self.config.max_attempts]
+        for row in out_of_attempts:  # in doubt with no attempt left: final, never forgotten
+            detail = f"no outcome recorded after {row.attempt} attempts (in doubt)"
+            await self._record(row, row.attempt, Outcome(row.message_id, "rejected", detail))
+        rows = [r for r in rows if r not in out_of_attempts]
+        if not rows:
+            return len(out_of_attempts)
+        appends = []
+        for row in rows:
+            attempt = row.attempt + 1
+            event = d.dispatched(row.message_id, attempt, row.in_flight)
+            appends.append(_append(row.message_id, event, f"dispatch:{attempt}"))
+            if row.in_flight:
+                NOTIFICATIONS_IN_DOUBT.labels(channel=_label(row.channel)).inc()
+                log.warning("message.in_doubt", message_id=row.message_id, attempt=attempt)
+        await self.tables.dispatch(appends, rows, now + self.config.lease)
+        try:
+            outcomes = await self.delivery.deliver([outbound(r, r.attempt + 1) for r in rows])
+        except Exception as exc:  # nothing is known of the batch: in doubt until the lease ends
+            log.warning("delivery.unreachable", error=f"{type(exc).__name__}: {exc}"[:300])
+            return len(rows) + len(out_of_attempts)
+        by_id: Mapping[str, Outcome] = {o.message_id: o for o in outcomes}
+        for row in rows:
+            outcome = by_id.get(row.message_id)
+            if outcome is not None:  # a missing one stays in doubt
+                await self._record(row, row.attempt + 1, outcome)
+        return len(rows) + len(out_of_attempts)
+
+    async def _record(self, row: Queued, attempt: int, outcome: Outcome) -> None:
+        now, label = self.clock(), _label(row.channel)
+        key = f"outcome:{attempt}"
+        if outcome.status == "sent":
+            event = d.sent(row.message_id, attempt, outcome.detail, outcome.provider_id)
+            await self.tables.settle([_append(row.message_id, event, key)], row.message_id, None)
+            NOTIFICATIONS_SENT.labels(channel=label, outcome="sent").inc()
+            return
+        again = None
+        if outcome.status == "retry" and attempt < self.config.max_attempts:
+            again = retry_at(now, attempt, self.config)
+        event = d.failed(row.message_id, attempt, outcome.detail, again)
+        await self.tables.settle([_append(row.message_id, event, key)], row.message_id, again)
+        NOTIFICATIONS_SENT.labels(channel=label, outcome="retry" if again else "failed").inc()
+
+    async def decide_due(self) -> int:
+        """Decide again every deferred message whose time has come; how many were. A timer that
+        cannot be decided now (contacts or orders away) stays due and is tried at the next
+        tick; it holds up neither the other timers nor the outbox."""
+        done = 0
+        for timer in await self.tables.due_timers(self.clock(), self.config.batch_size):
+            try:
+                if await self.messages.decide_again(timer, ACTOR):
+                    done += 1
+            except Exception as exc:
+                log.warning(
+                    "timer.undecided",
+                    message_id=timer.message_id,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
+        return done
+
+    async def tick(self) -> int:
+        return await self.decide_due() + await self.dispatch_due()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop``; a full batch ticks again at once."""
+        while not stop.is_set():
+            if await self.tick() < self.config.batch_size:
+                await sleep_unless_stopped(stop, self.config.poll_seconds)

@@ -1,0 +1,98 @@
+"""What a decision reads before its transaction: the contact (the survivor when merged), its
+consent on the channel, its address, and the message rendered with the contact's profile, the
+customer's metrics (when the template reads them) and the trigger's data; and the outbox row a
+SEND writes. The settings the pipeline renders with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.notifications.application.ports import ContactFacts, Contacts, Metrics, Queued
+from services.notifications.domain import decision as d
+from services.notifications.domain import message, policy
+from services.notifications.domain.render import RenderFailure
+from services.notifications.domain.template import Template
+from services.notifications.domain.unsubscribe import Unsubscribe
+from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The settings the pipeline decides and renders with."""
+
+    rules: policy.Rules = field(default_factory=policy.Rules)
+    email_from: str = ""
+    sms_from: str = ""
+    unsubscribe: Unsubscribe | None = None  # List-Unsubscribe on marketing email when set
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """What a decision reads besides the locked counters."""
+
+    contact: ContactFacts
+    consent: d.ConsentUsed | None
+    address: str
+    rendered: message.Rendered | None
+    failure: RenderFailure | None
+
+
+async def gather(
+    contacts: Contacts,
+    metrics: Metrics,
+    contact_id: str,
+    template: Template,
+    version: int,
+    locale: str,
+    data: Mapping[str, Any],
+    webhook_url: str,
+) -> Gathered | None:
+    """The facts for a decision; None when contacts knows no such contact. A render failure is
+    a fact too (the decision turns a SEND into a skip, RENDER_FAILED)."""
+    contact = await contacts.get(contact_id)
+    if contact is None:
+        return None
+    channel = template.channel
+    consent = None
+    if channel in policy.CONSENTED_CHANNELS and not contact.erased:
+        consent = await contacts.consent(contact.contact_id, channel)
+    address = {EMAIL: contact.email, SMS: contact.phone, WEBHOOK: webhook_url}[channel]
+    chosen = template.at(version)
+    wanted = locale or contact.locale
+    used = message.fields_read_by(chosen, wanted, "contact")  # only what the template reads
+    profile = {k: v for k, v in contact.profile.items() if used is None or k in used}
+    variables: dict[str, Any] = {"contact": profile, "data": dict(data)}
+    if "metrics" in message.names_read_by(chosen, wanted) and not contact.erased:
+        variables["metrics"] = await metrics.of(contact.contact_id)
+    try:
+        rendered = message.render(channel, chosen, wanted, variables)
+        return Gathered(contact, consent, address, rendered, None)
+    except RenderFailure as failure:
+        return Gathered(contact, consent, address, None, failure)
+
+
+def outbox_row(
+    p: Pipeline, now: datetime, subject: d.Subject, address: str, r: message.Rendered
+) -> Queued:
+    """The outbox row of a SEND: the rendered message, its sender and headers, due now."""
+    headers: tuple[tuple[str, str], ...] = ()
+    if r.channel == EMAIL and subject.kind == policy.MARKETING and p.unsubscribe:
+        headers = p.unsubscribe.headers(subject.message_id)
+    sender = {EMAIL: p.email_from, SMS: p.sms_from}.get(r.channel, "")
+    return Queued(
+        message_id=subject.message_id,
+        contact_id=subject.contact_id,
+        channel=r.channel,
+        address=address,
+        due_at=now,
+        sender=sender,
+        subject=r.subject,
+        text=r.text,
+        html=r.html,
+        body=r.body,
+        headers=headers,
+        test=subject.test,
+    )

@@ -1,0 +1,142 @@
+"""What the message pipeline needs from outside: contacts (profile, identity, consent) and
+orders (metrics) over their gRPC APIs, and its own tables (outbox, marketing sends, timers,
+recipients), written in the event store's transaction. Adapters implement them for real;
+tests may fake contacts and orders behind them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from services.notifications.domain.decision import ConsentUsed
+from shared.eventstore import StreamAppend
+
+
+@dataclass(frozen=True, slots=True)
+class ContactFacts:
+    """A contact as contacts' GetContact answers: ``contact_id`` is the survivor's when the one
+    asked for was merged into it."""
+
+    contact_id: str
+    email: str = ""
+    phone: str = ""
+    locale: str = ""
+    time_zone: str = ""
+    archived: bool = False
+    erased: bool = False
+    profile: Mapping[str, Any] = field(default_factory=dict)  # what templates read as `contact`
+
+
+class Contacts(Protocol):
+    async def get(self, contact_id: str) -> ContactFacts | None:
+        """None when contacts knows no such contact."""
+        ...
+
+    async def find(self, kind: str, value: str) -> str | None:
+        """The contact holding an identity (kind: email, phone or external_id), or None."""
+        ...
+
+    async def consent(self, contact_id: str, channel: str) -> ConsentUsed:
+        """The consent and suppression of ``channel`` now (CHANNEL_EMAIL or CHANNEL_SMS: both
+        APIs name them alike)."""
+        ...
+
+
+class Metrics(Protocol):
+    async def of(self, contact_id: str) -> dict[str, Any]:
+        """Orders' customer metrics as template data (zeros for a contact with no orders)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """An outbox row: a rendered message waiting for (another) attempt."""
+
+    message_id: str
+    contact_id: str  # "" for a test message
+    channel: str
+    address: str
+    due_at: datetime
+    sender: str = ""
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    body: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    test: bool = False
+    attempt: int = 0  # the last attempt dispatched (0: none yet)
+    in_flight: bool = False  # dispatched, no outcome recorded (in doubt once due again)
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A durable timer: decide ``message_id`` again (decision number ``decision``) at
+    ``due_at``, with what the first request gave (its data is personal: kept here, not in
+    events)."""
+
+    message_id: str
+    decision: int
+    due_at: datetime
+    requested_contact_id: str
+    template_id: str
+    template_version: int
+    kind: str
+    locale: str = ""
+    webhook_url: str = ""
+    request_id: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Deciding(Protocol):
+    """One decision's transaction, the contact locked: what it reads and writes commits with
+    the decision's event, or not at all."""
+
+    async def marketing_sends(
+        self, contact_id: str, channel: str, since: datetime
+    ) -> tuple[int, datetime | None]:
+        """Marketing sends on the channel since ``since``, and the latest one ever."""
+        ...
+
+    async def append(self, appends: Sequence[StreamAppend]) -> None: ...
+
+    async def enqueue(self, row: Queued) -> None: ...
+
+    async def count_marketing_send(
+        self, contact_id: str, channel: str, message_id: str, at: datetime
+    ) -> None: ...
+
+    async def remember_recipient(self, message_id: str, contact_id: str, address: str) -> None: ...
+
+    async def defer(self, timer: Deferred) -> None: ...
+
+    async def fired(self, message_id: str) -> None:
+        """The message's timer did its work: gone."""
+        ...
+
+
+class PipelineTables(Protocol):
+    def deciding(self, contact_id: str) -> AbstractAsyncContextManager[Deciding]:
+        """A transaction of the event store with the contact locked (one decision at a time
+        per contact: caps hold under concurrency)."""
+        ...
+
+    async def due_timers(self, now: datetime, limit: int) -> list[Deferred]: ...
+
+    async def due_outbox(self, now: datetime, limit: int) -> list[Queued]: ...
+
+    async def dispatch(
+        self, appends: Sequence[StreamAppend], rows: Sequence[Queued], lease_until: datetime
+    ) -> None:
+        """One transaction: the MessageDispatched events, and the rows marked in flight at their
+        new attempt, due again at ``lease_until`` (then in doubt) unless an outcome comes."""
+        ...
+
+    async def settle(
+        self, appends: Sequence[StreamAppend], message_id: str, retry_at: datetime | None
+    ) -> None:
+        """One transaction: the outcome's event, and the row retired (``retry_at`` None) or
+        due again at ``retry_at``."""
+        ...

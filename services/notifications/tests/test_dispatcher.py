@@ -1,0 +1,204 @@
+"""The dispatcher on a real store and its tables, the delivery workers faked: dispatched and
+committed before delivery, outcomes recorded, retries with backoff, final failures, and the
+in-doubt resend after a crash between dispatch and outcome (same message id, counted, never
+forgotten). List-Unsubscribe on marketing email. Test messages."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from services.notifications.application.dispatcher import Dispatching, retry_at
+from services.notifications.domain import decision as d
+from services.notifications.domain import policy
+from services.notifications.domain.unsubscribe import Unsubscribe
+from services.notifications.tests.pipeline_env import NOON, Pipe, build
+from shared.eventstore.postgres import PostgresEventStore
+from shared.metrics import NOTIFICATIONS_IN_DOUBT, NOTIFICATIONS_SENT
+
+
+def _sent(channel: str, outcome: str) -> float:
+    return NOTIFICATIONS_SENT.labels(channel=channel, outcome=outcome)._value.get()
+
+
+def _in_doubt(channel: str) -> float:
+    return NOTIFICATIONS_IN_DOUBT.labels(channel=channel)._value.get()
+
+
+async def test_a_queued_message_is_dispatched_then_sent_and_retired(pipe: Pipe) -> None:
+    pipe.contacts.add()
+    m = await pipe.send(await pipe.template())
+    before = _sent("email", "sent")
+    assert await pipe.dispatcher.tick() == 1
+    [out] = pipe.delivery.sent
+    assert (out.message_id, out.to, out.attempt, out.subject) == (
+        m.message_id,
+        "ada@example.com",
+        1,
+        "Hi Ada",
+    )
+    events = await pipe.events(m.message_id)
+    assert [e.type for e in events] == [d.DECIDED, d.DISPATCHED, d.SENT]
+    assert events[2].data == {"message_id": m.message_id, "attempt": 1, "detail": "250 2.0.0 OK"}
+    assert await pipe.rows("outbox") == []
+    assert _sent("email", "sent") == before + 1
+    assert (await pipe.messages.get(m.message_id)).status == "MESSAGE_STATUS_SENT"
+    assert await pipe.dispatcher.tick() == 0  # nothing twice
+
+
+async def test_dispatched_is_committed_before_the_workers_are_called(pipe: Pipe) -> None:
+    pipe.contacts.add()
+    m = await pipe.send(await pipe.template())
+    seen: list[list[str]] = []
+    original = pipe.delivery.deliver
+
+    async def looking(messages):  # type: ignore[no-untyped-def]
+        seen.append([e.type for e in await pipe.events(m.message_id)])
+        [row] = await pipe.rows("outbox")
+        assert row["in_flight"] and row["attempt"] == 1
+        return await original(messages)
+
+    pipe.delivery.deliver = looking  # type: ignore[method-assign]
+    await pipe.dispatcher.tick()
+    assert seen == [[d.DECIDED, d.DISPATCHED]]
+
+
+async def test_retries_back_off_until_the_last_attempt_fails_for_good(dsn: str) -> None:
+    store = await PostgresEventStore.connect(dsn, max_size=5)
+    try:
+        config = Dispatching(max_attempts=3, backoff=timedelta(seconds=30))
+        p = build(store, config=config)
+        p.contacts.add()
+        m = await p.send(await p.template())
+        p.delivery.status = "retry"
+        failed_before = _sent("email", "failed")
+        await p.dispatcher.tick()
+        [row] = await p.rows("outbox")
+        assert (row["attempt"], row["in_flight"], row["due_at"]) == (
+            1,
+            False,
+            NOON + timedelta(seconds=30),
+        )
+        assert await p.dispatcher.tick() == 0  # not due yet
+        p.clock.advance(timedelta(seconds=30))
+        await p.dispatcher.tick()
+        [row] = await p.rows("outbox")
+        assert row["due_at"] == p.clock.now + timedelta(seconds=60)  # doubled
+        p.clock.advance(timedelta(seconds=60))
+        await p.dispatcher.tick()
+        assert await p.rows("outbox") == []
+        assert [o.attempt for o in p.delivery.sent] == [1, 2, 3]
+        failures = [e.data for e in await p.events(m.message_id) if e.type == d.FAILED]
+        assert [("retry_time" in f, f.get("final", False)) for f in failures] == [
+            (True, False),
+            (True, False),
+            (False, True),
+        ]
+        assert (await p.messages.get(m.message_id)).status == "MESSAGE_STATUS_FAILED"
+        assert _sent("email", "failed") == failed_before + 1
+    finally:
+        await store.close()
+
+
+async def test_a_rejected_message_fails_at_once(pipe: Pipe) -> None:
+    pipe.contacts.add()
+    m = await pipe.send(await pipe.template())
+    pipe.delivery.status = "rejected"
+    await pipe.dispatcher.tick()
+    [failed] = [e.data for e in await pipe.events(m.message_id) if e.type == d.FAILED]
+    assert failed["final"] and failed["attempt"] == 1
+    assert await pipe.rows("outbox") == []
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    c = Dispatching(backoff=timedelta(seconds=10), max_backoff=timedelta(seconds=50))
+    assert [retry_at(NOON, n, c) - NOON for n in (1, 2, 3, 4)] == [
+        timedelta(seconds=s) for s in (10, 20, 40, 50)
+    ]
+
+
+async def test_a_crash_between_dispatch_and_outcome_is_resent_with_the_same_id(
+    pipe: Pipe,
+) -> None:
+    pipe.contacts.add()
+    m = await pipe.send(await pipe.template())
+    pipe.delivery.hang = True
+    tick = asyncio.create_task(pipe.dispatcher.tick())
+    while not pipe.delivery.batches:
+        await asyncio.sleep(0.01)
+    tick.cancel()  # the dispatcher dies while the workers hold the batch
+    await asyncio.gather(tick, return_exceptions=True)
+    assert [e.type for e in await pipe.events(m.message_id)] == [d.DECIDED, d.DISPATCHED]
+    pipe.delivery.hang = False
+    assert await pipe.dispatcher.tick() == 0  # in flight until its lease ends
+    before = _in_doubt("email")
+    pipe.clock.advance(Dispatching().lease)
+    assert await pipe.dispatcher.tick() == 1
+    first, second = pipe.delivery.sent
+    assert (second.message_id, second.attempt) == (first.message_id, 2)
+    assert _in_doubt("email") == before + 1
+    events = await pipe.events(m.message_id)
+    assert [e.type for e in events] == [d.DECIDED, d.DISPATCHED, d.DISPATCHED, d.SENT]
+    assert events[2].data["in_doubt"] is True and events[3].data["attempt"] == 2
+    assert await pipe.rows("outbox") == []
+
+
+async def test_unreachable_workers_leave_the_batch_in_doubt_never_forgotten(dsn: str) -> None:
+    store = await PostgresEventStore.connect(dsn, max_size=5)
+    try:
+        p = build(store, config=Dispatching(max_attempts=2))
+        p.contacts.add()
+        m = await p.send(await p.template())
+        p.delivery.down = True
+        for _ in range(3):
+            await p.dispatcher.tick()
+            p.clock.advance(Dispatching().lease)
+        events = await p.events(m.message_id)
+        assert [e.type for e in events] == [d.DECIDED, d.DISPATCHED, d.DISPATCHED, d.FAILED]
+        assert events[-1].data["final"] is True
+        assert "in doubt" in events[-1].data["detail"]
+        assert await p.rows("outbox") == []
+        assert len(p.delivery.sent) == 2
+    finally:
+        await store.close()
+
+
+async def test_marketing_email_carries_signed_one_click_unsubscribe_headers(dsn: str) -> None:
+    store = await PostgresEventStore.connect(dsn, max_size=5)
+    try:
+        unsubscribe = Unsubscribe("https://t.shop.example", b"s3cret", "unsubscribe@shop.example")
+        p = build(store, unsubscribe=unsubscribe)
+        p.contacts.add()
+        t = await p.template()
+        news = await p.send(t)
+        receipt = await p.send(t, kind=policy.TRANSACTIONAL)
+        await p.dispatcher.tick()
+        by_id = {o.message_id: dict(o.headers) for o in p.delivery.sent}
+        assert by_id[receipt.message_id] == {}
+        headers = by_id[news.message_id]
+        token = unsubscribe.token(news.message_id)
+        assert headers["List-Unsubscribe"] == (
+            f"<https://t.shop.example/u/{token}>, "
+            f"<mailto:unsubscribe@shop.example?subject=unsubscribe%20{token}>"
+        )
+        assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert unsubscribe.message_of(token) == news.message_id
+        assert "ada" not in token.lower()
+        forged = Unsubscribe("https://t.shop.example", b"other", "")
+        assert forged.message_of(token) is None
+    finally:
+        await store.close()
+
+
+async def test_a_test_message_is_sent_marked_and_never_counted(pipe: Pipe) -> None:
+    pipe.contacts.add()
+    t = await pipe.template()
+    sample = {"contact": {"first_name": "Sam"}, "data": {"offer": "x"}}
+    test = await pipe.messages.send_test(t, 0, "qa@shop.example", sample, "", request_id="qa")
+    decided = test.last_decision
+    assert test.test and decided["test"] and decided["trigger"]["source"] == "test"
+    assert await pipe.rows("marketing_sends") == []
+    await pipe.dispatcher.tick()
+    [out] = pipe.delivery.sent
+    assert (out.to, out.subject, out.test) == ("qa@shop.example", "Hi Sam", True)
+    assert (await pipe.send(t)).status == "MESSAGE_STATUS_QUEUED"  # the cap saw nothing
