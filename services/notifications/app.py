@@ -10,7 +10,6 @@ from datetime import timedelta
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
-from services.notifications.adapters.leader import led
 from services.notifications.adapters.messages_readmodel import MessageQueries, MessagesProjection
 from services.notifications.adapters.pipeline_tables import MIGRATIONS, PostgresPipelineTables
 from services.notifications.adapters.queries import TemplateQueries
@@ -26,6 +25,7 @@ from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
 from shared import runtime
 from shared.grpckit.audit import PersonalDataAudit
 from shared.grpckit.client import ClientTls, service_token
+from shared.leadership import led
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -174,7 +174,7 @@ def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> r
 
     return runtime.Work(
         PROJECTIONS,
-        {DISPATCHER: lambda: led(rt.dsn, DISPATCHER, dispatcher.run, stop)},
+        {DISPATCHER: lambda: led(rt.dsn, f"worker:{DISPATCHER}", dispatcher.run, stop)},
         close,
     )
 

@@ -1,5 +1,5 @@
 """The dispatcher: the outbox sent exactly once as far as anyone can tell, and the deferred
-decisions made when due. One leader across replicas runs it (adapters/leader.py).
+decisions made when due. One leader across replicas runs it (shared/leadership.py).
 
 For each batch of due outbox rows:
 
