@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crm.notifications.v1 import flows_pb2
+from crm.notifications.v1 import flow_definition_pb2 as flows_pb2
 from services.notifications.domain.flows import definition as fd
 from services.notifications.domain.flows.check import checked
 
@@ -58,7 +58,7 @@ BASE: dict[str, Any] = {
     "trigger": {"event": {"event_type": "crm.orders.v1.CartAbandoned"}},
     "steps": [
         {"id": "a", "delay": {"duration": "60s"}, "next": "b"},
-        {"id": "b", "send": {"template_key": "t", "kind": "MESSAGE_KIND_MARKETING"}},
+        {"id": "b", "send": {"template_key": "t"}},
     ],
 }
 
@@ -98,7 +98,11 @@ def with_(path: str, value: Any) -> dict[str, Any]:
         (with_("steps.0.next", "nowhere"), "steps[0].next", "STEP_UNKNOWN"),
         (with_("steps.0.delay", {}), "steps[0].delay", "DELAY_REQUIRED"),
         (with_("steps.0.delay", {"duration": "0s"}), "steps[0].delay.duration", "DURATION_INVALID"),
-        (with_("steps.1.send", {"template_key": "t"}), "steps[1].send.kind", "KIND_REQUIRED"),
+        (
+            with_("steps.1.send", {"transactional": True}),
+            "steps[1].send.template_key",
+            "TEMPLATE_REQUIRED",
+        ),
         (with_("steps.1", {"id": "b"}), "steps[1]", "STEP_ACTION_REQUIRED"),
         (
             with_("steps.1", {"id": "b", "exit": {}, "next": "a"}),

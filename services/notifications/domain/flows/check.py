@@ -9,7 +9,7 @@
 - every step reachable from the first;
 - no loop a run could go round without waiting: every cycle passes a delay or a wait step;
 - each action complete: a positive duration, or a local time / weekday, for a delay; a positive
-  timeout for a wait; a template and a kind for a send; a tag to add or remove; an http(s) URL
+  timeout for a wait; a template for a send; a tag to add or remove; an http(s) URL
   for a webhook; re-entry days for AFTER_DAYS.
 """
 
@@ -146,8 +146,6 @@ def _action(where: str, s: Step, index: Mapping[str, int]) -> list[Problem]:
     elif isinstance(a, fd.Send):
         if not a.template_key:
             found.append((f"{where}.send.template_key", "TEMPLATE_REQUIRED", "which template"))
-        if a.kind not in (fd.MARKETING, fd.TRANSACTIONAL):
-            found.append((f"{where}.send.kind", "KIND_REQUIRED", "marketing or transactional"))
     elif isinstance(a, fd.Tag):
         if (not a.add and not a.remove) or not all(t.strip() for t in (*a.add, *a.remove)):
             found.append((f"{where}.tag", "TAG_REQUIRED", "tags to add or remove, not blank"))

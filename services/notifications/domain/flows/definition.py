@@ -187,7 +187,8 @@ class _Reader:
             return _condition(d["condition"])
         if "send" in d:
             e = d["send"]
-            return Send(e.get("template_key", ""), e.get("kind", "MESSAGE_KIND_UNSPECIFIED"))
+            kind = TRANSACTIONAL if e.get("transactional") else MARKETING
+            return Send(e.get("template_key", ""), kind)
         if "tag" in d:
             e = d["tag"]
             return Tag(tuple(e.get("add", ())), tuple(e.get("remove", ())))
