@@ -50,13 +50,13 @@ class FakeLedger:
         return was != "CONSENT_STATE_UNSUBSCRIBED"
 
 
-def _tracking(pipe: Pipe, ledger: FakeLedger) -> Tracking:
+def tracking_of(pipe: Pipe, ledger: FakeLedger) -> Tracking:
     pipe.messages.pipeline = replace(pipe.messages.pipeline, tracking=TOKENS)
     links = PostgresLinks(pipe.store.pool)
     return Tracking(pipe.store, links, pipe.contacts, ledger, TOKENS, UNSUBSCRIBE, pipe.clock)
 
 
-async def _sent(pipe: Pipe, kind: str = policy.MARKETING) -> str:
+async def sent_with_links(pipe: Pipe, kind: str = policy.MARKETING) -> str:
     t = await pipe.templates.create(
         "news",
         EMAIL,
@@ -71,9 +71,9 @@ async def _types(pipe: Pipe, message_id: str) -> list[str]:
 
 
 async def test_links_are_recorded_with_the_decision(pipe: Pipe) -> None:
-    track = _tracking(pipe, FakeLedger(pipe))
+    track = tracking_of(pipe, FakeLedger(pipe))
     pipe.contacts.add()
-    mid = await _sent(pipe)
+    mid = await sent_with_links(pipe)
     [row] = await pipe.rows("outbox")
     assert "https://shop.example/tea" not in row["html"] and f"{BASE}/c/" in row["html"]
     assert "mailto:help@shop.example" in row["html"] and f"{BASE}/o/" in row["html"]
@@ -86,7 +86,7 @@ async def test_links_are_recorded_with_the_decision(pipe: Pipe) -> None:
 
 
 async def test_sms_and_email_without_html_are_not_tracked(pipe: Pipe) -> None:
-    _tracking(pipe, FakeLedger(pipe))
+    tracking_of(pipe, FakeLedger(pipe))
     pipe.contacts.add()
     await pipe.send(await pipe.template("plain"))
     [row] = await pipe.rows("outbox")
@@ -94,9 +94,9 @@ async def test_sms_and_email_without_html_are_not_tracked(pipe: Pipe) -> None:
 
 
 async def test_opens_and_clicks_count_once_per_minute(pipe: Pipe) -> None:
-    track = _tracking(pipe, FakeLedger(pipe))
+    track = tracking_of(pipe, FakeLedger(pipe))
     pipe.contacts.add()
-    mid = await _sent(pipe)
+    mid = await sent_with_links(pipe)
     opened = TOKENS.open_token(mid)
     assert await track.open(opened) == Result.RECORDED
     assert await track.open(opened) == Result.REPEAT
@@ -119,9 +119,9 @@ async def test_opens_and_clicks_count_once_per_minute(pipe: Pipe) -> None:
 
 async def test_an_unsubscription_happens_once_per_subscription(pipe: Pipe) -> None:
     ledger = FakeLedger(pipe)
-    track = _tracking(pipe, ledger)
+    track = tracking_of(pipe, ledger)
     pipe.contacts.add()
-    mid = await _sent(pipe)
+    mid = await sent_with_links(pipe)
     token = UNSUBSCRIBE.token(mid)
     assert await track.unsubscribable(token) == Result.RECORDED  # the page: nothing written
     assert ledger.calls == [] and await _types(pipe, mid) == ["MessageDecided"]
@@ -150,9 +150,9 @@ async def test_a_retry_after_a_crash_between_contacts_and_the_event_has_one_effe
     pipe: Pipe,
 ) -> None:
     ledger = FakeLedger(pipe)
-    track = _tracking(pipe, ledger)
+    track = tracking_of(pipe, ledger)
     pipe.contacts.add()
-    mid = await _sent(pipe)
+    mid = await sent_with_links(pipe)
     token = UNSUBSCRIBE.token(mid)
     # contacts recorded the withdrawal, then the process died before the event
     await ledger.withdraw(ADA, EMAIL, ONE_CLICK, SEEN, f"unsubscribe:{mid}:0")
@@ -163,9 +163,9 @@ async def test_a_retry_after_a_crash_between_contacts_and_the_event_has_one_effe
 
 async def test_bad_tokens_and_other_messages_write_nothing(pipe: Pipe) -> None:
     ledger = FakeLedger(pipe)
-    track = _tracking(pipe, ledger)
+    track = tracking_of(pipe, ledger)
     pipe.contacts.add()
-    mid = await _sent(pipe)
+    mid = await sent_with_links(pipe)
     other = "0b0e7c9a-4d53-4b0f-9a55-1c8f9d2e3f41"  # signed, but no such message
     before = await pipe.store.head_position()
     assert await track.open(TOKENS.open_token(other)) == Result.UNKNOWN
@@ -180,9 +180,9 @@ async def test_bad_tokens_and_other_messages_write_nothing(pipe: Pipe) -> None:
 
 async def test_a_contact_erased_since_is_gone(pipe: Pipe) -> None:
     ledger = FakeLedger(pipe)
-    track = _tracking(pipe, ledger)
+    track = tracking_of(pipe, ledger)
     pipe.contacts.add()
-    mid = await _sent(pipe)
+    mid = await sent_with_links(pipe)
     pipe.contacts.add(erased=True)
     assert await track.unsubscribe_by(UNSUBSCRIBE.token(mid), PAGE, SEEN) == Result.GONE
     assert ledger.calls == [] and await _types(pipe, mid) == ["MessageDecided"]
