@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from services.notifications.application.tracking import ONE_CLICK, PAGE, Evidence, Result, Tracking
-from shared.domain.errors import DomainError
+from shared.domain.errors import NotFound, Precondition
 from shared.grpckit.errors import ServiceError
 from shared.metrics import NOTIFICATIONS_TRACKING
 
@@ -142,7 +142,7 @@ def add_routes(app: web.Application, tracking: Tracking) -> None:
             result = await tracking.unsubscribe_by(
                 request.match_info["token"], source, _evidence(request)
             )
-        except DomainError as e:  # contacts refused: the contact is gone
+        except (NotFound, Precondition) as e:  # contacts refused: the contact is gone
             log.info("tracking.unsubscribe_refused", reason=e.reason)
             result = Result.GONE
         except ServiceError as e:
