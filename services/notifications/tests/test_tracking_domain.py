@@ -153,6 +153,18 @@ def test_every_tracked_link_leads_to_its_own_url(pairs: list[tuple[str, str]]) -
     assert all(links.host_of(u).endswith(".example") for u in followed)
 
 
+@given(
+    st.text(
+        alphabet=st.sampled_from(list('<>a href="https://x.example/" =\'!-/body&;#')), max_size=200
+    )
+)
+def test_any_markup_is_read_without_error_and_only_http_links_are_recorded(source: str) -> None:
+    tracked = links.track(source, MID, TOKENS)
+    assert all(links.trackable(x.url, BASE) for x in tracked.links)
+    assert [x.index for x in tracked.links] == list(range(len(tracked.links)))
+    assert tracked.html.count(f"{BASE}/o/") == source.count(f"{BASE}/o/") + 1
+
+
 def test_events_hold_no_url() -> None:
     _, data = tracking.clicked(MID, 3, links.host_of("https://Shop.example/c?email=ada@x.example"))
     assert data == {"message_id": MID, "link": 3, "host": "shop.example"}
