@@ -30,7 +30,7 @@ from services.notifications.tests.conftest import Env
 from services.notifications.tests.test_messages_api import _contact, _notifications_data
 from services.orders import spec as orders_spec
 from shared.eventstore.postgres import PostgresEventStore
-from shared.testing.service_env import serving
+from shared.testing.service_env import free_port, serving
 
 BASE = "https://t.shop.example"  # what the emails say; the tests call the server's own port
 SECRET = "tracking-test-secret"
@@ -274,3 +274,28 @@ async def test_erasure_takes_the_recorded_links(tracked: Tracked) -> None:
     async with http.post(tracked.url(unsubscribe), data=ONE_CLICK) as r:
         assert r.status == 410
     assert await _facts(env) == events
+
+
+async def test_contacts_away_is_503_and_writes_nothing(tracked: Tracked, dsn: str) -> None:
+    env, http = tracked.env, tracked.http
+    cid = await _contact(env)
+    m = await _send(env, cid, await _template(env), "first")
+    _, unsubscribe = await _emailed(env, m.message_id)
+    away = NotificationsApi(any_http_port=True)  # a replica whose contacts cannot be reached
+    settings = {
+        "contacts_target": f"127.0.0.1:{free_port()}",
+        "tracking_base_url": BASE,
+        "tracking_secret": SECRET,
+    }
+    async with serving(
+        spec.SPEC, dsn, store=env.store, api=away, settings=settings, projections=[]
+    ):
+        facts = await _facts(env)
+        path = unsubscribe.removeprefix(BASE)
+        async with http.post(f"http://127.0.0.1:{away.http_port}{path}", data=ONE_CLICK) as r:
+            assert (r.status, r.headers["Retry-After"]) == (503, "60")
+        assert await _facts(env) == facts
+    assert (await _consent(env, cid)).state == kpb.CONSENT_STATE_SUBSCRIBED
+    async with http.post(tracked.url(unsubscribe), data=ONE_CLICK) as r:  # the mailbox retries
+        assert r.status == 200
+    assert (await _consent(env, cid)).state == kpb.CONSENT_STATE_UNSUBSCRIBED
