@@ -78,6 +78,19 @@ NOTIFICATIONS_IN_DOUBT = Counter(
     ["channel"],
 )
 
+# Hits on the notifications tracking endpoints (services/notifications/adapters/tracking_http.py):
+# kind open, click, unsubscribe_page (GET /u), unsubscribe (POST /u); result recorded (an event
+# appended), repeat (within the dedup window, or an unsubscription already standing), shown (the
+# page), test (a test message's link: nothing to do), gone (the contact was erased: 410),
+# invalid (a bad or forged token, an unknown link, a bad body: 4xx), unavailable (contacts
+# away: 503).
+NOTIFICATIONS_TRACKING = Counter(
+    "crm_notifications_tracking_hits_total",
+    "Hits on the notifications tracking endpoints by kind and result.",
+    ["kind", "result"],
+)
+TRACKING_RESULTS = ("recorded", "repeat", "shown", "test", "gone", "invalid", "unavailable")
+
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
     """Expose /metrics on its own port (0 disables it)."""

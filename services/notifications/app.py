@@ -7,15 +7,21 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from aiohttp import web
+
 from crm.notifications.v1 import flows_pb2_grpc
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
+from services.notifications.adapters.consent_ledger import GrpcConsentLedger
 from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
 from services.notifications.adapters.flows_readmodel import FlowQueries, FlowsProjection
+from services.notifications.adapters.http_server import HttpServer, root_app
 from services.notifications.adapters.messages_readmodel import MessageQueries, MessagesProjection
 from services.notifications.adapters.pipeline_tables import MIGRATIONS, PostgresPipelineTables
 from services.notifications.adapters.queries import TemplateQueries
 from services.notifications.adapters.readmodel import TemplatesProjection
+from services.notifications.adapters.tracking_http import add_routes
+from services.notifications.adapters.tracking_tables import PostgresLinks
 from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcMetrics
 from services.notifications.api import flows as flows_api
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
@@ -23,7 +29,9 @@ from services.notifications.application.dispatcher import Dispatcher, Dispatchin
 from services.notifications.application.flows import FlowCommands
 from services.notifications.application.sending import MessageCommands, Pipeline
 from services.notifications.application.templates import TemplateCommands
+from services.notifications.application.tracking import Tracking
 from services.notifications.domain import policy
+from services.notifications.domain.tracking import TrackingTokens
 from services.notifications.domain.unsubscribe import Unsubscribe
 from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
 from shared import runtime
@@ -63,10 +71,14 @@ class NotificationsSettings(Settings):
     sms_quiet_hours: str = "21:00-08:00"
     webhook_quiet_hours: str = ""
     default_time_zone: str = "UTC"  # for contacts with no (or an unknown) time zone
-    # List-Unsubscribe on marketing email: <base>/u/<signed token>, and a mailto when set.
+    # List-Unsubscribe on marketing email: <base>/u/<signed token>, and a mailto when set; and
+    # (email_tracking) the opens and clicks of HTML email through <base>/o/… and <base>/c/….
+    # The serve role answers them on HTTP_PORT (0: no HTTP server), which <base> must reach.
     tracking_base_url: str = ""
     tracking_secret: str = ""
     unsubscribe_mailto: str = ""
+    email_tracking: bool = True
+    http_port: int = 0
     dispatch_batch_size: int = 100
     dispatch_max_attempts: int = 5
     dispatch_backoff_seconds: float = 30.0
@@ -94,14 +106,26 @@ def rules(s: NotificationsSettings) -> policy.Rules:
     )
 
 
+def signing(s: NotificationsSettings) -> tuple[Unsubscribe, TrackingTokens] | None:
+    """The unsubscribe and tracking tokens of TRACKING_SECRET, when TRACKING_BASE_URL is set."""
+    if not s.tracking_base_url:
+        return None
+    if not s.tracking_secret:
+        raise SystemExit("TRACKING_BASE_URL is set: TRACKING_SECRET must be too")
+    secret = s.tracking_secret.encode()
+    return (
+        Unsubscribe(s.tracking_base_url, secret, s.unsubscribe_mailto),
+        TrackingTokens(s.tracking_base_url, secret),
+    )
+
+
 def pipeline(s: NotificationsSettings) -> Pipeline:
-    unsubscribe = None
-    if s.tracking_base_url:
-        if not s.tracking_secret:
-            raise SystemExit("TRACKING_BASE_URL is set: TRACKING_SECRET must be too")
-        secret = s.tracking_secret.encode()
-        unsubscribe = Unsubscribe(s.tracking_base_url, secret, s.unsubscribe_mailto)
-    return Pipeline(rules(s), s.email_from, s.sms_from, unsubscribe)
+    signed = signing(s)
+    if signed is None:
+        return Pipeline(rules(s), s.email_from, s.sms_from)
+    unsubscribe, tokens = signed
+    tracking = tokens if s.email_tracking else None
+    return Pipeline(rules(s), s.email_from, s.sms_from, unsubscribe, tracking)
 
 
 def dispatching(s: NotificationsSettings) -> Dispatching:
@@ -141,7 +165,11 @@ class Upstreams:
 
 
 class NotificationsApi:
-    def __init__(self) -> None:
+    """NotificationsService and the HTTP endpoints (tracking): the serve role's APIs.
+    ``any_http_port`` (tests) takes a free port instead of HTTP_PORT; ``http_port`` is the
+    bound one."""
+
+    def __init__(self, *, any_http_port: bool = False) -> None:
         self.servicer = NotificationsServicer()
         self.flows = flows_api.FlowsServicer()
         self.services = [
@@ -155,6 +183,10 @@ class NotificationsApi:
             ),
         ]
         self.upstreams: Upstreams | None = None
+        self.any_http_port = any_http_port
+        self.http: HttpServer | None = None
+        self.ledger: GrpcConsentLedger | None = None
+        self.http_port = 0
 
     async def bind(self, rt: Runtime, settings: NotificationsSettings) -> None:
         self.upstreams = Upstreams(settings)
@@ -162,8 +194,35 @@ class NotificationsApi:
         self.servicer.bind(commands.templates, TemplateQueries(rt.pool))
         self.servicer.bind_messages(commands, MessageQueries(rt.pool), PersonalDataAudit(rt.store))
         self.flows.bind(FlowCommands(rt.store), FlowQueries(rt.pool))
+        if settings.http_port or self.any_http_port:
+            port = 0 if self.any_http_port else settings.http_port
+            self.http = HttpServer(self.http_app(rt, settings), settings.grpc_host, port)
+            self.http_port = await self.http.start()
+
+    def http_app(self, rt: Runtime, settings: NotificationsSettings) -> web.Application:
+        """The HTTP endpoints: tracking at the root (with TRACKING_BASE_URL); other endpoints
+        mount here as sub-applications (``app.add_subapp("/intake/", …)``)."""
+        app = root_app()
+        signed = signing(settings)
+        if signed is not None and self.upstreams is not None:
+            unsubscribe, tokens = signed
+            self.ledger = GrpcConsentLedger(
+                settings.contacts_target,
+                service_token(settings, "the contacts API"),
+                ClientTls.of(settings),
+            )
+            links = PostgresLinks(rt.pool)
+            tracking = Tracking(
+                rt.store, links, self.upstreams.contacts, self.ledger, tokens, unsubscribe
+            )
+            add_routes(app, tracking)
+        return app
 
     async def close(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+        if self.ledger is not None:
+            await self.ledger.close()
         if self.upstreams is not None:
             await self.upstreams.close()
 

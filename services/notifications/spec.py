@@ -19,6 +19,20 @@ DELIVERY = DevRole(
     },
 )
 TO_DELIVERY = {"DELIVERY_URL": f"127.0.0.1:{DELIVERY.grpc_port}"}
+# make run: the serve role's HTTP endpoints (tracking: opens, clicks, unsubscribe) on 8081, and
+# the links of emails pointing there, signed with a development secret.
+HTTP_PORT = 8081
+TRACKING = {
+    "TRACKING_BASE_URL": f"http://127.0.0.1:{HTTP_PORT}",
+    "TRACKING_SECRET": "dev-tracking-secret",  # development only: public
+    "UNSUBSCRIBE_MAILTO": "unsubscribe@crm.localhost",
+}
+SERVE = DevRole(
+    50054,
+    9470,
+    env={**TO_DELIVERY, **TRACKING, "HTTP_PORT": str(HTTP_PORT)},
+    http=f"tracking: http://127.0.0.1:{HTTP_PORT}/o|c|u/<token> (opens, clicks, unsubscribe)",
+)
 
 SPEC = ServiceSpec(
     name="notifications",
@@ -31,8 +45,8 @@ SPEC = ServiceSpec(
     },
     projections=lambda: app.PROJECTIONS,
     dev={
-        "serve": DevRole(50054, 9470, env=TO_DELIVERY),
-        "project": DevRole(50154, 9471, env=TO_DELIVERY),
+        "serve": SERVE,
+        "project": DevRole(50154, 9471, env={**TO_DELIVERY, **TRACKING}),
         "delivery": DELIVERY,
     },
     api=app.NotificationsApi,

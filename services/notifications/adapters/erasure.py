@@ -1,9 +1,10 @@
 """Erasure (GDPR art. 17): on contacts' ContactErased, everything personal notifications holds
 about that contact goes: its outbox rows (address and rendered text), the recipients of its
-messages, its deferred decisions (the trigger's data) and its marketing sends. Its messages'
-events stay: they never held personal data. A projection of contacts' published events (one
-leader, a checkpoint); its table records each erasure carried out, for operators. A rebuild
-(replay) refills that table only: the rows went when the erasure was first applied."""
+messages, its deferred decisions (the trigger's data), its marketing sends and the tracked
+links of its messages (a URL may hold personal data: after erasure, its links answer 404). Its
+messages' events stay: they never held personal data. A projection of contacts' published
+events (one leader, a checkpoint); its table records each erasure carried out, for operators.
+A rebuild (replay) refills that table only: the rows went when the erasure was first applied."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ TABLES = (
     ("recipients", "contact_id"),
     ("timers", "requested_contact_id"),
     ("marketing_sends", "contact_id"),
+    ("links", "contact_id"),
 )
 DDL = """
 CREATE TABLE erasures (

@@ -12,7 +12,9 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from services.notifications.adapters.tracking_tables import record_links
 from services.notifications.application.ports import Deferred, Queued
+from services.notifications.domain.links import Link
 from shared.eventstore import EventStore, StreamAppend
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -97,6 +99,9 @@ class PostgresDeciding:
             row.test,
             row.due_at,
         )
+
+    async def record_links(self, message_id: str, contact_id: str, links: Sequence[Link]) -> None:
+        await record_links(self.conn, message_id, contact_id, links)
 
     async def count_marketing_send(
         self, contact_id: str, channel: str, message_id: str, at: datetime

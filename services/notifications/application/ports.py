@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from services.notifications.domain.decision import ConsentUsed
+from services.notifications.domain.links import Link
 from shared.eventstore import StreamAppend
 
 
@@ -103,6 +104,10 @@ class Deciding(Protocol):
     async def append(self, appends: Sequence[StreamAppend]) -> None: ...
 
     async def enqueue(self, row: Queued) -> None: ...
+
+    async def record_links(self, message_id: str, contact_id: str, links: Sequence[Link]) -> None:
+        """The tracked links of a SEND's HTML (the click endpoint redirects only to these)."""
+        ...
 
     async def count_marketing_send(
         self, contact_id: str, channel: str, message_id: str, at: datetime

@@ -8,12 +8,20 @@ from google.protobuf.message import Message
 from crm.notifications.v1 import events_pb2
 from crm.notifications.v1 import notifications_pb2 as pb
 from services.notifications.application.flows import FlowCommands
+from services.notifications.application.tracking import ONE_CLICK, Evidence
 from services.notifications.domain import policy
 from services.notifications.domain.flows import flow
 from services.notifications.domain.variant import SMS
 from services.notifications.tests.conftest import Env, create_email, email
 from services.notifications.tests.pipeline_env import Pipe
 from services.notifications.tests.test_flow_definitions import EXAMPLES, json_form
+from services.notifications.tests.test_tracking import (
+    TOKENS,
+    UNSUBSCRIBE,
+    FakeLedger,
+    sent_with_links,
+    tracking_of,
+)
 from shared.eventstore.postgres import PostgresEventStore
 from shared.testing import rpc
 from shared.testing.events import read_everything
@@ -99,6 +107,23 @@ async def test_every_flow_event_decodes_as_its_message(dsn: str) -> None:
     }
 
 
+async def test_every_tracking_event_decodes_as_its_message(pipe: Pipe) -> None:
+    track = tracking_of(pipe, FakeLedger(pipe))
+    pipe.contacts.add()
+    mid = await sent_with_links(pipe)
+    await track.open(TOKENS.open_token(mid))
+    await track.click(TOKENS.click_token(mid, 0))
+    await track.unsubscribe_by(UNSUBSCRIBE.token(mid), ONE_CLICK, Evidence("192.0.2.1", "x"))
+    seen = {}
+    for message in await _decoded(pipe.store, ["message"]):
+        seen[message.DESCRIPTOR.name] = message
+    clicked, unsubscribed = seen["MessageClicked"], seen["MessageUnsubscribed"]
+    assert (clicked.link, clicked.host) == (0, "shop.example")  # type: ignore[attr-defined]
+    assert unsubscribed.channel == events_pb2.CHANNEL_EMAIL  # type: ignore[attr-defined]
+    assert unsubscribed.changed  # type: ignore[attr-defined]
+    assert set(seen) == {"MessageDecided", "MessageOpened", "MessageClicked", "MessageUnsubscribed"}
+
+
 def test_the_published_events_are_the_ones_produced_above() -> None:
     published = set(events_pb2.DESCRIPTOR.message_types_by_name) - PARTS - NOT_YET
     assert published == {
@@ -116,4 +141,7 @@ def test_the_published_events_are_the_ones_produced_above() -> None:
         "FlowResumed",
         "FlowArchived",
         "FlowKeyClaimed",
+        "MessageOpened",
+        "MessageClicked",
+        "MessageUnsubscribed",
     }
