@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from services.notifications import app
+from services.notifications.cli import GRPC_PORT
+from services.notifications.cli import app as cli
 from shared.service import DevRole, ProcessRole, ServiceSpec
 
 # make run: the delivery workers on 50254; emails go to a local SMTP catcher on 1025
@@ -28,7 +30,7 @@ TRACKING = {
     "UNSUBSCRIBE_MAILTO": "unsubscribe@crm.localhost",
 }
 SERVE = DevRole(
-    50054,
+    GRPC_PORT,
     9470,
     env={**TO_DELIVERY, **TRACKING, "HTTP_PORT": str(HTTP_PORT)},
     http=f"tracking: http://127.0.0.1:{HTTP_PORT}/o|c|u/<token> (opens, clicks, unsubscribe)",
@@ -50,4 +52,6 @@ SPEC = ServiceSpec(
         "delivery": DELIVERY,
     },
     api=app.NotificationsApi,
+    cli=cli,
+    cli_name="flows",
 )
