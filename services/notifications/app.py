@@ -7,9 +7,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from aiohttp import web
+
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
+from services.notifications.adapters.intake_http import make_intake_app
+from services.notifications.adapters.intake_tables import PostgresIntakeTables
 from services.notifications.adapters.leader import led
 from services.notifications.adapters.messages_readmodel import MessageQueries, MessagesProjection
 from services.notifications.adapters.pipeline_tables import MIGRATIONS, PostgresPipelineTables
@@ -18,6 +22,7 @@ from services.notifications.adapters.readmodel import TemplatesProjection
 from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcMetrics
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
 from services.notifications.application.dispatcher import Dispatcher, Dispatching
+from services.notifications.application.intake import Intake
 from services.notifications.application.sending import MessageCommands, Pipeline
 from services.notifications.application.templates import TemplateCommands
 from services.notifications.domain import policy
@@ -58,6 +63,13 @@ class NotificationsSettings(Settings):
     tracking_base_url: str = ""
     tracking_secret: str = ""
     unsubscribe_mailto: str = ""
+    # Bounce/complaint intake (mounted at <tracking server>/intake/): the Standard Webhooks
+    # secret reports are signed with ("": every report refused 401); SMS status callbacks are
+    # signed with the gateway's auth token ("": refused) over the public URL the gateway posts
+    # to: INTAKE_BASE_URL (default TRACKING_BASE_URL + "/intake") + "/sms/status".
+    intake_secret: str = ""
+    intake_base_url: str = ""
+    sms_auth_token: str = ""
     dispatch_batch_size: int = 100
     dispatch_max_attempts: int = 5
     dispatch_backoff_seconds: float = 30.0
@@ -108,6 +120,22 @@ def dispatching(s: NotificationsSettings) -> Dispatching:
 
 async def connect(settings: Settings) -> Runtime:
     return await runtime.connect(settings, migrations=OWN_MIGRATIONS, projections=PROJECTIONS)
+
+
+def intake_app(
+    rt: Runtime, settings: NotificationsSettings, contacts: GrpcContacts
+) -> web.Application:
+    """The intake's endpoints (bounces, complaints, SMS status callbacks), for the serve role's
+    HTTP server to mount at /intake/ (``app.add_subapp("/intake/", intake_app(...))``)."""
+    base = settings.intake_base_url or (
+        settings.tracking_base_url.rstrip("/") + "/intake" if settings.tracking_base_url else ""
+    )
+    return make_intake_app(
+        Intake(rt.store, PostgresIntakeTables(rt.store, rt.pool), contacts),
+        webhook_secret=settings.intake_secret,
+        sms_auth_token=settings.sms_auth_token if base else "",
+        sms_status_url=base.rstrip("/") + "/sms/status",
+    )
 
 
 class Upstreams:

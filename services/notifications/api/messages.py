@@ -29,11 +29,21 @@ DOMAIN = "notifications.crm"
 EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 IDENTITIES = ("email", "phone", "external_id")
-STEPS = {d.DISPATCHED: "dispatched", d.SENT: "sent", d.FAILED: "failed"}
+STEPS = {
+    d.DISPATCHED: "dispatched",
+    d.SENT: "sent",
+    d.FAILED: "failed",
+    d.DELIVERED: "delivered",
+    d.BOUNCED: "bounced",
+    d.COMPLAINED: "complained",
+}
 STEP_TYPES = {
     "dispatched": epb.MessageDispatched,
     "sent": epb.MessageSent,
     "failed": epb.MessageFailed,
+    "delivered": epb.MessageDelivered,
+    "bounced": epb.MessageBounced,
+    "complained": epb.MessageComplained,
 }
 
 
