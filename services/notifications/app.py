@@ -25,7 +25,7 @@ from services.notifications.application.dispatcher import Dispatcher, Dispatchin
 from services.notifications.application.intake import Intake
 from services.notifications.application.sending import MessageCommands, Pipeline
 from services.notifications.application.templates import TemplateCommands
-from services.notifications.domain import policy
+from services.notifications.domain import policy, signatures
 from services.notifications.domain.unsubscribe import Unsubscribe
 from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
 from shared import runtime
@@ -130,6 +130,11 @@ def intake_app(
     base = settings.intake_base_url or (
         settings.tracking_base_url.rstrip("/") + "/intake" if settings.tracking_base_url else ""
     )
+    if settings.intake_secret:
+        try:
+            signatures.webhook_key(settings.intake_secret)
+        except ValueError as err:
+            raise SystemExit(f"INTAKE_SECRET: {err}") from None
     return make_intake_app(
         Intake(rt.store, PostgresIntakeTables(rt.store, rt.pool), contacts),
         webhook_secret=settings.intake_secret,

@@ -3,8 +3,8 @@ reports, Twilio's scheme on SMS status callbacks. Both compare in constant time.
 
 - Standard Webhooks (https://www.standardwebhooks.com): ``webhook-id``, ``webhook-timestamp``
   (Unix seconds) and ``webhook-signature``: space-separated ``v1,<base64 HMAC-SHA256 of
-  "id.timestamp.body">`` entries under the secret's key (``whsec_`` + base64, or any other text
-  taken as its bytes); a timestamp more than TOLERANCE from now is refused (replays).
+  "id.timestamp.body">`` entries under the secret's key (``whsec_`` + base64); a timestamp
+  more than TOLERANCE from now is refused (replays).
 - Twilio: ``X-Twilio-Signature`` = base64 HMAC-SHA1, keyed with the account's auth token, of the
   full public URL (query included) followed by each POSTed parameter's name and value, sorted
   by name.
@@ -23,13 +23,16 @@ TOLERANCE = timedelta(minutes=5)
 
 
 def webhook_key(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret: ``whsec_<base64>`` decoded; other text as is."""
-    if secret.startswith("whsec_"):
-        try:
-            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-        except binascii.Error:
-            pass
-    return secret.encode()
+    """The HMAC key of a Standard Webhooks secret: ``whsec_<base64>`` (the prefix optional, the
+    padding too), decoded. ValueError for a secret that is not base64 or is empty."""
+    text = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError("a Standard Webhooks secret is whsec_ followed by base64") from None
+    if not key:
+        raise ValueError("a Standard Webhooks secret may not be empty")
+    return key
 
 
 def webhook_signature(key: bytes, webhook_id: str, timestamp: str, body: bytes) -> str:

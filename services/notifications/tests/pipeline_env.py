@@ -102,6 +102,7 @@ class FakeDelivery:
         self.batches: list[list[Outbound]] = []
         self.status = "sent"
         self.answers: dict[str, str] = {}
+        self.provider_ids: dict[str, str] = {}  # message id -> the gateway's id it answers
         self.hang = False
         self.down = False
 
@@ -120,7 +121,7 @@ class FakeDelivery:
                 m.message_id,
                 self.answers.get(m.message_id, self.status),  # type: ignore[arg-type]
                 "250 2.0.0 OK",
-                "",
+                self.provider_ids.get(m.message_id, ""),
             )
             for m in messages
         ]
