@@ -83,7 +83,8 @@ NOTIFICATIONS_INTAKE = Counter(
     "Bounce and complaint reports and SMS status callbacks taken in, by kind and outcome.",
     ["kind", "outcome"],
 )
-# kind: hard_bounce, soft_bounce, complaint, sms_delivered, sms_failed, sms_status (progress);
+# kind: hard_bounce, soft_bounce, complaint, sms_delivered, sms_failed, sms_status (progress),
+# request (a whole request refused or unavailable, whatever it held);
 # outcome: recorded, already_recorded (a redelivery), suppressed (recorded or not, the channel
 # is suppressed at contacts because of it), ignored (SMS progress), refused (a 4xx: bad
 # signature or document, unknown message), unavailable (503: contacts away, retried).

@@ -19,6 +19,9 @@ DELIVERY = DevRole(
     },
 )
 TO_DELIVERY = {"DELIVERY_URL": f"127.0.0.1:{DELIVERY.grpc_port}"}
+# make run: bounce and complaint reports to the intake are signed with this public development
+# secret (Standard Webhooks); set INTAKE_SECRET anywhere else.
+DEV_INTAKE_SECRET = "whsec_ZGV2LW5vdGlmaWNhdGlvbnMtaW50YWtlLXNlY3JldCE="  # noqa: S105
 
 SPEC = ServiceSpec(
     name="notifications",
@@ -31,7 +34,7 @@ SPEC = ServiceSpec(
     },
     projections=lambda: app.PROJECTIONS,
     dev={
-        "serve": DevRole(50054, 9470, env=TO_DELIVERY),
+        "serve": DevRole(50054, 9470, env={**TO_DELIVERY, "INTAKE_SECRET": DEV_INTAKE_SECRET}),
         "project": DevRole(50154, 9471, env=TO_DELIVERY),
         "delivery": DELIVERY,
     },

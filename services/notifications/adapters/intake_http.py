@@ -125,7 +125,10 @@ def make_intake_app(
         sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "").lower()
         if not sid or not status or len(sid) > 200:
             raise Refused(400, "MISSING_FIELD", "MessageSid and MessageStatus are required")
-        return [await intake.sms_status(sid, status, form.get("ErrorCode", "")[:20])]
+        error_code = form.get("ErrorCode", "")
+        if not error_code.isalnum() or len(error_code) > 20:  # kept in the event: a code only
+            error_code = ""
+        return [await intake.sms_status(sid, status, error_code)]
 
     def endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:

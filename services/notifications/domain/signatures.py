@@ -44,7 +44,7 @@ def webhook_verified(
     key: bytes, webhook_id: str, timestamp: str, signatures: str, body: bytes, now: datetime
 ) -> bool:
     """Whether one of the ``v1,`` signatures is the body's, and the timestamp is recent."""
-    if not (key and webhook_id and timestamp.isdigit() and signatures):
+    if not (key and webhook_id and timestamp.isdigit() and len(timestamp) <= 12 and signatures):
         return False
     sent = datetime.fromtimestamp(int(timestamp), now.tzinfo)
     if abs(now - sent) > TOLERANCE:
