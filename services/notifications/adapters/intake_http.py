@@ -117,7 +117,8 @@ def make_intake_app(
             params = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
         except (UnicodeDecodeError, ValueError):
             raise Refused(400, "MALFORMED_FORM", "the body is not a form") from None
-        url = sms_status_url + (f"?{request.query_string}" if request.query_string else "")
+        query = request.rel_url.raw_query_string  # as the gateway signed it, not decoded
+        url = sms_status_url + (f"?{query}" if query else "")
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signatures.twilio_verified(sms_auth_token, url, params, signature):
             raise Refused(401, "INVALID_SIGNATURE", "missing or wrong X-Twilio-Signature")
@@ -150,6 +151,9 @@ def make_intake_app(
             except ServiceError as e:  # contacts away: the provider retries, the retry completes
                 log.warning("intake.unavailable", reason=e.reason, path=request.path)
                 return _answer(503, error=e.reason, message="retry later")
+            except Exception:  # the database away, a bug: logged; the provider retries
+                log.exception("intake.failed", path=request.path)
+                return _answer(500, error="INTERNAL", message="retry later")
             return _answer(200, reports=[d.to_json() for d in done])
 
         return handle

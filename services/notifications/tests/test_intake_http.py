@@ -304,11 +304,11 @@ def twilio(token: str, url: str, params: dict[str, str]) -> str:
 
 
 async def _callback(
-    it: IntakeEnv, params: dict[str, str], token: str = SMS_TOKEN
+    it: IntakeEnv, params: dict[str, str], token: str = SMS_TOKEN, query: str = ""
 ) -> tuple[int, dict]:
-    signature = twilio(token, PUBLIC + "/sms/status", params)
+    signature = twilio(token, PUBLIC + "/sms/status" + query, params)
     return await it.post(
-        "/sms/status",
+        "/sms/status" + query,
         urlencode(params).encode(),
         "application/x-www-form-urlencoded",
         {"X-Twilio-Signature": signature},
@@ -339,7 +339,7 @@ async def test_signed_sms_status_callbacks_record_delivered_and_failed(it: Intak
     assert await it.written() == written
     status, answer = await _callback(it, form)
     assert (status, answer["reports"][0]["result"]) == (200, "recorded")
-    status, answer = await _callback(it, form)  # the gateway posts it again
+    status, answer = await _callback(it, form, query="?tag=a%20b")  # posted again, with a query
     assert (status, answer["reports"][0]["result"]) == (200, "already_recorded")
     assert (await it.events(ok.message_id)).count(DELIVERED) == 1
     failed = {
