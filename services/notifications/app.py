@@ -22,7 +22,7 @@ from services.notifications.adapters.readmodel import TemplatesProjection
 from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcMetrics
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
 from services.notifications.application.dispatcher import Dispatcher, Dispatching
-from services.notifications.application.intake import Intake
+from services.notifications.application.intake import Intake, Suppressing
 from services.notifications.application.sending import MessageCommands, Pipeline
 from services.notifications.application.templates import TemplateCommands
 from services.notifications.domain import policy, signatures
@@ -123,7 +123,7 @@ async def connect(settings: Settings) -> Runtime:
 
 
 def intake_app(
-    rt: Runtime, settings: NotificationsSettings, contacts: GrpcContacts
+    rt: Runtime, settings: NotificationsSettings, contacts: Suppressing
 ) -> web.Application:
     """The intake's endpoints (bounces, complaints, SMS status callbacks), for the serve role's
     HTTP server to mount at /intake/ (``app.add_subapp("/intake/", intake_app(...))``)."""

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from services.notifications.adapters.intake_tables import PostgresIntakeTables
+from services.notifications.app import NotificationsSettings, intake_app
 from services.notifications.application.intake import Intake
 from services.notifications.domain import policy
 from services.notifications.domain.bounces import Report
@@ -113,3 +116,17 @@ async def test_a_test_message_bounces_without_suppression(pipe: Pipe) -> None:
     contacts = FakeSuppressing()
     [done] = await _intake(pipe, contacts).reports([Report(sent.message_id, "hard_bounce")], "json")
     assert (done.result, done.suppressed) == ("recorded", False) and contacts.calls == []
+
+
+def test_the_composition_mounts_four_endpoints_and_refuses_a_bad_secret(pipe: Pipe) -> None:
+    rt: Any = SimpleNamespace(store=pipe.store, pool=pipe.store.pool)
+    settings = NotificationsSettings(
+        database_url="postgresql://unused", tracking_base_url="https://crm.example"
+    )
+    app = intake_app(rt, settings, FakeSuppressing())
+    routes = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    assert routes == {"/bounces", "/bounces/dsn", "/complaints", "/sms/status"}
+    with pytest.raises(SystemExit, match="INTAKE_SECRET"):
+        intake_app(
+            rt, settings.model_copy(update={"intake_secret": "whsec_***"}), FakeSuppressing()
+        )
