@@ -9,19 +9,22 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from crm.notifications.v1 import flows_pb2_grpc
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
+from services.notifications.adapters.flows_readmodel import FlowQueries, FlowsProjection
 from services.notifications.adapters.intake_http import make_intake_app
 from services.notifications.adapters.intake_tables import PostgresIntakeTables
-from services.notifications.adapters.leader import led
 from services.notifications.adapters.messages_readmodel import MessageQueries, MessagesProjection
 from services.notifications.adapters.pipeline_tables import MIGRATIONS, PostgresPipelineTables
 from services.notifications.adapters.queries import TemplateQueries
 from services.notifications.adapters.readmodel import TemplatesProjection
 from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcMetrics
+from services.notifications.api import flows as flows_api
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
 from services.notifications.application.dispatcher import Dispatcher, Dispatching
+from services.notifications.application.flows import FlowCommands
 from services.notifications.application.intake import Intake, Suppressing
 from services.notifications.application.sending import MessageCommands, Pipeline
 from services.notifications.application.templates import TemplateCommands
@@ -31,10 +34,16 @@ from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
 from shared import runtime
 from shared.grpckit.audit import PersonalDataAudit
 from shared.grpckit.client import ClientTls, service_token
+from shared.leadership import led
 from shared.runtime import Runtime
 from shared.settings import Settings
 
-PROJECTIONS = (TemplatesProjection(), MessagesProjection(), ErasureProjection())
+PROJECTIONS = (
+    TemplatesProjection(),
+    MessagesProjection(),
+    ErasureProjection(),
+    FlowsProjection(),
+)
 OWN_MIGRATIONS = [("notifications", MIGRATIONS)]
 DISPATCHER = "notifications-dispatcher"
 
@@ -167,11 +176,16 @@ class Upstreams:
 class NotificationsApi:
     def __init__(self) -> None:
         self.servicer = NotificationsServicer()
+        self.flows = flows_api.FlowsServicer()
         self.services = [
             (
                 SERVICE,
                 lambda s: pb_grpc.add_NotificationsServiceServicer_to_server(self.servicer, s),
-            )
+            ),
+            (
+                flows_api.SERVICE,
+                lambda s: flows_pb2_grpc.add_FlowsServiceServicer_to_server(self.flows, s),
+            ),
         ]
         self.upstreams: Upstreams | None = None
 
@@ -180,6 +194,7 @@ class NotificationsApi:
         commands = self.upstreams.commands(rt, settings)
         self.servicer.bind(commands.templates, TemplateQueries(rt.pool))
         self.servicer.bind_messages(commands, MessageQueries(rt.pool), PersonalDataAudit(rt.store))
+        self.flows.bind(FlowCommands(rt.store), FlowQueries(rt.pool))
 
     async def close(self) -> None:
         if self.upstreams is not None:
@@ -207,7 +222,7 @@ def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> r
 
     return runtime.Work(
         PROJECTIONS,
-        {DISPATCHER: lambda: led(rt.dsn, DISPATCHER, dispatcher.run, stop)},
+        {DISPATCHER: lambda: led(rt.dsn, f"worker:{DISPATCHER}", dispatcher.run, stop)},
         close,
     )
 

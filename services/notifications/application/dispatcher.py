@@ -1,5 +1,5 @@
 """The dispatcher: the outbox sent exactly once as far as anyone can tell, and the deferred
-decisions made when due. One leader across replicas runs it (adapters/leader.py).
+decisions made when due. One leader across replicas runs it (shared/leadership.py).
 
 For each batch of due outbox rows:
 
@@ -134,8 +134,9 @@ class Dispatcher:
     async def _record(self, row: Queued, attempt: int, outcome: Outcome) -> None:
         now, label = self.clock(), _label(row.channel)
         key = f"outcome:{attempt}"
+        detail = d.redacted(outcome.detail, row.address)  # no address in the log
         if outcome.status == "sent":
-            event = d.sent(row.message_id, attempt, outcome.detail, outcome.provider_id)
+            event = d.sent(row.message_id, attempt, detail, outcome.provider_id)
             await self.tables.settle(
                 [_append(row.message_id, event, key)],
                 row.message_id,
@@ -148,7 +149,7 @@ class Dispatcher:
         again = None
         if outcome.status == "retry" and attempt < self.config.max_attempts:
             again = retry_at(now, attempt, self.config)
-        event = d.failed(row.message_id, attempt, outcome.detail, again)
+        event = d.failed(row.message_id, attempt, detail, again)
         await self.tables.settle([_append(row.message_id, event, key)], row.message_id, again)
         NOTIFICATIONS_SENT.labels(channel=label, outcome="retry" if again else "failed").inc()
 

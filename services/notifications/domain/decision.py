@@ -4,6 +4,7 @@ address nor rendered text (those live in notifications' own tables, keyed by con
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -146,6 +147,17 @@ def dispatched(message_id: str, attempt: int, in_doubt: bool) -> Event:
     if in_doubt:
         data["in_doubt"] = True
     return DISPATCHED, data
+
+
+_ADDRESS_LIKE = re.compile(r"[^\s<>()\[\]\"',;:@]+@[^\s<>()\[\]\"',;:@]+")
+
+
+def redacted(detail: str, address: str) -> str:
+    """A provider's answer as the log keeps it: the recipient's address, and anything shaped
+    like an email address, replaced (servers echo them: "550 5.1.1 <ada@…>: unknown user")."""
+    if address:
+        detail = re.sub(re.escape(address), "<recipient>", detail, flags=re.IGNORECASE)
+    return _ADDRESS_LIKE.sub("<address>", detail)
 
 
 def sent(message_id: str, attempt: int, detail: str, provider_id: str) -> Event:

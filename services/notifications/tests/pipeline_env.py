@@ -101,6 +101,7 @@ class FakeDelivery:
     def __init__(self) -> None:
         self.batches: list[list[Outbound]] = []
         self.status = "sent"
+        self.detail = "250 2.0.0 OK"
         self.answers: dict[str, str] = {}
         self.provider_ids: dict[str, str] = {}  # message id -> the gateway's id it answers
         self.hang = False
@@ -120,7 +121,7 @@ class FakeDelivery:
             Outcome(
                 m.message_id,
                 self.answers.get(m.message_id, self.status),  # type: ignore[arg-type]
-                "250 2.0.0 OK",
+                self.detail,
                 self.provider_ids.get(m.message_id, ""),
             )
             for m in messages

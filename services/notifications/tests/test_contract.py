@@ -10,12 +10,15 @@ from google.protobuf.message import Message
 from crm.notifications.v1 import events_pb2
 from crm.notifications.v1 import notifications_pb2 as pb
 from services.notifications.adapters.intake_tables import PostgresIntakeTables
+from services.notifications.application.flows import FlowCommands
 from services.notifications.application.intake import Intake
 from services.notifications.domain import policy
 from services.notifications.domain.bounces import Report
+from services.notifications.domain.flows import flow
 from services.notifications.domain.variant import SMS
 from services.notifications.tests.conftest import Env, create_email, email
 from services.notifications.tests.pipeline_env import Pipe
+from services.notifications.tests.test_flow_definitions import EXAMPLES, json_form
 from shared.eventstore.postgres import PostgresEventStore
 from shared.testing import rpc
 from shared.testing.events import read_everything
@@ -72,6 +75,34 @@ async def test_every_message_event_decodes_as_its_message(pipe: Pipe) -> None:
     assert seen == {"MessageDecided", "MessageDispatched", "MessageSent", "MessageFailed"}
 
 
+async def test_every_flow_event_decodes_as_its_message(dsn: str) -> None:
+    store = await PostgresEventStore.connect(dsn, max_size=4)
+    try:
+        flows = FlowCommands(store)
+        definition = json_form((EXAMPLES[0].parent / "win-back.yaml").read_text())
+        made = await flows.create(definition)
+        changed = {**definition, "name": "Win-back, v2"}
+        await flows.update(changed)
+        for decide in (flow.decide_pause, flow.decide_resume, flow.decide_archive):
+            await flows.change(made.flow_id, decide)
+        seen = set()
+        for message in await _decoded(store, ["flow", "flowkey"]):
+            seen.add(message.DESCRIPTOR.name)
+            if isinstance(message, events_pb2.FlowRevised):
+                assert message.definition.name == "Win-back, v2" and message.version == 2
+                assert message.definition.re_entry.days == 90
+    finally:
+        await store.close()
+    assert seen == {
+        "FlowCreated",
+        "FlowRevised",
+        "FlowPaused",
+        "FlowResumed",
+        "FlowArchived",
+        "FlowKeyClaimed",
+    }
+
+
 def test_the_published_events_are_the_ones_produced_above() -> None:
     published = set(events_pb2.DESCRIPTOR.message_types_by_name) - PARTS - NOT_YET
     assert published == {
@@ -86,6 +117,12 @@ def test_the_published_events_are_the_ones_produced_above() -> None:
         "MessageDelivered",
         "MessageBounced",
         "MessageComplained",
+        "FlowCreated",
+        "FlowRevised",
+        "FlowPaused",
+        "FlowResumed",
+        "FlowArchived",
+        "FlowKeyClaimed",
     }
 
 

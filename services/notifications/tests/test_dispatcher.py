@@ -202,3 +202,14 @@ async def test_a_test_message_is_sent_marked_and_never_counted(pipe: Pipe) -> No
     [out] = pipe.delivery.sent
     assert (out.to, out.subject, out.test) == ("qa@shop.example", "Hi Sam", True)
     assert (await pipe.send(t)).status == "MESSAGE_STATUS_QUEUED"  # the cap saw nothing
+
+
+async def test_a_providers_answer_keeps_no_address_in_the_log(pipe: Pipe) -> None:
+    pipe.contacts.add()
+    m = await pipe.send(await pipe.template())
+    pipe.delivery.status = "rejected"
+    pipe.delivery.detail = "550 5.1.1 <Ada@Example.com>: unknown user; cc bob@example.org"
+    await pipe.dispatcher.tick()
+    failed = (await pipe.events(m.message_id))[-1]
+    assert failed.type == d.FAILED
+    assert failed.data["detail"] == "550 5.1.1 <<recipient>>: unknown user; cc <address>"
