@@ -90,6 +90,24 @@ NOTIFICATIONS_TRACKING = Counter(
     ["kind", "result"],
 )
 TRACKING_RESULTS = ("recorded", "repeat", "shown", "test", "gone", "invalid", "unavailable")
+NOTIFICATIONS_INTAKE = Counter(
+    "crm_notifications_intake_reports_total",
+    "Bounce and complaint reports and SMS status callbacks taken in, by kind and outcome.",
+    ["kind", "outcome"],
+)
+# kind: hard_bounce, soft_bounce, complaint, sms_delivered, sms_failed, sms_status (progress),
+# request (a whole request refused or unavailable, whatever it held);
+# outcome: recorded, already_recorded (a redelivery), suppressed (recorded or not, the channel
+# is suppressed at contacts because of it), ignored (SMS progress), refused (a 4xx: bad
+# signature or document, unknown message), unavailable (503: contacts away, retried).
+NOTIFICATION_INTAKE_OUTCOMES = (
+    "recorded",
+    "already_recorded",
+    "suppressed",
+    "ignored",
+    "refused",
+    "unavailable",
+)
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:

@@ -16,6 +16,8 @@ from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
 from services.notifications.adapters.flows_readmodel import FlowQueries, FlowsProjection
 from services.notifications.adapters.http_server import HttpServer, root_app
+from services.notifications.adapters.intake_http import make_intake_app
+from services.notifications.adapters.intake_tables import PostgresIntakeTables
 from services.notifications.adapters.messages_readmodel import MessageQueries, MessagesProjection
 from services.notifications.adapters.pipeline_tables import MIGRATIONS, PostgresPipelineTables
 from services.notifications.adapters.queries import TemplateQueries
@@ -27,10 +29,11 @@ from services.notifications.api import flows as flows_api
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
 from services.notifications.application.dispatcher import Dispatcher, Dispatching
 from services.notifications.application.flows import FlowCommands
+from services.notifications.application.intake import Intake, Suppressing
 from services.notifications.application.sending import MessageCommands, Pipeline
 from services.notifications.application.templates import TemplateCommands
 from services.notifications.application.tracking import Tracking
-from services.notifications.domain import policy
+from services.notifications.domain import policy, signatures
 from services.notifications.domain.tracking import TrackingTokens
 from services.notifications.domain.unsubscribe import Unsubscribe
 from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
@@ -79,6 +82,13 @@ class NotificationsSettings(Settings):
     unsubscribe_mailto: str = ""
     email_tracking: bool = True
     http_port: int = 0
+    # Bounce/complaint intake (mounted at <tracking server>/intake/): the Standard Webhooks
+    # secret reports are signed with ("": every report refused 401); SMS status callbacks are
+    # signed with the gateway's auth token ("": refused) over the public URL the gateway posts
+    # to: INTAKE_BASE_URL (default TRACKING_BASE_URL + "/intake") + "/sms/status".
+    intake_secret: str = ""
+    intake_base_url: str = ""
+    sms_auth_token: str = ""
     dispatch_batch_size: int = 100
     dispatch_max_attempts: int = 5
     dispatch_backoff_seconds: float = 30.0
@@ -143,6 +153,27 @@ async def connect(settings: Settings) -> Runtime:
     return await runtime.connect(settings, migrations=OWN_MIGRATIONS, projections=PROJECTIONS)
 
 
+def intake_app(
+    rt: Runtime, settings: NotificationsSettings, contacts: Suppressing
+) -> web.Application:
+    """The intake's endpoints (bounces, complaints, SMS status callbacks), mounted at /intake/
+    on the serve role's HTTP server."""
+    base = settings.intake_base_url or (
+        settings.tracking_base_url.rstrip("/") + "/intake" if settings.tracking_base_url else ""
+    )
+    if settings.intake_secret:
+        try:
+            signatures.webhook_key(settings.intake_secret)
+        except ValueError as err:
+            raise SystemExit(f"INTAKE_SECRET: {err}") from None
+    return make_intake_app(
+        Intake(rt.store, PostgresIntakeTables(rt.store, rt.pool), contacts),
+        webhook_secret=settings.intake_secret,
+        sms_auth_token=settings.sms_auth_token if base else "",
+        sms_status_url=base.rstrip("/") + "/sms/status",
+    )
+
+
 class Upstreams:
     """The clients of contacts and orders a role opens (and closes)."""
 
@@ -165,7 +196,8 @@ class Upstreams:
 
 
 class NotificationsApi:
-    """NotificationsService and the HTTP endpoints (tracking): the serve role's APIs.
+    """NotificationsService, FlowsService and the HTTP endpoints (tracking, intake): the serve
+    role's APIs.
     ``any_http_port`` (tests) takes a free port instead of HTTP_PORT; ``http_port`` is the
     bound one."""
 
@@ -200,9 +232,11 @@ class NotificationsApi:
             self.http_port = await self.http.start()
 
     def http_app(self, rt: Runtime, settings: NotificationsSettings) -> web.Application:
-        """The HTTP endpoints: tracking at the root (with TRACKING_BASE_URL); other endpoints
-        mount here as sub-applications (``app.add_subapp("/intake/", …)``)."""
+        """The HTTP endpoints: tracking at the root (with TRACKING_BASE_URL), the intake of
+        bounces, complaints and SMS status callbacks under /intake/."""
         app = root_app()
+        if self.upstreams is not None:
+            app.add_subapp("/intake/", intake_app(rt, settings, self.upstreams.contacts))
         signed = signing(settings)
         if signed is not None and self.upstreams is not None:
             unsubscribe, tokens = signed

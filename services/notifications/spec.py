@@ -20,6 +20,9 @@ DELIVERY = DevRole(
         "WEBHOOK_SECRET": "whsec_ZGV2LWRlbGl2ZXJ5LXdlYmhvb2stc2VjcmV0LTMyYg==",
     },
 )
+# make run: bounce and complaint reports to the intake are signed with this public development
+# secret (Standard Webhooks); set INTAKE_SECRET anywhere else.
+DEV_INTAKE_SECRET = "whsec_ZGV2LW5vdGlmaWNhdGlvbnMtaW50YWtlLXNlY3JldCE="  # noqa: S105
 TO_DELIVERY = {"DELIVERY_URL": f"127.0.0.1:{DELIVERY.grpc_port}"}
 # make run: the serve role's HTTP endpoints (tracking: opens, clicks, unsubscribe) on 8081, and
 # the links of emails pointing there, signed with a development secret.
@@ -32,8 +35,13 @@ TRACKING = {
 SERVE = DevRole(
     GRPC_PORT,
     9470,
-    env={**TO_DELIVERY, **TRACKING, "HTTP_PORT": str(HTTP_PORT)},
-    http=f"tracking: http://127.0.0.1:{HTTP_PORT}/o|c|u/<token> (opens, clicks, unsubscribe)",
+    env={
+        **TO_DELIVERY,
+        **TRACKING,
+        "HTTP_PORT": str(HTTP_PORT),
+        "INTAKE_SECRET": DEV_INTAKE_SECRET,
+    },
+    http=f"tracking: http://127.0.0.1:{HTTP_PORT}/o|c|u/<token>, intake: /intake/…",
 )
 
 SPEC = ServiceSpec(

@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from services.notifications.adapters.intake_tables import remember_provider_id
 from services.notifications.adapters.tracking_tables import record_links
 from services.notifications.application.ports import Deferred, Queued
 from services.notifications.domain.links import Link
@@ -192,10 +193,18 @@ class PostgresPipelineTables:
             )
 
     async def settle(
-        self, appends: Sequence[StreamAppend], message_id: str, retry_at: datetime | None
+        self,
+        appends: Sequence[StreamAppend],
+        message_id: str,
+        retry_at: datetime | None,
+        *,
+        provider_id: str = "",
+        contact_id: str = "",
     ) -> None:
         async with self.store.transaction() as uow:
             await uow.append_multi(list(appends))
+            if provider_id:  # the gateway's id, for its status callbacks (the intake)
+                await remember_provider_id(uow.connection, provider_id, message_id, contact_id)
             if retry_at is None:
                 await uow.connection.execute(
                     f"DELETE FROM {SCHEMA}.outbox WHERE message_id = $1", uuid.UUID(message_id)

@@ -37,6 +37,9 @@ STEPS = {
     tracking.OPENED: "opened",
     tracking.CLICKED: "clicked",
     tracking.UNSUBSCRIBED: "unsubscribed",
+    d.DELIVERED: "delivered",
+    d.BOUNCED: "bounced",
+    d.COMPLAINED: "complained",
 }
 STEP_TYPES = {
     "dispatched": epb.MessageDispatched,
@@ -45,6 +48,9 @@ STEP_TYPES = {
     "opened": epb.MessageOpened,
     "clicked": epb.MessageClicked,
     "unsubscribed": epb.MessageUnsubscribed,
+    "delivered": epb.MessageDelivered,
+    "bounced": epb.MessageBounced,
+    "complained": epb.MessageComplained,
 }
 
 

@@ -137,7 +137,13 @@ class Dispatcher:
         detail = d.redacted(outcome.detail, row.address)  # no address in the log
         if outcome.status == "sent":
             event = d.sent(row.message_id, attempt, detail, outcome.provider_id)
-            await self.tables.settle([_append(row.message_id, event, key)], row.message_id, None)
+            await self.tables.settle(
+                [_append(row.message_id, event, key)],
+                row.message_id,
+                None,
+                provider_id=outcome.provider_id,
+                contact_id=row.contact_id,
+            )
             NOTIFICATIONS_SENT.labels(channel=label, outcome="sent").inc()
             return
         again = None

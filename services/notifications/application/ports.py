@@ -140,8 +140,15 @@ class PipelineTables(Protocol):
         ...
 
     async def settle(
-        self, appends: Sequence[StreamAppend], message_id: str, retry_at: datetime | None
+        self,
+        appends: Sequence[StreamAppend],
+        message_id: str,
+        retry_at: datetime | None,
+        *,
+        provider_id: str = "",
+        contact_id: str = "",
     ) -> None:
         """One transaction: the outcome's event, and the row retired (``retry_at`` None) or
-        due again at ``retry_at``."""
+        due again at ``retry_at``; the next hop's ``provider_id`` of a sent message remembered
+        (SMS status callbacks name it)."""
         ...

@@ -18,7 +18,11 @@ DECIDED = PREFIX + "MessageDecided"
 DISPATCHED = PREFIX + "MessageDispatched"
 SENT = PREFIX + "MessageSent"
 FAILED = PREFIX + "MessageFailed"
-DELIVERY = (DISPATCHED, SENT, FAILED)
+# After the next hop accepted it (the intake: SMS status callbacks, bounce and complaint reports).
+DELIVERED = PREFIX + "MessageDelivered"
+BOUNCED = PREFIX + "MessageBounced"
+COMPLAINED = PREFIX + "MessageComplained"
+DELIVERY = (DISPATCHED, SENT, FAILED, DELIVERED, BOUNCED, COMPLAINED)
 
 API = "api"  # a trigger's source: SendMessage
 TEST = "test"  # SendTestMessage
@@ -184,5 +188,7 @@ def status_after(type_: str, data: dict[str, Any]) -> str:
         return "MESSAGE_STATUS_DISPATCHED"
     if type_ == SENT:
         return "MESSAGE_STATUS_SENT"
+    if type_ in (DELIVERED, BOUNCED, COMPLAINED):
+        return "MESSAGE_STATUS_" + type_.removeprefix(PREFIX + "Message").upper()
     assert type_ == FAILED, type_
     return "MESSAGE_STATUS_FAILED" if data.get("final") else "MESSAGE_STATUS_RETRYING"

@@ -103,6 +103,7 @@ class FakeDelivery:
         self.status = "sent"
         self.detail = "250 2.0.0 OK"
         self.answers: dict[str, str] = {}
+        self.provider_ids: dict[str, str] = {}  # message id -> the gateway's id it answers
         self.hang = False
         self.down = False
 
@@ -121,7 +122,7 @@ class FakeDelivery:
                 m.message_id,
                 self.answers.get(m.message_id, self.status),  # type: ignore[arg-type]
                 self.detail,
-                "",
+                self.provider_ids.get(m.message_id, ""),
             )
             for m in messages
         ]

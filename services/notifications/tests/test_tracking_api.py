@@ -299,3 +299,14 @@ async def test_contacts_away_is_503_and_writes_nothing(tracked: Tracked, dsn: st
     async with http.post(tracked.url(unsubscribe), data=ONE_CLICK) as r:  # the mailbox retries
         assert r.status == 200
     assert (await _consent(env, cid)).state == kpb.CONSENT_STATE_UNSUBSCRIBED
+
+
+async def test_the_intake_is_served_beside_tracking(tracked: Tracked) -> None:
+    """The serve role mounts the intake at /intake/ on the same HTTP server: an unsigned report
+    is refused by the intake (no INTAKE_SECRET here: 401), not unknown (404)."""
+    for path in ("/intake/bounces", "/intake/bounces/dsn", "/intake/complaints"):
+        async with tracked.http.post(tracked.root + path, data=b"{}") as r:
+            assert r.status == 401, path
+            assert r.content_type == "application/json"
+    async with tracked.http.post(tracked.root + "/intake/sms/status", data={"a": "b"}) as r:
+        assert r.status == 401, await r.text()
