@@ -22,7 +22,7 @@ from services.notifications.adapters.messages_readmodel import MessageQueries, M
 from services.notifications.adapters.pipeline_tables import MIGRATIONS, PostgresPipelineTables
 from services.notifications.adapters.queries import TemplateQueries
 from services.notifications.adapters.readmodel import TemplatesProjection
-from services.notifications.adapters.tracking_http import add_routes
+from services.notifications.adapters.tracking_http import Network, add_routes, trusted_networks
 from services.notifications.adapters.tracking_tables import PostgresLinks
 from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcMetrics
 from services.notifications.api import flows as flows_api
@@ -81,6 +81,9 @@ class NotificationsSettings(Settings):
     tracking_secret: str = ""
     unsubscribe_mailto: str = ""
     email_tracking: bool = True
+    # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For the tracking
+    # endpoints believe for the unsubscribe evidence's IP address: your Ingress's.
+    trusted_proxies: str = ""
     http_port: int = 0
     # Bounce/complaint intake (mounted at <tracking server>/intake/): the Standard Webhooks
     # secret reports are signed with ("": every report refused 401); SMS status callbacks are
@@ -151,6 +154,13 @@ def dispatching(s: NotificationsSettings) -> Dispatching:
 
 async def connect(settings: Settings) -> Runtime:
     return await runtime.connect(settings, migrations=OWN_MIGRATIONS, projections=PROJECTIONS)
+
+
+def proxies(settings: NotificationsSettings) -> list[Network]:
+    try:
+        return trusted_networks(settings.trusted_proxies)
+    except ValueError as err:
+        raise SystemExit(f"TRUSTED_PROXIES: {err}") from None
 
 
 def intake_app(
@@ -249,7 +259,7 @@ class NotificationsApi:
             tracking = Tracking(
                 rt.store, links, self.upstreams.contacts, self.ledger, tokens, unsubscribe
             )
-            add_routes(app, tracking)
+            add_routes(app, tracking, proxies(settings))
         return app
 
     async def close(self) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import html
+import ipaddress
+from collections.abc import Sequence
 
 import structlog
 from aiohttp import web
@@ -96,12 +98,51 @@ async def _source(request: web.Request) -> str | None:
     return None
 
 
-def _evidence(request: web.Request) -> Evidence:
-    return Evidence(request.remote or "", request.headers.get("User-Agent", ""))
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def add_routes(app: web.Application, tracking: Tracking) -> None:
-    """The tracking endpoints on ``app`` (the serve role's HTTP server: see http_server.py)."""
+def trusted_networks(text: str) -> list[Network]:
+    """TRUSTED_PROXIES: comma-separated addresses or networks ("10.0.0.0/8, ::1")."""
+    return [
+        ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()
+    ]
+
+
+def client_address(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:
+    """The client's address: the peer's, unless the peer is a trusted proxy; then the
+    X-Forwarded-For entries are read from the right (the nearest hop first), trusted proxies
+    skipped, and the first other address is the client (anything before it, which the client
+    could have written, is ignored). A malformed entry ends the walk at the last good one."""
+
+    def is_trusted(text: str) -> bool:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return any(address in network for network in trusted)
+
+    client = peer
+    hops = [h.strip() for line in forwarded_for for h in line.split(",")]
+    for hop in reversed(hops):
+        if not is_trusted(client):
+            break
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break
+        client = hop
+    return client
+
+
+def _evidence(request: web.Request, trusted: Sequence[Network]) -> Evidence:
+    forwarded = request.headers.getall("X-Forwarded-For", [])
+    address = client_address(request.remote or "", forwarded, trusted)
+    return Evidence(address, request.headers.get("User-Agent", ""))
+
+
+def add_routes(app: web.Application, tracking: Tracking, trusted: Sequence[Network] = ()) -> None:
+    """The tracking endpoints on ``app`` (the serve role's HTTP server: see http_server.py);
+    ``trusted``: the proxies whose X-Forwarded-For is believed (TRUSTED_PROXIES)."""
 
     async def pixel(request: web.Request) -> web.Response:
         result = await tracking.open(request.match_info["token"])
@@ -140,7 +181,7 @@ def add_routes(app: web.Application, tracking: Tracking) -> None:
             return _page(400, "Bad request", "This request is not an unsubscribe request.")
         try:
             result = await tracking.unsubscribe_by(
-                request.match_info["token"], source, _evidence(request)
+                request.match_info["token"], source, _evidence(request, trusted)
             )
         except (NotFound, Precondition) as e:  # contacts refused: the contact is gone
             log.info("tracking.unsubscribe_refused", reason=e.reason)

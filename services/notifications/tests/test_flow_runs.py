@@ -83,7 +83,10 @@ def test_an_exit_event_ends_a_waiting_run_and_its_timer_then_does_nothing() -> N
 
 def test_the_welcome_series_waits_for_an_order_or_sends_tips() -> None:
     ordered = Driver(example("welcome-series"))
-    assert ordered.sends() == ["welcome-email"] and ordered.run.waiting_for == "crm.orders.v1.OrderPlaced"
+    assert (
+        ordered.sends() == ["welcome-email"]
+        and ordered.run.waiting_for == "crm.orders.v1.OrderPlaced"
+    )
     other = r.event_seen(
         ordered.run, ordered.flow, "crm.orders.v1.CartAbandoned", {}, "x", NOW, PARIS
     )

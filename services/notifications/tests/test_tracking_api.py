@@ -78,6 +78,7 @@ async def tracked(dsn: str) -> AsyncIterator[Tracked]:
                 "orders_target": orders.target,
                 "tracking_base_url": BASE,
                 "tracking_secret": SECRET,
+                "trusted_proxies": "127.0.0.1",  # the tests' client plays an Ingress
             },
         ) as s,
         aiohttp.ClientSession() as http,
@@ -177,14 +178,18 @@ async def test_open_click_and_one_click_unsubscribe(tracked: Tracked) -> None:
     assert (await _consent(env, cid)).state == kpb.CONSENT_STATE_SUBSCRIBED
 
     # RFC 8058: the mailbox POSTs List-Unsubscribe=One-Click
-    headers = {"User-Agent": "Mailbox-Unsubscriber/2.0"}
+    headers = {
+        "User-Agent": "Mailbox-Unsubscriber/2.0",
+        "X-Forwarded-For": "192.0.2.66, 198.51.100.7, 127.0.0.1",  # the client wrote the first
+    }
     async with http.post(tracked.url(unsubscribe), data=ONE_CLICK, headers=headers) as r:
         assert r.status == 200
     assert (await _consent(env, cid)).state == kpb.CONSENT_STATE_UNSUBSCRIBED
     history = await env.consent.GetConsentHistory(kpb.GetConsentHistoryRequest(contact_id=cid))
     last = history.entries[-1]
     assert (last.state, last.source) == (kpb.CONSENT_STATE_UNSUBSCRIBED, "list-unsubscribe")
-    assert (last.evidence.ip, last.evidence.user_agent) == ("127.0.0.1", headers["User-Agent"])
+    # the nearest address the trusted proxies did not add
+    assert (last.evidence.ip, last.evidence.user_agent) == ("198.51.100.7", headers["User-Agent"])
     assert (await _types(env, m.message_id))[-1] == "MessageUnsubscribed"
 
     # a repeated POST (the page's button too) changes nothing more
