@@ -8,9 +8,11 @@ what reached them. Then what the event store says happened to each message (``Le
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,9 +97,18 @@ class SmsGateway:
             self.p.wait()
 
 
+MESSAGE_ID = re.compile(rb"^Message-ID: <([^@>]+)@", re.MULTILINE | re.IGNORECASE)
+
+
 def message_ids(sink: SmtpSink) -> list[str]:
-    """The message id of every email the sink accepted (from ``<message_id@MAIL_DOMAIN>``)."""
-    return [message_id_of(m) for m in sink.messages()]
+    """The message id of every email the sink accepted (from ``<message_id@MAIL_DOMAIN>``),
+    read from the raw bytes: quick enough to poll while a batch is arriving."""
+    out = []
+    for r in sink.received():
+        found = MESSAGE_ID.search(base64.b64decode(r["data"]))
+        assert found is not None, "an email without a Message-ID"
+        out.append(found.group(1).decode())
+    return out
 
 
 def message_id_of(email: EmailMessage) -> str:
@@ -114,9 +125,10 @@ class Suite:
     tmp: Path
     procs: list[Proc]
     project_env: dict[str, str] = field(default_factory=dict)
+    smtp_delay: float = 0.0  # seconds the SMTP server takes over each message
 
     async def start(self) -> None:
-        self.smtp = SmtpSink(self.tmp)
+        self.smtp = SmtpSink(self.tmp, env={"SMTP_SINK_DELAY_SECONDS": str(self.smtp_delay)})
         self.gateway = SmsGateway(self.tmp)
         self.contacts = Proc("serve", self.dsn)
         self.procs.append(self.contacts)
@@ -206,6 +218,25 @@ class Suite:
             )
         return str(made.template.template_id)
 
+    async def listed(self, contact_ids: set[str]) -> dict[str, pb.Message]:
+        """Every message of these contacts as ListMessages answers (the read model)."""
+        out: dict[str, pb.Message] = {}
+        async with self.serve.channel() as ch:
+            api = pb_grpc.NotificationsServiceStub(ch)
+            for cid in sorted(contact_ids):
+                token = ""
+                while True:
+                    page = await api.ListMessages(
+                        pb.ListMessagesRequest(contact_id=cid, page_size=100, page_token=token)
+                    )
+                    out.update((m.message_id, m) for m in page.messages)
+                    if not (token := page.next_page_token):
+                        break
+        return out
+
+
+STEPS = {d.DISPATCHED: "dispatched", d.SENT: "sent", d.FAILED: "failed"}
+
 
 def data(**values: Any) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
@@ -243,8 +274,12 @@ class Ledger:
         """How many times the message was dispatched again after an attempt with no outcome."""
         return sum(1 for e in self.of(message_id, d.DISPATCHED) if e.get("in_doubt"))
 
-    def sent_count(self) -> int:
-        return sum(len(self.of(m, d.SENT)) for m in self.events)
+    def steps(self, message_id: str) -> list[str]:
+        """The message's delivery steps as GetMessage names them, in the log's order."""
+        return [STEPS[t] for t, _ in self.events.get(message_id, []) if t in STEPS]
+
+    def contacts(self) -> set[str]:
+        return {e["contact_id"] for m in self.events for e in self.of(m, d.DECIDED)}
 
 
 async def outbox_rows(dsn: str, in_flight_only: bool = False) -> int:
