@@ -136,6 +136,7 @@ async def test_kill_9_mid_batch_every_message_arrives_once_or_as_the_same_messag
         await suite.start_project()
         killed = suite.delivery if victim == "delivery" else suite.project
         at_kill = await kill_mid_batch(suite, killed, pool)
+        killed_at = asyncio.get_running_loop().time()
         killed.start()  # the same ports and settings
         await killed.wait_health(SERVING, timeout=60)
 
@@ -146,6 +147,7 @@ async def test_kill_9_mid_batch_every_message_arrives_once_or_as_the_same_messag
             return bool(sent >= len(decided))
 
         await eventually(all_sent, "a MessageSent for every message", timeout=150)
+        recovered = asyncio.get_running_loop().time() - killed_at
         assert suite.delivery.terminate(30) == 0  # lets any batch still in flight finish
         assert await pool.fetchval("SELECT count(*) FROM notifications_pipeline.outbox") == 0
     finally:
@@ -153,6 +155,7 @@ async def test_kill_9_mid_batch_every_message_arrives_once_or_as_the_same_messag
         suite.stop_sinks()
     ledger = await Ledger.read(dsn)
     check_exactly_once(suite, decided, ledger, victim, at_kill)
+    print(f"kill -9 {victim}: every message sent {recovered:.1f} s after the kill")
     # The read model, through the kills, tells the same story as the log: each message SENT,
     # its steps those of the log, none applied twice.
     listed: dict[str, pb.Message] = {}
