@@ -127,9 +127,13 @@ class Suite:
     project_env: dict[str, str] = field(default_factory=dict)
     smtp_delay: float = 0.0  # seconds the SMTP server takes over each message
 
+    sinks: list[SmtpSink | SmsGateway] = field(default_factory=list)  # to stop at the end
+
     async def start(self) -> None:
         self.smtp = SmtpSink(self.tmp, env={"SMTP_SINK_DELAY_SECONDS": str(self.smtp_delay)})
+        self.sinks.append(self.smtp)
         self.gateway = SmsGateway(self.tmp)
+        self.sinks.append(self.gateway)
         self.contacts = Proc("serve", self.dsn)
         self.procs.append(self.contacts)
         self.upstream = {
@@ -172,8 +176,8 @@ class Suite:
         return self.project
 
     def stop_sinks(self) -> None:
-        self.smtp.stop()
-        self.gateway.stop()
+        while self.sinks:
+            self.sinks.pop().stop()
 
     def contacts_stubs(self, channel: Any) -> tuple[Any, Any]:
         return cpb_grpc.ContactsServiceStub(channel), kpb_grpc.ConsentServiceStub(channel)

@@ -129,9 +129,9 @@ async def test_kill_9_mid_batch_every_message_arrives_once_or_as_the_same_messag
     dsn: str, procs: list[Proc], tmp_path: Path, victim: str
 ) -> None:
     suite = Suite(dsn, tmp_path, procs, PROJECT_ENV, smtp_delay=SMTP_DELAY)
-    await suite.start()
     pool = await connect_pool(dsn, min_size=1, max_size=1)
     try:
+        await suite.start()
         decided = await decide_all(suite)
         await suite.start_project()
         killed = suite.delivery if victim == "delivery" else suite.project

@@ -58,8 +58,8 @@ async def test_email_sms_and_quiet_hours_through_real_processes(
     dsn: str, procs: list[Proc], tmp_path: Path
 ) -> None:
     suite = Suite(dsn, tmp_path, procs)
-    await suite.start()
     try:
+        await suite.start()
         await suite.start_project()
         await _run(suite)
     finally:
