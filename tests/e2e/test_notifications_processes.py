@@ -112,7 +112,9 @@ async def _run(suite: Suite) -> None:
         body = parts(email)
         assert list(body) == ["text/plain", "text/html"]
         assert body["text/plain"].strip() == "Hello Ada Lovelace: Darjeeling & Assam"
-        assert body["text/html"].strip() == "<p>Hello <b>Ada</b>: Darjeeling &amp; Assam</p>"
+        html, pixel = body["text/html"].strip().split("<img ", 1)  # the open pixel, appended
+        assert html == "<p>Hello <b>Ada</b>: Darjeeling &amp; Assam</p>"
+        assert pixel.startswith(f'src="{TRACKING["TRACKING_BASE_URL"]}/o/') and pixel.endswith("/>")
         https, mailto = (t.strip() for t in str(email["List-Unsubscribe"]).split(","))
         prefix = f"<{TRACKING['TRACKING_BASE_URL']}/u/"
         assert https.startswith(prefix) and https.endswith(">"), https
