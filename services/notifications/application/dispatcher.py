@@ -95,6 +95,7 @@ class Dispatcher:
     ) -> None:
         self.tables, self.delivery, self.messages = tables, delivery, messages
         self.config, self.clock = config, clock
+        self.reachable = True  # as last seen (a warning when that changes)
 
     async def dispatch_due(self) -> int:
         """One batch of due outbox rows: dispatched, delivered, outcomes recorded. Returns how
@@ -103,6 +104,12 @@ class Dispatcher:
         rows = await self.tables.due_outbox(now, self.config.batch_size)
         if not rows:
             return 0
+        if not await self.delivery.ready():  # an outage: nothing handed over, no attempt used
+            if self.reachable:
+                log.warning("delivery.not_ready", due=len(rows))
+            self.reachable = False
+            return 0
+        self.reachable = True
         out_of_attempts = [r for r in rows if r.in_flight and r.attempt >= self.config.max_attempts]
         for row in out_of_attempts:  # in doubt with no attempt left: final, never forgotten
             detail = f"no outcome recorded after {row.attempt} attempts (in doubt)"

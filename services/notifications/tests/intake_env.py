@@ -50,6 +50,9 @@ class GatewayDelivery:
     def __init__(self) -> None:
         self.sids: dict[str, str] = {}
 
+    async def ready(self) -> bool:
+        return True
+
     async def deliver(self, messages: Sequence[Outbound]) -> list[Outcome]:
         out = []
         for m in messages:

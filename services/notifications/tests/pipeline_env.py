@@ -106,10 +106,14 @@ class FakeDelivery:
         self.provider_ids: dict[str, str] = {}  # message id -> the gateway's id it answers
         self.hang = False
         self.down = False
+        self.reachable = True  # what ready() answers
 
     @property
     def sent(self) -> list[Outbound]:
         return [m for batch in self.batches for m in batch]
+
+    async def ready(self) -> bool:
+        return self.reachable
 
     async def deliver(self, messages: Sequence[Outbound]) -> list[Outcome]:
         self.batches.append(list(messages))
