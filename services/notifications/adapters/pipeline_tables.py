@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from services.notifications.application.ports import Deferred, Queued
+from services.notifications.application.ports import Deferred, Queued, Settlement
 from shared.eventstore import EventStore, StreamAppend
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -186,21 +186,22 @@ class PostgresPipelineTables:
                 [(uuid.UUID(r.message_id), r.attempt + 1, lease_until) for r in rows],
             )
 
-    async def settle(
-        self, appends: Sequence[StreamAppend], message_id: str, retry_at: datetime | None
-    ) -> None:
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        if not settlements:
+            return
+        retired = [uuid.UUID(s.message_id) for s in settlements if s.retry_at is None]
+        again = [(uuid.UUID(s.message_id), s.retry_at) for s in settlements if s.retry_at]
         async with self.store.transaction() as uow:
-            await uow.append_multi(list(appends))
-            if retry_at is None:
+            await uow.append_multi([s.append for s in settlements])
+            if retired:
                 await uow.connection.execute(
-                    f"DELETE FROM {SCHEMA}.outbox WHERE message_id = $1", uuid.UUID(message_id)
+                    f"DELETE FROM {SCHEMA}.outbox WHERE message_id = ANY($1::uuid[])", retired
                 )
-            else:
-                await uow.connection.execute(
+            if again:
+                await uow.connection.executemany(
                     f"""UPDATE {SCHEMA}.outbox SET in_flight = false, due_at = $2
                         WHERE message_id = $1""",
-                    uuid.UUID(message_id),
-                    retry_at,
+                    again,
                 )
 
     async def recipient(self, message_id: str) -> str:

@@ -117,6 +117,16 @@ class Deciding(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """An attempt's outcome as written: its event, and its row retired (``retry_at`` None) or
+    due again at ``retry_at``."""
+
+    message_id: str
+    append: StreamAppend
+    retry_at: datetime | None
+
+
 class PipelineTables(Protocol):
     def deciding(self, contact_id: str) -> AbstractAsyncContextManager[Deciding]:
         """A transaction of the event store with the contact locked (one decision at a time
@@ -134,9 +144,7 @@ class PipelineTables(Protocol):
         new attempt, due again at ``lease_until`` (then in doubt) unless an outcome comes."""
         ...
 
-    async def settle(
-        self, appends: Sequence[StreamAppend], message_id: str, retry_at: datetime | None
-    ) -> None:
-        """One transaction: the outcome's event, and the row retired (``retry_at`` None) or
-        due again at ``retry_at``."""
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        """One transaction for a batch's outcomes: each outcome's event with its row retired
+        or due again (all of them or, should it fail, none: then they are in doubt)."""
         ...
