@@ -16,6 +16,7 @@ from services.notifications.application.dispatcher import Dispatcher, Dispatchin
 from services.notifications.application.ports import Queued
 from services.notifications.domain import decision as d
 from services.notifications.domain import policy
+from services.notifications.domain.decision import ConsentUsed
 from services.notifications.domain.variant import EMAIL, SMS
 from services.notifications.tests.pipeline_env import ADA, Pipe, build, with_cap
 from shared.application.commands import RequestIdReused
@@ -97,6 +98,36 @@ async def test_a_merged_contact_is_decided_for_its_survivor(pipe: Pipe) -> None:
     assert (decided["contact_id"], decided["requested_contact_id"]) == (SURVIVOR, ADA)
     [row] = await pipe.rows("outbox")
     assert (str(row["contact_id"]), row["address"]) == (SURVIVOR, "survivor@example.com")
+
+
+async def test_the_consent_used_is_the_decided_contacts_own(pipe: Pipe) -> None:
+    """The consent is asked at once with the contact: an unknown or erased contact's refusal of
+    that question is not the decision's failure, and a merged contact's survivor is asked."""
+    asked: list[str] = []
+    known = pipe.contacts.consent
+
+    async def consent(contact_id: str, channel: str) -> ConsentUsed:
+        asked.append(contact_id)
+        await asyncio.sleep(0)  # answered after the contact
+        found = pipe.contacts.people.get(contact_id)
+        if found is None or found.erased:
+            raise RuntimeError("contacts: no consent for such a contact")
+        return await known(contact_id, channel)
+
+    pipe.contacts.consent = consent  # type: ignore[method-assign]
+    t = await pipe.template()
+    with pytest.raises(NotFound):
+        await pipe.send(t, request_id="unknown")
+    pipe.contacts.add(erased=True, email="")
+    assert (await pipe.send(t, request_id="erased")).last_decision[
+        "reason"
+    ] == policy.CONTACT_ERASED
+    pipe.contacts.add(SURVIVOR, email="survivor@example.com")
+    pipe.contacts.merged[ADA] = SURVIVOR
+    sent = await pipe.send(t, request_id="merged")
+    assert sent.last_decision["outcome"] == policy.SEND
+    assert sent.last_decision["consent"]["state"] == policy.SUBSCRIBED
+    assert asked[-1] == SURVIVOR
 
 
 async def test_a_contact_found_by_identity(pipe: Pipe) -> None:
