@@ -20,7 +20,7 @@ from services.notifications.domain.decision import ConsentUsed
 from services.notifications.domain.variant import EMAIL, SMS
 from services.notifications.tests.pipeline_env import ADA, Pipe, build, with_cap
 from shared.application.commands import RequestIdReused
-from shared.domain.errors import Invalid, NotFound
+from shared.domain.errors import Invalid, NotFound, Precondition
 from shared.eventstore.postgres import PostgresEventStore
 
 SURVIVOR = "0d9b1b8e-5b0f-4e5c-8d7b-2a4c6e8f0a1b"
@@ -161,6 +161,11 @@ async def test_a_retried_request_answers_its_first_decision(pipe: Pipe) -> None:
     assert len(await pipe.rows("outbox")) == 1
     with pytest.raises(RequestIdReused):
         await pipe.send(t, request_id="again", meta={"request_sha256": "another"})
+    await pipe.templates.archive(t.template_id)  # the first answer still, not TEMPLATE_ARCHIVED
+    third = await pipe.send(t, request_id="again", meta=meta)
+    assert third.message_id == first.message_id and third.status == "MESSAGE_STATUS_QUEUED"
+    with pytest.raises(Precondition):  # a new request is refused
+        await pipe.send(t, request_id="after-archiving", meta=meta)
 
 
 async def test_webhook_urls_only_for_webhook_templates(pipe: Pipe) -> None:
