@@ -78,6 +78,37 @@ NOTIFICATIONS_IN_DOUBT = Counter(
     ["channel"],
 )
 
+# Hits on the notifications tracking endpoints (services/notifications/adapters/tracking_http.py):
+# kind open, click, unsubscribe_page (GET /u), unsubscribe (POST /u); result recorded (an event
+# appended), repeat (within the dedup window, or an unsubscription already standing), shown (the
+# page), test (a test message's link: nothing to do), gone (the contact was erased: 410),
+# invalid (a bad or forged token, an unknown link, a bad body: 4xx), unavailable (contacts
+# away: 503).
+NOTIFICATIONS_TRACKING = Counter(
+    "crm_notifications_tracking_hits_total",
+    "Hits on the notifications tracking endpoints by kind and result.",
+    ["kind", "result"],
+)
+TRACKING_RESULTS = ("recorded", "repeat", "shown", "test", "gone", "invalid", "unavailable")
+NOTIFICATIONS_INTAKE = Counter(
+    "crm_notifications_intake_reports_total",
+    "Bounce and complaint reports and SMS status callbacks taken in, by kind and outcome.",
+    ["kind", "outcome"],
+)
+# kind: hard_bounce, soft_bounce, complaint, sms_delivered, sms_failed, sms_status (progress),
+# request (a whole request refused or unavailable, whatever it held);
+# outcome: recorded, already_recorded (a redelivery), suppressed (recorded or not, the channel
+# is suppressed at contacts because of it), ignored (SMS progress), refused (a 4xx: bad
+# signature or document, unknown message), unavailable (503: contacts away, retried).
+NOTIFICATION_INTAKE_OUTCOMES = (
+    "recorded",
+    "already_recorded",
+    "suppressed",
+    "ignored",
+    "refused",
+    "unavailable",
+)
+
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
     """Expose /metrics on its own port (0 disables it)."""

@@ -7,29 +7,49 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from aiohttp import web
+
+from crm.notifications.v1 import flows_pb2_grpc
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
+from services.notifications.adapters.consent_ledger import GrpcConsentLedger
 from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
-from services.notifications.adapters.leader import led
+from services.notifications.adapters.flows_readmodel import FlowQueries, FlowsProjection
+from services.notifications.adapters.http_server import HttpServer, root_app
+from services.notifications.adapters.intake_http import make_intake_app
+from services.notifications.adapters.intake_tables import PostgresIntakeTables
 from services.notifications.adapters.messages_readmodel import MessageQueries, MessagesProjection
 from services.notifications.adapters.pipeline_tables import MIGRATIONS, PostgresPipelineTables
 from services.notifications.adapters.queries import TemplateQueries
 from services.notifications.adapters.readmodel import TemplatesProjection
+from services.notifications.adapters.tracking_http import Network, add_routes, trusted_networks
+from services.notifications.adapters.tracking_tables import PostgresLinks
 from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcMetrics
+from services.notifications.api import flows as flows_api
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
 from services.notifications.application.dispatcher import Dispatcher, Dispatching
+from services.notifications.application.flows import FlowCommands
+from services.notifications.application.intake import Intake, Suppressing
 from services.notifications.application.sending import MessageCommands, Pipeline
 from services.notifications.application.templates import TemplateCommands
-from services.notifications.domain import policy
+from services.notifications.application.tracking import Tracking
+from services.notifications.domain import policy, signatures
+from services.notifications.domain.tracking import TrackingTokens
 from services.notifications.domain.unsubscribe import Unsubscribe
 from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
 from shared import runtime
 from shared.grpckit.audit import PersonalDataAudit
 from shared.grpckit.client import ClientTls, service_token
+from shared.leadership import led
 from shared.runtime import Runtime
 from shared.settings import Settings
 
-PROJECTIONS = (TemplatesProjection(), MessagesProjection(), ErasureProjection())
+PROJECTIONS = (
+    TemplatesProjection(),
+    MessagesProjection(),
+    ErasureProjection(),
+    FlowsProjection(),
+)
 OWN_MIGRATIONS = [("notifications", MIGRATIONS)]
 DISPATCHER = "notifications-dispatcher"
 
@@ -54,10 +74,24 @@ class NotificationsSettings(Settings):
     sms_quiet_hours: str = "21:00-08:00"
     webhook_quiet_hours: str = ""
     default_time_zone: str = "UTC"  # for contacts with no (or an unknown) time zone
-    # List-Unsubscribe on marketing email: <base>/u/<signed token>, and a mailto when set.
+    # List-Unsubscribe on marketing email: <base>/u/<signed token>, and a mailto when set; and
+    # (email_tracking) the opens and clicks of HTML email through <base>/o/… and <base>/c/….
+    # The serve role answers them on HTTP_PORT (0: no HTTP server), which <base> must reach.
     tracking_base_url: str = ""
     tracking_secret: str = ""
     unsubscribe_mailto: str = ""
+    email_tracking: bool = True
+    # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For the tracking
+    # endpoints believe for the unsubscribe evidence's IP address: your Ingress's.
+    trusted_proxies: str = ""
+    http_port: int = 0
+    # Bounce/complaint intake (mounted at <tracking server>/intake/): the Standard Webhooks
+    # secret reports are signed with ("": every report refused 401); SMS status callbacks are
+    # signed with the gateway's auth token ("": refused) over the public URL the gateway posts
+    # to: INTAKE_BASE_URL (default TRACKING_BASE_URL + "/intake") + "/sms/status".
+    intake_secret: str = ""
+    intake_base_url: str = ""
+    sms_auth_token: str = ""
     dispatch_batch_size: int = 100
     dispatch_max_attempts: int = 5
     dispatch_backoff_seconds: float = 30.0
@@ -85,14 +119,26 @@ def rules(s: NotificationsSettings) -> policy.Rules:
     )
 
 
+def signing(s: NotificationsSettings) -> tuple[Unsubscribe, TrackingTokens] | None:
+    """The unsubscribe and tracking tokens of TRACKING_SECRET, when TRACKING_BASE_URL is set."""
+    if not s.tracking_base_url:
+        return None
+    if not s.tracking_secret:
+        raise SystemExit("TRACKING_BASE_URL is set: TRACKING_SECRET must be too")
+    secret = s.tracking_secret.encode()
+    return (
+        Unsubscribe(s.tracking_base_url, secret, s.unsubscribe_mailto),
+        TrackingTokens(s.tracking_base_url, secret),
+    )
+
+
 def pipeline(s: NotificationsSettings) -> Pipeline:
-    unsubscribe = None
-    if s.tracking_base_url:
-        if not s.tracking_secret:
-            raise SystemExit("TRACKING_BASE_URL is set: TRACKING_SECRET must be too")
-        secret = s.tracking_secret.encode()
-        unsubscribe = Unsubscribe(s.tracking_base_url, secret, s.unsubscribe_mailto)
-    return Pipeline(rules(s), s.email_from, s.sms_from, unsubscribe)
+    signed = signing(s)
+    if signed is None:
+        return Pipeline(rules(s), s.email_from, s.sms_from)
+    unsubscribe, tokens = signed
+    tracking = tokens if s.email_tracking else None
+    return Pipeline(rules(s), s.email_from, s.sms_from, unsubscribe, tracking)
 
 
 def dispatching(s: NotificationsSettings) -> Dispatching:
@@ -108,6 +154,34 @@ def dispatching(s: NotificationsSettings) -> Dispatching:
 
 async def connect(settings: Settings) -> Runtime:
     return await runtime.connect(settings, migrations=OWN_MIGRATIONS, projections=PROJECTIONS)
+
+
+def proxies(settings: NotificationsSettings) -> list[Network]:
+    try:
+        return trusted_networks(settings.trusted_proxies)
+    except ValueError as err:
+        raise SystemExit(f"TRUSTED_PROXIES: {err}") from None
+
+
+def intake_app(
+    rt: Runtime, settings: NotificationsSettings, contacts: Suppressing
+) -> web.Application:
+    """The intake's endpoints (bounces, complaints, SMS status callbacks), mounted at /intake/
+    on the serve role's HTTP server."""
+    base = settings.intake_base_url or (
+        settings.tracking_base_url.rstrip("/") + "/intake" if settings.tracking_base_url else ""
+    )
+    if settings.intake_secret:
+        try:
+            signatures.webhook_key(settings.intake_secret)
+        except ValueError as err:
+            raise SystemExit(f"INTAKE_SECRET: {err}") from None
+    return make_intake_app(
+        Intake(rt.store, PostgresIntakeTables(rt.store, rt.pool), contacts),
+        webhook_secret=settings.intake_secret,
+        sms_auth_token=settings.sms_auth_token if base else "",
+        sms_status_url=base.rstrip("/") + "/sms/status",
+    )
 
 
 class Upstreams:
@@ -132,23 +206,67 @@ class Upstreams:
 
 
 class NotificationsApi:
-    def __init__(self) -> None:
+    """NotificationsService, FlowsService and the HTTP endpoints (tracking, intake): the serve
+    role's APIs.
+    ``any_http_port`` (tests) takes a free port instead of HTTP_PORT; ``http_port`` is the
+    bound one."""
+
+    def __init__(self, *, any_http_port: bool = False) -> None:
         self.servicer = NotificationsServicer()
+        self.flows = flows_api.FlowsServicer()
         self.services = [
             (
                 SERVICE,
                 lambda s: pb_grpc.add_NotificationsServiceServicer_to_server(self.servicer, s),
-            )
+            ),
+            (
+                flows_api.SERVICE,
+                lambda s: flows_pb2_grpc.add_FlowsServiceServicer_to_server(self.flows, s),
+            ),
         ]
         self.upstreams: Upstreams | None = None
+        self.any_http_port = any_http_port
+        self.http: HttpServer | None = None
+        self.ledger: GrpcConsentLedger | None = None
+        self.http_port = 0
 
     async def bind(self, rt: Runtime, settings: NotificationsSettings) -> None:
         self.upstreams = Upstreams(settings)
         commands = self.upstreams.commands(rt, settings)
         self.servicer.bind(commands.templates, TemplateQueries(rt.pool))
         self.servicer.bind_messages(commands, MessageQueries(rt.pool), PersonalDataAudit(rt.store))
+        self.flows.bind(FlowCommands(rt.store), FlowQueries(rt.pool))
+        if settings.http_port or self.any_http_port:
+            port = 0 if self.any_http_port else settings.http_port
+            self.http = HttpServer(self.http_app(rt, settings), settings.grpc_host, port)
+            self.http_port = await self.http.start()
+
+    def http_app(self, rt: Runtime, settings: NotificationsSettings) -> web.Application:
+        """The HTTP endpoints: tracking at the root (with TRACKING_BASE_URL), the intake of
+        bounces, complaints and SMS status callbacks under /intake/."""
+        app = root_app()
+        if self.upstreams is not None:
+            app.add_subapp("/intake/", intake_app(rt, settings, self.upstreams.contacts))
+        signed = signing(settings)
+        if signed is not None and self.upstreams is not None:
+            unsubscribe, tokens = signed
+            self.ledger = GrpcConsentLedger(
+                settings.contacts_target,
+                service_token(settings, "the contacts API"),
+                ClientTls.of(settings),
+            )
+            links = PostgresLinks(rt.pool)
+            tracking = Tracking(
+                rt.store, links, self.upstreams.contacts, self.ledger, tokens, unsubscribe
+            )
+            add_routes(app, tracking, proxies(settings))
+        return app
 
     async def close(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+        if self.ledger is not None:
+            await self.ledger.close()
         if self.upstreams is not None:
             await self.upstreams.close()
 
@@ -174,7 +292,7 @@ def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> r
 
     return runtime.Work(
         PROJECTIONS,
-        {DISPATCHER: lambda: led(rt.dsn, DISPATCHER, dispatcher.run, stop)},
+        {DISPATCHER: lambda: led(rt.dsn, f"worker:{DISPATCHER}", dispatcher.run, stop)},
         close,
     )
 

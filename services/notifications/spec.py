@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from services.notifications import app
+from services.notifications.cli import GRPC_PORT
+from services.notifications.cli import app as cli
 from shared.service import DevRole, ProcessRole, ServiceSpec
 
 # make run: the delivery workers on 50254; emails go to a local SMTP catcher on 1025
@@ -18,7 +20,29 @@ DELIVERY = DevRole(
         "WEBHOOK_SECRET": "whsec_ZGV2LWRlbGl2ZXJ5LXdlYmhvb2stc2VjcmV0LTMyYg==",
     },
 )
+# make run: bounce and complaint reports to the intake are signed with this public development
+# secret (Standard Webhooks); set INTAKE_SECRET anywhere else.
+DEV_INTAKE_SECRET = "whsec_ZGV2LW5vdGlmaWNhdGlvbnMtaW50YWtlLXNlY3JldCE="  # noqa: S105
 TO_DELIVERY = {"DELIVERY_URL": f"127.0.0.1:{DELIVERY.grpc_port}"}
+# make run: the serve role's HTTP endpoints (tracking: opens, clicks, unsubscribe) on 8081, and
+# the links of emails pointing there, signed with a development secret.
+HTTP_PORT = 8081
+TRACKING = {
+    "TRACKING_BASE_URL": f"http://127.0.0.1:{HTTP_PORT}",
+    "TRACKING_SECRET": "dev-tracking-secret",  # development only: public
+    "UNSUBSCRIBE_MAILTO": "unsubscribe@crm.localhost",
+}
+SERVE = DevRole(
+    GRPC_PORT,
+    9470,
+    env={
+        **TO_DELIVERY,
+        **TRACKING,
+        "HTTP_PORT": str(HTTP_PORT),
+        "INTAKE_SECRET": DEV_INTAKE_SECRET,
+    },
+    http=f"tracking: http://127.0.0.1:{HTTP_PORT}/o|c|u/<token>, intake: /intake/…",
+)
 
 SPEC = ServiceSpec(
     name="notifications",
@@ -31,9 +55,11 @@ SPEC = ServiceSpec(
     },
     projections=lambda: app.PROJECTIONS,
     dev={
-        "serve": DevRole(50054, 9470, env=TO_DELIVERY),
-        "project": DevRole(50154, 9471, env=TO_DELIVERY),
+        "serve": SERVE,
+        "project": DevRole(50154, 9471, env={**TO_DELIVERY, **TRACKING}),
         "delivery": DELIVERY,
     },
     api=app.NotificationsApi,
+    cli=cli,
+    cli_name="flows",
 )

@@ -65,10 +65,15 @@ def open_channel(
     target: str,
     tls: ClientTls | None = None,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
     if tls is None:
-        return grpc.aio.insecure_channel(target, interceptors=interceptors or None)
-    return grpc.aio.secure_channel(target, tls.credentials(), interceptors=interceptors or None)
+        return grpc.aio.insecure_channel(
+            target, options=options or None, interceptors=interceptors or None
+        )
+    return grpc.aio.secure_channel(
+        target, tls.credentials(), options=options or None, interceptors=interceptors or None
+    )
 
 
 def channel(

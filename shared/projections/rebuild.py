@@ -21,10 +21,15 @@ switch in one transaction. No downtime, and no side effects: the rebuild runs in
     with no live runner that could be ahead).
 - Parked events: the new read model's own (the scratch runner parks like any runner) replace
   the old one's at the switch.
+- The switch never deadlocks with readers: after the checkpoint row (the order a runner's batch
+  takes too) it locks every table of both schemas at once with a short ``lock_timeout``; a
+  reader holding one of them (a join over two tables) makes it give up, roll back and try again
+  shortly, instead of dropping one table and waiting for the next while the reader waits for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -101,6 +106,10 @@ async def rebuild_into(
         ).run(until, live)
     finally:
         await lock_conn.close()  # releases the lock
+
+
+SWITCH_ATTEMPTS = 50
+SWITCH_LOCK_TIMEOUT = "500ms"
 
 
 class _Rebuild:
@@ -203,6 +212,18 @@ class _Rebuild:
         return 0
 
     async def _switch(self, shadow: ProjectionRunner, until: int | None, live: bool) -> int:
+        """Switch, again after a short pause while others hold the tables (the shadow's catch-up
+        commits on its own, so a switch rolled back loses nothing)."""
+        for attempt in range(SWITCH_ATTEMPTS):
+            try:
+                return await self._switch_once(shadow, until, live)
+            except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
+                if attempt == SWITCH_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        raise AssertionError("unreachable")
+
+    async def _switch_once(self, shadow: ProjectionRunner, until: int | None, live: bool) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             # Hold the live checkpoint: the live runner's next batch waits for the switch, then
             # continues from the checkpoint set below, in the new tables.
@@ -225,6 +246,7 @@ class _Rebuild:
                 # events reach the live runner after the switch, from the checkpoint set below).
                 position = await shadow.catch_up(visible_only=True)
             self._report(position=shadow.position)
+            await self._lock_tables(conn)
             schema, old, new = (
                 quote_ident(s) for s in (self.schema, self.old_schema, self.shadow_schema)
             )
@@ -257,6 +279,17 @@ class _Rebuild:
                 self.shadow_name,
             )
         return position
+
+    async def _lock_tables(self, conn: asyncpg.Connection) -> None:
+        tables = await conn.fetch(
+            "SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY($1::text[])",
+            [self.schema, self.shadow_schema, self.old_schema],
+        )
+        if tables:
+            names = ", ".join(f"{quote_ident(s)}.{quote_ident(t)}" for s, t in tables)
+            await conn.execute(f"SET LOCAL lock_timeout = '{SWITCH_LOCK_TIMEOUT}'")
+            await conn.execute(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
+            await conn.execute("SET LOCAL lock_timeout = 0")
 
     async def _fold_replay_only(self, conn: asyncpg.Connection, position: int) -> None:
         """The events the projection appended itself after ``position``, answering events at

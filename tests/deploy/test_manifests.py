@@ -440,6 +440,26 @@ def env_of(docs: tuple[Manifest, ...], deployment: str) -> dict[str, str]:
     return env
 
 
+def test_notifications_tracking_endpoints(docs: tuple[Manifest, ...]) -> None:
+    """The serve role's HTTP port is declared, on the Service, admitted from the Ingress; both
+    roles sign with the same optional Secret (emails rendered by either link alike)."""
+    serve = named(docs, "Deployment", "notifications-serve")
+    [container] = containers(serve)
+    env = {e["name"]: e for e in container["env"]}
+    port = int(env["HTTP_PORT"]["value"])
+    assert {"name": "http", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    service = named(docs, "Service", "notifications")
+    assert any(p["port"] == port for p in service["spec"]["ports"])
+    labels = serve["spec"]["template"]["metadata"]["labels"]
+    assert {"namespaceSelector": {}} in admitting_peers(docs, labels, port)
+    project = named(docs, "Deployment", "notifications-project")
+    for deployment in (serve, project):
+        env = {e["name"]: e for e in containers(deployment)[0]["env"]}
+        for name, key in (("TRACKING_BASE_URL", "base-url"), ("TRACKING_SECRET", "secret")):
+            ref = env[name]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "notifications-tracking", "key": key, "optional": True}
+
+
 def test_orders_settings(docs: tuple[Manifest, ...]) -> None:
     settings = pytest.importorskip("services.orders.app").OrdersSettings
     known = {name.upper() for name in settings.model_fields}
@@ -557,7 +577,8 @@ def test_make_run_starts_every_role_on_its_own_ports() -> None:
     assert set(roles) == {(spec.name, r) for spec in REGISTRY for r in spec.roles}
     ports = [p for r in roles.values() for p in (r.grpc_port, r.metrics_port)]
     webhook_port = int(roles["orders", "serve"].env["WEBHOOK_PORT"])
-    ports.append(webhook_port)
+    tracking_port = int(roles["notifications", "serve"].env["HTTP_PORT"])
+    ports += [webhook_port, tracking_port]
     assert len(ports) == len(set(ports)), ports
     orders = roles["orders", "serve"]
     contacts = roles["contacts", "serve"]
@@ -567,6 +588,11 @@ def test_make_run_starts_every_role_on_its_own_ports() -> None:
     assert f"http://127.0.0.1:{webhook_port}/webhooks/shopify" in orders.http
     signers = [k for k, r in roles.items() if "CHECKPOINT_SIGNING_KEY" in r.env]
     assert signers == [("contacts", "project")]
+    # Emails link to the notifications serve role's tracking endpoints, whoever renders them.
+    for role in ("serve", "project"):
+        tracking = roles["notifications", role].env
+        assert tracking["TRACKING_BASE_URL"] == f"http://127.0.0.1:{tracking_port}"
+        assert tracking["TRACKING_SECRET"]
     # The notifications roles reach the delivery workers on their port.
     delivery = roles["notifications", "delivery"]
     for role in ("serve", "project"):

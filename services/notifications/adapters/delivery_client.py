@@ -10,6 +10,7 @@ is sent again under the same message id.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import grpc
@@ -22,6 +23,9 @@ from shared.grpckit.client import ClientTls, bearer, open_channel
 from shared.grpckit.upstream import reason_of
 
 MAX_BATCH = 500  # what DeliverRequest takes
+READY_WAIT = 1.0  # seconds ready() waits for a connection
+# Workers back after an outage are reached within seconds, not gRPC's default of up to 120 s.
+RECONNECT = (("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 5000))
 # A batch of 500 emails over a pool of SMTP connections, each send bounded by its own timeout.
 TIMEOUT = 120.0
 
@@ -71,7 +75,7 @@ class GrpcDelivery:
     def __init__(
         self, target: str, token: str, tls: ClientTls | None = None, *, timeout: float = TIMEOUT
     ) -> None:
-        self.channel = open_channel(target, tls)
+        self.channel = open_channel(target, tls, options=RECONNECT)
         self.stub = pb_grpc.DeliveryServiceStub(self.channel)
         self.auth = bearer(token)
         self.timeout = timeout
@@ -98,6 +102,15 @@ class GrpcDelivery:
         if [o.message_id for o in outcomes] != [m.message_id for m in messages]:
             raise DeliveryUnavailable("the workers' outcomes do not match the batch's messages")
         return outcomes
+
+    async def ready(self) -> bool:
+        if self.channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY:
+            return True
+        try:
+            await asyncio.wait_for(self.channel.channel_ready(), READY_WAIT)
+        except TimeoutError:
+            return False
+        return True
 
     async def close(self) -> None:
         await self.channel.close()

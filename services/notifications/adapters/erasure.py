@@ -1,9 +1,11 @@
 """Erasure (GDPR art. 17): on contacts' ContactErased, everything personal notifications holds
 about that contact goes: its outbox rows (address and rendered text), the recipients of its
-messages, its deferred decisions (the trigger's data) and its marketing sends. Its messages'
-events stay: they never held personal data. A projection of contacts' published events (one
-leader, a checkpoint); its table records each erasure carried out, for operators. A rebuild
-(replay) refills that table only: the rows went when the erasure was first applied."""
+messages, its deferred decisions (the trigger's data), its marketing sends, the tracked links of
+its messages (a URL may hold personal data: after erasure, its links answer 404), and the
+intake's rows about it (soft bounces counted, the SMS gateway's ids of its messages). Its
+messages' events stay: they never held personal data. A projection of contacts' published
+events (one leader, a checkpoint); its table records each erasure carried out, for operators.
+A rebuild (replay) refills that table only: the rows went when the erasure was first applied."""
 
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ from shared.projections.model import ApplyContext
 
 log = structlog.get_logger(__name__)
 ERASED = cepb.ContactErased.DESCRIPTOR.full_name
-PIPELINE = "notifications_pipeline"
 TABLES = (
-    ("outbox", "contact_id"),
-    ("recipients", "contact_id"),
-    ("timers", "requested_contact_id"),
-    ("marketing_sends", "contact_id"),
+    ("notifications_pipeline.outbox", "contact_id"),
+    ("notifications_pipeline.recipients", "contact_id"),
+    ("notifications_pipeline.timers", "requested_contact_id"),
+    ("notifications_pipeline.marketing_sends", "contact_id"),
+    ("notifications_pipeline.links", "contact_id"),
+    ("notifications_intake.soft_bounces", "contact_id"),
+    ("notifications_intake.provider_ids", "contact_id"),
 )
 DDL = """
 CREATE TABLE erasures (
@@ -39,9 +43,7 @@ async def erase(conn: asyncpg.Connection, contact_id: uuid.UUID) -> int:
     """Delete the contact's personal rows from the pipeline's tables; how many went."""
     deleted = 0
     for table, column in TABLES:
-        status = await conn.execute(
-            f"DELETE FROM {PIPELINE}.{table} WHERE {column} = $1", contact_id
-        )
+        status = await conn.execute(f"DELETE FROM {table} WHERE {column} = $1", contact_id)
         deleted += int(status.rsplit(" ", 1)[-1])
     return deleted
 

@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 
 from services.notifications.domain import decision as d
-from services.notifications.domain import trail
+from services.notifications.domain import tracking, trail
 from shared.domain import paging
 from shared.eventstore import RecordedEvent
 from shared.projections.model import ApplyContext
@@ -53,6 +53,17 @@ class MessagesProjection:
     ) -> None:
         for e in events:
             data = e.data
+            if e.type in tracking.EVENTS:  # a step of the trail; the status stays
+                step = {"time": e.recorded_at.isoformat(), "type": e.type, "data": data}
+                await conn.execute(
+                    """UPDATE messages SET delivery = delivery || $2::jsonb, version = $3,
+                           update_time = $4
+                       WHERE message_id = $1 AND version < $3""",
+                    uuid.UUID(data["message_id"]),
+                    _json([step]),
+                    e.version,
+                    e.recorded_at,
+                )
             if e.type not in (d.DECIDED, *d.DELIVERY):
                 continue
             mid = uuid.UUID(data["message_id"])

@@ -12,7 +12,10 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from services.notifications.adapters.intake_tables import remember_provider_id
+from services.notifications.adapters.tracking_tables import record_links
 from services.notifications.application.ports import Deferred, Queued, Settlement
+from services.notifications.domain.links import Link
 from shared.eventstore import EventStore, StreamAppend
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -97,6 +100,9 @@ class PostgresDeciding:
             row.test,
             row.due_at,
         )
+
+    async def record_links(self, message_id: str, contact_id: str, links: Sequence[Link]) -> None:
+        await record_links(self.conn, message_id, contact_id, links)
 
     async def count_marketing_send(
         self, contact_id: str, channel: str, message_id: str, at: datetime
@@ -193,6 +199,11 @@ class PostgresPipelineTables:
         again = [(uuid.UUID(s.message_id), s.retry_at) for s in settlements if s.retry_at]
         async with self.store.transaction() as uow:
             await uow.append_multi([s.append for s in settlements])
+            for s in settlements:
+                if s.provider_id:  # the gateway's id, for its status callbacks (the intake)
+                    await remember_provider_id(
+                        uow.connection, s.provider_id, s.message_id, s.contact_id
+                    )
             if retired:
                 await uow.connection.execute(
                     f"DELETE FROM {SCHEMA}.outbox WHERE message_id = ANY($1::uuid[])", retired

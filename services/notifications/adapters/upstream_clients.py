@@ -122,6 +122,27 @@ class GrpcContacts:
                 )
         return ConsentUsed(state="CONSENT_STATE_NEVER_SUBSCRIBED")
 
+    async def suppress(
+        self, contact_id: str, channel: str, reason: str, note: str, request_id: str
+    ) -> bool:
+        """SuppressChannel (a retry with the same request id answers the first result); whether
+        it changed anything."""
+        try:
+            answer = await self.consents.SuppressChannel(
+                kpb.SuppressChannelRequest(
+                    contact_id=contact_id,
+                    channel=kpb.Channel.Value(channel),
+                    reason=kpb.SuppressionReason.Value(reason),
+                    note=note[:500],
+                    request_id=request_id,
+                ),
+                timeout=TIMEOUT,
+                metadata=self.auth,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise CONTACTS.error(err, "contact_id", "suppress the channel") from None
+        return bool(answer.changed)
+
 
 class GrpcMetrics:
     def __init__(self, target: str, token: str, tls: ClientTls | None = None) -> None:

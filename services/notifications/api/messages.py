@@ -19,6 +19,7 @@ from services.notifications.api import convert
 from services.notifications.application.sending import MessageCommands, SendRequest
 from services.notifications.domain import decision as d
 from services.notifications.domain import locale as loc
+from services.notifications.domain import tracking
 from services.notifications.domain.trail import Trail
 from services.notifications.domain.variant import EMAIL, SMS
 from shared.domain.errors import NotFound
@@ -29,11 +30,27 @@ DOMAIN = "notifications.crm"
 EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 IDENTITIES = ("email", "phone", "external_id")
-STEPS = {d.DISPATCHED: "dispatched", d.SENT: "sent", d.FAILED: "failed"}
+STEPS = {
+    d.DISPATCHED: "dispatched",
+    d.SENT: "sent",
+    d.FAILED: "failed",
+    tracking.OPENED: "opened",
+    tracking.CLICKED: "clicked",
+    tracking.UNSUBSCRIBED: "unsubscribed",
+    d.DELIVERED: "delivered",
+    d.BOUNCED: "bounced",
+    d.COMPLAINED: "complained",
+}
 STEP_TYPES = {
     "dispatched": epb.MessageDispatched,
     "sent": epb.MessageSent,
     "failed": epb.MessageFailed,
+    "opened": epb.MessageOpened,
+    "clicked": epb.MessageClicked,
+    "unsubscribed": epb.MessageUnsubscribed,
+    "delivered": epb.MessageDelivered,
+    "bounced": epb.MessageBounced,
+    "complained": epb.MessageComplained,
 }
 
 

@@ -41,3 +41,9 @@ class Delivery(Protocol):
         """One outcome per message, in order. Raises only when the workers cannot be reached
         (then nothing is known about the batch: every message of it is in doubt)."""
         ...
+
+    async def ready(self) -> bool:
+        """Whether the workers can be reached now (waiting briefly for a connection). The
+        dispatcher hands them nothing while they cannot: a batch sent into an outage would
+        only use up its messages' attempts in doubt."""
+        ...

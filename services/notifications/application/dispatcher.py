@@ -1,5 +1,5 @@
 """The dispatcher: the outbox sent exactly once as far as anyone can tell, and the deferred
-decisions made when due. One leader across replicas runs it (adapters/leader.py).
+decisions made when due. One leader across replicas runs it (shared/leadership.py).
 
 For each batch of due outbox rows:
 
@@ -101,6 +101,7 @@ class Dispatcher:
     ) -> None:
         self.tables, self.delivery, self.messages = tables, delivery, messages
         self.config, self.clock = config, clock
+        self.reachable = True  # as last seen (a warning when that changes)
 
     async def dispatch_due(self) -> int:
         """One batch of due outbox rows: dispatched, delivered, outcomes recorded. Returns how
@@ -109,6 +110,12 @@ class Dispatcher:
         rows = await self.tables.due_outbox(now, self.config.batch_size)
         if not rows:
             return 0
+        if not await self.delivery.ready():  # an outage: nothing handed over, no attempt used
+            if self.reachable:
+                log.warning("delivery.not_ready", due=len(rows))
+            self.reachable = False
+            return 0
+        self.reachable = True
         out_of_attempts = [r for r in rows if r.in_flight and r.attempt >= self.config.max_attempts]
         await self._record(  # in doubt with no attempt left: final, never forgotten
             [(row, row.attempt, _never_answered(row)) for row in out_of_attempts]
@@ -142,15 +149,19 @@ class Dispatcher:
         settled: list[tuple[Settlement, str, str]] = []  # with the metric's labels
         for row, attempt, outcome in outcomes:
             key, label = f"outcome:{attempt}", _label(row.channel)
+            detail = d.redacted(outcome.detail, row.address)  # no address in the log
             if outcome.status == "sent":
-                event = d.sent(row.message_id, attempt, outcome.detail, outcome.provider_id)
+                event = d.sent(row.message_id, attempt, detail, outcome.provider_id)
                 append = _append(row.message_id, event, key)
-                settled.append((Settlement(row.message_id, append, None), label, "sent"))
+                settlement = Settlement(
+                    row.message_id, append, None, outcome.provider_id, row.contact_id
+                )
+                settled.append((settlement, label, "sent"))
                 continue
             again = None
             if outcome.status == "retry" and attempt < self.config.max_attempts:
                 again = retry_at(now, attempt, self.config)
-            event = d.failed(row.message_id, attempt, outcome.detail, again)
+            event = d.failed(row.message_id, attempt, detail, again)
             append = _append(row.message_id, event, key)
             result = "retry" if again else "failed"
             settled.append((Settlement(row.message_id, append, again), label, result))

@@ -7,15 +7,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from services.notifications.application.ports import ContactFacts, Contacts, Metrics, Queued
+from services.notifications.application.ports import (
+    ContactFacts,
+    Contacts,
+    Deciding,
+    Metrics,
+    Queued,
+)
 from services.notifications.domain import decision as d
-from services.notifications.domain import message, policy
+from services.notifications.domain import links, message, policy
 from services.notifications.domain.render import RenderFailure
 from services.notifications.domain.template import Template
+from services.notifications.domain.tracking import TrackingTokens
 from services.notifications.domain.unsubscribe import Unsubscribe
 from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
 
@@ -28,6 +35,7 @@ class Pipeline:
     email_from: str = ""
     sms_from: str = ""
     unsubscribe: Unsubscribe | None = None  # List-Unsubscribe on marketing email when set
+    tracking: TrackingTokens | None = None  # opens and clicks of HTML email when set
 
 
 @dataclass(frozen=True)
@@ -120,3 +128,20 @@ def outbox_row(
         headers=headers,
         test=subject.test,
     )
+
+
+def with_tracking(p: Pipeline, row: Queued) -> tuple[Queued, tuple[links.Link, ...]]:
+    """An email's HTML with its links tracked and the open pixel (when tracking is on), and the
+    links to record; the text part keeps the original URLs."""
+    if p.tracking is None or row.channel != EMAIL or not row.html:
+        return row, ()
+    tracked = links.track(row.html, row.message_id, p.tracking)
+    return replace(row, html=tracked.html), tracked.links
+
+
+async def enqueue(tx: Deciding, p: Pipeline, row: Queued) -> None:
+    """The outbox row, tracked (``with_tracking``), and its links, in the decision's transaction."""
+    row, tracked = with_tracking(p, row)
+    await tx.enqueue(row)
+    if tracked:
+        await tx.record_links(row.message_id, row.contact_id, tracked)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from services.notifications.domain.decision import ConsentUsed
+from services.notifications.domain.links import Link
 from shared.eventstore import StreamAppend
 
 
@@ -104,6 +105,10 @@ class Deciding(Protocol):
 
     async def enqueue(self, row: Queued) -> None: ...
 
+    async def record_links(self, message_id: str, contact_id: str, links: Sequence[Link]) -> None:
+        """The tracked links of a SEND's HTML (the click endpoint redirects only to these)."""
+        ...
+
     async def count_marketing_send(
         self, contact_id: str, channel: str, message_id: str, at: datetime
     ) -> None: ...
@@ -125,6 +130,8 @@ class Settlement:
     message_id: str
     append: StreamAppend
     retry_at: datetime | None
+    provider_id: str = ""  # the next hop's id of a sent message
+    contact_id: str = ""
 
 
 class PipelineTables(Protocol):
@@ -146,5 +153,6 @@ class PipelineTables(Protocol):
 
     async def settle(self, settlements: Sequence[Settlement]) -> None:
         """One transaction for a batch's outcomes: each outcome's event with its row retired
-        or due again (all of them or, should it fail, none: then they are in doubt)."""
+        or due again, and a sent message's ``provider_id`` remembered (SMS status callbacks
+        name it); all of them or, should it fail, none (then they are in doubt)."""
         ...

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from services.notifications.application.facts import Gathered, Pipeline, gather, outbox_row
+from services.notifications.application.facts import (
+    Gathered,
+    Pipeline,
+    enqueue,
+    gather,
+    outbox_row,
+)
 from services.notifications.application.ports import (
     ContactFacts,
     Contacts,
@@ -160,7 +166,7 @@ class MessageCommands:
             if verdict.outcome == policy.SEND:
                 assert facts.rendered is not None
                 row = outbox_row(self.pipeline, now, subject, facts.address, facts.rendered)
-                await tx.enqueue(row)
+                await enqueue(tx, self.pipeline, row)
                 await tx.remember_recipient(subject.message_id, contact.contact_id, facts.address)
                 if marketing:
                     await tx.count_marketing_send(
@@ -319,7 +325,8 @@ class MessageCommands:
             async with self.tables.deciding("") as tx:
                 own = MESSAGE.events(stream, [event], rid, meta)
                 await tx.append([StreamAppend(stream, own, StreamState.NO_STREAM)])
-                await tx.enqueue(outbox_row(self.pipeline, now, subject, address, rendered))
+                row = outbox_row(self.pipeline, now, subject, address, rendered)
+                await enqueue(tx, self.pipeline, row)
                 await tx.remember_recipient(message_id, "", address)
             return apply(MESSAGE, None, [event], now, 0)
 

@@ -56,8 +56,8 @@ class ReportError(ValueError):
 
 
 def clean_detail(text: str) -> str:
-    """One line, addresses replaced, at most DETAIL_LIMIT characters."""
-    one_line = " ".join(text.split())
+    """One line of printable characters, addresses replaced, at most DETAIL_LIMIT characters."""
+    one_line = "".join(c for c in " ".join(text.split()) if c.isprintable())
     return _ADDRESS.sub("<address>", one_line)[:DETAIL_LIMIT]
 
 

@@ -4,6 +4,7 @@ address nor rendered text (those live in notifications' own tables, keyed by con
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,11 @@ DECIDED = PREFIX + "MessageDecided"
 DISPATCHED = PREFIX + "MessageDispatched"
 SENT = PREFIX + "MessageSent"
 FAILED = PREFIX + "MessageFailed"
-DELIVERY = (DISPATCHED, SENT, FAILED)
+# After the next hop accepted it (the intake: SMS status callbacks, bounce and complaint reports).
+DELIVERED = PREFIX + "MessageDelivered"
+BOUNCED = PREFIX + "MessageBounced"
+COMPLAINED = PREFIX + "MessageComplained"
+DELIVERY = (DISPATCHED, SENT, FAILED, DELIVERED, BOUNCED, COMPLAINED)
 
 API = "api"  # a trigger's source: SendMessage
 TEST = "test"  # SendTestMessage
@@ -144,6 +149,17 @@ def dispatched(message_id: str, attempt: int, in_doubt: bool) -> Event:
     return DISPATCHED, data
 
 
+_ADDRESS_LIKE = re.compile(r"[^\s<>()\[\]\"',;:@]+@[^\s<>()\[\]\"',;:@]+")
+
+
+def redacted(detail: str, address: str) -> str:
+    """A provider's answer as the log keeps it: the recipient's address, and anything shaped
+    like an email address, replaced (servers echo them: "550 5.1.1 <ada@…>: unknown user")."""
+    if address:
+        detail = re.sub(re.escape(address), "<recipient>", detail, flags=re.IGNORECASE)
+    return _ADDRESS_LIKE.sub("<address>", detail)
+
+
 def sent(message_id: str, attempt: int, detail: str, provider_id: str) -> Event:
     data = {"message_id": message_id, "attempt": attempt, "detail": detail[:500]}
     if provider_id:
@@ -172,5 +188,7 @@ def status_after(type_: str, data: dict[str, Any]) -> str:
         return "MESSAGE_STATUS_DISPATCHED"
     if type_ == SENT:
         return "MESSAGE_STATUS_SENT"
+    if type_ in (DELIVERED, BOUNCED, COMPLAINED):
+        return "MESSAGE_STATUS_" + type_.removeprefix(PREFIX + "Message").upper()
     assert type_ == FAILED, type_
     return "MESSAGE_STATUS_FAILED" if data.get("final") else "MESSAGE_STATUS_RETRYING"

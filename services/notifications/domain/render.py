@@ -10,17 +10,18 @@
   template.
 - Syntax is checked when a template is saved (``syntax_errors``): the field and the line.
 
-Known limit: the sandbox bounds ranges (100,000 items), repetition and output size, not CPU
-time; nested loops can still run long. Templates are written by the shop's staff, not by
-customers.
+- Work is bounded too: ranges (100,000 items), repetition and output size by the sandbox, and
+  every ``{% for %}`` counts its iterations against one budget per field (``MAX_ITERATIONS``),
+  so nested loops fail as a RenderFailure instead of holding a worker for minutes.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from markupsafe import Markup
 
 MAX_OUTPUT = 1_000_000  # characters one field may render to
 MAX_EXPONENT = 100
+MAX_ITERATIONS = 1_000_000  # loop iterations one field may run, all loops together
 TEXT, HTML, JSON = "text", "html", "json"  # how placeholders are written out
 
 
@@ -84,8 +86,39 @@ def _wrap(value: Any, path: str) -> Any:
     return value
 
 
+_iterations_left: contextvars.ContextVar[list[int]] = contextvars.ContextVar("iterations")
+_COUNTED = "__crm_counted__"  # the global every loop's iterable goes through
+
+
+def _counted(iterable: Iterable[Any]) -> Iterator[Any]:
+    left = _iterations_left.get()
+    for item in iterable:
+        left[0] -= 1
+        if left[0] < 0:
+            raise SecurityError(f"more than {MAX_ITERATIONS} loop iterations")
+        yield item
+
+
 class _Env(SandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.globals[_COUNTED] = _counted
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        """The parsed template with every loop's iterable wrapped in ``_counted``."""
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Call(
+                nodes.Name(_COUNTED, "load", lineno=loop.lineno),
+                [loop.iter],
+                [],
+                None,
+                None,
+                lineno=loop.lineno,
+            )
+        return tree
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, _Obj):  # the data's keys first: cart.items is the key, not dict.items
@@ -170,6 +203,7 @@ def render_part(kind: str, part: str, source: str, variables: Mapping[str, Any])
     template = compile_part(kind, part, source)
     out: list[str] = []
     size = 0
+    budget = _iterations_left.set([MAX_ITERATIONS])
     try:
         chunks: Iterator[str] = template.generate(_wrap(variables, ""))
         for chunk in chunks:
@@ -182,6 +216,8 @@ def render_part(kind: str, part: str, source: str, variables: Mapping[str, Any])
     except Exception as err:  # the template's own doing (sandboxed): never the caller's crash
         message = str(err) or type(err).__name__
         raise RenderFailure(part, _line(err), message[:300]) from None
+    finally:
+        _iterations_left.reset(budget)
     return "".join(out)
 
 

@@ -1,5 +1,6 @@
 """A message as its events tell it (pure): what it is, where it stands, every decision and every
-delivery step in order. The command runner folds it; the read model keeps the same shape."""
+delivery and tracking step in order. The command runner folds it; the read model keeps the
+same shape."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from services.notifications.domain import decision as d
+from services.notifications.domain import tracking
 
 Step = tuple[datetime, str, dict[str, Any]]  # (recorded at, event type, data)
 
@@ -72,6 +74,10 @@ def evolve(
             delivery=(*state.delivery, (at, type_, data)),
             version=version,
             update_time=at,
+        )
+    if type_ in tracking.EVENTS:  # opens, clicks, unsubscriptions: the status stays
+        return replace(
+            state, delivery=(*state.delivery, (at, type_, data)), version=version, update_time=at
         )
     return replace(state, version=version)
 

@@ -1,6 +1,7 @@
 """The List-Unsubscribe headers of a marketing email (RFC 2369, one-click per RFC 8058), with
-an HMAC-signed token naming the message, and nothing personal: the tracking endpoint (a later
-slice) checks the signature and finds the contact through the message (pure)."""
+an HMAC-signed token naming the message, and nothing personal: the unsubscribe endpoint
+(adapters/tracking_http.py) checks the signature and finds the contact through the message
+(pure)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,13 @@ ENV = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
 class SmtpSink:
     """smtp_sink.py as a process; ``messages()`` reads what it accepted."""
 
-    def __init__(self, tmp: Path, login: str = "", tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        login: str = "",
+        tls: tuple[Path, Path] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.record = tmp / f"smtp-{self.port}.jsonl"
         self.record.touch()
@@ -43,7 +49,7 @@ class SmtpSink:
         extra = [login or "-", *(str(p) for p in tls)] if tls else ([login] if login else [])
         self.p = subprocess.Popen(
             [*args, str(self.port), str(self.record), *extra],
-            env={**os.environ, **ENV},
+            env={**os.environ, **ENV, **(env or {})},
             stdout=subprocess.PIPE,
         )
         assert self.p.stdout is not None

@@ -101,13 +101,19 @@ class FakeDelivery:
     def __init__(self) -> None:
         self.batches: list[list[Outbound]] = []
         self.status = "sent"
+        self.detail = "250 2.0.0 OK"
         self.answers: dict[str, str] = {}
+        self.provider_ids: dict[str, str] = {}  # message id -> the gateway's id it answers
         self.hang = False
         self.down = False
+        self.reachable = True  # what ready() answers
 
     @property
     def sent(self) -> list[Outbound]:
         return [m for batch in self.batches for m in batch]
+
+    async def ready(self) -> bool:
+        return self.reachable
 
     async def deliver(self, messages: Sequence[Outbound]) -> list[Outcome]:
         self.batches.append(list(messages))
@@ -119,8 +125,8 @@ class FakeDelivery:
             Outcome(
                 m.message_id,
                 self.answers.get(m.message_id, self.status),  # type: ignore[arg-type]
-                "250 2.0.0 OK",
-                "",
+                self.detail,
+                self.provider_ids.get(m.message_id, ""),
             )
             for m in messages
         ]

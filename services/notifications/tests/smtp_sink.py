@@ -7,6 +7,8 @@ Recipients beginning ``reject550`` are refused for good (550), ``defer451`` for 
 With USER:PASSWORD (``-`` for none), AUTH (PLAIN or LOGIN) is required and only that login
 passes. With CERT and KEY (PEM files), STARTTLS is offered and required before MAIL; each
 record says whether its session was encrypted.
+SMTP_SINK_DELAY_SECONDS (environment) makes it take that long over each message before it
+records and accepts it, as a busy relay would (the kill tests need batches that take a while).
 Prints ``ready`` once it listens; stops on SIGTERM.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import signal
 import ssl
 import sys
@@ -27,6 +30,7 @@ class Recorder:
     def __init__(self, record: str) -> None:
         self.out = None if record == "-" else open(record, "a", encoding="utf-8")  # noqa: SIM115
         self.count = 0
+        self.delay = float(os.environ.get("SMTP_SINK_DELAY_SECONDS", "0"))
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -39,6 +43,8 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.count += 1
         if self.out is not None:
             line = {

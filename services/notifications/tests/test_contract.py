@@ -3,20 +3,35 @@ as its message in protos/crm/notifications/v1/events.proto, the way a consumer d
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.message import Message
 
 from crm.notifications.v1 import events_pb2
 from crm.notifications.v1 import notifications_pb2 as pb
+from services.notifications.adapters.intake_tables import PostgresIntakeTables
+from services.notifications.application.flows import FlowCommands
+from services.notifications.application.intake import Intake
+from services.notifications.application.tracking import ONE_CLICK, Evidence
 from services.notifications.domain import policy
+from services.notifications.domain.bounces import Report
+from services.notifications.domain.flows import flow
 from services.notifications.domain.variant import SMS
 from services.notifications.tests.conftest import Env, create_email, email
 from services.notifications.tests.pipeline_env import Pipe
+from services.notifications.tests.test_flow_definitions import EXAMPLES, json_form
+from services.notifications.tests.test_tracking import (
+    TOKENS,
+    UNSUBSCRIBE,
+    FakeLedger,
+    sent_with_links,
+    tracking_of,
+)
 from shared.eventstore.postgres import PostgresEventStore
 from shared.testing import rpc
 from shared.testing.events import read_everything
 
-# Declared for a later slice (SMS status callbacks), published by nothing yet.
-NOT_YET = {"MessageDelivered"}
+NOT_YET: set[str] = set()  # declared for a later slice, published by nothing yet
 PARTS = {"TemplateVariant", "Trigger", "ConsentUsed", "QuietHours"}  # messages inside events
 
 
@@ -68,6 +83,51 @@ async def test_every_message_event_decodes_as_its_message(pipe: Pipe) -> None:
     assert seen == {"MessageDecided", "MessageDispatched", "MessageSent", "MessageFailed"}
 
 
+async def test_every_flow_event_decodes_as_its_message(dsn: str) -> None:
+    store = await PostgresEventStore.connect(dsn, max_size=4)
+    try:
+        flows = FlowCommands(store)
+        definition = json_form((EXAMPLES[0].parent / "win-back.yaml").read_text())
+        made = await flows.create(definition)
+        changed = {**definition, "name": "Win-back, v2"}
+        await flows.update(changed)
+        for decide in (flow.decide_pause, flow.decide_resume, flow.decide_archive):
+            await flows.change(made.flow_id, decide)
+        seen = set()
+        for message in await _decoded(store, ["flow", "flowkey"]):
+            seen.add(message.DESCRIPTOR.name)
+            if isinstance(message, events_pb2.FlowRevised):
+                assert message.definition.name == "Win-back, v2" and message.version == 2
+                assert message.definition.re_entry.days == 90
+    finally:
+        await store.close()
+    assert seen == {
+        "FlowCreated",
+        "FlowRevised",
+        "FlowPaused",
+        "FlowResumed",
+        "FlowArchived",
+        "FlowKeyClaimed",
+    }
+
+
+async def test_every_tracking_event_decodes_as_its_message(pipe: Pipe) -> None:
+    track = tracking_of(pipe, FakeLedger(pipe))
+    pipe.contacts.add()
+    mid = await sent_with_links(pipe)
+    await track.open(TOKENS.open_token(mid))
+    await track.click(TOKENS.click_token(mid, 0))
+    await track.unsubscribe_by(UNSUBSCRIBE.token(mid), ONE_CLICK, Evidence("192.0.2.1", "x"))
+    seen = {}
+    for message in await _decoded(pipe.store, ["message"]):
+        seen[message.DESCRIPTOR.name] = message
+    clicked, unsubscribed = seen["MessageClicked"], seen["MessageUnsubscribed"]
+    assert (clicked.link, clicked.host) == (0, "shop.example")  # type: ignore[attr-defined]
+    assert unsubscribed.channel == events_pb2.CHANNEL_EMAIL  # type: ignore[attr-defined]
+    assert unsubscribed.changed  # type: ignore[attr-defined]
+    assert set(seen) == {"MessageDecided", "MessageOpened", "MessageClicked", "MessageUnsubscribed"}
+
+
 def test_the_published_events_are_the_ones_produced_above() -> None:
     published = set(events_pb2.DESCRIPTOR.message_types_by_name) - PARTS - NOT_YET
     assert published == {
@@ -79,4 +139,68 @@ def test_the_published_events_are_the_ones_produced_above() -> None:
         "MessageDispatched",
         "MessageSent",
         "MessageFailed",
+        "MessageDelivered",
+        "MessageBounced",
+        "MessageComplained",
+        "FlowCreated",
+        "FlowRevised",
+        "FlowPaused",
+        "FlowResumed",
+        "FlowArchived",
+        "FlowKeyClaimed",
+        "MessageOpened",
+        "MessageClicked",
+        "MessageUnsubscribed",
     }
+
+
+class Suppressed:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    async def suppress(
+        self, contact_id: str, channel: str, reason: str, note: str, request_id: str
+    ) -> bool:
+        self.calls.append((contact_id, channel, reason))
+        return True
+
+
+async def test_every_intake_event_decodes_as_its_message(pipe: Pipe) -> None:
+    pipe.contacts.add()
+    t = await pipe.template()
+    bounced = await pipe.send(t, kind=policy.TRANSACTIONAL, request_id="bounced")
+    complained = await pipe.send(t, kind=policy.TRANSACTIONAL, request_id="complained")
+    sms = await pipe.send(await pipe.template("sms", SMS), kind=policy.TRANSACTIONAL)
+    pipe.delivery.provider_ids[sms.message_id] = "SM0001"
+    await pipe.dispatcher.tick()
+    contacts = Suppressed()
+    intake = Intake(pipe.store, PostgresIntakeTables(pipe.store, pipe.store.pool), contacts)
+    reports = [
+        Report(bounced.message_id, "soft_bounce", "4.2.2"),
+        Report(bounced.message_id, "hard_bounce", "5.1.1", "550 <address> unknown"),
+        Report(complained.message_id, "complaint", "", "feedback-type abuse"),
+    ]
+    await intake.reports(reports, "json")
+    await intake.sms_status("SM0001", "delivered", "")
+    seen: dict[str, list[Any]] = {}
+    for message in await _decoded(pipe.store, ["message"]):
+        seen.setdefault(message.DESCRIPTOR.name, []).append(message)
+    soft, hard = seen["MessageBounced"]
+    assert (soft.bounce_type, soft.soft_bounce_count, soft.suppress) == (
+        events_pb2.BOUNCE_TYPE_SOFT,
+        1,
+        False,
+    )
+    assert (hard.bounce_type, hard.status, hard.suppress) == (
+        events_pb2.BOUNCE_TYPE_HARD,
+        "5.1.1",
+        True,
+    )
+    [complaint] = seen["MessageComplained"]
+    assert (complaint.message_id, complaint.source) == (complained.message_id, "json")
+    [delivered] = seen["MessageDelivered"]
+    assert (delivered.message_id, delivered.provider_id) == (sms.message_id, "SM0001")
+    assert [c[2] for c in contacts.calls] == [
+        "SUPPRESSION_REASON_HARD_BOUNCE",
+        "SUPPRESSION_REASON_COMPLAINT",
+    ]

@@ -154,3 +154,21 @@ async def test_unreachable_workers_raise_with_the_code() -> None:
     finally:
         await client.close()
     assert raised.value.code == "UNAVAILABLE"
+
+
+async def test_ready_says_whether_the_workers_can_be_reached(
+    served: tuple[Recording, str],
+) -> None:
+    _, target = served
+    up = GrpcDelivery(target, TOKEN)
+    server = grpc.aio.server()
+    port = server.add_insecure_port("127.0.0.1:0")  # bound, then closed: nobody listens
+    await server.start()
+    await server.stop(None)
+    down = GrpcDelivery(f"127.0.0.1:{port}", TOKEN)
+    try:
+        assert await up.ready() and await up.ready()
+        assert not await down.ready()
+    finally:
+        await up.close()
+        await down.close()

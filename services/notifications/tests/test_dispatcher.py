@@ -226,3 +226,31 @@ async def test_a_test_message_is_sent_marked_and_never_counted(pipe: Pipe) -> No
     [out] = pipe.delivery.sent
     assert (out.to, out.subject, out.test) == ("qa@shop.example", "Hi Sam", True)
     assert (await pipe.send(t)).status == "MESSAGE_STATUS_QUEUED"  # the cap saw nothing
+
+
+async def test_a_providers_answer_keeps_no_address_in_the_log(pipe: Pipe) -> None:
+    pipe.contacts.add()
+    m = await pipe.send(await pipe.template())
+    pipe.delivery.status = "rejected"
+    pipe.delivery.detail = "550 5.1.1 <Ada@Example.com>: unknown user; cc bob@example.org"
+    await pipe.dispatcher.tick()
+    failed = (await pipe.events(m.message_id))[-1]
+    assert failed.type == d.FAILED
+    assert failed.data["detail"] == "550 5.1.1 <<recipient>>: unknown user; cc <address>"
+
+
+async def test_nothing_is_handed_over_while_the_workers_cannot_be_reached(pipe: Pipe) -> None:
+    """An outage uses up no attempt: the messages wait, then go when the workers are back."""
+    pipe.contacts.add()
+    m = await pipe.send(await pipe.template())
+    pipe.delivery.reachable = False
+    for _ in range(10):  # ten leases' worth of ticks: nothing dispatched, nothing in doubt
+        assert await pipe.dispatcher.tick() == 0
+        pipe.clock.advance(timedelta(minutes=5))
+    assert pipe.delivery.batches == []
+    assert [e.type for e in await pipe.events(m.message_id)] == [d.DECIDED]
+    pipe.delivery.reachable = True
+    await pipe.dispatcher.tick()
+    events = await pipe.events(m.message_id)
+    assert [e.type for e in events] == [d.DECIDED, d.DISPATCHED, d.SENT]
+    assert "in_doubt" not in events[1].data and events[1].data["attempt"] == 1

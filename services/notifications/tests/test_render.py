@@ -69,6 +69,28 @@ def test_what_a_template_does_wrong_is_a_render_failure(source: str) -> None:
         r.render_part(r.TEXT, "text", source, {})
 
 
+@pytest.mark.timeout(20)  # without the budget these run for hours
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "{% for a in items %}{% for b in items %}{% for c in items %}{% endfor %}{% endfor %}"
+        "{% endfor %}",
+    ],
+)
+def test_nested_loops_run_out_of_their_budget(source: str) -> None:
+    with pytest.raises(r.RenderFailure, match="loop iterations"):
+        r.render_part(r.TEXT, "text", source, {"items": list(range(1000))})
+
+
+def test_loops_within_the_budget_render_and_each_field_has_its_own() -> None:
+    src = "{% for i in range(1000) %}{% for j in range(999) %}{% endfor %}{% endfor %}ok"
+    assert r.render_part(r.TEXT, "text", src, {}) == "ok"
+    assert r.render_part(r.TEXT, "text", src, {}) == "ok"
+    loop = "{% for i in items %}{{ loop.index }}{{ i }}{% if loop.last %}/{{ loop.length }}{% endif %}{% endfor %}"
+    assert r.render_part(r.HTML, "html", loop, {"items": ["a", "b"]}) == "1a2b/2"
+
+
 def test_syntax_errors_name_field_and_line() -> None:
     found = r.syntax_errors(
         EMAIL, {"subject": "ok", "text": "a\nb\n{% if %}", "html": "{{ x | no_such_filter }}"}

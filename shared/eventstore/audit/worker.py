@@ -18,11 +18,11 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime
 
-import asyncpg
 import structlog
 
 from shared.eventstore.audit.checkpoints import Checkpoint, SigningKey
 from shared.eventstore.audit.port import AuditLog, LogBehindCheckpoint
+from shared.leadership import led
 from shared.metrics import CHECKPOINT_POSITION, CHECKPOINT_TIME, CHECKPOINTS_WRITTEN
 
 log = structlog.get_logger(__name__)
@@ -86,37 +86,22 @@ class CheckpointWriter:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stand by until leading, then write checkpoints until ``stop`` (run it supervised)."""
-        lock_conn = await asyncpg.connect(self.dsn)
+        await led(self.dsn, "audit:checkpoints", self._lead, stop, standby_poll=self.standby_poll)
+
+    async def _lead(self, until: asyncio.Event) -> None:
+        self.active = True
         try:
-            while not await lock_conn.fetchval(
-                "SELECT pg_try_advisory_lock(hashtext('audit:checkpoints'))"
-            ):
-                if await _wait(stop, None, self.standby_poll):
-                    return
-            lost = asyncio.Event()
-            lock_conn.add_termination_listener(lambda _c: lost.set())
-            self.active = True
             log.info("checkpoint.leading", every=self.every, key_id=self.key.key_id)
             wait = await self._first_wait()
-            while not await _wait(stop, lost, wait):
+            while not await _wait(until, wait):
                 await self.tick()
                 wait = self.every
-            if lost.is_set() and not stop.is_set():
-                raise ConnectionError("advisory lock connection lost")
         finally:
             self.active = False
-            with contextlib.suppress(Exception):
-                await lock_conn.close()
 
 
-async def _wait(stop: asyncio.Event, lost: asyncio.Event | None, seconds: float) -> bool:
-    """Wait ``seconds``; True as soon as ``stop`` (or ``lost``) is set."""
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if lost is not None:
-        waiters.append(asyncio.ensure_future(lost.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-    return stop.is_set() or (lost is not None and lost.is_set())
+async def _wait(until: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds``; True as soon as ``until`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(until.wait(), seconds)
+    return until.is_set()
