@@ -21,6 +21,7 @@ from bench import (
     delivery,
     grpc_load,
     importer,
+    notifications,
     orders,
     projection,
     report,
@@ -142,12 +143,25 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
                 notes,
                 lambda: segmentation.projection(es, dsn, notes),
             )
-            # Both delivery_worker_rss and notifications_email_rate (BENCH_ONLY by the first).
+            # Both delivery_worker_rss and delivery_worker_email_rate (BENCH_ONLY by the first).
             await _guarded(
                 "delivery_worker_rss",
                 metrics,
                 notes,
                 lambda: delivery.worker_rss_and_rate(notes),
+            )
+            # The notifications service end to end, through real processes.
+            await _guarded(
+                "notifications_email_rate",
+                metrics,
+                notes,
+                lambda: notifications.email_rate(dsn, notes),
+            )
+            await _guarded(
+                "notifications_decision_p99_ms",
+                metrics,
+                notes,
+                lambda: notifications.decision_p99(dsn, notes),
             )
         finally:
             await es.close()

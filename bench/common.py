@@ -60,6 +60,9 @@ GOALS: dict[str, Goal] = {
     "verify_rate": Goal(0.5, on_ratio=True),
     # the notifications delivery workers
     "delivery_worker_rss": Goal(200, higher_is_better=False),
+    # the notifications service end to end (issue 11)
+    "notifications_email_rate": Goal(0.5, on_ratio=True),
+    "notifications_decision_p99_ms": Goal(50, higher_is_better=False),
 }
 
 

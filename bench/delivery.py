@@ -1,8 +1,9 @@
 """The notifications delivery workers under load: `delivery_worker_rss` (the worker's peak
-resident memory while 100k emails go through it, goal < 200 MB) and `notifications_email_rate`
-(emails/s through the worker, against plain smtplib sending the same pre-rendered messages, the
-first 20k of them, to the same SMTP sink over the same number of connections). About ten
-minutes at BENCH_SCALE=1, nearly all of it the worker's 100k emails.
+resident memory while 100k emails go through it, goal < 200 MB) and
+`delivery_worker_email_rate` (emails/s through the worker alone, against plain smtplib sending
+the same pre-rendered messages, the first 20k of them, to the same SMTP sink over the same
+number of connections). About ten minutes at BENCH_SCALE=1, nearly all of it the worker's 100k
+emails. The suite's end-to-end rate (SendMessage to the sink) is bench/notifications.py.
 
 The sink is services/notifications/tests/smtp_sink.py (aiosmtpd, its own process, counting
 only). The worker is `python -m services.notifications delivery`, called through GrpcDelivery
@@ -154,7 +155,7 @@ async def worker_rss_and_rate(notes: list[str]) -> list[Metric]:
             extra={"messages": count, "idle_rss_mib": round(idle_rss, 1)},
         ),
         Metric(
-            "notifications_email_rate",
+            "delivery_worker_email_rate",
             rate,
             "emails/s",
             baseline,

@@ -14,7 +14,7 @@ import orjson
 
 from services.notifications.adapters.intake_tables import remember_provider_id
 from services.notifications.adapters.tracking_tables import record_links
-from services.notifications.application.ports import Deferred, Queued
+from services.notifications.application.ports import Deferred, Queued, Settlement
 from services.notifications.domain.links import Link
 from shared.eventstore import EventStore, StreamAppend
 
@@ -192,29 +192,27 @@ class PostgresPipelineTables:
                 [(uuid.UUID(r.message_id), r.attempt + 1, lease_until) for r in rows],
             )
 
-    async def settle(
-        self,
-        appends: Sequence[StreamAppend],
-        message_id: str,
-        retry_at: datetime | None,
-        *,
-        provider_id: str = "",
-        contact_id: str = "",
-    ) -> None:
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        if not settlements:
+            return
+        retired = [uuid.UUID(s.message_id) for s in settlements if s.retry_at is None]
+        again = [(uuid.UUID(s.message_id), s.retry_at) for s in settlements if s.retry_at]
         async with self.store.transaction() as uow:
-            await uow.append_multi(list(appends))
-            if provider_id:  # the gateway's id, for its status callbacks (the intake)
-                await remember_provider_id(uow.connection, provider_id, message_id, contact_id)
-            if retry_at is None:
+            await uow.append_multi([s.append for s in settlements])
+            for s in settlements:
+                if s.provider_id:  # the gateway's id, for its status callbacks (the intake)
+                    await remember_provider_id(
+                        uow.connection, s.provider_id, s.message_id, s.contact_id
+                    )
+            if retired:
                 await uow.connection.execute(
-                    f"DELETE FROM {SCHEMA}.outbox WHERE message_id = $1", uuid.UUID(message_id)
+                    f"DELETE FROM {SCHEMA}.outbox WHERE message_id = ANY($1::uuid[])", retired
                 )
-            else:
-                await uow.connection.execute(
+            if again:
+                await uow.connection.executemany(
                     f"""UPDATE {SCHEMA}.outbox SET in_flight = false, due_at = $2
                         WHERE message_id = $1""",
-                    uuid.UUID(message_id),
-                    retry_at,
+                    again,
                 )
 
     async def recipient(self, message_id: str) -> str:

@@ -6,9 +6,10 @@ For each batch of due outbox rows:
 1. MessageDispatched (attempt n) is appended and the rows marked in flight, due again at the
    end of a lease, in one transaction that COMMITS before anything is sent;
 2. the batch goes to the delivery workers (``Delivery.deliver``);
-3. each outcome is recorded with its row in one transaction: MessageSent (the row retired),
-   MessageFailed with a retry time (exponential backoff) while attempts remain, or a final
-   MessageFailed (the row retired).
+3. each outcome is recorded with its row: MessageSent (the row retired), MessageFailed with a
+   retry time (exponential backoff) while attempts remain, or a final MessageFailed (the row
+   retired); the batch's outcomes in one transaction (one commit per message made recording
+   cost as much as sending: a batch of 500 took seconds while the workers waited).
 
 A row whose lease ran out with no outcome recorded (the dispatcher stopped between 1 and 3, or
 the workers could not be reached) is in doubt: it is dispatched again, attempt n+1 with the
@@ -26,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from services.notifications.application.delivery import Delivery, Outbound, Outcome
-from services.notifications.application.ports import PipelineTables, Queued
+from services.notifications.application.ports import PipelineTables, Queued, Settlement
 from services.notifications.application.sending import MESSAGE, MessageCommands
 from services.notifications.domain import decision as d
 from shared.eventstore import StreamAppend, StreamState
@@ -78,6 +79,11 @@ def outbound(row: Queued, attempt: int) -> Outbound:
     )
 
 
+def _never_answered(row: Queued) -> Outcome:
+    detail = f"no outcome recorded after {row.attempt} attempts (in doubt)"
+    return Outcome(row.message_id, "rejected", detail)
+
+
 def _append(message_id: str, event: d.Event, key: str) -> StreamAppend:
     """An event of the dispatcher's own, with an id derived from ``key`` (written once)."""
     stream = d.stream_of(message_id)
@@ -111,9 +117,9 @@ class Dispatcher:
             return 0
         self.reachable = True
         out_of_attempts = [r for r in rows if r.in_flight and r.attempt >= self.config.max_attempts]
-        for row in out_of_attempts:  # in doubt with no attempt left: final, never forgotten
-            detail = f"no outcome recorded after {row.attempt} attempts (in doubt)"
-            await self._record(row, row.attempt, Outcome(row.message_id, "rejected", detail))
+        await self._record(  # in doubt with no attempt left: final, never forgotten
+            [(row, row.attempt, _never_answered(row)) for row in out_of_attempts]
+        )
         rows = [r for r in rows if r not in out_of_attempts]
         if not rows:
             return len(out_of_attempts)
@@ -132,33 +138,36 @@ class Dispatcher:
             log.warning("delivery.unreachable", error=f"{type(exc).__name__}: {exc}"[:300])
             return len(rows) + len(out_of_attempts)
         by_id: Mapping[str, Outcome] = {o.message_id: o for o in outcomes}
-        for row in rows:
-            outcome = by_id.get(row.message_id)
-            if outcome is not None:  # a missing one stays in doubt
-                await self._record(row, row.attempt + 1, outcome)
+        await self._record(  # a missing outcome stays in doubt
+            [(r, r.attempt + 1, by_id[r.message_id]) for r in rows if r.message_id in by_id]
+        )
         return len(rows) + len(out_of_attempts)
 
-    async def _record(self, row: Queued, attempt: int, outcome: Outcome) -> None:
-        now, label = self.clock(), _label(row.channel)
-        key = f"outcome:{attempt}"
-        detail = d.redacted(outcome.detail, row.address)  # no address in the log
-        if outcome.status == "sent":
-            event = d.sent(row.message_id, attempt, detail, outcome.provider_id)
-            await self.tables.settle(
-                [_append(row.message_id, event, key)],
-                row.message_id,
-                None,
-                provider_id=outcome.provider_id,
-                contact_id=row.contact_id,
-            )
-            NOTIFICATIONS_SENT.labels(channel=label, outcome="sent").inc()
-            return
-        again = None
-        if outcome.status == "retry" and attempt < self.config.max_attempts:
-            again = retry_at(now, attempt, self.config)
-        event = d.failed(row.message_id, attempt, detail, again)
-        await self.tables.settle([_append(row.message_id, event, key)], row.message_id, again)
-        NOTIFICATIONS_SENT.labels(channel=label, outcome="retry" if again else "failed").inc()
+    async def _record(self, outcomes: list[tuple[Queued, int, Outcome]]) -> None:
+        """The outcomes (row, attempt, outcome) with their rows, in one transaction."""
+        now = self.clock()
+        settled: list[tuple[Settlement, str, str]] = []  # with the metric's labels
+        for row, attempt, outcome in outcomes:
+            key, label = f"outcome:{attempt}", _label(row.channel)
+            detail = d.redacted(outcome.detail, row.address)  # no address in the log
+            if outcome.status == "sent":
+                event = d.sent(row.message_id, attempt, detail, outcome.provider_id)
+                append = _append(row.message_id, event, key)
+                settlement = Settlement(
+                    row.message_id, append, None, outcome.provider_id, row.contact_id
+                )
+                settled.append((settlement, label, "sent"))
+                continue
+            again = None
+            if outcome.status == "retry" and attempt < self.config.max_attempts:
+                again = retry_at(now, attempt, self.config)
+            event = d.failed(row.message_id, attempt, detail, again)
+            append = _append(row.message_id, event, key)
+            result = "retry" if again else "failed"
+            settled.append((Settlement(row.message_id, append, again), label, result))
+        await self.tables.settle([s for s, _, _ in settled])
+        for _, label, result in settled:
+            NOTIFICATIONS_SENT.labels(channel=label, outcome=result).inc()
 
     async def decide_due(self) -> int:
         """Decide again every deferred message whose time has come; how many were. A timer that

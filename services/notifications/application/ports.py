@@ -122,6 +122,18 @@ class Deciding(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """An attempt's outcome as written: its event, and its row retired (``retry_at`` None) or
+    due again at ``retry_at``."""
+
+    message_id: str
+    append: StreamAppend
+    retry_at: datetime | None
+    provider_id: str = ""  # the next hop's id of a sent message
+    contact_id: str = ""
+
+
 class PipelineTables(Protocol):
     def deciding(self, contact_id: str) -> AbstractAsyncContextManager[Deciding]:
         """A transaction of the event store with the contact locked (one decision at a time
@@ -139,16 +151,8 @@ class PipelineTables(Protocol):
         new attempt, due again at ``lease_until`` (then in doubt) unless an outcome comes."""
         ...
 
-    async def settle(
-        self,
-        appends: Sequence[StreamAppend],
-        message_id: str,
-        retry_at: datetime | None,
-        *,
-        provider_id: str = "",
-        contact_id: str = "",
-    ) -> None:
-        """One transaction: the outcome's event, and the row retired (``retry_at`` None) or
-        due again at ``retry_at``; the next hop's ``provider_id`` of a sent message remembered
-        (SMS status callbacks name it)."""
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        """One transaction for a batch's outcomes: each outcome's event with its row retired
+        or due again, and a sent message's ``provider_id`` remembered (SMS status callbacks
+        name it); all of them or, should it fail, none (then they are in doubt)."""
         ...

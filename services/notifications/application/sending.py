@@ -6,6 +6,7 @@ Two concurrent decisions for one contact therefore never both pass a cap."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -185,9 +186,18 @@ class MessageCommands:
         message_id = new_id(NS, "message", request.request_id)
         earlier = self._earlier(message_id, request_id, meta)
 
-        if (done := await earlier()) is not None:
+        # An earlier answer and the template are read at once (one round trip on every call);
+        # the earlier answer wins, whatever became of the template since.
+        done, template = await asyncio.gather(
+            earlier(), self._template(request.template_id, request.template_key),
+            return_exceptions=True,
+        )  # fmt: skip
+        if isinstance(done, BaseException):
+            raise done
+        if done is not None:
             return done
-        template = await self._template(request.template_id, request.template_key)
+        if isinstance(template, BaseException):
+            raise template
         if template.channel == WEBHOOK and not request.webhook_url:
             raise Invalid([("webhook_url", "WEBHOOK_URL_REQUIRED", "a webhook template needs it")])
         if template.channel != WEBHOOK and request.webhook_url:

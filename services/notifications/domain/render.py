@@ -241,20 +241,34 @@ def syntax_errors(channel: str, parts: Mapping[str, str]) -> list[Problem]:
 
 def names_read(source: str) -> set[str]:
     """The top-level variables a template reads (``contact``, ``metrics``, ``data``...)."""
+    return set(_names_read(source))
+
+
+# Every decision asks both questions of the same few sources: parsing them each time cost a
+# quarter of the serve role's CPU under SendMessage load, so the answers are kept (like
+# _compiled's templates; they depend on the source alone).
+@functools.lru_cache(maxsize=256)
+def _names_read(source: str) -> frozenset[str]:
     try:
-        return set(meta.find_undeclared_variables(_ENVS[TEXT].parse(source)))
+        return frozenset(meta.find_undeclared_variables(_ENVS[TEXT].parse(source)))
     except TemplateSyntaxError:
-        return set()
+        return frozenset()
 
 
 def fields_read(source: str, name: str) -> set[str] | None:
     """The fields of the variable ``name`` a template reads (``contact.first_name``,
     ``contact['email']`` → first_name, email); None when it uses ``name`` as a whole (prints it,
     loops over it, hands it to a filter), so every field must be there."""
+    found = _fields_read(source, name)
+    return None if found is None else set(found)
+
+
+@functools.lru_cache(maxsize=256)
+def _fields_read(source: str, name: str) -> frozenset[str] | None:
     try:
         tree = _ENVS[TEXT].parse(source)
     except TemplateSyntaxError:
-        return set()
+        return frozenset()
     uses = [n for n in tree.find_all(nodes.Name) if n.name == name]
     fields: set[str] = set()
     accessed = 0
@@ -269,7 +283,7 @@ def fields_read(source: str, name: str) -> set[str] | None:
         else:
             return None  # contact[some_expression]: any field
         accessed += 1
-    return fields if accessed == len(uses) else None
+    return frozenset(fields) if accessed == len(uses) else None
 
 
 def _text_const(node: nodes.Node) -> bool:

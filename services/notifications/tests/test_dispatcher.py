@@ -110,6 +110,30 @@ async def test_a_rejected_message_fails_at_once(pipe: Pipe) -> None:
     assert await pipe.rows("outbox") == []
 
 
+async def test_a_batch_records_each_outcome_with_its_own_row(pipe: Pipe) -> None:
+    """One batch, three answers (recorded in one transaction): each message gets its own
+    event, the sent and the rejected rows are retired, the one to retry is due again."""
+    ids = [f"6f1c0e2a-1b7d-4c55-9a0e-3e2d1c4b5a6{n}" for n in range(3)]
+    template = await pipe.template()
+    sent = []
+    for n, cid in enumerate(ids):
+        pipe.contacts.add(cid, email=f"reader{n}@example.com")
+        sent.append(await pipe.send(template, contact_id=cid, request_id=f"batch-{n}"))
+    ok, later, refused = (m.message_id for m in sent)
+    pipe.delivery.answers = {later: "retry", refused: "rejected"}
+    counts = [_sent("email", o) for o in ("sent", "retry", "failed")]
+    assert await pipe.dispatcher.tick() == 3
+    assert len(pipe.delivery.batches) == 1
+    last = {m: (await pipe.events(m))[-1] for m in (ok, later, refused)}
+    assert (last[ok].type, last[ok].data["attempt"]) == (d.SENT, 1)
+    assert last[later].type == d.FAILED and "retry_time" in last[later].data
+    assert last[refused].type == d.FAILED and last[refused].data["final"] is True
+    [row] = await pipe.rows("outbox")
+    assert (str(row["message_id"]), row["in_flight"], row["attempt"]) == (later, False, 1)
+    assert row["due_at"] == NOON + Dispatching().backoff
+    assert [_sent("email", o) for o in ("sent", "retry", "failed")] == [c + 1 for c in counts]
+
+
 def test_backoff_doubles_and_is_capped() -> None:
     c = Dispatching(backoff=timedelta(seconds=10), max_backoff=timedelta(seconds=50))
     assert [retry_at(NOON, n, c) - NOON for n in (1, 2, 3, 4)] == [

@@ -158,6 +158,21 @@ def test_the_contact_fields_a_template_reads(source: str, fields: set[str] | Non
     assert r.fields_read(source, "contact") == fields
 
 
+def test_what_a_template_reads_is_answered_afresh_each_time() -> None:
+    """The answers are kept per source (they cost a parse): a caller changing the set it got
+    changes nothing for the next caller, and another name gets its own answer."""
+    source = "{{ contact.first_name }} {{ data.offer }}"
+    first = r.fields_read(source, "contact")
+    assert first == {"first_name"}
+    first.add("email")
+    assert r.fields_read(source, "contact") == {"first_name"}
+    assert r.fields_read(source, "data") == {"offer"}
+    names = r.names_read(source)
+    names.clear()
+    assert r.names_read(source) == {"contact", "data"}
+    assert r.names_read("{% if x %}") == set()  # a syntax error reads nothing
+
+
 def test_the_fields_a_variant_reads_across_its_parts() -> None:
     v = Version(
         1,

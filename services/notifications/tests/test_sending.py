@@ -16,10 +16,11 @@ from services.notifications.application.dispatcher import Dispatcher, Dispatchin
 from services.notifications.application.ports import Queued
 from services.notifications.domain import decision as d
 from services.notifications.domain import policy
+from services.notifications.domain.decision import ConsentUsed
 from services.notifications.domain.variant import EMAIL, SMS
 from services.notifications.tests.pipeline_env import ADA, Pipe, build, with_cap
 from shared.application.commands import RequestIdReused
-from shared.domain.errors import Invalid, NotFound
+from shared.domain.errors import Invalid, NotFound, Precondition
 from shared.eventstore.postgres import PostgresEventStore
 
 SURVIVOR = "0d9b1b8e-5b0f-4e5c-8d7b-2a4c6e8f0a1b"
@@ -99,6 +100,36 @@ async def test_a_merged_contact_is_decided_for_its_survivor(pipe: Pipe) -> None:
     assert (str(row["contact_id"]), row["address"]) == (SURVIVOR, "survivor@example.com")
 
 
+async def test_the_consent_used_is_the_decided_contacts_own(pipe: Pipe) -> None:
+    """The consent is asked at once with the contact: an unknown or erased contact's refusal of
+    that question is not the decision's failure, and a merged contact's survivor is asked."""
+    asked: list[str] = []
+    known = pipe.contacts.consent
+
+    async def consent(contact_id: str, channel: str) -> ConsentUsed:
+        asked.append(contact_id)
+        await asyncio.sleep(0)  # answered after the contact
+        found = pipe.contacts.people.get(contact_id)
+        if found is None or found.erased:
+            raise RuntimeError("contacts: no consent for such a contact")
+        return await known(contact_id, channel)
+
+    pipe.contacts.consent = consent  # type: ignore[method-assign]
+    t = await pipe.template()
+    with pytest.raises(NotFound):
+        await pipe.send(t, request_id="unknown")
+    pipe.contacts.add(erased=True, email="")
+    assert (await pipe.send(t, request_id="erased")).last_decision[
+        "reason"
+    ] == policy.CONTACT_ERASED
+    pipe.contacts.add(SURVIVOR, email="survivor@example.com")
+    pipe.contacts.merged[ADA] = SURVIVOR
+    sent = await pipe.send(t, request_id="merged")
+    assert sent.last_decision["outcome"] == policy.SEND
+    assert sent.last_decision["consent"]["state"] == policy.SUBSCRIBED
+    assert asked[-1] == SURVIVOR
+
+
 async def test_a_contact_found_by_identity(pipe: Pipe) -> None:
     pipe.contacts.add()
     t = await pipe.template()
@@ -130,6 +161,11 @@ async def test_a_retried_request_answers_its_first_decision(pipe: Pipe) -> None:
     assert len(await pipe.rows("outbox")) == 1
     with pytest.raises(RequestIdReused):
         await pipe.send(t, request_id="again", meta={"request_sha256": "another"})
+    await pipe.templates.archive(t.template_id)  # the first answer still, not TEMPLATE_ARCHIVED
+    third = await pipe.send(t, request_id="again", meta=meta)
+    assert third.message_id == first.message_id and third.status == "MESSAGE_STATUS_QUEUED"
+    with pytest.raises(Precondition):  # a new request is refused
+        await pipe.send(t, request_id="after-archiving", meta=meta)
 
 
 async def test_webhook_urls_only_for_webhook_templates(pipe: Pipe) -> None:
