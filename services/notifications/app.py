@@ -24,7 +24,7 @@ from services.notifications.adapters.queries import TemplateQueries
 from services.notifications.adapters.readmodel import TemplatesProjection
 from services.notifications.adapters.tracking_http import Network, add_routes, trusted_networks
 from services.notifications.adapters.tracking_tables import PostgresLinks
-from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcMetrics
+from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcOrders
 from services.notifications.api import flows as flows_api
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
 from services.notifications.application.dispatcher import Dispatcher, Dispatching
@@ -56,7 +56,7 @@ DISPATCHER = "notifications-dispatcher"
 
 class NotificationsSettings(Settings):
     contacts_target: str = "127.0.0.1:50051"  # contacts' gRPC address (profiles, consent)
-    orders_target: str = "127.0.0.1:50052"  # orders' gRPC address (customer metrics)
+    orders_target: str = "127.0.0.1:50052"  # orders' gRPC address (metrics, carts, orders)
     # The delivery workers (the `delivery` role, DeliveryService), host:port: make run's by
     # default; compose and Kubernetes name the notifications-delivery service.
     delivery_url: str = "127.0.0.1:50254"
@@ -191,18 +191,18 @@ class Upstreams:
         token = service_token(settings, "the contacts and orders APIs")
         tls = ClientTls.of(settings)
         self.contacts = GrpcContacts(settings.contacts_target, token, tls)
-        self.metrics = GrpcMetrics(settings.orders_target, token, tls)
+        self.orders = GrpcOrders(settings.orders_target, token, tls)
 
     def commands(self, rt: Runtime, settings: NotificationsSettings) -> MessageCommands:
         tables = PostgresPipelineTables(rt.store, rt.pool)
         templates = TemplateCommands(rt.store)
         return MessageCommands(
-            rt.store, tables, self.contacts, self.metrics, templates, pipeline(settings)
+            rt.store, tables, self.contacts, self.orders, templates, pipeline(settings)
         )
 
     async def close(self) -> None:
         await self.contacts.close()
-        await self.metrics.close()
+        await self.orders.close()
 
 
 class NotificationsApi:

@@ -58,6 +58,8 @@ def _deferred(r: asyncpg.Record) -> Deferred:
         webhook_url=r["webhook_url"],
         request_id=r["request_id"],
         data=orjson.loads(r["data"]),
+        cart_id=r["cart_id"],
+        order_id=r["order_id"],
     )
 
 
@@ -127,8 +129,9 @@ class PostgresDeciding:
     async def defer(self, t: Deferred) -> None:
         await self.conn.execute(
             f"""INSERT INTO {SCHEMA}.timers (message_id, decision, due_at, requested_contact_id,
-                    template_id, template_version, kind, locale, webhook_url, request_id, data)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)""",
+                    template_id, template_version, kind, locale, webhook_url, request_id, data,
+                    cart_id, order_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13)""",
             uuid.UUID(t.message_id),
             t.decision,
             t.due_at,
@@ -140,6 +143,8 @@ class PostgresDeciding:
             t.webhook_url,
             t.request_id,
             orjson.dumps(dict(t.data)).decode(),
+            t.cart_id,
+            t.order_id,
         )
 
     async def fired(self, message_id: str) -> None:

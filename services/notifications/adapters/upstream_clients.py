@@ -1,4 +1,4 @@
-"""Contacts (profile, identity, consent) and orders (customer metrics) over their gRPC APIs,
+"""Contacts (profile, identity, consent) and orders (metrics, carts, orders) over their gRPC APIs,
 called with notifications' service token: services never read each other's tables. Their
 refusals become ours (shared/grpckit/upstream.py); anything else is UNAVAILABLE."""
 
@@ -15,6 +15,7 @@ from crm.contacts.v1 import consent_pb2_grpc as kpb_grpc
 from crm.contacts.v1 import contacts_pb2 as cpb
 from crm.contacts.v1 import contacts_pb2_grpc as cpb_grpc
 from crm.contacts.v1 import events_pb2 as cepb
+from crm.orders.v1 import events_pb2 as oepb
 from crm.orders.v1 import orders_pb2 as opb
 from crm.orders.v1 import orders_pb2_grpc as opb_grpc
 from services.notifications.application.ports import ContactFacts
@@ -144,7 +145,7 @@ class GrpcContacts:
         return bool(answer.changed)
 
 
-class GrpcMetrics:
+class GrpcOrders:
     def __init__(self, target: str, token: str, tls: ClientTls | None = None) -> None:
         self.channel = open_channel(target, tls)
         self.stub = opb_grpc.OrdersServiceStub(self.channel)
@@ -153,7 +154,7 @@ class GrpcMetrics:
     async def close(self) -> None:
         await self.channel.close()
 
-    async def of(self, contact_id: str) -> dict[str, Any]:
+    async def metrics(self, contact_id: str) -> dict[str, Any]:
         try:
             m = await self.stub.GetCustomerMetrics(
                 opb.GetCustomerMetricsRequest(contact_id=contact_id),
@@ -181,3 +182,70 @@ class GrpcMetrics:
                 for c in m.currencies
             ],
         }
+
+    async def cart(self, cart_id: str) -> dict[str, Any] | None:
+        try:
+            got = await self.stub.GetCart(
+                opb.GetCartRequest(cart_id=cart_id), timeout=TIMEOUT, metadata=self.auth
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return None
+            raise ORDERS.error(err, "cart_id", "read the cart") from None
+        c = got.cart
+        return {
+            "cart_id": c.cart_id,
+            "contact_id": c.contact_id,
+            "currency": c.currency,
+            "items": [_item(i) for i in c.items],
+            "item_count": sum(i.quantity for i in c.items),
+            "subtotal": c.subtotal,
+            "state": opb.CartState.Name(c.state).removeprefix("CART_STATE_").lower(),
+        }
+
+    async def order(self, order_id: str) -> dict[str, Any] | None:
+        try:
+            got = await self.stub.GetOrder(
+                opb.GetOrderRequest(order_id=order_id), timeout=TIMEOUT, metadata=self.auth
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return None
+            raise ORDERS.error(err, "order_id", "read the order") from None
+        o = got.order
+        return {
+            "order_id": o.order_id,
+            "contact_id": o.contact_id,
+            "number": o.external_ref,
+            "currency": o.currency,
+            "items": [_item(i) for i in o.items],
+            "subtotal": o.subtotal,
+            "shipping": o.shipping,
+            "tax": o.tax,
+            "total": o.total,
+            "paid": o.paid,
+            "refunded": o.refunded,
+            "state": opb.OrderState.Name(o.state).removeprefix("ORDER_STATE_").lower(),
+            "shipments": [
+                {
+                    "carrier": sh.carrier,
+                    "tracking_number": sh.tracking_number,
+                    "tracking_url": sh.tracking_url,
+                    "ship_time": _time(sh.ship_time),
+                }
+                for sh in o.shipments
+            ],
+            "place_time": _time(o.place_time),
+        }
+
+
+def _item(i: oepb.LineItem) -> dict[str, Any]:
+    """A line as templates read it: amounts in minor units (format with ``| money(currency)``)."""
+    return {
+        "sku": i.sku,
+        "name": i.name,
+        "quantity": i.quantity,
+        "unit_price": i.unit_price,
+        "discount": i.discount,
+        "total": i.quantity * i.unit_price - i.discount,
+    }

@@ -115,7 +115,13 @@ def send_request(r: pb.SendMessageRequest) -> SendRequest:
         locale=locale_arg(r.locale),
         webhook_url=url_arg(r.webhook_url, "webhook_url") if r.webhook_url else "",
         request_id=r.request_id,
+        cart_id=_optional_uuid(r.cart_id, "cart_id", "INVALID_CART_ID"),
+        order_id=_optional_uuid(r.order_id, "order_id", "INVALID_ORDER_ID"),
     )
+
+
+def _optional_uuid(value: str, field: str, reason: str) -> str:
+    return calls.required_uuid(DOMAIN, value, field, reason) if value else ""
 
 
 def _parse(data: Any, message: Any) -> Any:

@@ -1,7 +1,8 @@
 """What a decision reads before its transaction: the contact (the survivor when merged), its
 consent on the channel, its address, and the message rendered with the contact's profile, the
-customer's metrics (when the template reads them) and the trigger's data; and the outbox row a
-SEND writes. The settings the pipeline renders with."""
+customer's metrics (when the template reads them), the cart or the order the message is about
+(when the request names one: it must be the contact's) and the trigger's data; and the outbox
+row a SEND writes. The settings the pipeline renders with."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from services.notifications.application.ports import (
     ContactFacts,
     Contacts,
     Deciding,
-    Metrics,
+    Orders,
     Queued,
 )
 from services.notifications.domain import decision as d
@@ -25,6 +26,7 @@ from services.notifications.domain.template import Template
 from services.notifications.domain.tracking import TrackingTokens
 from services.notifications.domain.unsubscribe import Unsubscribe
 from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
+from shared.domain.errors import NotFound, Precondition
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,16 @@ class Pipeline:
     sms_from: str = ""
     unsubscribe: Unsubscribe | None = None  # List-Unsubscribe on marketing email when set
     tracking: TrackingTokens | None = None  # opens and clicks of HTML email when set
+
+
+@dataclass(frozen=True)
+class Given:
+    """What the request gives the message besides the contact and the template."""
+
+    data: Mapping[str, Any] = field(default_factory=dict)  # the trigger's, read as `data`
+    webhook_url: str = ""
+    cart_id: str = ""  # read from orders as `cart`
+    order_id: str = ""  # read from orders as `order`
 
 
 @dataclass(frozen=True)
@@ -51,13 +63,12 @@ class Gathered:
 
 async def gather(
     contacts: Contacts,
-    metrics: Metrics,
+    orders: Orders,
     contact_id: str,
     template: Template,
     version: int,
     locale: str,
-    data: Mapping[str, Any],
-    webhook_url: str,
+    given: Given,
 ) -> Gathered | None:
     """The facts for a decision; None when contacts knows no such contact. A render failure is
     a fact too (the decision turns a SEND into a skip, RENDER_FAILED)."""
@@ -65,19 +76,35 @@ async def gather(
     contact, consent = await _contact_and_consent(contacts, contact_id, channel)
     if contact is None:
         return None
-    address = {EMAIL: contact.email, SMS: contact.phone, WEBHOOK: webhook_url}[channel]
+    address = {EMAIL: contact.email, SMS: contact.phone, WEBHOOK: given.webhook_url}[channel]
     chosen = template.at(version)
     wanted = locale or contact.locale
     used = message.fields_read_by(chosen, wanted, "contact")  # only what the template reads
     profile = {k: v for k, v in contact.profile.items() if used is None or k in used}
-    variables: dict[str, Any] = {"contact": profile, "data": dict(data)}
-    if "metrics" in message.names_read_by(chosen, wanted) and not contact.erased:
-        variables["metrics"] = await metrics.of(contact.contact_id)
+    variables: dict[str, Any] = {"contact": profile, "data": dict(given.data)}
+    if not contact.erased:
+        if "metrics" in message.names_read_by(chosen, wanted):
+            variables["metrics"] = await orders.metrics(contact.contact_id)
+        owners = {contact_id, contact.contact_id}  # the survivor's, or the merged contact's
+        if given.cart_id:
+            variables["cart"] = _owned(await orders.cart(given.cart_id), "cart", owners)
+        if given.order_id:
+            variables["order"] = _owned(await orders.order(given.order_id), "order", owners)
     try:
         rendered = message.render(channel, chosen, wanted, variables)
         return Gathered(contact, consent, address, rendered, None)
     except RenderFailure as failure:
         return Gathered(contact, consent, address, None, failure)
+
+
+def _owned(found: dict[str, Any] | None, kind: str, owners: set[str]) -> dict[str, Any]:
+    """A cart or an order the message may show: it exists and is the contact's."""
+    name = kind.upper()
+    if found is None:
+        raise NotFound(f"{name}_NOT_FOUND", f"orders knows no such {kind}", field=f"{kind}_id")
+    if found.get("contact_id") not in owners:
+        raise Precondition(f"{name}_NOT_THE_CONTACTS", f"the {kind} is another contact's")
+    return found
 
 
 async def _contact_and_consent(

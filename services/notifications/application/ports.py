@@ -1,7 +1,7 @@
 """What the message pipeline needs from outside: contacts (profile, identity, consent) and
-orders (metrics) over their gRPC APIs, and its own tables (outbox, marketing sends, timers,
-recipients), written in the event store's transaction. Adapters implement them for real;
-tests may fake contacts and orders behind them."""
+orders (metrics, carts, orders) over their gRPC APIs, and its own tables (outbox, marketing
+sends, timers, recipients), written in the event store's transaction. Adapters implement them
+for real; tests may fake contacts and orders behind them."""
 
 from __future__ import annotations
 
@@ -46,9 +46,19 @@ class Contacts(Protocol):
         ...
 
 
-class Metrics(Protocol):
-    async def of(self, contact_id: str) -> dict[str, Any]:
-        """Orders' customer metrics as template data (zeros for a contact with no orders)."""
+class Orders(Protocol):
+    """What a template may read from orders, as template data."""
+
+    async def metrics(self, contact_id: str) -> dict[str, Any]:
+        """The customer's metrics (zeros for a contact with no orders)."""
+        ...
+
+    async def cart(self, cart_id: str) -> dict[str, Any] | None:
+        """A cart (its contact_id included); None when orders knows none."""
+        ...
+
+    async def order(self, order_id: str) -> dict[str, Any] | None:
+        """An order (its contact_id included); None when orders knows none."""
         ...
 
 
@@ -89,6 +99,8 @@ class Deferred:
     webhook_url: str = ""
     request_id: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
+    cart_id: str = ""  # the cart or order the message is about, read again at the decision
+    order_id: str = ""
 
 
 class Deciding(Protocol):

@@ -15,6 +15,7 @@ from typing import Any
 
 from services.notifications.application.facts import (
     Gathered,
+    Given,
     Pipeline,
     enqueue,
     gather,
@@ -24,7 +25,7 @@ from services.notifications.application.ports import (
     ContactFacts,
     Contacts,
     Deferred,
-    Metrics,
+    Orders,
     PipelineTables,
 )
 from services.notifications.application.templates import TemplateCommands
@@ -65,6 +66,8 @@ class SendRequest:
     locale: str = ""
     webhook_url: str = ""
     request_id: str = ""
+    cart_id: str = ""  # read from orders as the template's `cart`
+    order_id: str = ""  # read from orders as the template's `order`
 
 
 class MessageCommands:
@@ -73,12 +76,12 @@ class MessageCommands:
         store: EventStore,
         tables: PipelineTables,
         contacts: Contacts,
-        metrics: Metrics,
+        orders: Orders,
         templates: TemplateCommands,
         pipeline: Pipeline,
         clock: Callable[[], datetime] = _now,
     ) -> None:
-        self.store, self.tables, self.contacts, self.metrics = store, tables, contacts, metrics
+        self.store, self.tables, self.contacts, self.orders = store, tables, contacts, orders
         self.templates, self.pipeline, self.clock = templates, pipeline, clock
         self.runner = CommandRunner(store)
 
@@ -208,13 +211,12 @@ class MessageCommands:
         async def attempt(_n: int) -> trail.Trail:
             facts = await gather(
                 self.contacts,
-                self.metrics,
+                self.orders,
                 requested,
                 template,
                 version,
                 request.locale,
-                request.data,
-                request.webhook_url,
+                Given(request.data, request.webhook_url, request.cart_id, request.order_id),
             )
             if facts is None:
                 raise NotFound("CONTACT_NOT_FOUND", f"no contact {requested}", field="contact_id")
@@ -240,6 +242,8 @@ class MessageCommands:
                 webhook_url=request.webhook_url,
                 request_id=request.request_id,
                 data=dict(request.data),
+                cart_id=request.cart_id,
+                order_id=request.order_id,
             )
             return await self._decide(subject, facts, 1, request_id, meta, None, later)
 
@@ -256,13 +260,12 @@ class MessageCommands:
         first = state.decisions[0]
         facts = await gather(
             self.contacts,
-            self.metrics,
+            self.orders,
             timer.requested_contact_id,
             template,
             timer.template_version,
             timer.locale,
-            timer.data,
-            timer.webhook_url,
+            Given(timer.data, timer.webhook_url, timer.cart_id, timer.order_id),
         )
         if facts is None:  # contacts never forgets a contact; should it, the message is moot
             facts = Gathered(ContactFacts(state.contact_id, erased=True), None, "", None, None)

@@ -39,7 +39,11 @@ def render(channel: str, version: Version, locale: str, variables: Mapping[str, 
 
     def part(name: str) -> str:
         source = variant.part(name)
-        return render_part(kind_of((channel, name)), name, source, variables) if source else ""
+        if not source:
+            return ""
+        return render_part(
+            kind_of((channel, name)), name, source, variables, locale or variant.locale
+        )
 
     if channel == EMAIL:
         subject = part("subject").strip()

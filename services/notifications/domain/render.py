@@ -9,6 +9,9 @@
   over ``MAX_OUTPUT``). Every such failure is a ``RenderFailure``, so callers never crash on a
   template.
 - Syntax is checked when a template is saved (``syntax_errors``): the field and the line.
+- Money: amounts are integers in minor units (as orders keeps them); ``{{ item.total |
+  money(cart.currency) }}`` writes one in the message's locale ("12,50 €" in fr, "€12.50" in
+  en), with the currency's own number of decimals (JPY none).
 
 - Work is bounded too: ranges (100,000 items), repetition and output size by the sandbox, and
   every ``{% for %}`` counts its iterations against one budget per field (``MAX_ITERATIONS``),
@@ -23,9 +26,20 @@ import json
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, meta, nodes
+from babel.core import UnknownLocaleError
+from babel.numbers import format_currency, get_currency_precision, is_currency
+from jinja2 import (
+    StrictUndefined,
+    Template,
+    TemplateSyntaxError,
+    Undefined,
+    meta,
+    nodes,
+    pass_context,
+)
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
@@ -87,6 +101,7 @@ def _wrap(value: Any, path: str) -> Any:
 
 
 _iterations_left: contextvars.ContextVar[list[int]] = contextvars.ContextVar("iterations")
+_locale: contextvars.ContextVar[str] = contextvars.ContextVar("locale", default="")
 _COUNTED = "__crm_counted__"  # the global every loop's iterable goes through
 
 
@@ -99,12 +114,28 @@ def _counted(iterable: Iterable[Any]) -> Iterator[Any]:
         yield item
 
 
+@pass_context  # never folded at compile time: the locale is the render's
+def money(_context: Any, amount: Any, currency: Any) -> str:
+    """``amount`` minor units of ``currency`` (ISO 4217), written for the message's locale."""
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise TypeError(f"money: the amount must be an integer of minor units, not {amount!r}")
+    code = str(currency).upper()
+    if not is_currency(code):
+        raise ValueError(f"money: unknown currency {currency!r}")
+    value = Decimal(amount).scaleb(-get_currency_precision(code))
+    try:
+        return str(format_currency(value, code, locale=_locale.get().replace("-", "_") or "en"))
+    except (UnknownLocaleError, ValueError):  # a locale babel does not know: English
+        return str(format_currency(value, code, locale="en"))
+
+
 class _Env(SandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.globals[_COUNTED] = _counted
+        self.filters["money"] = money
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         """The parsed template with every loop's iterable wrapped in ``_counted``."""
@@ -198,12 +229,16 @@ def _line(err: BaseException) -> int | None:
     return line
 
 
-def render_part(kind: str, part: str, source: str, variables: Mapping[str, Any]) -> str:
-    """One field rendered with ``variables`` (JSON-like data); RenderFailure otherwise."""
+def render_part(
+    kind: str, part: str, source: str, variables: Mapping[str, Any], locale: str = ""
+) -> str:
+    """One field rendered with ``variables`` (JSON-like data) for ``locale`` (how money is
+    written); RenderFailure otherwise."""
     template = compile_part(kind, part, source)
     out: list[str] = []
     size = 0
     budget = _iterations_left.set([MAX_ITERATIONS])
+    speaking = _locale.set(locale)
     try:
         chunks: Iterator[str] = template.generate(_wrap(variables, ""))
         for chunk in chunks:
@@ -218,6 +253,7 @@ def render_part(kind: str, part: str, source: str, variables: Mapping[str, Any])
         raise RenderFailure(part, _line(err), message[:300]) from None
     finally:
         _iterations_left.reset(budget)
+        _locale.reset(speaking)
     return "".join(out)
 
 

@@ -35,6 +35,7 @@ class Env:
     contacts: cpb_grpc.ContactsServiceStub
     consent: kpb_grpc.ConsentServiceStub
     contacts_served: Served
+    orders_served: Served | None = None
 
     async def settle(self) -> None:
         await self.served.settle()
@@ -86,6 +87,7 @@ async def env(dsn: str) -> AsyncIterator[Env]:
             cpb_grpc.ContactsServiceStub(contacts.channel),
             kpb_grpc.ConsentServiceStub(contacts.channel),
             contacts,
+            orders,
         )
     await store.close()
 

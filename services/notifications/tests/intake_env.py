@@ -33,7 +33,7 @@ from services.notifications.application.intake import Intake
 from services.notifications.application.sending import MessageCommands, Pipeline
 from services.notifications.application.templates import TemplateCommands
 from services.notifications.domain import policy
-from services.notifications.tests.pipeline_env import FakeMetrics
+from services.notifications.tests.pipeline_env import FakeOrders
 from shared.eventstore.postgres import PostgresEventStore
 from shared.testing import tokens
 from shared.testing.service_env import Served
@@ -195,7 +195,7 @@ def dispatcher_for(store: PostgresEventStore, contacts: GrpcContacts) -> tuple[D
     tables = PostgresPipelineTables(store, store.pool)
     pipeline = Pipeline(policy.Rules(), "Shop <news@shop.example>", "SHOP", None)
     commands = MessageCommands(
-        store, tables, contacts, FakeMetrics(), TemplateCommands(store), pipeline
+        store, tables, contacts, FakeOrders(), TemplateCommands(store), pipeline
     )
     delivery = GatewayDelivery()
     return Dispatcher(tables, delivery, commands, Dispatching()), delivery

@@ -1,5 +1,5 @@
 """The message pipeline's application on a real PostgreSQL store and its real tables, with
-fakes behind the ports it calls out through: contacts, orders' metrics and the delivery
+fakes behind the ports it calls out through: contacts, orders (metrics, carts, orders) and the delivery
 workers. A movable clock drives caps, quiet hours, backoff and leases."""
 
 from __future__ import annotations
@@ -84,13 +84,21 @@ class FakeContacts:
         )
 
 
-class FakeMetrics:
+class FakeOrders:
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.carts: dict[str, dict[str, Any]] = {}
+        self.orders: dict[str, dict[str, Any]] = {}
 
-    async def of(self, contact_id: str) -> dict[str, Any]:
+    async def metrics(self, contact_id: str) -> dict[str, Any]:
         self.asked.append(contact_id)
         return {"order_count": 3, "currencies": []}
+
+    async def cart(self, cart_id: str) -> dict[str, Any] | None:
+        return self.carts.get(cart_id)
+
+    async def order(self, order_id: str) -> dict[str, Any] | None:
+        return self.orders.get(order_id)
 
 
 class FakeDelivery:
@@ -137,7 +145,7 @@ class Pipe:
     store: PostgresEventStore
     tables: PostgresPipelineTables
     contacts: FakeContacts
-    metrics: FakeMetrics
+    orders: FakeOrders
     delivery: FakeDelivery
     clock: Clock
     templates: TemplateCommands
@@ -182,12 +190,12 @@ def build(
 ) -> Pipe:
     clock = Clock()
     tables = PostgresPipelineTables(store, store.pool)
-    contacts, metrics, delivery = FakeContacts(), FakeMetrics(), FakeDelivery()
+    contacts, orders, delivery = FakeContacts(), FakeOrders(), FakeDelivery()
     templates = TemplateCommands(store)
     pipeline = Pipeline(rules or policy.Rules(), "Shop <news@shop.example>", "SHOP", unsubscribe)
-    messages = MessageCommands(store, tables, contacts, metrics, templates, pipeline, clock)
+    messages = MessageCommands(store, tables, contacts, orders, templates, pipeline, clock)
     dispatcher = Dispatcher(tables, delivery, messages, config or Dispatching(), clock)
-    return Pipe(store, tables, contacts, metrics, delivery, clock, templates, messages, dispatcher)
+    return Pipe(store, tables, contacts, orders, delivery, clock, templates, messages, dispatcher)
 
 
 def with_cap(rules: policy.Rules, channel: str, cap: int) -> policy.Rules:
