@@ -34,6 +34,7 @@ from services.notifications.application.sending import MessageCommands, Pipeline
 from services.notifications.application.templates import TemplateCommands
 from services.notifications.application.tracking import Tracking
 from services.notifications.domain import policy, signatures
+from services.notifications.domain.bounces import SoftBounces
 from services.notifications.domain.tracking import TrackingTokens
 from services.notifications.domain.unsubscribe import Unsubscribe
 from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
@@ -91,6 +92,9 @@ class NotificationsSettings(Settings):
     # to: INTAKE_BASE_URL (default TRACKING_BASE_URL + "/intake") + "/sms/status".
     intake_secret: str = ""
     intake_base_url: str = ""
+    # Soft bounces suppress the channel at the limit-th within the window (days).
+    soft_bounce_limit: int = 3
+    soft_bounce_window_days: float = 7.0
     sms_auth_token: str = ""
     dispatch_batch_size: int = 100
     dispatch_max_attempts: int = 5
@@ -176,8 +180,11 @@ def intake_app(
             signatures.webhook_key(settings.intake_secret)
         except ValueError as err:
             raise SystemExit(f"INTAKE_SECRET: {err}") from None
+    if settings.soft_bounce_limit < 1 or settings.soft_bounce_window_days <= 0:
+        raise SystemExit("SOFT_BOUNCE_LIMIT must be 1 or more, SOFT_BOUNCE_WINDOW_DAYS above 0")
+    rule = SoftBounces(settings.soft_bounce_limit, timedelta(days=settings.soft_bounce_window_days))
     return make_intake_app(
-        Intake(rt.store, PostgresIntakeTables(rt.store, rt.pool), contacts),
+        Intake(rt.store, PostgresIntakeTables(rt.store, rt.pool), contacts, soft_bounces=rule),
         webhook_secret=settings.intake_secret,
         sms_auth_token=settings.sms_auth_token if base else "",
         sms_status_url=base.rstrip("/") + "/sms/status",

@@ -22,7 +22,7 @@ import structlog
 from services.notifications.application.sending import MESSAGE
 from services.notifications.domain import decision as d
 from services.notifications.domain import intake
-from services.notifications.domain.bounces import Report
+from services.notifications.domain.bounces import Report, SoftBounces
 from services.notifications.domain.variant import EMAIL, SMS
 from shared.domain.errors import DomainError, Invalid, NotFound, Precondition
 from shared.eventstore import DuplicateEventId, EventStore, StreamAppend, StreamState
@@ -105,8 +105,10 @@ class Intake:
         tables: IntakeTables,
         contacts: Suppressing,
         clock: Callable[[], datetime] = _now,
+        soft_bounces: SoftBounces = SoftBounces(),  # noqa: B008 - frozen, shared safely
     ) -> None:
         self.store, self.tables, self.contacts, self.clock = store, tables, contacts, clock
+        self.soft_bounces = soft_bounces
 
     async def _read(self, message_id: str) -> intake.Target:
         return _target(message_id, await self.store.read_stream(d.stream_of(message_id)))
@@ -164,7 +166,7 @@ class Intake:
                 earlier = await tx.soft_bounces(
                     target.contact_id, target.channel, target.message_id
                 )
-            event = intake.report_event(report, source, earlier, now)
+            event = intake.report_event(report, source, earlier, now, self.soft_bounces)
             own = MESSAGE.events(stream, [event], intake.report_key(report), ACTOR)
             await tx.append([StreamAppend(stream, own, StreamState.EXISTS)])
             if soft:

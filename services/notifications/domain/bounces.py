@@ -34,6 +34,21 @@ MAX_EVENTS = 1000
 SOFT_BOUNCES_TO_SUPPRESS = 3
 SOFT_BOUNCE_WINDOW = timedelta(days=7)
 
+
+@dataclass(frozen=True)
+class SoftBounces:
+    """When soft bounces suppress: the ``limit``-th within ``window`` (SOFT_BOUNCE_LIMIT,
+    SOFT_BOUNCE_WINDOW_DAYS; 3 within 7 days by default, as listmonk's and most providers')."""
+
+    limit: int = SOFT_BOUNCES_TO_SUPPRESS
+    window: timedelta = SOFT_BOUNCE_WINDOW
+
+    def within(self, earlier: Iterable[datetime], now: datetime) -> int:
+        """How many of ``earlier`` count at ``now``."""
+        since = now - self.window
+        return sum(1 for t in earlier if since < t <= now)
+
+
 _ADDRESS = re.compile(r"[^\s<>\"';,()]+@[^\s<>\"';,()]+")
 _STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 _MESSAGE_ID = re.compile(r"<([^@<>\s]+)@[^<>\s]*>")
@@ -187,11 +202,14 @@ def _json_kind(event: Mapping[str, Any], where: str) -> Kind:
     raise ReportError("INVALID_REPORT", f"{where}.type must be bounce or complaint")
 
 
-def suppresses(kind: Kind, earlier_soft_bounces: Iterable[datetime], now: datetime) -> bool:
+def suppresses(
+    kind: Kind,
+    earlier_soft_bounces: Iterable[datetime],
+    now: datetime,
+    rule: SoftBounces = SoftBounces(),
+) -> bool:
     """Whether this report suppresses the address: a hard bounce or a complaint at once, a soft
-    bounce when it is the SOFT_BOUNCES_TO_SUPPRESS-th within SOFT_BOUNCE_WINDOW."""
+    bounce when it is the rule's limit-th within its window."""
     if kind != "soft_bounce":
         return True
-    since = now - SOFT_BOUNCE_WINDOW
-    recent = sum(1 for t in earlier_soft_bounces if since < t <= now)
-    return recent + 1 >= SOFT_BOUNCES_TO_SUPPRESS
+    return rule.within(earlier_soft_bounces, now) + 1 >= rule.limit

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from services.notifications.domain import decision as d
-from services.notifications.domain.bounces import SOFT_BOUNCE_WINDOW, Report, suppresses
+from services.notifications.domain.bounces import Report, SoftBounces, suppresses
 
 BOUNCED, COMPLAINED, DELIVERED = d.BOUNCED, d.COMPLAINED, d.DELIVERED
 
@@ -67,10 +67,14 @@ def recorded(target: Target, report: Report) -> dict[str, Any] | None:
 
 
 def report_event(
-    report: Report, source: str, earlier_soft: Iterable[datetime], now: datetime
+    report: Report,
+    source: str,
+    earlier_soft: Iterable[datetime],
+    now: datetime,
+    rule: SoftBounces = SoftBounces(),  # noqa: B008 - frozen, shared safely
 ) -> d.Event:
     """The event of a report; ``earlier_soft``: the contact's earlier soft bounces on the
-    channel (for the third-in-seven-days rule)."""
+    channel (for the rule: by default the third within seven days suppresses)."""
     if report.kind == "complaint":
         data: dict[str, Any] = {"message_id": report.message_id, "source": source}
         if report.detail:
@@ -81,11 +85,10 @@ def report_event(
         "message_id": report.message_id,
         "bounce_type": bounce_type(report),
         "source": source,
-        "suppress": suppresses(report.kind, earlier, now),
+        "suppress": suppresses(report.kind, earlier, now, rule),
     }
     if report.kind == "soft_bounce":
-        since = now - SOFT_BOUNCE_WINDOW
-        data["soft_bounce_count"] = 1 + sum(1 for t in earlier if since < t <= now)
+        data["soft_bounce_count"] = 1 + rule.within(earlier, now)
     data |= {k: v for k, v in (("status", report.status), ("detail", report.detail)) if v}
     return BOUNCED, {k: v for k, v in data.items() if v is not False}
 

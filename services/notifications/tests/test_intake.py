@@ -16,7 +16,7 @@ from services.notifications.adapters.intake_tables import PostgresIntakeTables
 from services.notifications.app import NotificationsSettings, intake_app
 from services.notifications.application.intake import Intake
 from services.notifications.domain import policy
-from services.notifications.domain.bounces import Report
+from services.notifications.domain.bounces import Report, SoftBounces
 from services.notifications.tests.pipeline_env import Pipe
 from shared.domain.errors import Precondition
 from shared.grpckit.errors import Unavailable
@@ -130,3 +130,24 @@ def test_the_composition_mounts_four_endpoints_and_refuses_a_bad_secret(pipe: Pi
         intake_app(
             rt, settings.model_copy(update={"intake_secret": "whsec_***"}), FakeSuppressing()
         )
+
+
+async def test_the_soft_bounce_rule_is_a_setting(pipe: Pipe) -> None:
+    """SOFT_BOUNCE_LIMIT=2, SOFT_BOUNCE_WINDOW_DAYS=1: the second within a day suppresses."""
+    ids = await _sent(pipe, 3)
+    contacts = FakeSuppressing()
+    rule = SoftBounces(2, timedelta(days=1))
+    intake = Intake(
+        pipe.store,
+        PostgresIntakeTables(pipe.store, pipe.store.pool),
+        contacts,
+        pipe.clock,
+        soft_bounces=rule,
+    )
+    await intake.reports([Report(ids[0], "soft_bounce")], "dsn")
+    pipe.clock.advance(timedelta(days=1, seconds=1))  # the first no longer counts
+    [second] = await intake.reports([Report(ids[1], "soft_bounce")], "dsn")
+    assert not second.suppressed
+    pipe.clock.advance(timedelta(hours=23))
+    [third] = await intake.reports([Report(ids[2], "soft_bounce")], "dsn")
+    assert third.suppressed and len(contacts.calls) == 1
