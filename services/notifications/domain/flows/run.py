@@ -19,6 +19,7 @@ from typing import Any
 
 from services.notifications.domain.flows import definition as fd
 from services.notifications.domain.flows.definition import Flow, Step
+from services.notifications.domain.flows.trigger import ends_runs, matches
 
 PREFIX = "crm.notifications.v1."
 STARTED = PREFIX + "FlowRunStarted"
@@ -202,10 +203,6 @@ def timer_due(run: Run, flow: Flow, now: datetime, tz: tzinfo) -> tuple[list[Eve
     return walk(run, flow, nxt, now, tz)
 
 
-def matches(filter_: Mapping[str, str], data: Mapping[str, Any]) -> bool:
-    return all(str(data.get(k, "")) == v for k, v in filter_.items())
-
-
 def event_seen(
     run: Run,
     flow: Flow,
@@ -215,11 +212,12 @@ def event_seen(
     now: datetime,
     tz: tzinfo,
 ) -> tuple[list[Event], list[Effect]]:
-    """An event of the run's contact: an exit event ends the run; the event a wait step waits
-    for (its filter matching) takes the wait's event branch; anything else changes nothing."""
+    """An event of the run's contact: an exit event ends the run (so do a withdrawn consent and
+    an erasure, for a flow that sends marketing); the event a wait step waits for (its filter
+    matching) takes the wait's event branch; anything else changes nothing."""
     if run.status == DONE:
         return [], []
-    if event_type in flow.exit_events:
+    if ends_runs(flow, event_type):
         ended = {"run_id": run.run_id, "reason": EXITED, "event_type": event_type}
         return [(ENDED, {**ended, "event_id": event_id})], []
     if run.status != WAITING_STATE or run.waiting_for != event_type:
