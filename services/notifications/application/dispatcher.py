@@ -27,8 +27,9 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from services.notifications.application.delivery import Delivery, Outbound, Outcome
+from services.notifications.application.message_stream import MESSAGE
 from services.notifications.application.ports import PipelineTables, Queued, Settlement
-from services.notifications.application.sending import MESSAGE, MessageCommands
+from services.notifications.application.sending import MessageCommands
 from services.notifications.domain import decision as d
 from shared.eventstore import StreamAppend, StreamState
 from shared.metrics import NOTIFICATIONS_IN_DOUBT, NOTIFICATIONS_SENT

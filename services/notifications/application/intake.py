@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from services.notifications.application.sending import MESSAGE
+from services.notifications.application.message_stream import MESSAGE
 from services.notifications.domain import decision as d
 from services.notifications.domain import intake
 from services.notifications.domain.bounces import Report, SoftBounces

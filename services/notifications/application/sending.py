@@ -21,6 +21,7 @@ from services.notifications.application.facts import (
     gather,
     outbox_row,
 )
+from services.notifications.application.message_stream import MESSAGE, NS
 from services.notifications.application.ports import (
     ContactFacts,
     Contacts,
@@ -29,26 +30,16 @@ from services.notifications.application.ports import (
     PipelineTables,
 )
 from services.notifications.application.templates import TemplateCommands
+from services.notifications.application.test_messages import TestMessageSender
 from services.notifications.domain import decision as d
 from services.notifications.domain import policy, trail
 from services.notifications.domain.template import Template
 from services.notifications.domain.variant import WEBHOOK
 from shared.application import commands as command_runner
-from shared.application.commands import Aggregate, CommandRunner, apply, new_id
+from shared.application.commands import CommandRunner, apply, new_id
 from shared.domain.errors import Invalid, NotFound, Precondition
 from shared.eventstore import EventStore, StreamAppend, StreamState
 from shared.metrics import NOTIFICATIONS_SENT
-
-NS = uuid.UUID("0c3f5a52-6d0e-4f4e-9a57-3b1f2f9c7d41")  # never change: retries would repeat
-
-MESSAGE: Aggregate[trail.Trail] = Aggregate(
-    namespace=NS,
-    stream_of=d.stream_of,
-    fold=lambda _id, rows: trail.fold(rows),
-    evolve=trail.evolve,
-    missing="MESSAGE_NOT_FOUND",
-    id_field="message_id",
-)
 
 
 def _now() -> datetime:
@@ -297,40 +288,10 @@ class MessageCommands:
         request_id: str = "",
         meta: Mapping[str, Any] = {},
     ) -> trail.Trail:
-        """SendTestMessage: no contact, no policy, not counted; RENDER_ERROR when it cannot be
-        rendered (nothing written)."""
-        rid = request_id or uuid.uuid4().hex
-        message_id = new_id(NS, "test-message", request_id)
-        earlier = self._earlier(message_id, rid, meta)
-
-        if (done := await earlier()) is not None:
-            return done
-        shown, rendered = await self.templates.render(template, version, locale, variables)
-        subject = d.Subject(
-            message_id=message_id,
-            contact_id="",
-            requested_contact_id="",
-            channel=template.channel,
-            kind=policy.TRANSACTIONAL,
-            template_id=template.template_id,
-            template_version=shown,
-            locale=rendered.locale,
-            trigger=d.TEST,
-            request_id=request_id,
-            test=True,
+        """SendTestMessage (application/test_messages.py)."""
+        sender = TestMessageSender(
+            self.runner, self.tables, self.templates, self.pipeline, self.clock
         )
-
-        async def attempt(_n: int) -> trail.Trail:
-            now = self.clock()
-            facts = policy.Facts(channel=template.channel, kind=subject.kind, now=now)
-            event = d.decided(subject, facts, policy.Decision(policy.SEND), consent=None, number=1)
-            stream = d.stream_of(message_id)
-            async with self.tables.deciding("") as tx:
-                own = MESSAGE.events(stream, [event], rid, meta)
-                await tx.append([StreamAppend(stream, own, StreamState.NO_STREAM)])
-                row = outbox_row(self.pipeline, now, subject, address, rendered)
-                await enqueue(tx, self.pipeline, row)
-                await tx.remember_recipient(message_id, "", address)
-            return apply(MESSAGE, None, [event], now, 0)
-
-        return await self.runner.retrying(attempt, earlier)
+        return await sender.send(
+            template, version, address, variables, locale, request_id=request_id, meta=meta
+        )

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from services.notifications.application.message_stream import MESSAGE
 from services.notifications.application.ports import Contacts
-from services.notifications.application.sending import MESSAGE
 from services.notifications.domain import decision as d
 from services.notifications.domain import links, policy, tracking
 from services.notifications.domain.trail import Trail

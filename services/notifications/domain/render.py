@@ -26,11 +26,8 @@ import json
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
-from babel.core import UnknownLocaleError
-from babel.numbers import format_currency, get_currency_precision, is_currency
 from jinja2 import (
     StrictUndefined,
     Template,
@@ -38,12 +35,13 @@ from jinja2 import (
     Undefined,
     meta,
     nodes,
-    pass_context,
 )
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
 from markupsafe import Markup
+
+from services.notifications.domain import money
 
 MAX_OUTPUT = 1_000_000  # characters one field may render to
 MAX_EXPONENT = 100
@@ -101,7 +99,6 @@ def _wrap(value: Any, path: str) -> Any:
 
 
 _iterations_left: contextvars.ContextVar[list[int]] = contextvars.ContextVar("iterations")
-_locale: contextvars.ContextVar[str] = contextvars.ContextVar("locale", default="")
 _COUNTED = "__crm_counted__"  # the global every loop's iterable goes through
 
 
@@ -114,28 +111,13 @@ def _counted(iterable: Iterable[Any]) -> Iterator[Any]:
         yield item
 
 
-@pass_context  # never folded at compile time: the locale is the render's
-def money(_context: Any, amount: Any, currency: Any) -> str:
-    """``amount`` minor units of ``currency`` (ISO 4217), written for the message's locale."""
-    if isinstance(amount, bool) or not isinstance(amount, int):
-        raise TypeError(f"money: the amount must be an integer of minor units, not {amount!r}")
-    code = str(currency).upper()
-    if not is_currency(code):
-        raise ValueError(f"money: unknown currency {currency!r}")
-    value = Decimal(amount).scaleb(-get_currency_precision(code))
-    try:
-        return str(format_currency(value, code, locale=_locale.get().replace("-", "_") or "en"))
-    except (UnknownLocaleError, ValueError):  # a locale babel does not know: English
-        return str(format_currency(value, code, locale="en"))
-
-
 class _Env(SandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.globals[_COUNTED] = _counted
-        self.filters["money"] = money
+        self.filters["money"] = money.money
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         """The parsed template with every loop's iterable wrapped in ``_counted``."""
@@ -238,7 +220,7 @@ def render_part(
     out: list[str] = []
     size = 0
     budget = _iterations_left.set([MAX_ITERATIONS])
-    speaking = _locale.set(locale)
+    speaking = money.LOCALE.set(locale)
     try:
         chunks: Iterator[str] = template.generate(_wrap(variables, ""))
         for chunk in chunks:
@@ -253,7 +235,7 @@ def render_part(
         raise RenderFailure(part, _line(err), message[:300]) from None
     finally:
         _iterations_left.reset(budget)
-        _locale.reset(speaking)
+        money.LOCALE.reset(speaking)
     return "".join(out)
 
 
