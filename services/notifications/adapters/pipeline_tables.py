@@ -84,11 +84,19 @@ class PostgresDeciding:
     async def append(self, appends: Sequence[StreamAppend]) -> None:
         await self.uow.append_multi(list(appends))  # type: ignore[attr-defined]
 
-    async def enqueue(self, row: Queued) -> None:
+    async def enqueue(self, row: Queued, marketing_send_at: datetime | None = None) -> None:
+        """One statement (one round trip, on every SEND): the outbox row, the recipient, and
+        for marketing the marketing send."""
         await self.conn.execute(
-            f"""INSERT INTO {SCHEMA}.outbox (message_id, contact_id, channel, address, sender,
-                    subject, text, html, body, headers, test, due_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)""",
+            f"""WITH outbox AS (
+                    INSERT INTO {SCHEMA}.outbox (message_id, contact_id, channel, address, sender,
+                        subject, text, html, body, headers, test, due_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)),
+                recipient AS (
+                    INSERT INTO {SCHEMA}.recipients VALUES ($1, $2, $4)
+                    ON CONFLICT (message_id) DO UPDATE SET address = excluded.address)
+                INSERT INTO {SCHEMA}.marketing_sends
+                SELECT $2, $3, $1, $13::timestamptz WHERE $13::timestamptz IS NOT NULL""",
             uuid.UUID(row.message_id),
             _uuid(row.contact_id),
             row.channel,
@@ -101,30 +109,11 @@ class PostgresDeciding:
             orjson.dumps([list(h) for h in row.headers]).decode(),
             row.test,
             row.due_at,
+            marketing_send_at,
         )
 
     async def record_links(self, message_id: str, contact_id: str, links: Sequence[Link]) -> None:
         await record_links(self.conn, message_id, contact_id, links)
-
-    async def count_marketing_send(
-        self, contact_id: str, channel: str, message_id: str, at: datetime
-    ) -> None:
-        await self.conn.execute(
-            f"INSERT INTO {SCHEMA}.marketing_sends VALUES ($1, $2, $3, $4)",
-            uuid.UUID(contact_id),
-            channel,
-            uuid.UUID(message_id),
-            at,
-        )
-
-    async def remember_recipient(self, message_id: str, contact_id: str, address: str) -> None:
-        await self.conn.execute(
-            f"""INSERT INTO {SCHEMA}.recipients VALUES ($1, $2, $3)
-                ON CONFLICT (message_id) DO UPDATE SET address = excluded.address""",
-            uuid.UUID(message_id),
-            _uuid(contact_id),
-            address,
-        )
 
     async def defer(self, t: Deferred) -> None:
         await self.conn.execute(

@@ -166,9 +166,11 @@ def with_tracking(p: Pipeline, row: Queued) -> tuple[Queued, tuple[links.Link, .
     return replace(row, html=tracked.html), tracked.links
 
 
-async def enqueue(tx: Deciding, p: Pipeline, row: Queued) -> None:
+async def enqueue(
+    tx: Deciding, p: Pipeline, row: Queued, marketing_send_at: datetime | None = None
+) -> None:
     """The outbox row, tracked (``with_tracking``), and its links, in the decision's transaction."""
     row, tracked = with_tracking(p, row)
-    await tx.enqueue(row)
+    await tx.enqueue(row, marketing_send_at)
     if tracked:
         await tx.record_links(row.message_id, row.contact_id, tracked)

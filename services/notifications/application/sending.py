@@ -160,12 +160,7 @@ class MessageCommands:
             if verdict.outcome == policy.SEND:
                 assert facts.rendered is not None
                 row = outbox_row(self.pipeline, now, subject, facts.address, facts.rendered)
-                await enqueue(tx, self.pipeline, row)
-                await tx.remember_recipient(subject.message_id, contact.contact_id, facts.address)
-                if marketing:
-                    await tx.count_marketing_send(
-                        contact.contact_id, subject.channel, subject.message_id, now
-                    )
+                await enqueue(tx, self.pipeline, row, now if marketing else None)
             elif verdict.outcome == policy.DEFER:
                 assert verdict.defer_until is not None
                 await tx.defer(replace(later, decision=number + 1, due_at=verdict.defer_until))

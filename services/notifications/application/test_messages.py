@@ -82,7 +82,6 @@ class TestMessageSender:
                 await tx.append([StreamAppend(stream, own, StreamState.NO_STREAM)])
                 row = outbox_row(self.pipeline, now, subject, address, rendered)
                 await enqueue(tx, self.pipeline, row)
-                await tx.remember_recipient(message_id, "", address)
             return apply(MESSAGE, None, [event], now, 0)
 
         return await self.runner.retrying(attempt, earlier)

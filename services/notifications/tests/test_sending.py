@@ -176,8 +176,8 @@ async def test_webhook_urls_only_for_webhook_templates(pipe: Pipe) -> None:
 
 async def test_a_failed_row_write_leaves_no_decision(dsn: str) -> None:
     class Broken(pipeline_tables.PostgresDeciding):
-        async def enqueue(self, row: Queued) -> None:
-            await super().enqueue(row)
+        async def enqueue(self, row: Queued, marketing_send_at: datetime | None = None) -> None:
+            await super().enqueue(row, marketing_send_at)
             raise RuntimeError("disk full")
 
     store = await PostgresEventStore.connect(dsn, max_size=5)
