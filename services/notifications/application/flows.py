@@ -10,9 +10,9 @@ from typing import Any
 
 from services.notifications.domain.flows import flow as domain
 from services.notifications.domain.flows.flow import FlowState
-from shared.application.commands import Aggregate, CommandRunner, Event, new_events, new_id
-from shared.domain.errors import Conflict, NotFound
-from shared.eventstore import EventStore, StreamAppend, StreamState
+from shared.application.commands import Aggregate, CommandRunner, Event, new_id
+from shared.application.keys import UniqueKey
+from shared.eventstore import EventStore, StreamAppend
 
 NS = uuid.UUID("5b0e9a3c-47d2-4e1b-8f6a-2c9d8e7f1a30")  # never change: retries would repeat
 
@@ -24,6 +24,7 @@ FLOW: Aggregate[FlowState] = Aggregate(
     missing="FLOW_NOT_FOUND",
     id_field="flow_id",
 )
+KEY = UniqueKey(NS, domain.key_stream, domain.KEY_CLAIMED, "flow_id", "flow")
 
 
 class FlowCommands:
@@ -39,17 +40,7 @@ class FlowCommands:
         key = str(decided[0][1]["key"])
 
         async def plan(_attempt: int) -> tuple[list[Event], list[StreamAppend]]:
-            stream = domain.key_stream(key)
-            head = await self.store.read_heads([stream])
-            if stream in head and head[stream].data.get("flow_id") != flow_id:
-                raise Conflict(
-                    "FLOW_KEY_TAKEN",
-                    f"the key {key!r} belongs to another flow",
-                    flow_id=str(head[stream].data.get("flow_id", "")),
-                )
-            claim = [(domain.KEY_CLAIMED, {"flow_id": flow_id, "key": key})]
-            events = new_events(NS, stream, claim, request_id, meta)
-            return decided, [StreamAppend(stream, events, StreamState.NO_STREAM)]
+            return decided, [await KEY.claim(self.store, key, flow_id, request_id, meta)]
 
         return await self.runner.create(FLOW, flow_id, plan, request_id=request_id, meta=meta)
 
@@ -85,11 +76,7 @@ class FlowCommands:
     # --- reads from the log: always the latest write -------------------------------------------
 
     async def id_of(self, key: str) -> str:
-        stream = domain.key_stream(key)
-        head = (await self.store.read_heads([stream])).get(stream) if key else None
-        if head is None:
-            raise NotFound("FLOW_NOT_FOUND", f"no flow with key {key!r}", key=key)
-        return str(head.data["flow_id"])
+        return await KEY.holder(self.store, key)
 
     async def get(self, flow_id: str = "", key: str = "") -> FlowState:
         """A flow by id, or by key (the key stream names its flow)."""

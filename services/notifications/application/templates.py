@@ -13,9 +13,10 @@ from services.notifications.domain import template as domain
 from services.notifications.domain.render import RenderFailure
 from services.notifications.domain.template import Template
 from services.notifications.domain.variant import Variant
-from shared.application.commands import Aggregate, CommandRunner, Event, new_events, new_id
-from shared.domain.errors import Conflict, NotFound, Precondition
-from shared.eventstore import EventStore, StreamAppend, StreamState
+from shared.application.commands import Aggregate, CommandRunner, Event, new_id
+from shared.application.keys import UniqueKey
+from shared.domain.errors import Precondition
+from shared.eventstore import EventStore, StreamAppend
 
 NS = uuid.UUID("8d1c6f0e-2b57-4c3a-9e64-71a5b0d3c2f9")  # never change: retries would repeat
 KEY_CLAIMED = "crm.notifications.v1.TemplateKeyClaimed"  # the key stream's only event
@@ -28,6 +29,7 @@ TEMPLATE: Aggregate[Template] = Aggregate(
     missing="TEMPLATE_NOT_FOUND",
     id_field="template_id",
 )
+KEY = UniqueKey(NS, domain.key_stream, KEY_CLAIMED, "template_id", "template")
 
 
 class TemplateCommands:
@@ -49,17 +51,7 @@ class TemplateCommands:
         decided = domain.decide_create(template_id, key, channel, name, variants)
 
         async def plan(_attempt: int) -> tuple[list[Event], list[StreamAppend]]:
-            stream = domain.key_stream(key)
-            head = await self.store.read_heads([stream])
-            if stream in head and head[stream].data.get("template_id") != template_id:
-                raise Conflict(
-                    "TEMPLATE_KEY_TAKEN",
-                    f"the key {key!r} belongs to another template",
-                    template_id=str(head[stream].data.get("template_id", "")),
-                )
-            claim = [(KEY_CLAIMED, {"template_id": template_id, "key": key})]
-            events = new_events(NS, stream, claim, request_id, meta)
-            return decided, [StreamAppend(stream, events, StreamState.NO_STREAM)]
+            return decided, [await KEY.claim(self.store, key, template_id, request_id, meta)]
 
         return await self.runner.create(
             TEMPLATE, template_id, plan, request_id=request_id, meta=meta
@@ -94,11 +86,7 @@ class TemplateCommands:
     async def get(self, template_id: str = "", key: str = "") -> Template:
         """A template by id, or by key (the key stream names its template)."""
         if key:
-            stream = domain.key_stream(key)
-            head = (await self.store.read_heads([stream])).get(stream)
-            if head is None:
-                raise NotFound("TEMPLATE_NOT_FOUND", f"no template with key {key!r}", key=key)
-            template_id = str(head.data["template_id"])
+            template_id = await KEY.holder(self.store, key)
         return await self.runner.get(TEMPLATE, template_id)
 
     async def render(

@@ -11,9 +11,10 @@ from typing import Any, Protocol
 from services.segmentation.domain import rules
 from services.segmentation.domain import segment as domain
 from services.segmentation.domain.segment import Segment
-from shared.application.commands import Aggregate, CommandRunner, Event, new_events, new_id
-from shared.domain.errors import Conflict, Invalid
-from shared.eventstore import EventStore, StreamAppend, StreamState
+from shared.application.commands import Aggregate, CommandRunner, Event, new_id
+from shared.application.keys import UniqueKey
+from shared.domain.errors import Invalid
+from shared.eventstore import EventStore, StreamAppend
 
 NS = uuid.UUID("3e9b1f6a-7c24-4d8e-b5a1-9f0c2d4e6a18")  # never change: retries would repeat
 KEY_CLAIMED = "crm.segmentation.v1.SegmentKeyClaimed"  # internal: the key stream's only event
@@ -26,6 +27,7 @@ SEGMENT: Aggregate[Segment] = Aggregate(
     missing="SEGMENT_NOT_FOUND",
     id_field="segment_id",
 )
+KEY = UniqueKey(NS, domain.key_stream, KEY_CLAIMED, "segment_id", "segment")
 
 
 class SegmentCatalog(Protocol):
@@ -75,17 +77,7 @@ class SegmentCommands:
         decided = domain.decide_create(segment_id, key, name, description, text)
 
         async def plan(_attempt: int) -> tuple[list[Event], list[StreamAppend]]:
-            stream = domain.key_stream(key)
-            head = await self.store.read_heads([stream])
-            if stream in head and head[stream].data.get("segment_id") != segment_id:
-                raise Conflict(
-                    "SEGMENT_KEY_TAKEN",
-                    f"the key {key!r} belongs to another segment",
-                    segment_id=str(head[stream].data.get("segment_id", "")),
-                )
-            claim = [(KEY_CLAIMED, {"segment_id": segment_id, "key": key})]
-            events = new_events(NS, stream, claim, request_id, meta)
-            return decided, [StreamAppend(stream, events, StreamState.NO_STREAM)]
+            return decided, [await KEY.claim(self.store, key, segment_id, request_id, meta)]
 
         return await self.runner.create(SEGMENT, segment_id, plan, request_id=request_id, meta=meta)
 
