@@ -10,7 +10,6 @@ from aiohttp import web
 
 from crm.notifications.v1 import flows_pb2_grpc
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
-from services.notifications.adapters.consent_ledger import GrpcConsentLedger
 from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
 from services.notifications.adapters.flows_readmodel import FlowQueries, FlowsProjection
@@ -127,7 +126,6 @@ class NotificationsApi:
         self.upstreams: Upstreams | None = None
         self.any_http_port = any_http_port
         self.http: HttpServer | None = None
-        self.ledger: GrpcConsentLedger | None = None
         self.http_port = 0
 
     async def bind(self, rt: Runtime, settings: NotificationsSettings) -> None:
@@ -150,23 +148,15 @@ class NotificationsApi:
         signed = signing(settings)
         if signed is not None and self.upstreams is not None:
             unsubscribe, tokens = signed
-            self.ledger = GrpcConsentLedger(
-                settings.contacts_target,
-                service_token(settings, "the contacts API"),
-                ClientTls.of(settings),
-            )
+            contacts = self.upstreams.contacts  # reads the message's contact, records withdrawals
             links = PostgresLinks(rt.pool)
-            tracking = Tracking(
-                rt.store, links, self.upstreams.contacts, self.ledger, tokens, unsubscribe
-            )
+            tracking = Tracking(rt.store, links, contacts, contacts, tokens, unsubscribe)
             add_routes(app, tracking, proxies(settings))
         return app
 
     async def close(self) -> None:
         if self.http is not None:
             await self.http.stop()
-        if self.ledger is not None:
-            await self.ledger.close()
         if self.upstreams is not None:
             await self.upstreams.close()
 

@@ -1,9 +1,11 @@
-"""Contacts (profile, identity, consent) and orders (metrics, carts, orders) over their gRPC APIs,
-called with notifications' service token: services never read each other's tables. Their
-refusals become ours (shared/grpckit/upstream.py); anything else is UNAVAILABLE."""
+"""Contacts (profile, identity, consent: read, suppressed, withdrawn) and orders (metrics,
+carts, orders) over their gRPC APIs, called with notifications' service token: services never
+read each other's tables. Their refusals become ours (shared/grpckit/upstream.py); anything
+else is UNAVAILABLE."""
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC
 from typing import Any
 
@@ -19,11 +21,13 @@ from crm.orders.v1 import events_pb2 as oepb
 from crm.orders.v1 import orders_pb2 as opb
 from crm.orders.v1 import orders_pb2_grpc as opb_grpc
 from services.notifications.application.ports import ContactFacts
+from services.notifications.application.tracking import Evidence
 from services.notifications.domain.decision import ConsentUsed
 from shared.grpckit.client import ClientTls, bearer, open_channel
 from shared.grpckit.upstream import Upstream
 
 TIMEOUT = 5.0
+MAX_USER_AGENT = 512  # what contacts keeps
 CONTACTS = Upstream("contacts", "notifications.crm")
 ORDERS = Upstream("orders", "notifications.crm")
 
@@ -143,6 +147,40 @@ class GrpcContacts:
         except grpc.aio.AioRpcError as err:
             raise CONTACTS.error(err, "contact_id", "suppress the channel") from None
         return bool(answer.changed)
+
+    async def withdraw(
+        self, contact_id: str, channel: str, source: str, evidence: Evidence, request_id: str
+    ) -> bool:
+        """The unsubscribe endpoint's withdrawal of a channel's consent (RecordConsent,
+        UNSUBSCRIBED) with its source and evidence; whether it changed anything."""
+        request = kpb.RecordConsentRequest(
+            contact_id=contact_id,
+            channel=kpb.Channel.Value(channel),
+            state=kpb.CONSENT_STATE_UNSUBSCRIBED,
+            source=source,
+            evidence=kpb.ConsentEvidence(
+                ip=_ip(evidence.ip),
+                user_agent="".join(c for c in evidence.user_agent if c.isprintable())[
+                    :MAX_USER_AGENT
+                ],
+            ),
+            request_id=request_id,
+        )
+        try:
+            answer = await self.consents.RecordConsent(request, timeout=TIMEOUT, metadata=self.auth)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.ALREADY_EXISTS:  # the key's withdrawal was recorded
+                return False  # by an earlier request (its evidence differed): done already
+            raise CONTACTS.error(err, "contact_id", "record the withdrawal") from None
+        return bool(answer.changed)
+
+
+def _ip(text: str) -> str:
+    """An IP address contacts accepts, or "" (an aiohttp peer may be a socket path)."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return ""
 
 
 class GrpcOrders:
