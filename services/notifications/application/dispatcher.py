@@ -31,6 +31,7 @@ from services.notifications.application.message_stream import MESSAGE
 from services.notifications.application.ports import PipelineTables, Queued, Settlement
 from services.notifications.application.sending import MessageCommands
 from services.notifications.domain import decision as d
+from services.notifications.domain.variant import metric_label
 from shared.eventstore import StreamAppend, StreamState
 from shared.metrics import NOTIFICATIONS_IN_DOUBT, NOTIFICATIONS_SENT
 from shared.supervision import sleep_unless_stopped
@@ -41,11 +42,6 @@ ACTOR = {"actor": "notifications-dispatcher"}
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _label(channel: str) -> str:
-    """A Channel name as the metrics label it: CHANNEL_EMAIL -> email."""
-    return channel.removeprefix("CHANNEL_").lower()
 
 
 @dataclass(frozen=True)
@@ -130,7 +126,7 @@ class Dispatcher:
             event = d.dispatched(row.message_id, attempt, row.in_flight)
             appends.append(_append(row.message_id, event, f"dispatch:{attempt}"))
             if row.in_flight:
-                NOTIFICATIONS_IN_DOUBT.labels(channel=_label(row.channel)).inc()
+                NOTIFICATIONS_IN_DOUBT.labels(channel=metric_label(row.channel)).inc()
                 log.warning("message.in_doubt", message_id=row.message_id, attempt=attempt)
         await self.tables.dispatch(appends, rows, now + self.config.lease)
         try:
@@ -149,7 +145,7 @@ class Dispatcher:
         now = self.clock()
         settled: list[tuple[Settlement, str, str]] = []  # with the metric's labels
         for row, attempt, outcome in outcomes:
-            key, label = f"outcome:{attempt}", _label(row.channel)
+            key, label = f"outcome:{attempt}", metric_label(row.channel)
             detail = d.redacted(outcome.detail, row.address)  # no address in the log
             if outcome.status == "sent":
                 event = d.sent(row.message_id, attempt, detail, outcome.provider_id)

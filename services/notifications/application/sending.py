@@ -34,7 +34,7 @@ from services.notifications.application.test_messages import TestMessageSender
 from services.notifications.domain import decision as d
 from services.notifications.domain import policy, trail
 from services.notifications.domain.template import Template
-from services.notifications.domain.variant import WEBHOOK
+from services.notifications.domain.variant import WEBHOOK, metric_label
 from shared.application import commands as command_runner
 from shared.application.commands import CommandRunner, apply, new_id
 from shared.domain.errors import Invalid, NotFound, Precondition
@@ -165,7 +165,7 @@ class MessageCommands:
                 assert verdict.defer_until is not None
                 await tx.defer(replace(later, decision=number + 1, due_at=verdict.defer_until))
         if verdict.reason == policy.SUPPRESSED:
-            label = subject.channel.removeprefix("CHANNEL_").lower()
+            label = metric_label(subject.channel)
             NOTIFICATIONS_SENT.labels(channel=label, outcome="suppressed").inc()
         return apply(MESSAGE, loaded, [event], now, (loaded.version if loaded else -1) + 1)
 

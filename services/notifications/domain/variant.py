@@ -12,6 +12,12 @@ SMS = "CHANNEL_SMS"
 WEBHOOK = "CHANNEL_WEBHOOK"
 CHANNELS = (EMAIL, SMS, WEBHOOK)
 
+
+def metric_label(channel: str) -> str:
+    """A Channel name as metrics label it: CHANNEL_EMAIL -> email."""
+    return channel.removeprefix("CHANNEL_").lower()
+
+
 # The fields each channel's variants carry (required ones first), and the optional ones.
 PARTS: Mapping[str, tuple[str, ...]] = {
     EMAIL: ("subject", "text", "html"),
