@@ -206,3 +206,16 @@ def test_loops_are_refused_exactly_when_they_never_wait(
     reasons = {r for _, r, _ in problems}
     assert reasons <= {"LOOP_WITHOUT_DELAY", "STEP_UNREACHABLE"}, problems
     assert ("LOOP_WITHOUT_DELAY" in reasons) == _has_busy_cycle(graph)
+
+
+def test_error_texts_quote_a_prefix_of_what_was_sent() -> None:
+    long_loop = {
+        **BASE,
+        "steps": [
+            {"id": f"s{i}", "tag": {"add": ["t"]}, "next": f"s{(i + 1) % 50}"} for i in range(50)
+        ],
+    }
+    [(_, reason, text)] = checked(long_loop)[1]
+    assert reason == "LOOP_WITHOUT_DELAY" and text.count("->") == 8 and "…" in text
+    [(_, reason, text)] = checked(with_("steps.0.next", "x" * 4000))[1]
+    assert reason == "STEP_UNKNOWN" and len(text) < 80

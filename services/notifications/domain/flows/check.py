@@ -22,6 +22,7 @@ from typing import Any
 
 from services.notifications.domain.flows import definition as fd
 from services.notifications.domain.flows.definition import Flow, Problem, Step
+from shared.domain.errors import quote
 
 KEY = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 STEP_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -31,6 +32,7 @@ SEGMENT_EVENTS = (
     "crm.segmentation.v1.ContactExitedSegment",
 )
 MAX_STEPS = 200
+LOOP_SHOWN = 8  # steps of a loop an error names
 
 
 def checked(d: Mapping[str, Any]) -> tuple[Flow, list[Problem]]:
@@ -60,7 +62,7 @@ def problems_of(flow: Flow) -> list[Problem]:
 
 
 def _type_hint(event_type: str) -> str:
-    return f"{event_type!r} is not an event type (crm.<service>.v1.<Event>)"
+    return f"{quote(event_type)} is not an event type (crm.<service>.v1.<Event>)"
 
 
 def _trigger(flow: Flow) -> list[Problem]:
@@ -108,7 +110,7 @@ def _link(where: str, target: str, index: Mapping[str, int], required: bool) -> 
     if not target:
         return [(where, "STEP_REQUIRED", "name the step to go to")] if required else []
     if target not in index:
-        return [(where, "STEP_UNKNOWN", f"no step {target!r} in this flow")]
+        return [(where, "STEP_UNKNOWN", f"no step {quote(target)} in this flow")]
     return []
 
 
@@ -181,7 +183,8 @@ def _busy_loops(steps: Sequence[Step], index: Mapping[str, int]) -> list[Problem
             if state.get(nxt) == 1:
                 loop = path[path.index(nxt) :]
                 first = min(loop, key=index.__getitem__)
-                cycle = " -> ".join([*loop, nxt])
+                shown = [*loop, nxt] if len(loop) <= LOOP_SHOWN else [*loop[:LOOP_SHOWN], "…"]
+                cycle = " -> ".join(shown)
                 found.append(
                     (f"steps[{index[first]}]", "LOOP_WITHOUT_DELAY", f"{cycle} never waits")
                 )

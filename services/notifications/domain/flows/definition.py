@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import time, timedelta
 from typing import Any
 
+from shared.domain.errors import quote
+
 Problem = tuple[str, str, str]  # (field path, reason, description)
 
 WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
@@ -133,7 +135,7 @@ class _Reader:
             return None
         m = _CLOCK.fullmatch(text)
         if m is None:
-            self.problems.append((where, "LOCAL_TIME_INVALID", f"{text!r} is not HH:MM"))
+            self.problems.append((where, "LOCAL_TIME_INVALID", f"{quote(text)} is not HH:MM"))
             return None
         return time(int(m[1]), int(m[2]))
 
@@ -142,7 +144,7 @@ class _Reader:
             return None
         m = _DURATION.fullmatch(text)
         if m is None:
-            self.problems.append((where, "DURATION_INVALID", f"{text!r} is not a duration"))
+            self.problems.append((where, "DURATION_INVALID", f"{quote(text)} is not a duration"))
             return None
         return timedelta(seconds=float(m[1]))
 
