@@ -59,6 +59,7 @@ class SendRequest:
     request_id: str = ""
     cart_id: str = ""  # read from orders as the template's `cart`
     order_id: str = ""  # read from orders as the template's `order`
+    origin: d.Origin = field(default_factory=d.Origin)  # a flow step or a campaign
 
 
 class MessageCommands:
@@ -214,6 +215,7 @@ class MessageCommands:
                 kind=request.kind,
                 template_id=template.template_id,
                 template_version=version,
+                origin=request.origin,
                 request_id=request.request_id,
             )
             later = Deferred(
@@ -263,6 +265,7 @@ class MessageCommands:
             kind=state.kind,
             template_id=timer.template_id,
             template_version=timer.template_version,
+            origin=d.Origin.from_data(first.get("trigger", {})),
             request_id=str(first.get("trigger", {}).get("request_id", "")),
         )
         key = f"timer:{timer.message_id}:{timer.decision}"

@@ -67,7 +67,7 @@ class TestMessageSender:
             template_id=template.template_id,
             template_version=shown,
             locale=rendered.locale,
-            trigger=d.TEST,
+            origin=d.Origin(d.TEST),
             request_id=request_id,
             test=True,
         )

@@ -5,6 +5,7 @@ address nor rendered text (those live in notifications' own tables, keyed by con
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,8 @@ DELIVERY = (DISPATCHED, SENT, FAILED, DELIVERED, BOUNCED, COMPLAINED)
 
 API = "api"  # a trigger's source: SendMessage
 TEST = "test"  # SendTestMessage
+FLOW = "flow"  # a flow run's send step
+CAMPAIGN = "campaign"  # a campaign's recipient
 
 Event = tuple[str, dict[str, Any]]
 
@@ -44,6 +47,41 @@ def stream_of(message_id: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """What asked for the message: SendMessage ("api"), a test, a flow run's step or a campaign
+    (and its variant). Kept in every decision, so that opens, clicks and orders can be credited
+    to the flow step or the campaign variant that sent it."""
+
+    source: str = API
+    flow_id: str = ""
+    flow_version: int = 0
+    step_id: str = ""
+    run_id: str = ""
+    campaign_id: str = ""
+    variant: str = ""
+
+    def to_data(self, request_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "request_id": request_id}
+        for name in ("flow_id", "flow_version", "step_id", "run_id", "campaign_id", "variant"):
+            value = getattr(self, name)
+            if value:
+                out[name] = value
+        return out
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Origin:
+        return cls(
+            source=str(data.get("source", API)),
+            flow_id=str(data.get("flow_id", "")),
+            flow_version=int(data.get("flow_version", 0)),
+            step_id=str(data.get("step_id", "")),
+            run_id=str(data.get("run_id", "")),
+            campaign_id=str(data.get("campaign_id", "")),
+            variant=str(data.get("variant", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Subject:
     """What a message is, fixed for its life: every decision about it repeats these."""
 
@@ -55,7 +93,7 @@ class Subject:
     template_id: str
     template_version: int
     locale: str = ""  # the variant rendered
-    trigger: str = API
+    origin: Origin = Origin()
     request_id: str = ""
     test: bool = False
 
@@ -119,7 +157,7 @@ def decided(
         "template_id": subject.template_id,
         "template_version": subject.template_version,
         "locale": subject.locale,
-        "trigger": {"source": subject.trigger, "request_id": subject.request_id},
+        "trigger": subject.origin.to_data(subject.request_id),
         "outcome": verdict.outcome,
         "reason": verdict.reason,
         "decide_time": timestamp_text(facts.now),

@@ -304,3 +304,35 @@ async def test_a_deferred_message_still_allowed_is_sent_in_the_morning(pipe: Pip
     assert [x["outcome"] for x in again.decisions] == [policy.DEFER, policy.SEND]
     [row] = await pipe.rows("outbox")
     assert (row["body"], row["sender"]) == ("Hi Ada", "SHOP")
+
+
+async def test_a_flow_steps_origin_is_kept_in_every_decision(pipe: Pipe) -> None:
+    """What sent a message (the flow, its version, step and run; or a campaign and variant) is
+    in the first decision and in the one taken after a deferral: attribution reads it there."""
+    pipe.contacts.add()
+    pipe.clock.now = datetime(2026, 6, 1, 21, 30, tzinfo=UTC)  # quiet hours in Paris
+    t = await pipe.template("night", SMS)
+    origin = d.Origin(d.FLOW, flow_id="f-1", flow_version=3, step_id="remind", run_id="r-1")
+    m = await pipe.send(t, request_id="flow-step", origin=origin)
+    expected = {
+        "source": "flow",
+        "request_id": "flow-step",
+        "flow_id": "f-1",
+        "flow_version": 3,
+        "step_id": "remind",
+        "run_id": "r-1",
+    }
+    assert m.last_decision["trigger"] == expected
+    pipe.clock.now = datetime(2026, 6, 2, 6, 0, tzinfo=UTC)
+    assert await pipe.dispatcher.decide_due() == 1
+    again = await pipe.messages.get(m.message_id)
+    assert [x["trigger"] for x in again.decisions] == [expected, expected]
+    campaign = d.Origin(d.CAMPAIGN, campaign_id="c-1", variant="B")
+    sent = await pipe.send(t, request_id="campaign-recipient", origin=campaign)
+    assert sent.last_decision["trigger"] == {
+        "source": "campaign",
+        "request_id": "campaign-recipient",
+        "campaign_id": "c-1",
+        "variant": "B",
+    }
+    assert d.Origin.from_data(sent.last_decision["trigger"]) == campaign
