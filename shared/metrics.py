@@ -114,3 +114,17 @@ def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
     """Expose /metrics on its own port (0 disables it)."""
     if port:
         start_http_server(port, addr=addr)
+
+
+# Flow runs (services/notifications: the flow engine, its timers and its effects).
+FLOW_TIMER_LATENESS = Histogram(
+    "crm_flow_timer_lateness_seconds",
+    "How late a flow run's delay or timeout fired, after the instant it was due.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+FLOW_EFFECTS = Counter(
+    "crm_flow_effects_total",
+    "Flow run effects carried out, by kind (send, tag, callwebhook, ask) and outcome"
+    " (done, retry, failed).",
+    ["kind", "outcome"],
+)

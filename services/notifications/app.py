@@ -12,6 +12,9 @@ from crm.notifications.v1 import flows_pb2_grpc
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
+from services.notifications.adapters.flow_engine import FlowEngine
+from services.notifications.adapters.flow_run_tables import PostgresEffects
+from services.notifications.adapters.flow_timers import FlowTimers
 from services.notifications.adapters.flows_readmodel import FlowQueries, FlowsProjection
 from services.notifications.adapters.http_server import HttpServer, root_app
 from services.notifications.adapters.intake_http import make_intake_app
@@ -26,6 +29,7 @@ from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcO
 from services.notifications.api import flows as flows_api
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
 from services.notifications.application.dispatcher import Dispatcher
+from services.notifications.application.flow_effects import FlowEffects
 from services.notifications.application.flows import FlowCommands
 from services.notifications.application.intake import Intake, Suppressing
 from services.notifications.application.sending import MessageCommands
@@ -41,6 +45,7 @@ from services.notifications.settings import (
     soft_bounces,
 )
 from shared import runtime
+from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.audit import PersonalDataAudit
 from shared.grpckit.client import ClientTls, service_token
 from shared.leadership import led
@@ -55,6 +60,8 @@ PROJECTIONS = (
 )
 OWN_MIGRATIONS = [("notifications", MIGRATIONS)]
 DISPATCHER = "notifications-dispatcher"
+FLOW_TIMERS = "notifications-flow-timers"
+FLOW_EFFECTS = "notifications-flow-effects"
 
 
 async def connect(settings: Settings) -> Runtime:
@@ -166,7 +173,8 @@ async def serve(settings: NotificationsSettings, stop: asyncio.Event) -> None:
 
 
 def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> runtime.Work:
-    """The read models (one leader each across replicas) and the dispatcher (one leader)."""
+    """The read models and the flow engine (one leader each across replicas), the dispatcher,
+    the flow timers and the flow effects (one leader each)."""
     upstreams = Upstreams(settings)
     delivery = GrpcDelivery(
         settings.delivery_url,
@@ -175,14 +183,23 @@ def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> r
     )
     commands = upstreams.commands(rt, settings)
     dispatcher = Dispatcher(commands.tables, delivery, commands, dispatching(settings))
+    if not isinstance(rt.store, PostgresEventStore):
+        raise SystemExit("the notifications project role needs the PostgreSQL event store")
+    engine = FlowEngine(rt.store)
+    timers = FlowTimers(rt.store, engine.definitions)
+    effects = FlowEffects(PostgresEffects(rt.pool), commands, upstreams.contacts)
 
     async def close() -> None:
         await delivery.close()
         await upstreams.close()
 
     return runtime.Work(
-        PROJECTIONS,
-        {DISPATCHER: lambda: led(rt.dsn, f"worker:{DISPATCHER}", dispatcher.run, stop)},
+        (*PROJECTIONS, engine),
+        {
+            DISPATCHER: lambda: led(rt.dsn, f"worker:{DISPATCHER}", dispatcher.run, stop),
+            FLOW_TIMERS: lambda: led(rt.dsn, f"worker:{FLOW_TIMERS}", timers.run, stop),
+            FLOW_EFFECTS: lambda: led(rt.dsn, f"worker:{FLOW_EFFECTS}", effects.run, stop),
+        },
         close,
     )
 

@@ -6,10 +6,12 @@ else is UNAVAILABLE."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
 import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from crm.contacts.v1 import consent_pb2 as kpb
@@ -91,6 +93,35 @@ class GrpcContacts:
                 return None
             raise CONTACTS.error(err, "contact_id", "read the contact") from None
         return contact_facts(found.contact)
+
+    async def tag(
+        self, contact_id: str, add: Sequence[str], remove: Sequence[str], request_id: str
+    ) -> None:
+        """A flow's tag step: the contact's tags with ``add`` and without ``remove``, written at
+        the version read (a concurrent change: ABORTED, tried again later); a retry with the
+        same request id answers the first write."""
+        try:
+            found = await self.contacts.GetContact(
+                cpb.GetContactRequest(contact_id=contact_id), timeout=TIMEOUT, metadata=self.auth
+            )
+            now = found.contact
+            tags = [x for x in now.tags if x not in remove] + [
+                x for x in add if x not in now.tags and x not in remove
+            ]
+            if tags == list(now.tags):
+                return
+            await self.contacts.UpdateContact(
+                cpb.UpdateContactRequest(
+                    contact=cpb.Contact(contact_id=contact_id, tags=tags),
+                    update_mask=FieldMask(paths=["tags"]),
+                    etag=now.etag,
+                    request_id=request_id,
+                ),
+                timeout=TIMEOUT,
+                metadata=self.auth,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise CONTACTS.error(err, "contact_id", "tag the contact") from None
 
     async def find(self, kind: str, value: str) -> str | None:
         try:

@@ -18,10 +18,13 @@ from crm.notifications.v1 import notifications_pb2 as pb
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 from services.contacts import spec as contacts_spec
 from services.notifications import spec
+from services.notifications.tests.flow_env import Env as FlowEnv
 from services.notifications.tests.pipeline_env import Pipe, build
 from services.orders import spec as orders_spec
 from shared.eventstore.postgres import PostgresEventStore
 from shared.testing import rpc
+from shared.testing.batches import fresh_store
+from shared.testing.postgres import DatabaseFactory
 from shared.testing.service_env import Served, serving
 
 DOMAIN = "notifications.crm"
@@ -128,3 +131,10 @@ async def create_email(env: Env, key: str = "", **kw: object) -> pb.Template:
         )
     )
     return r.template
+
+
+@pytest.fixture
+async def flow_env(databases: DatabaseFactory) -> AsyncIterator[FlowEnv]:
+    """A flow engine on a store of its own (tests/flow_env.py)."""
+    async with fresh_store(databases) as store:
+        yield FlowEnv(store)

@@ -3,6 +3,7 @@ as its message in protos/crm/notifications/v1/events.proto, the way a consumer d
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from google.protobuf.message import Message
@@ -18,6 +19,7 @@ from services.notifications.domain.bounces import Report
 from services.notifications.domain.flows import flow
 from services.notifications.domain.variant import SMS
 from services.notifications.tests.conftest import Env, create_email, email
+from services.notifications.tests.flow_env import Env as FlowEnv
 from services.notifications.tests.pipeline_env import Pipe
 from services.notifications.tests.test_flow_definitions import EXAMPLES, json_form
 from services.notifications.tests.test_tracking import (
@@ -151,6 +153,47 @@ def test_the_published_events_are_the_ones_produced_above() -> None:
         "MessageOpened",
         "MessageClicked",
         "MessageUnsubscribed",
+        "FlowRunStarted",
+        "FlowRunStepEntered",
+        "FlowRunWaiting",
+        "FlowRunAsked",
+        "FlowRunEnded",
+    }
+
+
+async def test_every_flow_run_event_decodes_as_its_message(flow_env: FlowEnv) -> None:
+    env = flow_env
+    await env.flow("abandoned-cart")
+    vip = {
+        "key": "vip-thanks",
+        "name": "VIP thanks",
+        "trigger": {"event": {"event_type": "crm.orders.v1.OrderPlaced"}},
+        "steps": [
+            {
+                "id": "check",
+                "condition": {"in_segment": "vip", "if_true": "thank", "if_false": "done"},
+            },
+            {"id": "thank", "send": {"template_key": "vip-thanks"}, "next": "done"},
+            {"id": "done", "exit": {}},
+        ],
+    }
+    await FlowCommands(env.store).create(vip)
+    cart, order = str(uuid.uuid4()), str(uuid.uuid4())
+    await env.publish(f"cart-{cart}", "crm.orders.v1.CartAbandoned", cart_id=cart)
+    await env.publish(f"order-{order}", "crm.orders.v1.OrderPlaced", order_id=order)
+    seen: dict[str, Message] = {}
+    for message in await _decoded(env.store, ["flowrun"]):
+        seen.setdefault(message.DESCRIPTOR.name, message)
+    started = seen["FlowRunStarted"]
+    assert started.trigger["cart_id"] == cart  # type: ignore[attr-defined]
+    assert started.trigger_key == cart  # type: ignore[attr-defined]
+    assert seen["FlowRunWaiting"].until_time.seconds > 0  # type: ignore[attr-defined]
+    assert set(seen) == {
+        "FlowRunStarted",
+        "FlowRunStepEntered",
+        "FlowRunWaiting",
+        "FlowRunAsked",
+        "FlowRunEnded",
     }
 
 

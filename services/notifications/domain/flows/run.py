@@ -20,6 +20,7 @@ from typing import Any
 from services.notifications.domain.flows import definition as fd
 from services.notifications.domain.flows.definition import Flow, Step
 from services.notifications.domain.flows.trigger import ends_runs, matches
+from shared.domain.timestamps import timestamp_text
 
 PREFIX = "crm.notifications.v1."
 STARTED = PREFIX + "FlowRunStarted"
@@ -90,7 +91,7 @@ def stream_of(run_id: str) -> str:
 
 
 def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat()
+    return timestamp_text(at)
 
 
 def next_local(now: datetime, tz: tzinfo, at: time | None, weekday: int | None) -> datetime:
@@ -118,13 +119,16 @@ def start(
     trigger: Mapping[str, Any],
     now: datetime,
     tz: tzinfo,
+    key: str = "",
 ) -> tuple[list[Event], list[Effect]]:
-    """A new run: FlowRunStarted, then a walk from the first step."""
+    """A new run: FlowRunStarted, then a walk from the first step. ``key``: what the run is
+    about (trigger.py), one run per (flow, contact, key)."""
     started = {
         "run_id": run_id,
         "flow_id": flow_id,
         "flow_version": version,
         "contact_id": contact_id,
+        "trigger_key": key or contact_id,
         "trigger": dict(trigger),
         "start_time": _iso(now),
     }
@@ -150,7 +154,7 @@ def walk(
         a = step.action
         if isinstance(a, fd.Delay | fd.WaitForEvent):
             until = _until(a, now, tz)
-            waiting = {"run_id": run.run_id, "step": step.id, "until": _iso(until)}
+            waiting = {"run_id": run.run_id, "step": step.id, "until_time": _iso(until)}
             if isinstance(a, fd.WaitForEvent):
                 waiting["event_type"] = a.event_type
             return [*events, (WAITING, waiting)], effects
@@ -273,7 +277,7 @@ def evolve(run: Run | None, type_: str, data: Mapping[str, Any]) -> Run:
             waiting_for="",
         )
     if type_ == WAITING:
-        until = datetime.fromisoformat(data["until"])
+        until = datetime.fromisoformat(data["until_time"])
         return replace(
             run, status=WAITING_STATE, wake_at=until, waiting_for=data.get("event_type", "")
         )

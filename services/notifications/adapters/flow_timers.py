@@ -1,0 +1,77 @@
+"""Flow runs' waits that end with no event: a delay's time, a wait's timeout. Timers are the
+runs' rows (``wake_at``), so they survive restarts and cost no memory; the due ones are taken
+``FOR UPDATE SKIP LOCKED`` and each run's events are appended at the version its row holds,
+with ids derived from the run and its visit: a timer fires once however many replicas run
+this. The walk's instant is the timer's (a delay after a delay counts from the first one's
+end, not from when a busy worker got to it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from services.notifications.adapters import flow_run_tables as t
+from services.notifications.adapters.flow_engine import Definitions, RunWriter, zone
+from services.notifications.domain.flows import run as runs
+from shared.eventstore.postgres import PostgresEventStore
+from shared.metrics import FLOW_TIMER_LATENESS
+from shared.supervision import sleep_unless_stopped
+
+BATCH = 200
+ACTOR = "notifications-flow-timers"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class FlowTimers:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        definitions: Definitions,
+        poll_seconds: float = 0.1,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store, self.definitions = store, definitions
+        self.writer = RunWriter(store)
+        self.poll, self.clock = poll_seconds, clock
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if await self.tick() < BATCH:
+                await sleep_unless_stopped(stop, self.poll)
+
+    async def tick(self) -> int:
+        """Fire the timers due now; how many were due."""
+        last = 0
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL search_path TO {t.SCHEMA}, public")
+            now = self.clock()
+            rows = await t.due_runs(conn, now, BATCH)
+            for row in rows:
+                r = row.run
+                assert r.wake_at is not None
+                flow = await self.definitions.get(conn, r.flow_id, r.flow_version)
+                tz = zone(await t.zone_of(conn, r.contact_id))
+                events, effects = runs.timer_due(r, flow, r.wake_at, tz)
+                if not events:  # not waiting any more: a stale timer
+                    stale = replace(r, wake_at=None)
+                    await t.save_run(conn, replace(row, run=stale))
+                    continue
+                key = f"{ACTOR}:{r.run_id}:{r.visits}"
+                meta = {
+                    "schema": 1,
+                    "actor": ACTOR,
+                    "request_id": key,
+                    "causation_id": str(r.trigger.get("event_id", "")),
+                    "correlation_id": str(r.trigger.get("event_id", "")),
+                }
+                walked = (events, effects)
+                last = await self.writer.write(conn, row, walked, flow, tz, key, meta, r.wake_at)
+                FLOW_TIMER_LATENESS.observe(max(0.0, (now - r.wake_at).total_seconds()))
+        if last:
+            self.store.committed(last)
+        return len(rows)
