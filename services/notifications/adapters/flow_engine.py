@@ -31,6 +31,7 @@ from services.notifications.domain.flows import flow as flows
 from services.notifications.domain.flows import run as runs
 from services.notifications.domain.flows import trigger
 from shared.application.commands import new_events, new_id
+from shared.events.upcast import upcast
 from shared.eventstore import RecordedEvent, StreamAppend, StreamState
 from shared.eventstore.postgres import PostgresEventStore
 from shared.projections.model import ApplyContext
@@ -198,8 +199,11 @@ class FlowEngine:
             run = runs.evolve(row.run, e.type, e.data)
             await t.save_run(conn, t.RunRow(run, row.trigger_key, row.start_time, e.version))
 
-    async def _react(self, conn: asyncpg.Connection, e: RecordedEvent) -> int:
-        """Runs started and advanced by one upstream event; the last position appended."""
+    async def _react(self, conn: asyncpg.Connection, stored: RecordedEvent) -> int:
+        """Runs started and advanced by one upstream event; the last position appended. The
+        event is read in its published form (upcast: field names as its proto says), which is
+        what a flow's filters name."""
+        e = upcast(stored)
         contact_id = str(e.data.get("contact_id", ""))
         if not contact_id:
             return 0

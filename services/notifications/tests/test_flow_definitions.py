@@ -36,9 +36,7 @@ def test_the_shipped_flows_check_clean(path: Path) -> None:
 
 def test_an_example_reads_as_written() -> None:
     flow, _ = checked(json_form((EXAMPLES[0].parent / "welcome-series.yaml").read_text()))
-    assert flow.trigger == fd.EventTrigger(
-        "crm.contacts.v1.ConsentGranted", {"channel": "CHANNEL_EMAIL"}
-    )
+    assert flow.trigger == fd.EventTrigger("crm.contacts.v1.ConsentGranted", {"channel": "email"})
     assert [s.id for s in flow.steps] == ["welcome", "wait-for-order", "tips", "done"]
     wait = flow.steps[1].action
     assert isinstance(wait, fd.WaitForEvent) and wait.timeout is not None

@@ -91,11 +91,11 @@ async def test_one_run_per_cart_and_re_entry_after_exit(env: Env) -> None:
 async def test_welcome_series_takes_the_order_branch_or_the_timeout(env: Env) -> None:
     await env.flow("welcome-series")
     granted = await env.publish(
-        f"consent-{env.contact}", "crm.contacts.v1.ConsentGranted", channel="CHANNEL_SMS"
+        f"consent-{env.contact}", "crm.contacts.v1.ConsentGranted", channel="sms"
     )
     assert await env.runs() == []  # the filter wants email
     granted = await env.publish(
-        f"consent-{env.contact}", "crm.contacts.v1.ConsentGranted", channel="CHANNEL_EMAIL"
+        f"consent-{env.contact}", "crm.contacts.v1.ConsentGranted", channel="email"
     )
     [row] = await env.runs()
     assert (row.run.step, row.run.waiting_for) == ("wait-for-order", ORDERS + "OrderPlaced")
@@ -111,9 +111,7 @@ async def test_welcome_series_takes_the_order_branch_or_the_timeout(env: Env) ->
 
 async def test_an_order_within_the_wait_takes_the_event_branch(env: Env) -> None:
     await env.flow("welcome-series")
-    await env.publish(
-        f"consent-{env.contact}", "crm.contacts.v1.ConsentGranted", channel="CHANNEL_EMAIL"
-    )
+    await env.publish(f"consent-{env.contact}", "crm.contacts.v1.ConsentGranted", channel="email")
     order = str(uuid.uuid4())
     await env.publish(f"order-{order}", ORDERS + "OrderPlaced", order_id=order)
     [row] = await env.runs()
@@ -214,7 +212,7 @@ async def test_an_effect_waits_while_its_upstream_is_away_and_a_refusal_is_kept(
     sender = Flaky(Unavailable("CONTACTS_UNAVAILABLE", "away"))
     table = PostgresEffects(env.store.pool)
     effects = FlowEffects(table, sender, sender, clock=lambda: now)
-    await env.publish(f"consent-{env.contact}", CONSENT, channel="CHANNEL_EMAIL")
+    await env.publish(f"consent-{env.contact}", CONSENT, channel="email")
     now = datetime.now(UTC) + timedelta(seconds=1)
     assert await effects.tick() == 1 and sender.calls == 1
     assert await effects.tick() == 0  # backing off
@@ -224,7 +222,7 @@ async def test_an_effect_waits_while_its_upstream_is_away_and_a_refusal_is_kept(
 
     refusing = Flaky(Precondition("TEMPLATE_ARCHIVED", "template welcome-email is archived"))
     env.contact = str(uuid.uuid4())
-    await env.publish(f"consent-{env.contact}", CONSENT, channel="CHANNEL_EMAIL")
+    await env.publish(f"consent-{env.contact}", CONSENT, channel="email")
     refused = FlowEffects(table, refusing, refusing, clock=lambda: now + timedelta(days=1))
     assert await refused.tick() == 1
     assert await refused.tick() == 0 and refusing.calls == 1  # kept, never tried again

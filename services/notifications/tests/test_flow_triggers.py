@@ -36,7 +36,7 @@ def test_an_abandoned_cart_starts_one_run_per_cart_keeping_plain_fields() -> Non
 def test_filters_and_backfill() -> None:
     welcome = example("welcome-series")
     granted = "crm.contacts.v1.ConsentGranted"
-    email = {"contact_id": ADA, "channel": "CHANNEL_EMAIL", "personal": "sealed…"}
+    email = {"contact_id": ADA, "channel": "email", "personal": "sealed…"}
     start = starts(welcome, granted, "e", email, {})
     assert start is not None and start.trigger_key == ADA and "personal" not in start.trigger
     assert starts(welcome, granted, "e", {**email, "channel": "CHANNEL_SMS"}, {}) is None

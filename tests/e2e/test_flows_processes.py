@@ -1,0 +1,66 @@
+"""Flows end to end through real processes (issue 12): the welcome series saved through
+FlowsService; a contact registered and subscribing to email through contacts; the flow engine
+on notifications' project role starts the run from contacts' published ConsentGranted, and the
+welcome email, decided by the same policy as any other message, reaches a real SMTP server,
+its decision naming the flow, its version, the step and the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+
+from crm.notifications.v1 import events_pb2 as epb
+from crm.notifications.v1 import flow_definition_pb2 as fpb
+from crm.notifications.v1 import flows_pb2 as fl
+from crm.notifications.v1 import flows_pb2_grpc as fl_grpc
+from services.notifications.domain.decision import DECIDED
+from services.notifications.tests.test_flow_definitions import EXAMPLES, json_form
+from tests.e2e.notifications_env import Ledger, Suite, eventually
+from tests.e2e.processes import Proc
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+
+
+async def test_welcome_series_sends_the_welcome_through_real_processes(
+    dsn: str, procs: list[Proc], tmp_path: Path
+) -> None:
+    suite = Suite(dsn, tmp_path, procs)
+    try:
+        await suite.start()
+        await suite.start_project()
+        await suite.template(
+            "welcome-email",
+            epb.CHANNEL_EMAIL,
+            subject="Welcome, {{ contact.first_name }}",
+            text="Hello {{ contact.first_name }}, glad you are here.",
+        )
+        definition = json_form((EXAMPLES[0].parent / "welcome-series.yaml").read_text())
+        async with suite.serve.channel() as ch:
+            made = await fl_grpc.FlowsServiceStub(ch).CreateFlow(
+                fl.CreateFlowRequest(
+                    definition=json_format.ParseDict(definition, fpb.FlowDefinition()),
+                    request_id="e2e-welcome-series",
+                )
+            )
+        flow_id = made.flow.flow_id
+        ada = await suite.register(
+            "ada@example.com", "+33612345678", "Europe/Paris", first_name="Ada"
+        )
+
+        async def welcomed() -> bool:
+            return len(suite.smtp.messages()) >= 1
+
+        await eventually(welcomed, "the welcome email at the SMTP server")
+        [email] = suite.smtp.messages()
+        assert str(email["Subject"]) == "Welcome, Ada"
+        assert str(email["To"]) == "ada@example.com"
+        [message_id] = (await suite.listed({ada})).keys()
+        [decided] = (await Ledger.read(dsn)).of(message_id, DECIDED)
+        trigger = decided["trigger"]
+        assert (trigger["source"], trigger["flow_id"]) == ("flow", flow_id)
+        assert (trigger["step_id"], trigger["flow_version"]) == ("welcome", 1)
+        assert decided["outcome"] == "OUTCOME_SEND" and decided["contact_id"] == ada
+    finally:
+        suite.stop_sinks()
