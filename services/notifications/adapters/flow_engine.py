@@ -73,12 +73,10 @@ class Definitions:
             self._parsed[key] = fd.read(orjson.loads(raw))[0]
         return self._parsed[key]
 
-    async def active(self, conn: asyncpg.Connection) -> list[tuple[str, int, fd.Flow]]:
-        rows = await conn.fetch(
-            "SELECT flow_id::text, latest_version FROM flows WHERE state = $1",
-            flows.ACTIVE,
-        )
-        return [(r[0], r[1], await self.get(conn, r[0], r[1])) for r in rows]
+    async def states(self, conn: asyncpg.Connection) -> dict[str, tuple[str, int]]:
+        """Every flow's state and latest version."""
+        rows = await conn.fetch("SELECT flow_id::text, state, latest_version FROM flows")
+        return {r[0]: (r[1], r[2]) for r in rows}
 
 
 class RunWriter:
@@ -170,6 +168,8 @@ class FlowEngine:
         for e in events:
             if e.category == "flow":
                 await t.save_flow_event(conn, e.type, e.data)
+                if e.type == flows.ARCHIVED and not ctx.replay:
+                    last = max(last, await self._archived(conn, e))
             elif e.type in RUN_TYPES:
                 if ctx.replay:
                     await self._fold(conn, e)
@@ -199,6 +199,17 @@ class FlowEngine:
             run = runs.evolve(row.run, e.type, e.data)
             await t.save_run(conn, t.RunRow(run, row.trigger_key, row.start_time, e.version))
 
+    async def _archived(self, conn: asyncpg.Connection, e: RecordedEvent) -> int:
+        """The flow's open runs end (FlowRunEnded "flow_archived")."""
+        cause, last = Cause(e, self.name), 0
+        for row in await t.open_runs_of_flow(conn, e.data["flow_id"]):
+            flow = await self.definitions.get(conn, row.run.flow_id, row.run.flow_version)
+            ended: tuple[list[runs.Event], list[runs.Effect]] = (runs.flow_archived(row.run), [])
+            last = await self.writer.write(
+                conn, row, ended, flow, UTC_ZONE, cause.request_id, cause.meta(), e.recorded_at
+            )
+        return last
+
     async def _react(self, conn: asyncpg.Connection, stored: RecordedEvent) -> int:
         """Runs started and advanced by one upstream event; the last position appended. The
         event is read in its published form (upcast: field names as its proto says), which is
@@ -211,7 +222,11 @@ class FlowEngine:
         now, last = e.recorded_at, 0
         tz = zone(await t.zone_of(conn, contact_id))
         started: set[str] = set()
-        for flow_id, version, flow in await self.definitions.active(conn):
+        states = await self.definitions.states(conn)
+        for flow_id, (state, version) in states.items():
+            if state != flows.ACTIVE:
+                continue
+            flow = await self.definitions.get(conn, flow_id, version)
             start = trigger.starts(flow, e.type, str(e.event_id), e.data, e.metadata)
             if start is None:
                 continue
@@ -238,6 +253,9 @@ class FlowEngine:
             if row.run.run_id in started:
                 continue
             flow = await self.definitions.get(conn, row.run.flow_id, row.run.flow_version)
+            state = states.get(row.run.flow_id, (flows.ACTIVE, 0))[0]
+            if state != flows.ACTIVE and not trigger.ends_runs(flow, e.type):
+                continue  # a paused flow's runs take no step (they still end on exit events)
             events, effects = runs.event_seen(
                 row.run, flow, e.type, e.data, str(e.event_id), now, tz
             )

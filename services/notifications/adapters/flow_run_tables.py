@@ -126,6 +126,13 @@ async def open_runs(conn: asyncpg.Connection, contact_id: str) -> list[RunRow]:
     return [run_of(r) for r in rows]
 
 
+async def open_runs_of_flow(conn: asyncpg.Connection, flow_id: str) -> list[RunRow]:
+    rows = await conn.fetch(
+        "SELECT * FROM runs WHERE flow_id = $1 AND status <> $2", uuid.UUID(flow_id), runs.DONE
+    )
+    return [run_of(r) for r in rows]
+
+
 async def earlier_runs(
     conn: asyncpg.Connection, flow_id: str, contact_id: str, key: str
 ) -> list[tuple[datetime, bool]]:
@@ -141,12 +148,15 @@ async def earlier_runs(
 
 
 async def due_runs(conn: asyncpg.Connection, now: datetime, limit: int) -> list[RunRow]:
-    """Runs whose wait is over, locked for this transaction (others skip them)."""
+    """Runs whose wait is over, locked for this transaction (others skip them); a paused
+    flow's runs wait until it is resumed."""
     rows = await conn.fetch(
-        """SELECT * FROM runs WHERE wake_at <= $1 ORDER BY wake_at LIMIT $2
-            FOR UPDATE SKIP LOCKED""",
+        """SELECT r.* FROM runs r JOIN flows f ON f.flow_id = r.flow_id AND f.state = $3
+            WHERE r.wake_at <= $1 ORDER BY r.wake_at LIMIT $2
+            FOR UPDATE OF r SKIP LOCKED""",
         now,
         limit,
+        flows.ACTIVE,
     )
     return [run_of(r) for r in rows]
 

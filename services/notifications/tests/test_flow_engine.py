@@ -228,3 +228,26 @@ async def test_an_effect_waits_while_its_upstream_is_away_and_a_refusal_is_kept(
     assert await refused.tick() == 0 and refusing.calls == 1  # kept, never tried again
     errors = await env.store.pool.fetch(f"SELECT error FROM {t.EFFECTS} WHERE error <> ''")
     assert [r["error"] for r in errors] == ["TEMPLATE_ARCHIVED: template welcome-email is archived"]
+
+
+async def test_a_paused_flows_runs_wait_and_archiving_ends_them(env: Env) -> None:
+    from services.notifications.domain.flows import flow as flows
+
+    flow_id = await env.flow("abandoned-cart")
+    commands = FlowCommands(env.store)
+    cart = str(uuid.uuid4())
+    abandoned = await env.publish(f"cart-{cart}", ORDERS + "CartAbandoned", cart_id=cart)
+    await commands.change(flow_id, flows.decide_pause)
+    await env.runner.catch_up()
+    due = abandoned + timedelta(hours=2)
+    assert await env.timers(due).tick() == 0  # paused: the delay's end waits
+    await commands.change(flow_id, flows.decide_resume)
+    await env.runner.catch_up()
+    assert await env.timers(due).tick() == 1  # resumed: it fires (late)
+    [row] = await env.runs()
+    assert row.run.step == "wait-a-day"
+    await commands.change(flow_id, flows.decide_archive)
+    await env.runner.catch_up()
+    [row] = await env.runs()
+    assert (row.run.status, row.run.ended, row.run.wake_at) == (runs.DONE, runs.ARCHIVED, None)
+    assert await env.timers(abandoned + timedelta(days=3)).tick() == 0

@@ -29,7 +29,7 @@ WAITING = PREFIX + "FlowRunWaiting"
 ASKED = PREFIX + "FlowRunAsked"
 ENDED = PREFIX + "FlowRunEnded"
 RUNNING, WAITING_STATE, ASKING, DONE = "running", "waiting", "asking", "ended"
-COMPLETED, EXITED, TIMED_OUT = "completed", "exit_event", "walk_limit"
+COMPLETED, EXITED, TIMED_OUT, ARCHIVED = "completed", "exit_event", "walk_limit", "flow_archived"
 MAX_WALK = 500
 
 Event = tuple[str, dict[str, Any]]
@@ -231,6 +231,13 @@ def event_seen(
     if not matches(a.filter, data):
         return [], []
     return walk(run, flow, a.on_event, now, tz)
+
+
+def flow_archived(run: Run) -> list[Event]:
+    """The run's flow was archived: the run ends where it is (nothing more is sent)."""
+    if run.status == DONE:
+        return []
+    return [(ENDED, {"run_id": run.run_id, "reason": ARCHIVED})]
 
 
 def answered(
