@@ -12,8 +12,9 @@ from crm.notifications.v1 import flows_pb2_grpc
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
+from services.notifications.adapters.flow_effects_table import PostgresEffects
 from services.notifications.adapters.flow_engine import FlowEngine
-from services.notifications.adapters.flow_run_tables import PostgresEffects
+from services.notifications.adapters.flow_run_queries import FlowRunQueries
 from services.notifications.adapters.flow_timers import FlowTimers
 from services.notifications.adapters.flows_readmodel import FlowQueries, FlowsProjection
 from services.notifications.adapters.http_server import HttpServer, root_app
@@ -29,6 +30,7 @@ from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcO
 from services.notifications.api import flows as flows_api
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
 from services.notifications.application.dispatcher import Dispatcher
+from services.notifications.application.dry_runs import FlowDryRuns
 from services.notifications.application.flow_effects import FlowEffects
 from services.notifications.application.flows import FlowCommands
 from services.notifications.application.intake import Intake, Suppressing
@@ -140,7 +142,9 @@ class NotificationsApi:
         commands = self.upstreams.commands(rt, settings)
         self.servicer.bind(commands.templates, TemplateQueries(rt.pool))
         self.servicer.bind_messages(commands, MessageQueries(rt.pool), PersonalDataAudit(rt.store))
-        self.flows.bind(FlowCommands(rt.store), FlowQueries(rt.pool))
+        flows = FlowCommands(rt.store)
+        dry_runs = FlowDryRuns(rt.store, flows, commands.templates, pipeline(settings).rules)
+        self.flows.bind(flows, FlowQueries(rt.pool), FlowRunQueries(rt.pool), dry_runs)
         if settings.http_port or self.any_http_port:
             port = 0 if self.any_http_port else settings.http_port
             self.http = HttpServer(self.http_app(rt, settings), settings.grpc_host, port)

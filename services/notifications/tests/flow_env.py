@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from services.notifications.adapters import flow_run_tables as t
+from services.notifications.adapters.flow_effects_table import PostgresEffects
 from services.notifications.adapters.flow_engine import FlowEngine
-from services.notifications.adapters.flow_run_tables import PostgresEffects
 from services.notifications.adapters.flow_timers import FlowTimers
 from services.notifications.application.flow_effects import FlowEffects
 from services.notifications.application.flows import FlowCommands

@@ -182,3 +182,141 @@ async def test_a_duration_with_no_json_form_is_invalid(flows: Flows) -> None:
         "DURATION_INVALID",
     )
     assert await flows.events() == 0
+
+
+async def test_the_runs_of_a_contact_and_of_a_flow_in_pages(flows: Flows) -> None:
+    import uuid
+
+    from services.notifications.adapters.flow_engine import FlowEngine
+    from shared.eventstore import NewEvent, StreamState
+    from shared.projections.runner import ProjectionRunner
+
+    made = await flows.stub.CreateFlow(pb.CreateFlowRequest(definition=example("abandoned-cart")))
+    flow_id = made.flow.flow_id
+    ada, bob = str(uuid.uuid4()), str(uuid.uuid4())
+    carts = [(ada, str(uuid.uuid4())) for _ in range(3)] + [(bob, str(uuid.uuid4()))]
+    for contact, cart in carts:
+        data = {"contact_id": contact, "cart_id": cart}
+        abandoned = NewEvent("crm.orders.v1.CartAbandoned", data)
+        await flows.store.append(f"cart-{cart}", [abandoned], StreamState.NO_STREAM)
+    await ProjectionRunner(flows.store, FlowEngine(flows.store)).catch_up()
+
+    seen, token = [], ""
+    while True:
+        page = await flows.stub.ListFlowRuns(
+            pb.ListFlowRunsRequest(contact_id=ada, page_size=2, page_token=token)
+        )
+        seen += page.runs
+        if not (token := page.next_page_token):
+            break
+    assert sorted(r.trigger_key for r in seen) == sorted(c for who, c in carts if who == ada)
+    starts = [r.start_time.ToDatetime() for r in seen]
+    assert starts == sorted(starts, reverse=True)  # newest first
+    run = seen[0]
+    assert (run.flow_id, run.flow_version, run.state, run.step) == (
+        flow_id,
+        1,
+        pb.FLOW_RUN_STATE_WAITING,
+        "wait-an-hour",
+    )
+    assert run.trigger_event_type == "crm.orders.v1.CartAbandoned" and run.wake_time.seconds
+    of_flow = await flows.stub.ListFlowRuns(pb.ListFlowRunsRequest(flow_id=flow_id))
+    assert len(of_flow.runs) == 4
+    both = await flows.stub.ListFlowRuns(pb.ListFlowRunsRequest(flow_id=flow_id, contact_id=bob))
+    assert [r.contact_id for r in both.runs] == [bob]
+    still_open = pb.ListFlowRunsRequest(contact_id=bob, open_only=True)
+    assert len((await flows.stub.ListFlowRuns(still_open)).runs) == 1
+
+    await expect_error(
+        flows.stub.ListFlowRuns(pb.ListFlowRunsRequest()),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "CONTACT_OR_FLOW_REQUIRED",
+    )
+    await expect_error(
+        flows.stub.ListFlowRuns(pb.ListFlowRunsRequest(contact_id="nope")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_CONTACT_ID",
+    )
+    await expect_error(
+        flows.stub.ListFlowRuns(pb.ListFlowRunsRequest(contact_id=ada, page_token="forged")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_PAGE_TOKEN",
+    )
+
+
+async def test_a_dry_run_shows_what_a_flow_would_have_sent_and_writes_nothing(
+    flows: Flows,
+) -> None:
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from crm.notifications.v1 import events_pb2 as epb
+    from crm.notifications.v1 import notifications_pb2 as npb
+    from crm.notifications.v1 import notifications_pb2_grpc as npb_grpc
+    from shared.eventstore import NewEvent, StreamState
+
+    await flows.stub.CreateFlow(pb.CreateFlowRequest(definition=example("abandoned-cart")))
+    templates = npb_grpc.NotificationsServiceStub(flows.served.channel)
+    await templates.CreateTemplate(
+        npb.CreateTemplateRequest(
+            key="cart-reminder",
+            name="Cart reminder",
+            channel=epb.CHANNEL_EMAIL,
+            variants=[epb.TemplateVariant(subject="Your cart", text="Still there")],
+        )
+    )
+    ada, bob = str(uuid.uuid4()), str(uuid.uuid4())
+    consent = NewEvent("crm.contacts.v1.ConsentGranted", {"contact_id": ada, "channel": "email"})
+    await flows.store.append(f"consent-{ada}", [consent], StreamState.NO_STREAM)
+    for who in (ada, bob):
+        cart = str(uuid.uuid4())
+        data = {"contact_id": who, "cart_id": cart}
+        await flows.store.append(
+            f"cart-{cart}", [NewEvent("crm.orders.v1.CartAbandoned", data)], StreamState.NO_STREAM
+        )
+    before = await flows.store.pool.fetchval("SELECT count(*) FROM eventstore.events")
+    now = datetime.now(UTC)
+    start, end = Timestamp(), Timestamp()
+    start.FromDatetime(now - timedelta(hours=1))
+    end.FromDatetime(now + timedelta(hours=2))  # the hour's delay ends inside
+    answer = await flows.stub.DryRunFlow(
+        pb.DryRunFlowRequest(key="abandoned-cart", start_time=start, end_time=end)
+    )
+    assert (answer.runs_started, answer.events_read) == (2, 3)
+    got = sorted((s.contact_id, s.step, s.outcome, s.reason) for s in answer.steps)
+    assert got == sorted(
+        [
+            (ada, "reminder", epb.OUTCOME_SEND, ""),
+            (bob, "reminder", epb.OUTCOME_SKIP, "NO_CONSENT"),
+        ]
+    )
+    assert all(s.channel == epb.CHANNEL_EMAIL for s in answer.steps)
+    assert dict(answer.counts) == {"OUTCOME_SEND": 1, "OUTCOME_SKIP": 1, "NO_CONSENT": 1}
+    assert await flows.store.pool.fetchval("SELECT count(*) FROM eventstore.events") == before
+
+    draft = example("abandoned-cart")
+    draft.steps[1].send.template_key = "no-such-template"
+    answer = await flows.stub.DryRunFlow(
+        pb.DryRunFlowRequest(definition=draft, start_time=start, end_time=end, max_steps=1)
+    )
+    assert [s.reason for s in answer.steps] == ["TEMPLATE_NOT_FOUND"] and answer.truncated
+
+    await expect_error(
+        flows.stub.DryRunFlow(pb.DryRunFlowRequest(key="abandoned-cart", start_time=start)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "WINDOW_REQUIRED",
+    )
+    await expect_error(
+        flows.stub.DryRunFlow(
+            pb.DryRunFlowRequest(key="abandoned-cart", start_time=end, end_time=start)
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_WINDOW",
+    )
+    await expect_error(
+        flows.stub.DryRunFlow(pb.DryRunFlowRequest(key="nope", start_time=start, end_time=end)),
+        grpc.StatusCode.NOT_FOUND,
+        "FLOW_NOT_FOUND",
+    )
