@@ -24,7 +24,20 @@ class FlowRunQueries:
         query = f"runs|{contact_id}|{flow_id}|{open_only}"
         after = paging.decode_token(token, query) if token else None
         at, run_id = (after[0], after[1]) if after else ("infinity", str(uuid.UUID(int=2**128 - 1)))
-        rows = await self.pool.fetch(
+        try:
+            rows = await self._fetch(contact_id, flow_id, open_only, at, run_id, size)
+        except asyncpg.UndefinedTableError:  # the engine (project role) never started: no runs
+            return [], ""
+        page = [run_of(r) for r in rows[:size]]
+        if len(rows) <= size:
+            return page, ""
+        last = page[-1]
+        return page, paging.encode_token([last.start_time.isoformat(), last.run.run_id], query)
+
+    async def _fetch(
+        self, contact_id: str, flow_id: str, open_only: bool, at: str, run_id: str, size: int
+    ) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
             f"""SELECT * FROM {SCHEMA}.runs
                 WHERE ($1::uuid IS NULL OR contact_id = $1) AND ($2::uuid IS NULL OR flow_id = $2)
                   AND (NOT $3 OR status <> $4)
@@ -38,8 +51,3 @@ class FlowRunQueries:
             uuid.UUID(run_id),
             size + 1,
         )
-        page = [run_of(r) for r in rows[:size]]
-        if len(rows) <= size:
-            return page, ""
-        last = page[-1]
-        return page, paging.encode_token([last.start_time.isoformat(), last.run.run_id], query)
