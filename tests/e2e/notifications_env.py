@@ -126,6 +126,7 @@ class Suite:
     procs: list[Proc]
     project_env: dict[str, str] = field(default_factory=dict)
     smtp_delay: float = 0.0  # seconds the SMTP server takes over each message
+    with_orders: bool = False  # run orders too (serve and project), carts abandoned fast
 
     sinks: list[SmtpSink | SmsGateway] = field(default_factory=list)  # to stop at the end
 
@@ -136,11 +137,24 @@ class Suite:
         self.sinks.append(self.gateway)
         self.contacts = Proc("serve", self.dsn)
         self.procs.append(self.contacts)
-        self.upstream = {
-            "CONTACTS_TARGET": f"127.0.0.1:{self.contacts.grpc_port}",
-            # no template here reads `metrics`: orders is never called
-            "ORDERS_TARGET": f"127.0.0.1:{free_port()}",
-        }
+        to_contacts = {"CONTACTS_TARGET": f"127.0.0.1:{self.contacts.grpc_port}"}
+        orders_target = f"127.0.0.1:{free_port()}"  # unless asked for, orders is never called
+        if self.with_orders:
+            # carts abandoned after a second of idleness (the abandonment timer polls fast)
+            self.orders = Proc("serve", self.dsn, "orders", **to_contacts)
+            self.orders_project = Proc(
+                "project",
+                self.dsn,
+                "orders",
+                **to_contacts,
+                CART_ABANDON_AFTER_SECONDS="1",
+                ABANDONMENT_POLL_SECONDS="0.2",
+            )
+            self.procs += [self.orders, self.orders_project]
+            await self.orders.wait_health(SERVING, timeout=60)
+            await self.orders_project.wait_health(SERVING, timeout=60)
+            orders_target = f"127.0.0.1:{self.orders.grpc_port}"
+        self.upstream = {**to_contacts, "ORDERS_TARGET": orders_target}
         self.delivery = Proc(
             "delivery",
             self.dsn,

@@ -6,6 +6,7 @@ its decision naming the flow, its version, the step and the run."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ from crm.notifications.v1 import events_pb2 as epb
 from crm.notifications.v1 import flow_definition_pb2 as fpb
 from crm.notifications.v1 import flows_pb2 as fl
 from crm.notifications.v1 import flows_pb2_grpc as fl_grpc
+from crm.orders.v1 import events_pb2 as oepb
+from crm.orders.v1 import orders_pb2 as opb
+from crm.orders.v1 import orders_pb2_grpc as opb_grpc
 from services.notifications.domain.decision import DECIDED
 from services.notifications.tests.test_flow_definitions import EXAMPLES, json_form
 from tests.e2e.notifications_env import Ledger, Suite, eventually
@@ -62,5 +66,82 @@ async def test_welcome_series_sends_the_welcome_through_real_processes(
         assert (trigger["source"], trigger["flow_id"]) == ("flow", flow_id)
         assert (trigger["step_id"], trigger["flow_version"]) == ("welcome", 1)
         assert decided["outcome"] == "OUTCOME_SEND" and decided["contact_id"] == ada
+    finally:
+        suite.stop_sinks()
+
+
+FAST_CART_FLOW = {
+    "key": "e2e-abandoned-cart",
+    "name": "Abandoned cart, in seconds",
+    "trigger": {"event": {"event_type": "crm.orders.v1.CartAbandoned"}},
+    "exit_events": ["crm.orders.v1.CartRecovered", "crm.orders.v1.OrderPlaced"],
+    "steps": [
+        {"id": "wait", "delay": {"duration": "1s"}, "next": "reminder"},
+        # transactional: no smart sending, so only the run's end keeps the second one away
+        {
+            "id": "reminder",
+            "send": {"template_key": "cart-reminder", "transactional": True},
+            "next": "wait-more",
+        },
+        {"id": "wait-more", "delay": {"duration": "6s"}, "next": "incentive"},
+        {"id": "incentive", "send": {"template_key": "cart-incentive", "transactional": True}},
+    ],
+    "re_entry": {"policy": "RE_ENTRY_POLICY_AFTER_EXIT"},
+}
+
+
+async def test_an_abandoned_cart_reminder_lists_its_items_and_an_order_ends_the_run(
+    dsn: str, procs: list[Proc], tmp_path: Path
+) -> None:
+    suite = Suite(dsn, tmp_path, procs, with_orders=True)
+    try:
+        await suite.start()
+        await suite.start_project()
+        lines = "{% for i in cart.items %}{{ i.quantity }} x {{ i.name }}\n{% endfor %}"
+        await suite.template("cart-reminder", epb.CHANNEL_EMAIL, subject="Your cart", text=lines)
+        await suite.template(
+            "cart-incentive", epb.CHANNEL_EMAIL, subject="10% off your cart", text=lines
+        )
+        async with suite.serve.channel() as ch:
+            await fl_grpc.FlowsServiceStub(ch).CreateFlow(
+                fl.CreateFlowRequest(
+                    definition=json_format.ParseDict(FAST_CART_FLOW, fpb.FlowDefinition())
+                )
+            )
+        ada = await suite.register(
+            "ada@example.com", "+33612345678", "Europe/Paris", first_name="Ada"
+        )
+        async with suite.orders.channel() as ch:
+            orders = opb_grpc.OrdersServiceStub(ch)
+            cart = (
+                await orders.CreateCart(
+                    opb.CreateCartRequest(customer=opb.CustomerRef(contact_id=ada), currency="EUR")
+                )
+            ).cart
+            for sku, name, n in (("tea-1", "Assam tea", 2), ("cup-1", "Tea cup", 1)):
+                item = oepb.LineItem(sku=sku, name=name, quantity=n, unit_price=650)
+                await orders.AddCartItem(opb.AddCartItemRequest(cart_id=cart.cart_id, item=item))
+
+            async def reminded() -> bool:
+                return len(suite.smtp.messages()) >= 1
+
+            await eventually(reminded, "the cart reminder at the SMTP server")
+            [email] = suite.smtp.messages()
+            assert str(email["Subject"]) == "Your cart"
+            assert email.get_content().splitlines() == ["2 x Assam tea", "1 x Tea cup"]
+            await orders.PlaceOrder(opb.PlaceOrderRequest(cart_id=cart.cart_id))
+
+        async def ended() -> bool:
+            async with suite.serve.channel() as ch:
+                runs = await fl_grpc.FlowsServiceStub(ch).ListFlowRuns(
+                    fl.ListFlowRunsRequest(contact_id=ada)
+                )
+            return [(r.state, r.end_reason) for r in runs.runs] == [
+                (fl.FLOW_RUN_STATE_ENDED, "exit_event")
+            ]
+
+        await eventually(ended, "the run ended by the order")
+        await asyncio.sleep(8)  # past the incentive's time, had the run gone on
+        assert len(suite.smtp.messages()) == 1
     finally:
         suite.stop_sinks()
