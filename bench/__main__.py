@@ -19,6 +19,7 @@ from bench import (
     auth_cost,
     db,
     delivery,
+    flows,
     grpc_load,
     importer,
     notifications,
@@ -105,6 +106,7 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
                 lambda: orders.rebuild_metrics(es, raw, notes),
             )
             await _guarded("read_all", metrics, notes, lambda: store.read_all(es, raw))
+            await _guarded("dry_run_rate", metrics, notes, lambda: flows.dry_run_rate(es, notes))
             audit = LogAudit(es, dsn)
             try:
                 await _guarded("events_export_rate", metrics, notes, audit.export_rate)

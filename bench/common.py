@@ -58,6 +58,8 @@ GOALS: dict[str, Goal] = {
     # auditors (issue 13): against read_all on the same log
     "events_export_rate": Goal(0.5, on_ratio=True),
     "verify_rate": Goal(0.5, on_ratio=True),
+    # automation (issue 12): a flow's dry run against read_all on the same log
+    "dry_run_rate": Goal(0.5, on_ratio=True),
     # the notifications delivery workers
     "delivery_worker_rss": Goal(200, higher_is_better=False),
     # the notifications service end to end (issue 11)

@@ -58,7 +58,7 @@ class FlowTimers:
                 tz = zone(await t.zone_of(conn, r.contact_id))
                 events, effects = runs.timer_due(r, flow, r.wake_at, tz)
                 if not events:  # not waiting any more: a stale timer
-                    stale = replace(r, wake_at=None)
+                    stale = r._replace(wake_at=None)
                     await t.save_run(conn, replace(row, run=stale))
                     continue
                 key = f"{ACTOR}:{r.run_id}:{r.visits}"

@@ -5,7 +5,7 @@ matter — up to the window's end, in its published form; nothing is written any
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from services.notifications.domain.flows.dry_run import DryRun
 from services.notifications.domain.flows.flow import definition_of
 from shared.domain.errors import DomainError, Invalid
 from shared.events.upcast import upcast
-from shared.eventstore import EventStore
+from shared.eventstore import EventStore, ReadAllPage, RecordedEvent
 
 # What a flow can react to, what the facts come from, and the log's own marketing sends.
 CATEGORIES = ("contact", "consent", "order", "cart", "segmentmembership", "message")
@@ -56,21 +56,36 @@ class FlowDryRuns:
         # Up to the last event committed now: one committed but not yet visible to readers
         # (an older transaction still open) is waited for, not skipped.
         after, head = 0, await self.store.head_position()
-        while after < head:
-            page = await self.store.read_all(after, categories=CATEGORIES, limit=PAGE)
-            for e in page.events:
-                if e.recorded_at > end:
-                    if e.recorded_at > end + SLACK:
-                        sim.finish()
-                        return sim
-                    continue
-                u = upcast(e)
-                sim.see(u.type, str(u.event_id), u.data, u.metadata, u.recorded_at)
-            if page.last_position == after:
-                await asyncio.sleep(0.01)
-            after = page.last_position
+        # The next page is read while this one is replayed: the database works meanwhile.
+        pending = asyncio.ensure_future(self._page(after))
+        try:
+            while after < head:
+                page = await pending
+                if page.last_position == after:
+                    await asyncio.sleep(0.01)
+                after = page.last_position
+                pending = asyncio.ensure_future(self._page(after))
+                if not self._replay(sim, page.events, end):
+                    break
+        finally:
+            pending.cancel()
         sim.finish()
         return sim
+
+    async def _page(self, after: int) -> ReadAllPage:
+        return await self.store.read_all(after, categories=CATEGORIES, limit=PAGE)
+
+    @staticmethod
+    def _replay(sim: DryRun, events: Sequence[RecordedEvent], end: datetime) -> bool:
+        """The page's events into the dry run; False once the log is past the window."""
+        for e in events:
+            if e.recorded_at > end:
+                if e.recorded_at > end + SLACK:
+                    return False
+                continue
+            u = upcast(e)
+            sim.see(u.type, str(u.event_id), u.data, u.metadata, u.recorded_at)
+        return True
 
     async def _channels(self, flow: fd.Flow) -> dict[str, str]:
         """The channel of each template the flow's steps name (a missing one: none)."""
