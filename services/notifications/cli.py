@@ -28,9 +28,10 @@ from services.cli_calls import (
     serve_target,
 )
 from services.cli_support import emit
+from services.notifications import cli_runs
+from services.notifications.cli_runs import GRPC_PORT
 
-GRPC_PORT = 50054  # the notifications serve role under make run (spec.py declares it with this)
-app = typer.Typer(help="Flows (journeys): apply, list, show.", no_args_is_help=True)
+app = typer.Typer(help="Flows (journeys): apply, list, show; runs; dry runs.", no_args_is_help=True)
 Target = Annotated[
     str | None,
     typer.Option(
@@ -184,3 +185,7 @@ def show(
     definition = json_format.MessageToDict(flow.definition, preserving_proto_field_name=True)
     typer.echo(f"# {flow.key}, version {flow.version} of {flow.latest_version}")
     typer.echo(yaml.safe_dump(definition, sort_keys=False, allow_unicode=True), nl=False)
+
+
+app.command("runs")(cli_runs.runs)
+app.command("dry-run")(cli_runs.dry_run)

@@ -93,3 +93,53 @@ async def test_bad_files_and_callers(flows: Flows, tmp_path: Path) -> None:
     assert await flows.events() == 0
     code, _, errors = await crm("flows", "apply", str(tmp_path / "missing.yaml"), *target)
     assert code == 2 and "missing.yaml" in errors
+
+
+async def test_runs_and_a_dry_run_from_the_command_line(flows: Flows, tmp_path: Path) -> None:
+    import uuid
+
+    from services.notifications.adapters.flow_engine import FlowEngine
+    from shared.eventstore import NewEvent, StreamState
+    from shared.projections.runner import ProjectionRunner
+
+    target = ["--target", flows.served.target]
+    code, _, errors = await crm("flows", "apply", str(EXAMPLES / "abandoned-cart.yaml"), *target)
+    assert code == 0, errors
+    ada, cart = str(uuid.uuid4()), str(uuid.uuid4())
+    abandoned = NewEvent("crm.orders.v1.CartAbandoned", {"contact_id": ada, "cart_id": cart})
+    await flows.store.append(f"cart-{cart}", [abandoned], StreamState.NO_STREAM)
+    await ProjectionRunner(flows.store, FlowEngine(flows.store)).catch_up()
+
+    code, out, errors = await crm("flows", "runs", "--contact", ada, *target)
+    assert code == 0, errors
+    [line] = out.splitlines()
+    fields = line.split("\t")
+    assert fields[2:5] == [ada, "waiting", "wait-an-hour"]
+    assert fields[-1] == "crm.orders.v1.CartAbandoned"
+
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    start, end = (now - timedelta(days=1)).isoformat(), (now + timedelta(days=2)).isoformat()
+    window = ["--start", start, "--end", end]
+    code, out, errors = await crm("flows", "dry-run", "abandoned-cart", *window, *target)
+    assert code == 0, errors
+    lines = out.splitlines()
+    assert lines[0].startswith("1 events read; 1 runs started")
+    # no template by the flow's keys here: each send says so
+    assert "TEMPLATE_NOT_FOUND: 2" in out
+    assert [x.split("\t")[2] for x in lines if "\t" in x] == ["reminder", "incentive"]
+
+    code, out, _ = await crm("flows", "dry-run", "abandoned-cart", "--json", *window, *target)
+    assert code == 0 and orjson.loads(out)["runs_started"] == 1
+    code, _, errors = await crm(
+        "flows",
+        "dry-run",
+        "abandoned-cart",
+        "--start",
+        "yesterday",
+        "--end",
+        "2100-01-01T00:00:00Z",
+        *target,
+    )
+    assert code == 2 and "--start" in errors
