@@ -18,11 +18,12 @@ tests/test_email_message.py compare the bytes with what EmailMessage builds.
 from __future__ import annotations
 
 import binascii
+import functools
 import random
 import re
 import sys
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import policy, quoprimime
 from email.headerregistry import UnstructuredHeader
 from email.utils import format_datetime, parseaddr
@@ -67,7 +68,10 @@ def message_id(message_id: str, domain: str) -> str:
 
 
 def envelope_address(value: str) -> str:
-    """The bare address of ``Name <a@b>`` or ``a@b`` (the SMTP envelope's)."""
+    """The bare address of ``Name <a@b>`` or ``a@b`` (the SMTP envelope's): read by the
+    stdlib's parseaddr, or without it when the value is that simple (the same answer)."""
+    if _MAILBOX.match(value):
+        return value[value.index("<") + 1 : -1] if value.endswith(">") else value
     _, address = parseaddr(value)
     if "@" not in address or any(c in address for c in "\r\n <>"):
         raise BadMessage(f"not an email address: {value[:100]!r}")
@@ -92,7 +96,7 @@ def build(
     envelope_address(to)
     lines = [
         _header("Message-ID", message_id(message_id_value, domain), _MSGID),
-        f"Date: {format_datetime(now)}\r\n",
+        _date(now),
         _header("From", sender, _MAILBOX),
         _header("To", to, _MAILBOX),
         _header("Subject", subject, _WORDS),
@@ -123,6 +127,16 @@ def build(
             b"\r\n--%b--\r\n" % boundary,
         )
     )
+
+
+def _date(now: datetime) -> str:
+    """The Date header (whole seconds: the workers ask for the same one all second long)."""
+    return _date_at(now, now.utcoffset())  # equal instants in other zones are other texts
+
+
+@functools.lru_cache(maxsize=4)
+def _date_at(now: datetime, _offset: timedelta | None) -> str:
+    return f"Date: {format_datetime(now)}\r\n"
 
 
 def _extra_headers(headers: Iterable[tuple[str, str]]) -> list[str]:
@@ -195,7 +209,9 @@ def _boundary(*parts: bytes) -> str:
     """A boundary the stdlib's way (15 '=', 19 random digits, '=='), found in no part."""
     boundary = "=" * 15 + f"{random.randrange(sys.maxsize):019d}" + "=="
     candidate, counter = boundary, 0
-    while any(b"--" + candidate.encode("ascii") in part for part in parts):
+    while any(b"--=====" in part for part in parts) and any(
+        b"--" + candidate.encode("ascii") in part for part in parts
+    ):
         candidate = f"{boundary}.{counter}"
         counter += 1
     return candidate

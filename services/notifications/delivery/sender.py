@@ -85,7 +85,7 @@ class Sender:
                 html=m.html,
                 headers=[(h.name, h.value) for h in m.headers],
                 test=m.test,
-                now=datetime.fromtimestamp(self.clock(), UTC),
+                now=datetime.fromtimestamp(int(self.clock()), UTC),  # the Date header's unit
             )
             sender = email_message.envelope_address(m.sender)
             to = email_message.envelope_address(m.to)

@@ -10,6 +10,7 @@ import email.policy
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage
+from email.utils import parseaddr
 from typing import Any
 
 import pytest
@@ -197,3 +198,14 @@ def test_a_second_reply_to_is_a_bad_message_and_content_headers_are_dropped() ->
         )
     )
     assert msg["Content-Disposition"] is None and msg["X-Tag"] == "1"
+
+
+@settings(max_examples=300)
+@given(MAILBOX)
+def test_envelope_addresses_are_those_parseaddr_reads(value: str) -> None:
+    _, address = parseaddr(value)
+    if "@" not in address or any(c in address for c in "\r\n <>"):
+        with pytest.raises(email_message.BadMessage):
+            email_message.envelope_address(value)
+    else:
+        assert email_message.envelope_address(value) == address
