@@ -75,7 +75,7 @@ class Sender:
 
     def email(self, m: pb.OutboundMessage) -> Result:
         try:
-            msg = email_message.build(
+            data = email_message.build(
                 message_id_value=m.message_id,
                 domain=self.settings.message_id_domain,
                 sender=m.sender,
@@ -85,9 +85,8 @@ class Sender:
                 html=m.html,
                 headers=[(h.name, h.value) for h in m.headers],
                 test=m.test,
-                now=datetime.fromtimestamp(self.clock(), UTC),
+                now=datetime.fromtimestamp(int(self.clock()), UTC),  # the Date header's unit
             )
-            data = email_message.to_bytes(msg)
             sender = email_message.envelope_address(m.sender)
             to = email_message.envelope_address(m.to)
         except email_message.BadMessage as exc:

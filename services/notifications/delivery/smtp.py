@@ -125,8 +125,11 @@ def _close(conn: smtplib.SMTP) -> bool:
 
 
 def _exchange(conn: smtplib.SMTP, sender: str, to: str, data: bytes, *, reused: bool) -> Result:
+    """MAIL, RCPT and DATA for bare addresses (envelope_address's): the commands smtplib's
+    mail() and rcpt() send for them, without parsing each address once more."""
     try:
-        code, reply = conn.mail(sender)
+        conn.putcmd("mail", f"FROM:<{sender}>")
+        code, reply = conn.getreply()
     except smtplib.SMTPServerDisconnected as exc:
         if reused:
             raise Stale() from exc
@@ -134,7 +137,8 @@ def _exchange(conn: smtplib.SMTP, sender: str, to: str, data: bytes, *, reused: 
     if code != 250:
         conn.rset()
         return smtp_result(code, reply)
-    code, reply = conn.rcpt(to)
+    conn.putcmd("rcpt", f"TO:<{to}>")
+    code, reply = conn.getreply()
     if code not in (250, 251):
         conn.rset()
         return smtp_result(code, reply)

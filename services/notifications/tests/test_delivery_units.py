@@ -84,7 +84,7 @@ def build(**overrides: object) -> bytes:
         "test": False,
         "now": NOW,
     }
-    return email_message.to_bytes(email_message.build(**(fields | overrides)))  # type: ignore[arg-type]
+    return email_message.build(**(fields | overrides))  # type: ignore[arg-type]
 
 
 def parsed(data: bytes) -> email.message.EmailMessage:
