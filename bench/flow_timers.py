@@ -92,12 +92,14 @@ ROW_COLUMNS = (
 
 def _abandoned(cart_id: str, contact_id: str, n: int, at: datetime) -> dict[str, Any]:
     """A CartAbandoned as orders decides it (domain/cart.py decide_abandon)."""
+    quantity, price = 1 + n % 3, 990 + 100 * (n % 50)  # minor units
+    item = {"sku": f"SKU-{n % 50}", "name": "Item", "quantity": quantity, "unit_price": price}
     return {
         "cart_id": cart_id,
         "contact_id": contact_id,
         "currency": "EUR",
-        "subtotal": f"{20 + n % 80}.90",
-        "items": [{"sku": f"SKU-{n % 50}", "quantity": 1 + n % 3, "unit_price": "19.90"}],
+        "subtotal": quantity * price,
+        "items": [{**item, "discount": 0}],
         "last_activity_time": timestamp_text(at),
         "abandon_after_seconds": 3600,
     }
