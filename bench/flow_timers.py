@@ -350,7 +350,7 @@ async def lateness(dsn: str, notes: list[str]) -> Metric:
             await runner.catch_up()
             async with store.pool.acquire() as conn, conn.transaction():
                 await conn.execute(f"SET LOCAL search_path TO {t.SCHEMA}")
-                [(_, _, flow)] = await engine.definitions.active(conn)
+                flow = await engine.definitions.get(conn, flow_id, 1)
             log(f"  setup: {by_engine:,} CartAbandoned, the engine starting their runs")
             rate = await _engine_runs(store, runner, by_engine)
             log(f"  the engine started {rate:,.0f} runs/s")
