@@ -19,6 +19,7 @@ from bench import (
     auth_cost,
     db,
     delivery,
+    flow_timers,
     flows,
     grpc_load,
     importer,
@@ -164,6 +165,12 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
                 metrics,
                 notes,
                 lambda: notifications.decision_p99(dsn, notes),
+            )
+            await _guarded(
+                "flow_timer_lateness_p99_ms",
+                metrics,
+                notes,
+                lambda: flow_timers.lateness(dsn, notes),
             )
         finally:
             await es.close()

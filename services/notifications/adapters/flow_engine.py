@@ -17,6 +17,7 @@ are folded from the log (the runs' own events are read only then), and no effect
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -79,8 +80,24 @@ class Definitions:
         return {r[0]: (r[1], r[2]) for r in rows}
 
 
+@dataclass(frozen=True)
+class RunWrite:
+    """One run's walk to write: its row (None for a run just started), the walk's events and
+    effects, and what answering a segment condition needs."""
+
+    row: t.RunRow | None
+    events: list[runs.Event]
+    effects: list[runs.Effect]
+    flow: fd.Flow
+    tz: tzinfo
+    request_id: str
+    meta: Mapping[str, Any]
+    now: datetime
+
+
 class RunWriter:
-    """Appends a run's events and keeps its row and its effects, in the caller's transaction."""
+    """Appends runs' events and keeps their rows and their effects, in the caller's
+    transaction."""
 
     def __init__(self, store: PostgresEventStore) -> None:
         self.store = store
@@ -96,23 +113,37 @@ class RunWriter:
         meta: Mapping[str, Any],
         now: datetime,
     ) -> int:
-        """The run's new events at the version its row holds; the position of the last. A
-        segment condition the walk stopped at is answered from the memberships the engine
-        holds as of this event, and the walk goes on (a rule condition waits for its effect)."""
-        run = row.run if row is not None else runs.fold(walked[0][:1])
-        assert run is not None
-        events, effects = await self._answered(conn, run, flow, tz, now, *walked)
-        stream = runs.stream_of(run.run_id)
-        expected = row.version if row is not None else StreamState.NO_STREAM
-        new = new_events(NS, stream, list(events), request_id, meta)
-        [result] = await self.store.append_batch_on(conn, [StreamAppend(stream, new, expected)])
-        for type_, data in events if row is not None else events[1:]:
-            run = runs.evolve(run, type_, data)
-        key = row.trigger_key if row is not None else str(events[0][1]["trigger_key"])
-        start = row.start_time if row is not None else now
-        await t.save_run(conn, t.RunRow(run, key, start, result.version))
-        await t.add_effects(conn, run, effects)
-        return result.position
+        """The run's new events at the version its row holds; the position of the last."""
+        write = RunWrite(row, walked[0], walked[1], flow, tz, request_id, meta, now)
+        return await self.write_many(conn, [write])
+
+    async def write_many(self, conn: asyncpg.Connection, writes: Sequence[RunWrite]) -> int:
+        """Several distinct runs' new events, each at the version its row holds, in one append;
+        their rows and their effects (in the order given) in one round trip each; the position
+        of the last event. A segment condition a walk stopped at is answered from the
+        memberships the engine holds as of this event, and the walk goes on (a rule condition
+        waits for its effect)."""
+        appends, rows, effects = [], [], []
+        for w in writes:
+            run = w.row.run if w.row is not None else runs.fold(w.events[:1])
+            assert run is not None
+            events, more = await self._answered(conn, run, w.flow, w.tz, w.now, w.events, w.effects)
+            stream = runs.stream_of(run.run_id)
+            expected = w.row.version if w.row is not None else StreamState.NO_STREAM
+            new = new_events(NS, stream, list(events), w.request_id, w.meta)
+            appends.append(StreamAppend(stream, new, expected))
+            for type_, data in events if w.row is not None else events[1:]:
+                run = runs.evolve(run, type_, data)
+            key = w.row.trigger_key if w.row is not None else str(events[0][1]["trigger_key"])
+            start = w.row.start_time if w.row is not None else w.now
+            rows.append(t.RunRow(run, key, start, 0))
+            effects.append((run, more))
+        results = await self.store.append_batch_on(conn, appends)
+        await t.save_runs(
+            conn, [replace(r, version=a.version) for r, a in zip(rows, results, strict=True)]
+        )
+        await t.add_effects(conn, effects)
+        return max(a.position for a in results)
 
     async def _answered(
         self,

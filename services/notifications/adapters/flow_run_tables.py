@@ -91,14 +91,16 @@ def run_of(r: asyncpg.Record) -> RunRow:
     return RunRow(run, r["trigger_key"], r["start_time"], r["version"])
 
 
-async def save_run(conn: asyncpg.Connection, row: RunRow) -> None:
+_SAVE_RUN = """INSERT INTO runs (run_id, flow_id, flow_version, contact_id, trigger_key,
+        trigger, status, step, visits, wake_at, waiting_for, ended, start_time, version)
+    VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14)
+    ON CONFLICT (run_id) DO UPDATE SET status = $7, step = $8, visits = $9,
+        wake_at = $10, waiting_for = $11, ended = $12, version = $14"""
+
+
+def _run_args(row: RunRow) -> tuple[Any, ...]:
     r = row.run
-    await conn.execute(
-        """INSERT INTO runs (run_id, flow_id, flow_version, contact_id, trigger_key,
-                trigger, status, step, visits, wake_at, waiting_for, ended, start_time, version)
-            VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14)
-            ON CONFLICT (run_id) DO UPDATE SET status = $7, step = $8, visits = $9,
-                wake_at = $10, waiting_for = $11, ended = $12, version = $14""",
+    return (
         uuid.UUID(r.run_id),
         uuid.UUID(r.flow_id),
         r.flow_version,
@@ -114,6 +116,16 @@ async def save_run(conn: asyncpg.Connection, row: RunRow) -> None:
         row.start_time,
         row.version,
     )
+
+
+async def save_run(conn: asyncpg.Connection, row: RunRow) -> None:
+    await conn.execute(_SAVE_RUN, *_run_args(row))
+
+
+async def save_runs(conn: asyncpg.Connection, rows: Sequence[RunRow]) -> None:
+    """Several runs' rows in one round trip (the statement pipelined)."""
+    if rows:
+        await conn.executemany(_SAVE_RUN, [_run_args(row) for row in rows])
 
 
 async def open_runs(conn: asyncpg.Connection, contact_id: str) -> list[RunRow]:
@@ -180,17 +192,31 @@ def effect_data(effect: Effect, run: Run) -> tuple[str, dict[str, Any]]:
     return effect.request_id, data
 
 
-async def add_effects(conn: asyncpg.Connection, run: Run, effects: Sequence[Effect]) -> None:
-    """The effects to carry out, due at once (whatever instant the run's walk was at)."""
-    for effect in effects:
-        request_id, data = effect_data(effect, run)
-        await conn.execute(
+async def add_effects(
+    conn: asyncpg.Connection, effects: Sequence[tuple[Run, Sequence[Effect]]]
+) -> None:
+    """Runs' effects to carry out, due at once (whatever instant each run's walk was at), in
+    one round trip, in the order given."""
+    args = []
+    for run, those in effects:
+        for effect in those:
+            request_id, data = effect_data(effect, run)
+            args.append((uuid.UUID(run.run_id), request_id, orjson.dumps(data).decode()))
+    if args:
+        await conn.executemany(
             f"""INSERT INTO {EFFECTS} (run_id, request_id, effect, due_at)
                 VALUES ($1, $2, $3::jsonb, now()) ON CONFLICT (request_id) DO NOTHING""",
-            uuid.UUID(run.run_id),
-            request_id,
-            orjson.dumps(data).decode(),
+            args,
         )
+
+
+async def zones_of(conn: asyncpg.Connection, contact_ids: Sequence[str]) -> dict[str, str]:
+    """The time zones known for these contacts (a contact with none is left out)."""
+    rows = await conn.fetch(
+        "SELECT contact_id::text, time_zone FROM zones WHERE contact_id = ANY($1::uuid[])",
+        list({uuid.UUID(c) for c in contact_ids}),
+    )
+    return {r[0]: r[1] for r in rows}
 
 
 async def is_member(conn: asyncpg.Connection, segment_key: str, contact_id: str) -> bool:

@@ -13,7 +13,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from services.notifications.adapters import flow_run_tables as t
-from services.notifications.adapters.flow_engine import Definitions, RunWriter, zone
+from services.notifications.adapters.flow_engine import (
+    Definitions,
+    RunWrite,
+    RunWriter,
+    zone,
+)
 from services.notifications.domain.flows import run as runs
 from shared.eventstore.postgres import PostgresEventStore
 from shared.metrics import FLOW_TIMER_LATENESS
@@ -45,21 +50,22 @@ class FlowTimers:
                 await sleep_unless_stopped(stop, self.poll)
 
     async def tick(self) -> int:
-        """Fire the timers due now; how many were due."""
-        last = 0
+        """Fire the timers due now, a batch in one transaction: the runs' events in one append,
+        their rows and effects in one round trip each; how many were due."""
         async with self.store.pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SET LOCAL search_path TO {t.SCHEMA}, public")
             now = self.clock()
             rows = await t.due_runs(conn, now, BATCH)
+            zones = await t.zones_of(conn, [row.run.contact_id for row in rows])
+            writes, stale = [], []
             for row in rows:
                 r = row.run
                 assert r.wake_at is not None
                 flow = await self.definitions.get(conn, r.flow_id, r.flow_version)
-                tz = zone(await t.zone_of(conn, r.contact_id))
+                tz = zone(zones.get(r.contact_id, ""))
                 events, effects = runs.timer_due(r, flow, r.wake_at, tz)
                 if not events:  # not waiting any more: a stale timer
-                    stale = r._replace(wake_at=None)
-                    await t.save_run(conn, replace(row, run=stale))
+                    stale.append(replace(row, run=r._replace(wake_at=None)))
                     continue
                 key = f"{ACTOR}:{r.run_id}:{r.visits}"
                 meta = {
@@ -69,9 +75,12 @@ class FlowTimers:
                     "causation_id": str(r.trigger.get("event_id", "")),
                     "correlation_id": str(r.trigger.get("event_id", "")),
                 }
-                walked = (events, effects)
-                last = await self.writer.write(conn, row, walked, flow, tz, key, meta, r.wake_at)
-                FLOW_TIMER_LATENESS.observe(max(0.0, (now - r.wake_at).total_seconds()))
+                writes.append(RunWrite(row, events, effects, flow, tz, key, meta, r.wake_at))
+            await t.save_runs(conn, stale)
+            last = await self.writer.write_many(conn, writes) if writes else 0
+        for w in writes:
+            assert w.row is not None and w.row.run.wake_at is not None
+            FLOW_TIMER_LATENESS.observe(max(0.0, (now - w.row.run.wake_at).total_seconds()))
         if last:
             self.store.committed(last)
         return len(rows)

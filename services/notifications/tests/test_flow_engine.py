@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -28,6 +29,7 @@ from shared.projections.runner import ProjectionRunner
 
 ORDERS = "crm.orders.v1."
 CONSENT = "crm.contacts.v1.ConsentGranted"
+CONTACTS = "crm.contacts.v1.Contact"
 
 
 @pytest.fixture
@@ -251,3 +253,41 @@ async def test_a_paused_flows_runs_wait_and_archiving_ends_them(env: Env) -> Non
     [row] = await env.runs()
     assert (row.run.status, row.run.ended, row.run.wake_at) == (runs.DONE, runs.ARCHIVED, None)
     assert await env.timers(abandoned + timedelta(days=3)).tick() == 0
+
+
+async def test_timers_due_together_fire_in_one_tick_each_in_its_own_contacts_zone(
+    env: Env,
+) -> None:
+    """A tick fires every due run in one batch: each run gets its own events, row and effect,
+    and a delay until a local time reads the clock of the run's own contact."""
+    await env.flow("review-request")  # a week, then until 10:00 local
+    await env.flow("abandoned-cart")  # an hour, then a reminder
+    zones = {}
+    for name in ("Europe/Berlin", "America/New_York", ""):
+        env.contact = str(uuid.uuid4())
+        zones[env.contact] = ZoneInfo(name or "UTC")
+        if name:
+            await env.publish(f"contact-{env.contact}", CONTACTS + "Registered", time_zone=name)
+        order, cart = str(uuid.uuid4()), str(uuid.uuid4())
+        await env.publish(f"order-{order}", ORDERS + "OrderDelivered", order_id=order)
+        await env.publish(f"cart-{cart}", ORDERS + "CartAbandoned", cart_id=cart)
+    waiting = {r.run.run_id: r.run for r in await env.runs()}
+    assert len(waiting) == 6
+
+    assert await env.timers(max(r.wake_at for r in waiting.values() if r.wake_at)).tick() == 6
+    for row in await env.runs():
+        before = waiting[row.run.run_id]
+        assert row.run.wake_at is not None and before.wake_at is not None
+        events = await env.run_events(row.run.run_id)
+        if before.trigger.get("order_id"):
+            local = row.run.wake_at.astimezone(zones[row.run.contact_id])
+            assert (row.run.step, local.time()) == ("morning", time(10, 0))
+            assert timedelta(0) < row.run.wake_at - before.wake_at <= timedelta(days=1)
+            assert [e[0] for e in events[3:]] == [runs.STEP, runs.WAITING]
+        else:
+            assert row.run.step == "wait-a-day"
+            assert [e[0] for e in events[3:]] == [runs.STEP, runs.STEP, runs.WAITING]
+    assert await env.effects.tick() == 3
+    reminders = {(r.contact_id, r.request_id) for r in env.sent.requests}
+    carts = [r for r in waiting.values() if r.trigger.get("cart_id")]
+    assert reminders == {(r.contact_id, f"{r.run_id}:reminder:2") for r in carts}
