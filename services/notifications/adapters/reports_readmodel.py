@@ -1,0 +1,189 @@
+"""notifications_reports: what each message did (its origin: flow step or campaign variant;
+sent, delivered, bounced, failed; first open, first click, unsubscribe), the contacts' touches
+(clicks, or opens and clicks: the attribution rule's) and the orders credited to a message
+(domain/attribution.py), from notifications' message events and orders' OrderPlaced (decoded
+with crm.orders.v1.events_pb2). A projection only: it writes nothing outside its schema, so a
+rebuild sends nothing; it reads the events' own times, never the clock, so a rebuild credits
+the same orders.
+
+The rule is part of the tables' definition (the `rule` row in the DDL): changing
+ATTRIBUTION_WINDOW_DAYS or ATTRIBUTION_TOUCH changes the definition, and the project role's
+leader rebuilds the read model side by side under the new rule."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from crm.orders.v1 import events_pb2 as oepb
+from services.notifications.domain import attribution, tracking
+from services.notifications.domain import decision as d
+from shared.events.envelope import decode_as
+from shared.eventstore import RecordedEvent
+from shared.projections.model import ApplyContext
+
+SCHEMA = "notifications_reports"
+PLACED = oepb.OrderPlaced.DESCRIPTOR.full_name
+TABLES = """
+CREATE TABLE messages (
+    message_id       uuid        PRIMARY KEY,
+    contact_id       uuid,
+    channel          text        NOT NULL,
+    template_id      text        NOT NULL,
+    source           text        NOT NULL,
+    flow_id          text        NOT NULL,
+    flow_version     bigint      NOT NULL,
+    step_id          text        NOT NULL,
+    campaign_id      text        NOT NULL,
+    variant          text        NOT NULL,
+    decide_time      timestamptz NOT NULL,
+    send_time        timestamptz,
+    delivered        boolean     NOT NULL DEFAULT false,
+    bounced          boolean     NOT NULL DEFAULT false,
+    failed           boolean     NOT NULL DEFAULT false,
+    open_time        timestamptz,
+    click_time       timestamptz,
+    unsubscribe_time timestamptz
+);
+CREATE INDEX messages_by_flow ON messages (flow_id, step_id) WHERE flow_id <> '';
+CREATE INDEX messages_by_campaign ON messages (campaign_id, variant) WHERE campaign_id <> '';
+CREATE INDEX messages_by_template ON messages (template_id) WHERE source = 'api';
+CREATE TABLE touches (
+    contact_id  uuid        NOT NULL,
+    touch_time  timestamptz NOT NULL,
+    message_id  uuid        NOT NULL,
+    PRIMARY KEY (contact_id, touch_time, message_id)
+);
+CREATE TABLE conversions (
+    order_id     uuid        PRIMARY KEY,
+    message_id   uuid        NOT NULL,
+    contact_id   uuid        NOT NULL,
+    currency     text        NOT NULL,
+    amount_minor bigint      NOT NULL,
+    order_time   timestamptz NOT NULL,
+    touch_time   timestamptz NOT NULL
+);
+CREATE INDEX conversions_by_message ON conversions (message_id);
+CREATE TABLE rule (
+    window_seconds double precision NOT NULL,
+    touch          text             NOT NULL
+);
+"""
+_FLAGS = {
+    d.DELIVERED: "delivered = true",
+    d.BOUNCED: "bounced = true",
+    tracking.OPENED: "open_time = coalesce(open_time, $2)",
+    tracking.CLICKED: "click_time = coalesce(click_time, $2)",
+    tracking.UNSUBSCRIBED: "unsubscribe_time = coalesce(unsubscribe_time, $2)",
+    d.SENT: "send_time = coalesce(send_time, $2)",
+}
+_CREDIT = """
+INSERT INTO conversions (order_id, message_id, contact_id, currency, amount_minor, order_time,
+    touch_time)
+SELECT $1, t.message_id, $2, $3, $4, $5, t.touch_time FROM touches t
+WHERE t.contact_id = $2 AND t.touch_time <= $5 AND t.touch_time >= $5 - $6::interval
+ORDER BY t.touch_time DESC, t.message_id DESC LIMIT 1
+ON CONFLICT (order_id) DO NOTHING
+"""
+
+
+def _uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text) if text else None
+    except ValueError:
+        return None
+
+
+class ReportsProjection:
+    name = "notifications-reports"
+    schema = SCHEMA
+    categories: Sequence[str] | None = ("message", "order")
+    types: Sequence[str] | None = (
+        d.DECIDED,
+        d.SENT,
+        d.FAILED,
+        d.DELIVERED,
+        d.BOUNCED,
+        *tracking.EVENTS,
+        PLACED,
+    )
+
+    def __init__(self, rule: attribution.Rule | None = None) -> None:
+        self.rule = rule or attribution.Rule()
+        seconds = self.rule.window.total_seconds()
+        self.ddl = TABLES + f"INSERT INTO rule VALUES ({seconds!r}, '{self.rule.touch}');\n"
+
+    async def apply(
+        self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], ctx: ApplyContext
+    ) -> None:
+        for e in events:
+            if e.type == PLACED:
+                await self._placed(conn, e)
+                continue
+            mid = uuid.UUID(e.data["message_id"])
+            if e.type == d.DECIDED:
+                await self._decided(conn, mid, e)
+                continue
+            if e.type == d.FAILED:
+                if e.data.get("final"):
+                    await conn.execute(
+                        "UPDATE messages SET failed = true WHERE message_id = $1", mid
+                    )
+                continue
+            flag = _FLAGS[e.type]
+            await conn.execute(
+                f"UPDATE messages SET {flag} WHERE message_id = $1",
+                *((mid,) if "$2" not in flag else (mid, e.recorded_at)),
+            )
+            if e.type in self.rule.touch_types:
+                await conn.execute(
+                    """INSERT INTO touches (contact_id, touch_time, message_id)
+                       SELECT contact_id, $2, message_id FROM messages
+                       WHERE message_id = $1 AND contact_id IS NOT NULL
+                       ON CONFLICT DO NOTHING""",
+                    mid,
+                    e.recorded_at,
+                )
+
+    async def _decided(self, conn: asyncpg.Connection, mid: uuid.UUID, e: RecordedEvent) -> None:
+        """The first decision names the message's contact and origin; test messages are not
+        reported."""
+        data = e.data
+        origin = d.Origin.from_data(data.get("trigger", {}))
+        if data.get("test") or origin.source == d.TEST:
+            return
+        await conn.execute(
+            """INSERT INTO messages (message_id, contact_id, channel, template_id, source,
+                   flow_id, flow_version, step_id, campaign_id, variant, decide_time)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+               ON CONFLICT (message_id) DO NOTHING""",
+            mid,
+            _uuid(str(data.get("contact_id", ""))),
+            str(data.get("channel", "")),
+            str(data.get("template_id", "")),
+            origin.source,
+            origin.flow_id,
+            origin.flow_version,
+            origin.step_id,
+            origin.campaign_id,
+            origin.variant,
+            e.recorded_at,
+        )
+
+    async def _placed(self, conn: asyncpg.Connection, e: RecordedEvent) -> None:
+        """Credit the order to its contact's last touch within the window, once."""
+        placed = decode_as(e, oepb.OrderPlaced).message
+        contact, order = _uuid(placed.contact_id), _uuid(placed.order_id)
+        if contact is None or order is None:
+            return
+        at: datetime = (
+            placed.place_time.ToDatetime(tzinfo=e.recorded_at.tzinfo)
+            if placed.HasField("place_time")
+            else e.recorded_at
+        )
+        await conn.execute(
+            _CREDIT, order, contact, placed.currency, placed.total, at, self.rule.window
+        )
