@@ -11,10 +11,19 @@ import asyncpg
 
 from services.notifications.adapters.reports_readmodel import SCHEMA
 
-# What selects a report's messages, and what splits them into rows ("''": one row, the total).
-FLOW = ("flow_id = $1", "step_id")
-CAMPAIGN = ("campaign_id = $1", "variant")
-TEMPLATE = ("template_id = $1 AND source = 'api'", "''")
+
+@dataclass(frozen=True)
+class Selector:
+    """What selects a report's messages, and the column that splits them into rows (None: no
+    rows, the total only)."""
+
+    where: str
+    key: str | None
+
+
+FLOW = Selector("flow_id = $1", "step_id")
+CAMPAIGN = Selector("campaign_id = $1", "variant")
+TEMPLATE = Selector("template_id = $1 AND source = 'api'", None)
 DELIVERED = "send_time IS NOT NULL AND (delivered OR NOT (bounced OR failed))"
 
 
@@ -88,7 +97,10 @@ def _days_sql(where: str) -> str:
     """Per UTC day within [$2, $3) (NULL: unbounded): first sends, opens, clicks; conversions
     and revenue."""
     day = "date_trunc('day', {} AT TIME ZONE 'UTC')"
-    within = "({0} >= $2 OR $2::timestamptz IS NULL) AND ({0} < $3 OR $3::timestamptz IS NULL)"
+    within = (
+        "{0} IS NOT NULL AND ({0} >= $2 OR $2::timestamptz IS NULL)"
+        " AND ({0} < $3 OR $3::timestamptz IS NULL)"
+    )
     parts = [
         f"""SELECT {day.format(col)} AS day, '{name}' AS what, '' AS currency, count(*) AS n
             FROM {SCHEMA}.messages WHERE {where} AND {within.format(col)} GROUP BY 1"""
@@ -129,14 +141,14 @@ class ReportQueries:
 
     async def report(
         self,
-        selector: tuple[str, str],
+        selector: Selector,
         value: str,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Report:
         """The report of the messages ``selector`` (FLOW, CAMPAIGN, TEMPLATE) picks with
         ``value``; its days from ``since`` to ``until`` (either None: unbounded)."""
-        where, key = selector
+        where, key = selector.where, selector.key or "source"  # one source: one row
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             rows = [_row(r) for r in await conn.fetch(_rows_sql(where, key), value)]
             total = rows.pop()  # the grouping set () sorts last
@@ -156,7 +168,7 @@ class ReportQueries:
                     setattr(day, r["what"], int(r["n"]))
             rule = await conn.fetchrow(f"SELECT window_seconds, touch FROM {SCHEMA}.rule")
         return Report(
-            rows=[r for r in rows if key != "''"],
+            rows=rows if selector.key else [],
             total=total,
             days=list(days.values()),
             window=timedelta(seconds=rule["window_seconds"]),
