@@ -16,6 +16,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from crm.notifications.v1 import events_pb2 as epb
 from crm.notifications.v1 import flows_pb2 as fpb
 from crm.notifications.v1 import flows_pb2_grpc as fpb_grpc
 from crm.notifications.v1 import notifications_pb2 as npb
@@ -211,7 +212,9 @@ async def test_unknown_and_empty(reports: Reports) -> None:
     assert (list(empty.report.rows), counts(empty.report.total)) == ([], (0,) * 9)
     templates = npb_grpc.NotificationsServiceStub(reports.served.channel)
     t = await templates.CreateTemplate(
-        npb.CreateTemplateRequest(key="news", name="News", channel=1, variants=[email()])
+        npb.CreateTemplateRequest(
+            key="news", name="News", channel=epb.CHANNEL_EMAIL, variants=[email()]
+        )
     )
     tid = t.template.template_id
     api = d.Origin()
@@ -224,7 +227,7 @@ async def test_unknown_and_empty(reports: Reports) -> None:
 
     code = grpc.StatusCode
     missing = str(uuid.uuid4())
-    cases: list[tuple[Any, code, str]] = [
+    cases: list[tuple[Any, grpc.StatusCode, str]] = [
         (pb.GetFlowReportRequest(flow_id=missing), code.NOT_FOUND, "FLOW_NOT_FOUND"),
         (pb.GetFlowReportRequest(key="nope"), code.NOT_FOUND, "FLOW_NOT_FOUND"),
         (pb.GetFlowReportRequest(), code.INVALID_ARGUMENT, "INVALID_FLOW_ID"),
