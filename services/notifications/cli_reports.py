@@ -41,8 +41,9 @@ From = Annotated[
     typer.Option("--from", help="the days shown start with this instant's (RFC 3339, …Z)"),
 ]
 To = Annotated[str | None, typer.Option("--to", help="the days shown end with this one's")]
-COLUMNS = ("recipients", "sent", "delivered", "bounced", "opens", "clicks", "unsubscribes")
-COLUMNS += ("conversions", "revenue", "open rate", "click rate", "conversion rate")
+COLUMNS: tuple[str, ...] = ("recipients", "sent", "delivered", "bounced", "opens", "clicks")
+COLUMNS += ("unsubscribes", "conversions", "revenue", "open rate", "click rate")
+COLUMNS += ("conversion rate",)
 
 
 def money(amounts: Sequence[pb.Money]) -> str:
@@ -56,8 +57,8 @@ def money(amounts: Sequence[pb.Money]) -> str:
 
 
 def _cells(row: pb.ReportRow) -> list[str]:
-    counts = (row.recipients, row.sent, row.delivered, row.bounced, row.unique_opens)
-    counts += (row.unique_clicks, row.unsubscribes, row.conversions)
+    counts = [row.recipients, row.sent, row.delivered, row.bounced, row.unique_opens]
+    counts += [row.unique_clicks, row.unsubscribes, row.conversions]
     rates = (row.open_rate, row.click_rate, row.conversion_rate)
     return [str(n) for n in counts] + [money(row.revenue)] + [f"{r:.1%}" for r in rates]
 
@@ -133,8 +134,11 @@ def flow(
     token: Token = "",
 ) -> None:
     """A flow's report: one row per step, the total, the days."""
-    which = {"flow_id": flow} if _is_uuid(flow) else {"key": flow}
-    request = pb.GetFlowReportRequest(**which, **_range(since, until))
+    request = pb.GetFlowReportRequest(**_range(since, until))
+    if _is_uuid(flow):
+        request.flow_id = flow
+    else:
+        request.key = flow
     _show("GetFlowReport", request, f"flow {flow}", "step_id", target, json_out, token)
 
 
