@@ -24,7 +24,7 @@ from crm.notifications.v1 import notifications_pb2_grpc as npb_grpc
 from crm.notifications.v1 import reports_pb2 as pb
 from crm.notifications.v1 import reports_pb2_grpc as pb_grpc
 from services.notifications import spec
-from services.notifications.adapters.reports_readmodel import PLACED
+from services.notifications.adapters.reports_readmodel import PLACED, ReportsProjection
 from services.notifications.domain import decision as d
 from services.notifications.domain import tracking
 from services.notifications.tests.conftest import email, expect_error
@@ -32,6 +32,7 @@ from services.notifications.tests.test_flows_api import example
 from shared.domain.timestamps import timestamp_text
 from shared.eventstore import NewEvent, StreamState
 from shared.eventstore.postgres import PostgresEventStore
+from shared.testing import readmodels
 from shared.testing.service_env import Served, serving
 
 A, B, C = (str(uuid.UUID(int=i)) for i in (1, 2, 3))
@@ -204,6 +205,12 @@ async def test_a_flow_and_a_campaign_report_their_steps_variants_and_conversions
     assert (a.variant, counts(a), money(a)) == ("a", (1, 1, 1, 0, 0, 1, 0, 1, 1), {"EUR": 100})
     assert (b.variant, counts(b), b.conversion_rate) == ("b", (1, 1, 1, 0, 0, 0, 0, 0, 0), 0.0)
     assert campaign.report.total.conversion_rate == 0.5
+
+    # Built afresh from the log (a rebuild, later by the clock): the same rows.
+    head = await reports.store.head_position()
+    fresh = await readmodels.fresh(reports.store, ReportsProjection(), head)
+    assert fresh == await readmodels.snapshot(reports.store.pool, ReportsProjection.schema)
+    assert len(fresh["conversions"]) == 4
 
 
 async def test_unknown_and_empty(reports: Reports) -> None:
