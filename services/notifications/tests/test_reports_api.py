@@ -48,40 +48,51 @@ class Reports:
     served: Served
 
     async def message(self, contact: str, origin: d.Origin, *steps: str) -> str:
-        """A message decided for ``contact`` from ``origin``, then its ``steps`` (sent, opened,
-        clicked, bounced, unsubscribed, failed), each an event of its stream."""
-        mid = str(uuid.uuid4())
-        decided = {
-            "message_id": mid,
-            "contact_id": contact,
-            "channel": "CHANNEL_EMAIL",
-            "kind": "MESSAGE_KIND_MARKETING",
-            "template_id": TEMPLATE,
-            "trigger": origin.to_data(mid),
-            "outcome": "OUTCOME_SEND" if steps else "OUTCOME_SKIP",
-            "decision": 1,
-        }
-        events = [NewEvent(d.DECIDED, decided)]
-        for step in steps:
-            events.append(NewEvent(*STEPS[step](mid)))
-        await self.store.append(d.stream_of(mid), events, StreamState.NO_STREAM)
-        return mid
+        return await append_message(self.store, contact, origin, *steps)
 
     async def step(self, mid: str, step: str) -> None:
         await self.store.append(d.stream_of(mid), [NewEvent(*STEPS[step](mid))], StreamState.ANY)
 
     async def order(self, contact: str, currency: str, total: int, placed: datetime) -> str:
-        oid = str(uuid.uuid4())
-        data = {
-            "order_id": oid,
-            "contact_id": contact,
-            "currency": currency,
-            "subtotal": total,
-            "total": total,
-            "place_time": timestamp_text(placed),
-        }
-        await self.store.append(f"order-{oid}", [NewEvent(PLACED, data)], StreamState.NO_STREAM)
-        return oid
+        return await append_order(self.store, contact, currency, total, placed)
+
+
+async def append_message(
+    store: PostgresEventStore, contact: str, origin: d.Origin, *steps: str
+) -> str:
+    """A message decided for ``contact`` from ``origin``, then its ``steps`` (sent, opened,
+    clicked, bounced, unsubscribed), each an event of its stream."""
+    mid = str(uuid.uuid4())
+    decided = {
+        "message_id": mid,
+        "contact_id": contact,
+        "channel": "CHANNEL_EMAIL",
+        "kind": "MESSAGE_KIND_MARKETING",
+        "template_id": TEMPLATE,
+        "trigger": origin.to_data(mid),
+        "outcome": "OUTCOME_SEND" if steps else "OUTCOME_SKIP",
+        "decision": 1,
+    }
+    events = [NewEvent(d.DECIDED, decided)]
+    events += [NewEvent(*STEPS[step](mid)) for step in steps]
+    await store.append(d.stream_of(mid), events, StreamState.NO_STREAM)
+    return mid
+
+
+async def append_order(
+    store: PostgresEventStore, contact: str, currency: str, total: int, placed: datetime
+) -> str:
+    oid = str(uuid.uuid4())
+    data = {
+        "order_id": oid,
+        "contact_id": contact,
+        "currency": currency,
+        "subtotal": total,
+        "total": total,
+        "place_time": timestamp_text(placed),
+    }
+    await store.append(f"order-{oid}", [NewEvent(PLACED, data)], StreamState.NO_STREAM)
+    return oid
 
 
 STEPS: dict[str, Any] = {
