@@ -1,10 +1,11 @@
 """notifications_reports: what each message did (its origin: flow step or campaign variant;
 sent, delivered, bounced, failed; first open, first click, unsubscribe), the contacts' touches
 (clicks, or opens and clicks: the attribution rule's) and the orders credited to a message
-(domain/attribution.py), from notifications' message events and orders' OrderPlaced (decoded
-with crm.orders.v1.events_pb2). A projection only: it writes nothing outside its schema, so a
-rebuild sends nothing; it reads the events' own times, never the clock, so a rebuild credits
-the same orders.
+(domain/attribution.py), from notifications' message events, orders' OrderPlaced and contacts'
+ContactMerged and ContactUnmerged (decoded with their events_pb2: an order of a survivor is
+credited to the touches of the contacts merged into it, while they are). A projection only: it
+writes nothing outside its schema, so a rebuild sends nothing; it reads the events' own times,
+never the clock, so a rebuild credits the same orders.
 
 The rule is part of the tables' definition (the `rule` row in the DDL): changing
 ATTRIBUTION_WINDOW_DAYS or ATTRIBUTION_TOUCH changes the definition, and the project role's
@@ -18,6 +19,7 @@ from datetime import datetime
 
 import asyncpg
 
+from crm.contacts.v1 import events_pb2 as cepb
 from crm.orders.v1 import events_pb2 as oepb
 from services.notifications.domain import attribution, tracking
 from services.notifications.domain import decision as d
@@ -27,6 +29,8 @@ from shared.projections.model import ApplyContext
 
 SCHEMA = "notifications_reports"
 PLACED = oepb.OrderPlaced.DESCRIPTOR.full_name
+MERGED = cepb.ContactMerged.DESCRIPTOR.full_name
+UNMERGED = cepb.ContactUnmerged.DESCRIPTOR.full_name
 TABLES = """
 CREATE TABLE messages (
     message_id       uuid        PRIMARY KEY,
@@ -67,6 +71,11 @@ CREATE TABLE conversions (
     touch_time   timestamptz NOT NULL
 );
 CREATE INDEX conversions_by_message ON conversions (message_id);
+CREATE TABLE merges (
+    contact_id   uuid PRIMARY KEY,
+    survivor_id  uuid NOT NULL
+);
+CREATE INDEX merges_by_survivor ON merges (survivor_id);
 CREATE TABLE rule (
     window_seconds double precision NOT NULL,
     touch          text             NOT NULL
@@ -80,11 +89,17 @@ _FLAGS = {
     tracking.UNSUBSCRIBED: "unsubscribe_time = coalesce(unsubscribe_time, $2)",
     d.SENT: "send_time = coalesce(send_time, $2)",
 }
+# The touches of the order's contact and of the contacts merged into it (and into those).
 _CREDIT = """
+WITH RECURSIVE owners (contact_id) AS (
+    SELECT $2::uuid
+    UNION SELECT m.contact_id FROM merges m JOIN owners o ON m.survivor_id = o.contact_id
+)
 INSERT INTO conversions (order_id, message_id, contact_id, currency, amount_minor, order_time,
     touch_time)
 SELECT $1, t.message_id, $2, $3, $4, $5, t.touch_time FROM touches t
-WHERE t.contact_id = $2 AND t.touch_time <= $5 AND t.touch_time >= $5 - $6::interval
+WHERE t.contact_id IN (SELECT contact_id FROM owners)
+  AND t.touch_time <= $5 AND t.touch_time >= $5 - $6::interval
 ORDER BY t.touch_time DESC, t.message_id DESC LIMIT 1
 ON CONFLICT (order_id) DO NOTHING
 """
@@ -100,7 +115,7 @@ def _uuid(text: str) -> uuid.UUID | None:
 class ReportsProjection:
     name = "notifications-reports"
     schema = SCHEMA
-    categories: Sequence[str] | None = ("message", "order")
+    categories: Sequence[str] | None = ("message", "order", "contact")
     types: Sequence[str] | None = (
         d.DECIDED,
         d.SENT,
@@ -109,6 +124,8 @@ class ReportsProjection:
         d.BOUNCED,
         *tracking.EVENTS,
         PLACED,
+        MERGED,
+        UNMERGED,
     )
 
     def __init__(self, rule: attribution.Rule | None = None) -> None:
@@ -122,6 +139,21 @@ class ReportsProjection:
         for e in events:
             if e.type == PLACED:
                 await self._placed(conn, e)
+                continue
+            if e.type == MERGED:
+                merged = decode_as(e, cepb.ContactMerged).message
+                await conn.execute(
+                    """INSERT INTO merges (contact_id, survivor_id) VALUES ($1, $2)
+                       ON CONFLICT (contact_id) DO UPDATE SET survivor_id = excluded.survivor_id""",
+                    uuid.UUID(merged.contact_id),
+                    uuid.UUID(merged.survivor_id),
+                )
+                continue
+            if e.type == UNMERGED:
+                unmerged = decode_as(e, cepb.ContactUnmerged).message
+                await conn.execute(
+                    "DELETE FROM merges WHERE contact_id = $1", uuid.UUID(unmerged.contact_id)
+                )
                 continue
             mid = uuid.UUID(e.data["message_id"])
             if e.type == d.DECIDED:

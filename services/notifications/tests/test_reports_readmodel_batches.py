@@ -1,9 +1,10 @@
 """The reports read model does not depend on batch boundaries: random logs of message events
 (decisions from the API, a flow step or a campaign variant, test messages; sent, failed for
 good, delivered, bounced, opened, clicked, unsubscribed) and orders' OrderPlaced (before the
-touches, inside the window, beyond it) are appended to a real store; the log is projected in
-random batches, and the tables must equal a plain fold of the same log (this file's, with the
-domain's last_touch) under the rule drawn (click or open, 1 or 5 days)."""
+touches, inside the window, beyond it) and contacts' merges and unmerges are appended to a real
+store; the log is projected in random batches, and the tables must equal a plain fold of the
+same log (this file's, with the domain's last_touch) under the rule drawn (click or open, 1 or 5
+days)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from services.notifications.adapters.reports_readmodel import PLACED, SCHEMA, ReportsProjection
+from services.notifications.adapters.reports_readmodel import (
+    MERGED,
+    PLACED,
+    SCHEMA,
+    UNMERGED,
+    ReportsProjection,
+)
 from services.notifications.domain import attribution, tracking
 from services.notifications.domain import decision as d
 from services.notifications.domain.attribution import Rule, Touch
@@ -55,6 +62,7 @@ ops = st.one_of(
     st.tuples(st.just("decide"), st.integers(0, 2), st.integers(0, len(ORIGINS) - 1)),
     st.tuples(st.sampled_from(sorted(STEPS)), st.integers(0, 99), st.integers(0, 0)),
     st.tuples(st.just("order"), st.integers(0, 2), st.integers(0, len(OFFSETS) - 1)),
+    st.tuples(st.sampled_from(["merge", "unmerge"]), st.integers(0, 2), st.integers(1, 2)),
 )
 rules = st.builds(
     Rule,
@@ -75,6 +83,13 @@ EVERY = [
     ("order", 0, 1),
     ("order", 1, 2),
     ("order", 0, 3),
+    ("order", 2, 1),
+    ("merge", 1, 1),  # contact 1 into contact 2: 2's order is credited to 1's touches
+    ("order", 2, 1),
+    ("merge", 2, 1),  # contact 2 into contact 0: so is 0's, through 2
+    ("clicked", 1, 0),  # contact 1's click is now 0's last touch
+    ("order", 0, 1),
+    ("unmerge", 1, 1),
     ("order", 2, 1),
 ]
 
@@ -100,6 +115,11 @@ async def append_plan(store: PostgresEventStore, plan: list[tuple[str, int, int]
             ids.append(mid)
             event = NewEvent(d.DECIDED, data)
             await store.append(d.stream_of(mid), [event], StreamState.ANY)
+        elif op in ("merge", "unmerge"):
+            merged, survivor = CONTACTS[a], CONTACTS[(a + b) % 3]
+            type_ = MERGED if op == "merge" else UNMERGED
+            data = {"contact_id": merged, "survivor_id": survivor}
+            await store.append(f"contact-{merged}", [NewEvent(type_, data)], StreamState.ANY)
         elif op == "order":
             oid = str(uuid.uuid4())
             placed = datetime.now(UTC) + OFFSETS[b]
@@ -124,16 +144,31 @@ class Folded:
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     touches: dict[str, list[Touch]] = field(default_factory=dict)
     conversions: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    merges: dict[str, str] = field(default_factory=dict)  # merged -> survivor
+
+    def owners(self, contact: str) -> set[str]:
+        """The contact and every contact merged into it, directly or not."""
+        out = {contact}
+        while more := {c for c, s in self.merges.items() if s in out} - out:
+            out |= more
+        return out
 
 
 def fold(events: list[RecordedEvent], rule: Rule) -> Folded:
     """The tables as this test understands them, event by event in log order."""
     out = Folded()
     for e in events:
+        if e.type == MERGED:
+            out.merges[e.data["contact_id"]] = e.data["survivor_id"]
+            continue
+        if e.type == UNMERGED:
+            out.merges.pop(e.data["contact_id"], None)
+            continue
         if e.type == PLACED:
-            contact = e.data["contact_id"]
+            owners = out.owners(e.data["contact_id"])
             at = timestamp_from_text(e.data["place_time"])
-            credited = attribution.last_touch(out.touches.get(contact, []), at, rule)
+            touches = [t for c in owners for t in out.touches.get(c, [])]
+            credited = attribution.last_touch(touches, at, rule)
             if credited is not None and e.data["order_id"] not in out.conversions:
                 out.conversions[e.data["order_id"]] = (
                     credited,
