@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -105,6 +106,25 @@ ON CONFLICT (order_id) DO NOTHING
 """
 
 
+_DECIDED = """
+INSERT INTO messages (message_id, contact_id, channel, template_id, source, flow_id,
+    flow_version, step_id, campaign_id, variant, decide_time)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (message_id) DO NOTHING
+"""
+# A touch: the message's first click (or open) noted, and the contact's touch recorded.
+_TOUCH = """
+WITH m AS (UPDATE messages SET {} WHERE message_id = $1 RETURNING contact_id, message_id)
+INSERT INTO touches (contact_id, touch_time, message_id)
+SELECT contact_id, $2, message_id FROM m WHERE contact_id IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+_MERGE = """
+INSERT INTO merges (contact_id, survivor_id) VALUES ($1, $2)
+ON CONFLICT (contact_id) DO UPDATE SET survivor_id = excluded.survivor_id
+"""
+
+
 def _uuid(text: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(text) if text else None
@@ -136,62 +156,55 @@ class ReportsProjection:
     async def apply(
         self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], ctx: ApplyContext
     ) -> None:
+        """One statement per event, in log order; a run of events with the same statement goes
+        in one executemany (still in order: nothing is reordered)."""
+        sql, run = "", list[tuple[Any, ...]]()
         for e in events:
-            if e.type == PLACED:
-                await self._placed(conn, e)
+            statement = self._statement(e)
+            if statement is None:
                 continue
-            if e.type == MERGED:
-                merged = decode_as(e, cepb.ContactMerged).message
-                await conn.execute(
-                    """INSERT INTO merges (contact_id, survivor_id) VALUES ($1, $2)
-                       ON CONFLICT (contact_id) DO UPDATE SET survivor_id = excluded.survivor_id""",
-                    uuid.UUID(merged.contact_id),
-                    uuid.UUID(merged.survivor_id),
-                )
-                continue
-            if e.type == UNMERGED:
-                unmerged = decode_as(e, cepb.ContactUnmerged).message
-                await conn.execute(
-                    "DELETE FROM merges WHERE contact_id = $1", uuid.UUID(unmerged.contact_id)
-                )
-                continue
-            mid = uuid.UUID(e.data["message_id"])
-            if e.type == d.DECIDED:
-                await self._decided(conn, mid, e)
-                continue
-            if e.type == d.FAILED:
-                if e.data.get("final"):
-                    await conn.execute(
-                        "UPDATE messages SET failed = true WHERE message_id = $1", mid
-                    )
-                continue
-            flag = _FLAGS[e.type]
-            await conn.execute(
-                f"UPDATE messages SET {flag} WHERE message_id = $1",
-                *((mid,) if "$2" not in flag else (mid, e.recorded_at)),
-            )
-            if e.type in self.rule.touch_types:
-                await conn.execute(
-                    """INSERT INTO touches (contact_id, touch_time, message_id)
-                       SELECT contact_id, $2, message_id FROM messages
-                       WHERE message_id = $1 AND contact_id IS NOT NULL
-                       ON CONFLICT DO NOTHING""",
-                    mid,
-                    e.recorded_at,
-                )
+            if statement[0] != sql and run:
+                await conn.executemany(sql, run)
+                run = []
+            sql = statement[0]
+            run.append(statement[1])
+        if run:
+            await conn.executemany(sql, run)
 
-    async def _decided(self, conn: asyncpg.Connection, mid: uuid.UUID, e: RecordedEvent) -> None:
+    def _statement(self, e: RecordedEvent) -> tuple[str, tuple[Any, ...]] | None:
+        if e.type == PLACED:
+            return self._placed(e)
+        if e.type == MERGED:
+            merged = decode_as(e, cepb.ContactMerged).message
+            return _MERGE, (uuid.UUID(merged.contact_id), uuid.UUID(merged.survivor_id))
+        if e.type == UNMERGED:
+            unmerged = decode_as(e, cepb.ContactUnmerged).message
+            return "DELETE FROM merges WHERE contact_id = $1", (uuid.UUID(unmerged.contact_id),)
+        mid = uuid.UUID(e.data["message_id"])
+        if e.type == d.DECIDED:
+            return self._decided(mid, e)
+        if e.type == d.FAILED:
+            final = bool(e.data.get("final"))
+            return (
+                ("UPDATE messages SET failed = true WHERE message_id = $1", (mid,))
+                if final
+                else None
+            )
+        flag = _FLAGS[e.type]
+        if e.type in self.rule.touch_types:
+            return _TOUCH.format(flag), (mid, e.recorded_at)
+        if "$2" in flag:
+            return f"UPDATE messages SET {flag} WHERE message_id = $1", (mid, e.recorded_at)
+        return f"UPDATE messages SET {flag} WHERE message_id = $1", (mid,)
+
+    def _decided(self, mid: uuid.UUID, e: RecordedEvent) -> tuple[str, tuple[Any, ...]] | None:
         """The first decision names the message's contact and origin; test messages are not
         reported."""
         data = e.data
         origin = d.Origin.from_data(data.get("trigger", {}))
         if data.get("test") or origin.source == d.TEST:
-            return
-        await conn.execute(
-            """INSERT INTO messages (message_id, contact_id, channel, template_id, source,
-                   flow_id, flow_version, step_id, campaign_id, variant, decide_time)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-               ON CONFLICT (message_id) DO NOTHING""",
+            return None
+        return _DECIDED, (
             mid,
             _uuid(str(data.get("contact_id", ""))),
             str(data.get("channel", "")),
@@ -205,17 +218,15 @@ class ReportsProjection:
             e.recorded_at,
         )
 
-    async def _placed(self, conn: asyncpg.Connection, e: RecordedEvent) -> None:
+    def _placed(self, e: RecordedEvent) -> tuple[str, tuple[Any, ...]] | None:
         """Credit the order to its contact's last touch within the window, once."""
         placed = decode_as(e, oepb.OrderPlaced).message
         contact, order = _uuid(placed.contact_id), _uuid(placed.order_id)
         if contact is None or order is None:
-            return
+            return None
         at: datetime = (
-            placed.place_time.ToDatetime(tzinfo=e.recorded_at.tzinfo)
+            placed.place_time.ToDatetime(tzinfo=UTC)
             if placed.HasField("place_time")
             else e.recorded_at
         )
-        await conn.execute(
-            _CREDIT, order, contact, placed.currency, placed.total, at, self.rule.window
-        )
+        return _CREDIT, (order, contact, placed.currency, placed.total, at, self.rule.window)
