@@ -16,6 +16,8 @@ app = typer.Typer(help="CRM suite operations.", no_args_is_help=True)
 for spec in SERVICES:
     if spec.cli is not None:
         app.add_typer(spec.cli, name=spec.cli_name or spec.name)
+    for name, more in spec.more_cli.items():
+        app.add_typer(more, name=name)
 app.add_typer(events_cli, name="events")
 app.add_typer(audit_cli, name="audit")
 app.add_typer(projections_cli, name="projections")

@@ -73,6 +73,8 @@ class ServiceSpec:
     dev: Mapping[str, DevRole] = field(default_factory=dict)  # role -> make run
     cli: Any = None  # a typer.Typer mounted as `crm <cli_name or name> …`, or None
     cli_name: str = ""  # the `crm` sub-command, when not the service's name (`crm segments`)
+    # more typer.Typer apps of the service, mounted as `crm <name> …` (`crm reports`)
+    more_cli: Mapping[str, Any] = field(default_factory=dict)
     # The serve role's APIs, unbound (the test environment serves them: shared/testing)
     api: Callable[[], Api] | None = None
 

@@ -8,7 +8,7 @@ import asyncio
 
 from aiohttp import web
 
-from crm.notifications.v1 import flows_pb2_grpc
+from crm.notifications.v1 import flows_pb2_grpc, reports_pb2_grpc
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
@@ -24,10 +24,13 @@ from services.notifications.adapters.messages_readmodel import MessageQueries, M
 from services.notifications.adapters.pipeline_tables import MIGRATIONS, PostgresPipelineTables
 from services.notifications.adapters.queries import TemplateQueries
 from services.notifications.adapters.readmodel import TemplatesProjection
+from services.notifications.adapters.reports_queries import ReportQueries
+from services.notifications.adapters.reports_readmodel import ReportsProjection
 from services.notifications.adapters.tracking_http import add_routes
 from services.notifications.adapters.tracking_tables import PostgresLinks
 from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcOrders
 from services.notifications.api import flows as flows_api
+from services.notifications.api import reports as reports_api
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
 from services.notifications.application.dispatcher import Dispatcher
 from services.notifications.application.dry_runs import FlowDryRuns
@@ -40,6 +43,7 @@ from services.notifications.application.tracking import Tracking
 from services.notifications.domain import signatures
 from services.notifications.settings import (
     NotificationsSettings,
+    attribution_rule,
     dispatching,
     pipeline,
     proxies,
@@ -51,6 +55,7 @@ from shared.eventstore.postgres import PostgresEventStore
 from shared.grpckit.audit import PersonalDataAudit
 from shared.grpckit.client import ClientTls, service_token
 from shared.leadership import led
+from shared.projections.model import Projection
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -59,11 +64,21 @@ PROJECTIONS = (
     MessagesProjection(),
     ErasureProjection(),
     FlowsProjection(),
+    ReportsProjection(),  # under the default rule; the project role runs it under its settings'
 )
 OWN_MIGRATIONS = [("notifications", MIGRATIONS)]
 DISPATCHER = "notifications-dispatcher"
 FLOW_TIMERS = "notifications-flow-timers"
 FLOW_EFFECTS = "notifications-flow-effects"
+
+
+def projections(settings: NotificationsSettings) -> tuple[Projection, ...]:
+    """The read models the project role runs: the reports' under the settings' attribution rule
+    (another rule than the tables were built with: rebuilt side by side)."""
+    rule = attribution_rule(settings)
+    return tuple(
+        ReportsProjection(rule) if p.name == ReportsProjection.name else p for p in PROJECTIONS
+    )
 
 
 async def connect(settings: Settings) -> Runtime:
@@ -114,14 +129,15 @@ class Upstreams:
 
 
 class NotificationsApi:
-    """NotificationsService, FlowsService and the HTTP endpoints (tracking, intake): the serve
-    role's APIs.
+    """NotificationsService, FlowsService, ReportsService and the HTTP endpoints (tracking,
+    intake): the serve role's APIs.
     ``any_http_port`` (tests) takes a free port instead of HTTP_PORT; ``http_port`` is the
     bound one."""
 
     def __init__(self, *, any_http_port: bool = False) -> None:
         self.servicer = NotificationsServicer()
         self.flows = flows_api.FlowsServicer()
+        self.reports = reports_api.ReportsServicer()
         self.services = [
             (
                 SERVICE,
@@ -130,6 +146,10 @@ class NotificationsApi:
             (
                 flows_api.SERVICE,
                 lambda s: flows_pb2_grpc.add_FlowsServiceServicer_to_server(self.flows, s),
+            ),
+            (
+                reports_api.SERVICE,
+                lambda s: reports_pb2_grpc.add_ReportsServiceServicer_to_server(self.reports, s),
             ),
         ]
         self.upstreams: Upstreams | None = None
@@ -145,6 +165,7 @@ class NotificationsApi:
         flows = FlowCommands(rt.store)
         dry_runs = FlowDryRuns(rt.store, flows, commands.templates, pipeline(settings).rules)
         self.flows.bind(flows, FlowQueries(rt.pool), FlowRunQueries(rt.pool), dry_runs)
+        self.reports.bind(ReportQueries(rt.pool), flows, commands.templates)
         if settings.http_port or self.any_http_port:
             port = 0 if self.any_http_port else settings.http_port
             self.http = HttpServer(self.http_app(rt, settings), settings.grpc_host, port)
@@ -198,7 +219,7 @@ def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> r
         await upstreams.close()
 
     return runtime.Work(
-        (*PROJECTIONS, engine),
+        (*projections(settings), engine),
         {
             DISPATCHER: lambda: led(rt.dsn, f"worker:{DISPATCHER}", dispatcher.run, stop),
             FLOW_TIMERS: lambda: led(rt.dsn, f"worker:{FLOW_TIMERS}", timers.run, stop),

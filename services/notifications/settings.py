@@ -1,6 +1,7 @@
 """The notifications service's settings (environment variables, shared/settings.py) and what
 the composition root (app.py) builds from them: the send policy's rules, the pipeline's
-signing and tracking, the dispatcher's pacing, the trusted proxies, the soft-bounce rule."""
+signing and tracking, the dispatcher's pacing, the trusted proxies, the soft-bounce rule, the
+attribution rule of reports."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import timedelta
 from services.notifications.adapters.tracking_http import Network, trusted_networks
 from services.notifications.application.dispatcher import Dispatching
 from services.notifications.application.facts import Pipeline
-from services.notifications.domain import policy
+from services.notifications.domain import attribution, policy
 from services.notifications.domain.bounces import SoftBounces
 from services.notifications.domain.tracking import TrackingTokens
 from services.notifications.domain.unsubscribe import Unsubscribe
@@ -64,6 +65,10 @@ class NotificationsSettings(Settings):
     dispatch_max_backoff_seconds: float = 3600.0
     dispatch_lease_seconds: float = 120.0  # no outcome by then: the attempt is in doubt
     dispatch_poll_seconds: float = 1.0
+    # Reports (project role): an order placed within the window after the contact's last touch
+    # of a message (a click; "open": an open or a click) is credited to that message.
+    attribution_window_days: float = 5.0
+    attribution_touch: str = attribution.CLICK
 
 
 def rules(s: NotificationsSettings) -> policy.Rules:
@@ -129,3 +134,10 @@ def soft_bounces(s: NotificationsSettings) -> SoftBounces:
     if s.soft_bounce_limit < 1 or s.soft_bounce_window_days <= 0:
         raise SystemExit("SOFT_BOUNCE_LIMIT must be 1 or more, SOFT_BOUNCE_WINDOW_DAYS above 0")
     return SoftBounces(s.soft_bounce_limit, timedelta(days=s.soft_bounce_window_days))
+
+
+def attribution_rule(s: NotificationsSettings) -> attribution.Rule:
+    try:
+        return attribution.Rule(timedelta(days=s.attribution_window_days), s.attribution_touch)
+    except (ValueError, OverflowError) as err:
+        raise SystemExit(f"ATTRIBUTION_WINDOW_DAYS / ATTRIBUTION_TOUCH: {err}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.notifications import app
 from services.notifications.cli import GRPC_PORT
 from services.notifications.cli import app as cli
+from services.notifications.cli_reports import app as reports_cli
 from shared.service import DevRole, ProcessRole, ServiceSpec
 
 # make run: the delivery workers on 50254; emails go to a local SMTP catcher on 1025
@@ -62,4 +63,5 @@ SPEC = ServiceSpec(
     api=app.NotificationsApi,
     cli=cli,
     cli_name="flows",
+    more_cli={"reports": reports_cli},
 )

@@ -2,7 +2,8 @@
 FlowsService; a contact registered and subscribing to email through contacts; the flow engine
 on notifications' project role starts the run from contacts' published ConsentGranted, and the
 welcome email, decided by the same policy as any other message, reaches a real SMTP server,
-its decision naming the flow, its version, the step and the run."""
+its decision naming the flow, its version, the step and the run; the flow's report (the
+project role's reports read model, ReportsService on the serve role) counts it for its step."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from crm.notifications.v1 import flows_pb2_grpc as fl_grpc
 from crm.orders.v1 import events_pb2 as oepb
 from crm.orders.v1 import orders_pb2 as opb
 from crm.orders.v1 import orders_pb2_grpc as opb_grpc
+from crm.notifications.v1 import reports_pb2 as rpb
+from crm.notifications.v1 import reports_pb2_grpc as rpb_grpc
 from services.notifications.domain.decision import DECIDED
 from services.notifications.tests.test_flow_definitions import EXAMPLES, json_form
 from tests.e2e.notifications_env import Ledger, Suite, eventually
@@ -66,6 +69,20 @@ async def test_welcome_series_sends_the_welcome_through_real_processes(
         assert (trigger["source"], trigger["flow_id"]) == ("flow", flow_id)
         assert (trigger["step_id"], trigger["flow_version"]) == ("welcome", 1)
         assert decided["outcome"] == "OUTCOME_SEND" and decided["contact_id"] == ada
+
+        async def report() -> rpb.Report:
+            async with suite.serve.channel() as ch:
+                got = await rpb_grpc.ReportsServiceStub(ch).GetFlowReport(
+                    rpb.GetFlowReportRequest(key="welcome-series")
+                )
+            return got.report
+
+        async def reported() -> bool:
+            return (await report()).total.sent == 1
+
+        await eventually(reported, "the welcome email in the flow's report")
+        [row] = (await report()).rows
+        assert (row.step_id, row.recipients, row.sent, row.delivered) == ("welcome", 1, 1, 1)
     finally:
         suite.stop_sinks()
 
