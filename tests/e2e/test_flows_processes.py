@@ -17,11 +17,11 @@ from crm.notifications.v1 import events_pb2 as epb
 from crm.notifications.v1 import flow_definition_pb2 as fpb
 from crm.notifications.v1 import flows_pb2 as fl
 from crm.notifications.v1 import flows_pb2_grpc as fl_grpc
+from crm.notifications.v1 import reports_pb2 as rpb
+from crm.notifications.v1 import reports_pb2_grpc as rpb_grpc
 from crm.orders.v1 import events_pb2 as oepb
 from crm.orders.v1 import orders_pb2 as opb
 from crm.orders.v1 import orders_pb2_grpc as opb_grpc
-from crm.notifications.v1 import reports_pb2 as rpb
-from crm.notifications.v1 import reports_pb2_grpc as rpb_grpc
 from services.notifications.domain.decision import DECIDED
 from services.notifications.tests.test_flow_definitions import EXAMPLES, json_form
 from tests.e2e.notifications_env import Ledger, Suite, eventually
