@@ -24,7 +24,19 @@ PERSONAL = {
     "crm.segmentation.v1.ExplainedFact",  # a rule's facts: attributes, the email's domain
     "crm.notifications.v1.Message",  # the address it went to
 }
-READS = ("Get", "List", "Find", "Is", "Explain", "Preview", "Export", "BatchGet", "Read", "Tail")
+READS = (
+    "Get",
+    "List",
+    "Find",
+    "Is",
+    "Explain",
+    "Preview",
+    "Export",
+    "BatchGet",
+    "Read",
+    "Tail",
+    "DryRun",  # replays the log in memory: writes nothing
+)
 
 
 def methods() -> Iterator[MethodDescriptor]:
