@@ -33,8 +33,26 @@ from shared.eventstore.postgres import PostgresEventStore
 from shared.testing import rpc
 from shared.testing.events import read_everything
 
-NOT_YET: set[str] = set()  # declared for a later slice, published by nothing yet
-PARTS = {"TemplateVariant", "Trigger", "ConsentUsed", "QuietHours"}  # messages inside events
+NOT_YET: set[str] = {  # declared for a later slice, published by nothing yet
+    "CampaignCreated",
+    "CampaignScheduled",
+    "CampaignStarted",
+    "CampaignPaused",
+    "CampaignResumed",
+    "CampaignCompleted",
+    "CampaignCancelled",
+}
+PARTS = {  # messages inside events
+    "TemplateVariant",
+    "Trigger",
+    "ConsentUsed",
+    "QuietHours",
+    "CampaignVariant",
+    "CampaignDefinition",
+    "CampaignSchedule",
+    "LocalSend",
+    "CampaignTally",
+}
 
 
 async def _decoded(store: PostgresEventStore, categories: list[str]) -> list[Message]:
