@@ -1,10 +1,11 @@
 """The campaign engine (one leader, the project role). Each tick it looks at the open campaigns
 (scheduled and due, sending, or with recipients left) and, from each one's state in the log:
 
-- scheduled and due: the audience frozen as of the send instant (segmentation's members of the
-  included segments minus the excluded ones), each recipient's variant (or the holdout) and
-  send instant (the send instant, or the local time in the recipient's zone, paced by the
-  throttle) written as rows in the same transaction as CampaignStarted (size, digest, as-of);
+- scheduled and due: the audience frozen as of the instant it starts (segmentation's members
+  of the included segments minus the excluded ones), each recipient's variant (or the
+  holdout) and send instant (the send instant, or the local time in the recipient's zone,
+  paced by the throttle) written as rows in the same transaction as CampaignStarted (size,
+  digest, as-of);
 - sending: the due rows taken in batches (at most the throttle's count in any minute), each
   recipient's message asked of SendMessage's pipeline (the same policy as any message) with a
   request id derived from the campaign and the contact, so a batch done again after a crash is
@@ -32,6 +33,7 @@ from services.notifications.domain.campaigns import definition as defs
 from services.notifications.domain.campaigns.campaign import Campaign
 from shared.application.commands import Then
 from shared.domain.errors import DomainError
+from shared.domain.timestamps import timestamp_text
 from shared.grpckit.errors import Unavailable
 from shared.supervision import sleep_unless_stopped
 
@@ -136,8 +138,9 @@ class CampaignEngine:
         return 0
 
     async def start(self, s: Campaign) -> None:
-        """The audience frozen as of the send instant, recorded with CampaignStarted."""
-        assert s.send_at is not None
+        """The audience frozen as of now (the send instant, or the first of a local send's),
+        recorded with CampaignStarted: its size, digest and as-of instant."""
+        as_of = self.clock()
         d_ = s.definition
         include = [str(k) for k in d_.get("include_segments", [])]
         exclude = [str(k) for k in d_.get("exclude_segments", [])]
@@ -145,13 +148,13 @@ class CampaignEngine:
         missing = [k for k in include + exclude if k not in ids]
         if missing:
             raise DomainError("SEGMENT_NOT_FOUND", f"no segment {missing[0]}")
-        members = {k: await self.segments.members(ids[k], s.send_at) for k in include + exclude}
+        members = {k: await self.segments.members(ids[k], as_of) for k in include + exclude}
         frozen = a.freeze([members[k] for k in include], [members[k] for k in exclude])
         recipients = await self.plan(s, frozen)
         data = {
             "audience_size": frozen.size,
             "audience_digest": frozen.digest,
-            "start_time": s.send_at.isoformat().replace("+00:00", "Z"),
+            "start_time": timestamp_text(as_of),
         }
         await self.commands.change(
             s.campaign_id,

@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from services.notifications.application.templates import TemplateCommands
 from services.notifications.domain.campaigns import campaign as domain
 from services.notifications.domain.campaigns import definition as defs
 from services.notifications.domain.campaigns.campaign import Campaign
+from services.notifications.domain.template import Template
 from shared.application.commands import Aggregate, CommandRunner, Event, Then, new_id
 from shared.domain.errors import Invalid, NotFound
 from shared.eventstore import EventStore
@@ -27,6 +27,10 @@ CAMPAIGN: Aggregate[Campaign] = Aggregate(
     missing="CAMPAIGN_NOT_FOUND",
     id_field="campaign_id",
 )
+
+
+class Templates(Protocol):
+    async def get(self, template_id: str = "", key: str = "") -> Template: ...
 
 
 class Segments(Protocol):
@@ -49,7 +53,7 @@ class CampaignCommands:
     def __init__(
         self,
         store: EventStore,
-        templates: TemplateCommands,
+        templates: Templates,
         segments: Segments,
         clock: Callable[[], datetime] = _now,
     ) -> None:

@@ -105,6 +105,7 @@ class CampaignEnv:
         made = await self.segments.CreateSegment(
             spb.CreateSegmentRequest(key=key, name=key, rule=f"tags contains '{tag}'")
         )
+        await self.settle()  # segments are listed (their keys resolved) from a read model
         return str(made.segment.segment_id)
 
     async def template(self, key: str) -> None:

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from services.notifications.domain import policy
 from services.notifications.domain.campaigns.audience import BUCKETS, HOLDOUT, Variant
 from shared.domain.errors import Invalid
+from shared.domain.timestamps import timestamp_text
 
 KEY = re.compile(r"^[a-z0-9_-]{1,64}$")
 MAX_SEGMENTS = 20
@@ -94,7 +95,7 @@ class Schedule:
         return datetime.combine(self.local_day, self.local_time, UTC) - EARLIEST_OFFSET
 
     def to_data(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"send_time": self.start_at.isoformat().replace("+00:00", "Z")}
+        out: dict[str, Any] = {"send_time": timestamp_text(self.start_at)}
         if self.local_day is not None and self.local_time is not None:
             out["local_day"] = self.local_day.isoformat()
             out["local_time"] = self.local_time.strftime("%H:%M")
