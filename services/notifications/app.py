@@ -10,7 +10,7 @@ from aiohttp import web
 
 from crm.notifications.v1 import campaigns_pb2_grpc, flows_pb2_grpc
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
-from services.notifications.adapters.campaign_tables import PostgresRecipients
+from services.notifications.adapters.campaign_tables import PostgresRecipients, PostgresZones
 from services.notifications.adapters.campaigns_readmodel import (
     CampaignQueries,
     CampaignsProjection,
@@ -37,6 +37,7 @@ from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcO
 from services.notifications.api import campaigns as campaigns_api
 from services.notifications.api import flows as flows_api
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
+from services.notifications.application.campaign_dry_runs import CampaignDryRuns
 from services.notifications.application.campaign_engine import CampaignEngine
 from services.notifications.application.campaigns import CampaignCommands
 from services.notifications.application.dispatcher import Dispatcher
@@ -168,7 +169,8 @@ class NotificationsApi:
         dry_runs = FlowDryRuns(rt.store, flows, commands.templates, pipeline(settings).rules)
         self.flows.bind(flows, FlowQueries(rt.pool), FlowRunQueries(rt.pool), dry_runs)
         campaigns = CampaignCommands(rt.store, commands.templates, self.upstreams.segments)
-        self.campaigns.bind(campaigns, CampaignQueries(rt.pool))
+        trials = CampaignDryRuns(campaigns, self.upstreams.segments, PostgresZones(rt.pool))
+        self.campaigns.bind(campaigns, CampaignQueries(rt.pool), trials)
         if settings.http_port or self.any_http_port:
             port = 0 if self.any_http_port else settings.http_port
             self.http = HttpServer(self.http_app(rt, settings), settings.grpc_host, port)

@@ -18,10 +18,21 @@ from shared.application.commands import Then
 TABLE = "notifications_pipeline.campaign_recipients"
 
 
-class PostgresRecipients:
+class PostgresZones:
+    """The contacts' time zones (the zones read model)."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
+    async def zones(self, contact_ids: Sequence[str]) -> dict[str, str]:
+        rows = await self.pool.fetch(
+            f"SELECT contact_id::text, time_zone FROM {ZONES}.zones WHERE contact_id = ANY($1)",
+            [uuid.UUID(c) for c in contact_ids],
+        )
+        return {r[0]: r[1] for r in rows}
+
+
+class PostgresRecipients(PostgresZones):
     async def open(self, now: datetime) -> list[str]:
         rows = await self.pool.fetch(
             f"""SELECT campaign_id::text FROM {SCHEMA}.campaigns
@@ -31,13 +42,6 @@ class PostgresRecipients:
             now,
         )
         return sorted(r[0] for r in rows)
-
-    async def zones(self, contact_ids: Sequence[str]) -> dict[str, str]:
-        rows = await self.pool.fetch(
-            f"SELECT contact_id::text, time_zone FROM {ZONES}.zones WHERE contact_id = ANY($1)",
-            [uuid.UUID(c) for c in contact_ids],
-        )
-        return {r[0]: r[1] for r in rows}
 
     def writer(self, campaign_id: str, recipients: Sequence[Recipient]) -> Then:
         async def write(conn: Any) -> None:

@@ -13,6 +13,7 @@ from crm.notifications.v1 import campaigns_pb2 as pb
 from crm.notifications.v1 import campaigns_pb2_grpc as pb_grpc
 from crm.notifications.v1 import events_pb2 as epb
 from services.notifications.adapters.campaigns_readmodel import CampaignQueries
+from services.notifications.application.campaign_dry_runs import CampaignDryRuns
 from services.notifications.application.campaigns import CampaignCommands
 from services.notifications.domain.campaigns import campaign as domain
 from services.notifications.domain.campaigns.campaign import Campaign
@@ -40,6 +41,7 @@ STATES = {
     domain.DONE: pb.CAMPAIGN_STATE_COMPLETED,
     domain.STOPPED: pb.CAMPAIGN_STATE_CANCELLED,
 }
+LISTED, MAX_LISTED = 1000, 10_000  # recipients a dry run lists by default, at most
 Request = pb.PauseCampaignRequest | pb.ResumeCampaignRequest | pb.CancelCampaignRequest
 
 
@@ -94,8 +96,10 @@ def _id(request: Any) -> str:
 class CampaignsServicer(pb_grpc.CampaignsServiceServicer):
     """Bound to its application objects once the database is reachable (see app.py)."""
 
-    def bind(self, commands: CampaignCommands, queries: CampaignQueries) -> None:
-        self.commands, self.queries = commands, queries
+    def bind(
+        self, commands: CampaignCommands, queries: CampaignQueries, dry_runs: CampaignDryRuns
+    ) -> None:
+        self.commands, self.queries, self.dry_runs = commands, queries, dry_runs
 
     async def CreateCampaign(
         self, request: pb.CreateCampaignRequest, context: grpc.aio.ServicerContext
@@ -151,6 +155,40 @@ class CampaignsServicer(pb_grpc.CampaignsServiceServicer):
         self, request: pb.GetCampaignRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCampaignResponse:
         return pb.GetCampaignResponse(campaign=campaign_pb(await self.commands.get(_id(request))))
+
+    async def DryRunCampaign(
+        self, request: pb.DryRunCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DryRunCampaignResponse:
+        drafted = request.HasField("definition")
+        if drafted == bool(request.campaign_id):
+            raise calls.invalid(
+                DOMAIN, "campaign_id", "CAMPAIGN_REQUIRED", "give campaign_id or definition"
+            )
+        if not 0 <= request.max_recipients <= MAX_LISTED:
+            raise calls.invalid(
+                DOMAIN, "max_recipients", "INVALID_MAX_RECIPIENTS", f"0..{MAX_LISTED}"
+            )
+        draft = json_of(request.definition) if drafted else None
+        schedule = json_of(request.schedule) if request.HasField("schedule") else None
+        run = await self.dry_runs.run("" if drafted else _id(request), draft, schedule)
+        shown = run.recipients[: request.max_recipients or LISTED]
+        out = pb.DryRunCampaignResponse(
+            audience_size=run.audience.size,
+            audience_digest=run.audience.digest,
+            as_of_time=calls.timestamp(run.as_of),
+            variant_counts=run.counts(),
+            recipients=[
+                pb.DryRunRecipient(
+                    contact_id=r.contact_id, variant=r.variant, send_time=calls.timestamp(r.due_at)
+                )
+                for r in shown
+            ],
+            truncated=len(shown) < len(run.recipients),
+        )
+        if run.recipients:
+            out.first_send_time.CopyFrom(calls.timestamp(min(r.due_at for r in run.recipients)))
+            out.last_send_time.CopyFrom(calls.timestamp(max(r.due_at for r in run.recipients)))
+        return out
 
     async def ListCampaigns(
         self, request: pb.ListCampaignsRequest, context: grpc.aio.ServicerContext

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
+from services.notifications.application import campaign_plan as plan
+from services.notifications.application.campaign_plan import Recipient
 from services.notifications.application.campaigns import CampaignCommands, Segments
 from services.notifications.application.sending import SendRequest
 from services.notifications.domain import decision as d
@@ -42,13 +42,6 @@ BATCH = 500  # recipients taken at once
 CONCURRENCY = 16  # messages decided at once
 OUTCOMES = {"OUTCOME_SEND": "sent", "OUTCOME_SKIP": "skipped", "OUTCOME_DEFER": "deferred"}
 HELD_OUT, FAILED, CANCELLED = "held_out", "failed", "cancelled"
-
-
-@dataclass(frozen=True)
-class Recipient:
-    contact_id: str
-    variant: str  # a variant's name, or audience.HOLDOUT
-    due_at: datetime
 
 
 class Recipients(Protocol):
@@ -70,16 +63,6 @@ class Sender(Protocol):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _zone(name: str, fallback: str) -> ZoneInfo:
-    for candidate in (name, fallback, "UTC"):
-        try:
-            if candidate:
-                return ZoneInfo(candidate)
-        except (ZoneInfoNotFoundError, ValueError):
-            continue
-    return ZoneInfo("UTC")
 
 
 def request_id(campaign_id: str, contact_id: str) -> str:
@@ -141,19 +124,14 @@ class CampaignEngine:
         """The audience frozen as of now (the send instant, or the first of a local send's),
         recorded with CampaignStarted: its size, digest and as-of instant."""
         as_of = self.clock()
-        d_ = s.definition
-        include = [str(k) for k in d_.get("include_segments", [])]
-        exclude = [str(k) for k in d_.get("exclude_segments", [])]
-        ids = await self.segments.ids_of(include + exclude)
-        missing = [k for k in include + exclude if k not in ids]
-        if missing:
-            raise DomainError("SEGMENT_NOT_FOUND", f"no segment {missing[0]}")
-        members = {k: await self.segments.members(ids[k], as_of) for k in include + exclude}
-        frozen = a.freeze([members[k] for k in include], [members[k] for k in exclude])
-        recipients = await self.plan(s, frozen)
+        audience = await plan.frozen(self.segments, s.definition, as_of)
+        assert s.send_at is not None
+        recipients = await plan.planned(
+            s.campaign_id, s.definition, s.schedule, s.send_at, audience, self.recipients
+        )
         data = {
-            "audience_size": frozen.size,
-            "audience_digest": frozen.digest,
+            "audience_size": audience.size,
+            "audience_digest": audience.digest,
             "start_time": timestamp_text(as_of),
         }
         await self.commands.change(
@@ -164,28 +142,7 @@ class CampaignEngine:
             meta=_meta(s.campaign_id, "started"),
             then=self.recipients.writer(s.campaign_id, recipients),
         )
-        log.info("campaign.started", campaign_id=s.campaign_id, audience=frozen.size)
-
-    async def plan(self, s: Campaign, frozen: a.Audience) -> list[Recipient]:
-        """Each recipient's variant and send instant, in send order, paced by the throttle."""
-        assert s.send_at is not None
-        variants = defs.variants_of(s.definition)
-        holdout = int(s.definition.get("holdout_basis_points", 0))
-        local = s.schedule.get("local_day")
-        dues: dict[str, datetime] = dict.fromkeys(frozen.contact_ids, s.send_at)
-        if local:
-            day, at = date.fromisoformat(local), time.fromisoformat(s.schedule["local_time"])
-            fallback = str(s.schedule.get("fallback_time_zone", "UTC"))
-            zones = await self.recipients.zones(frozen.contact_ids)
-            for cid in frozen.contact_ids:
-                dues[cid] = a.local_send_time(day, at, _zone(zones.get(cid, ""), fallback))
-        order = sorted(frozen.contact_ids, key=lambda cid: (dues[cid], cid))
-        per_minute = int(s.definition.get("throttle_per_minute", 0))
-        paced = a.paced([dues[cid] for cid in order], per_minute)
-        return [
-            Recipient(cid, a.variant_of(s.campaign_id, cid, variants, holdout), at)
-            for cid, at in zip(order, paced, strict=True)
-        ]
+        log.info("campaign.started", campaign_id=s.campaign_id, audience=audience.size)
 
     async def send_due(self, s: Campaign, now: datetime) -> int:
         limit = BATCH

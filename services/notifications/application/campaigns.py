@@ -60,7 +60,7 @@ class CampaignCommands:
         self.store, self.templates, self.segments, self.clock = store, templates, segments, clock
         self.runner = CommandRunner(store)
 
-    async def _named(self, definition: Mapping[str, Any]) -> None:
+    async def check_named(self, definition: Mapping[str, Any]) -> None:
         """What the definition names exists: INVALID_ARGUMENT listing what does not."""
         problems: list[tuple[str, str, str]] = []
         for i, v in enumerate(definition.get("variants", [])):
@@ -91,7 +91,7 @@ class CampaignCommands:
     ) -> Campaign:
         campaign_id = new_id(NS, "campaign", request_id)
         decided = domain.decide_create(campaign_id, definition)
-        await self._named(definition)
+        await self.check_named(definition)
 
         async def plan(_attempt: int) -> tuple[list[Event], list[Any]]:
             return decided, []

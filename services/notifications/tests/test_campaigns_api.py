@@ -7,8 +7,10 @@ the state forbids FAILED_PRECONDITION CAMPAIGN_STATE."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -16,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from crm.notifications.v1 import campaigns_pb2 as pb
 from crm.notifications.v1 import events_pb2 as epb
+from services.notifications.domain.campaigns import audience as a
 from services.notifications.tests.campaign_env import CampaignEnv, campaign_env
 from services.notifications.tests.conftest import expect_error
 
@@ -241,3 +244,56 @@ async def test_bad_schedules_and_ids_are_refused(env: CampaignEnv) -> None:
         "ETAG_MISMATCH",
     )
     assert await events(env) == 1
+
+
+async def test_a_dry_run_shows_who_would_get_what_when_and_writes_nothing(
+    env: CampaignEnv,
+) -> None:
+    zones = ["Asia/Tokyo", "America/New_York", "Europe/Paris"]
+    members = {z: await env.contact(["vip"], time_zone=z) for z in zones}
+    await env.contact(["vip", "churned"])
+    await env.contact(["other"])
+    await env.settle()
+    two = [Variant(name="a", template_key="sale-a"), Variant(name="b", template_key="sale-b")]
+    saved = (
+        await env.stub.CreateCampaign(
+            pb.CreateCampaignRequest(definition=definition(variants=two, holdout_basis_points=3000))
+        )
+    ).campaign
+    cid = saved.campaign_id
+    before = await events(env)
+    run = await env.stub.DryRunCampaign(pb.DryRunCampaignRequest(campaign_id=cid))
+    ids = sorted(members.values())
+    assert (run.audience_size, run.audience_digest) == (3, a.digest(ids))
+    variants = [a.Variant("a", "sale-a"), a.Variant("b", "sale-b")]
+    expected = {c: a.variant_of(cid, c, variants, 3000) for c in ids}
+    assert {r.contact_id: r.variant for r in run.recipients} == expected
+    assert dict(run.variant_counts) == dict(Counter(expected.values()))
+    spread = run.last_send_time.ToDatetime() - run.first_send_time.ToDatetime()
+    assert not run.truncated and spread == timedelta(seconds=0.2)  # 600 a minute: 0.1 s apart
+
+    # A draft at 09:00 in each recipient's zone: listed in send order, one shown.
+    local = epb.CampaignSchedule(local=epb.LocalSend(day="2099-11-27", time_of_day="09:00"))
+    draft = await env.stub.DryRunCampaign(
+        pb.DryRunCampaignRequest(definition=definition(), schedule=local, max_recipients=1)
+    )
+    nine = {z: a.local_send_time(date(2099, 11, 27), time(9), ZoneInfo(z)) for z in zones}
+    assert [r.contact_id for r in draft.recipients] == [members["Asia/Tokyo"]]
+    assert draft.recipients[0].send_time.ToDatetime(tzinfo=UTC) == nine["Asia/Tokyo"]
+    assert draft.truncated and draft.audience_size == 3
+    assert draft.last_send_time.ToDatetime(tzinfo=UTC) == nine["America/New_York"]
+    assert await events(env) == before
+    assert await env.recipients(cid) == {}
+
+    for request, reason in [
+        (pb.DryRunCampaignRequest(), "CAMPAIGN_REQUIRED"),
+        (pb.DryRunCampaignRequest(campaign_id=cid, definition=definition()), "CAMPAIGN_REQUIRED"),
+        (
+            pb.DryRunCampaignRequest(campaign_id=cid, max_recipients=10_001),
+            "INVALID_MAX_RECIPIENTS",
+        ),
+        (pb.DryRunCampaignRequest(definition=definition(name="")), "INVALID_NAME"),
+    ]:
+        await expect_error(
+            env.stub.DryRunCampaign(request), grpc.StatusCode.INVALID_ARGUMENT, reason
+        )
