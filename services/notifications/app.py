@@ -8,8 +8,14 @@ import asyncio
 
 from aiohttp import web
 
-from crm.notifications.v1 import flows_pb2_grpc, reports_pb2_grpc
+from crm.notifications.v1 import campaigns_pb2_grpc, flows_pb2_grpc, reports_pb2_grpc
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
+from services.notifications.adapters.campaign_tables import PostgresRecipients, PostgresZones
+from services.notifications.adapters.campaigns_readmodel import (
+    CampaignQueries,
+    CampaignsProjection,
+    ZonesProjection,
+)
 from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
 from services.notifications.adapters.flow_effects_table import PostgresEffects
@@ -26,12 +32,17 @@ from services.notifications.adapters.queries import TemplateQueries
 from services.notifications.adapters.readmodel import TemplatesProjection
 from services.notifications.adapters.reports_queries import ReportQueries
 from services.notifications.adapters.reports_readmodel import ReportsProjection
+from services.notifications.adapters.segmentation_client import GrpcSegments
 from services.notifications.adapters.tracking_http import add_routes
 from services.notifications.adapters.tracking_tables import PostgresLinks
 from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcOrders
+from services.notifications.api import campaigns as campaigns_api
 from services.notifications.api import flows as flows_api
 from services.notifications.api import reports as reports_api
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
+from services.notifications.application.campaign_dry_runs import CampaignDryRuns
+from services.notifications.application.campaign_engine import CampaignEngine
+from services.notifications.application.campaigns import CampaignCommands
 from services.notifications.application.dispatcher import Dispatcher
 from services.notifications.application.dry_runs import FlowDryRuns
 from services.notifications.application.flow_effects import FlowEffects
@@ -65,11 +76,14 @@ PROJECTIONS = (
     ErasureProjection(),
     FlowsProjection(),
     ReportsProjection(),  # under the default rule; the project role runs it under its settings'
+    CampaignsProjection(),
+    ZonesProjection(),
 )
 OWN_MIGRATIONS = [("notifications", MIGRATIONS)]
 DISPATCHER = "notifications-dispatcher"
 FLOW_TIMERS = "notifications-flow-timers"
 FLOW_EFFECTS = "notifications-flow-effects"
+CAMPAIGNS = "notifications-campaigns"
 
 
 def projections(settings: NotificationsSettings) -> tuple[Projection, ...]:
@@ -108,13 +122,14 @@ def intake_app(
 
 
 class Upstreams:
-    """The clients of contacts and orders a role opens (and closes)."""
+    """The clients of contacts, orders and segmentation a role opens (and closes)."""
 
     def __init__(self, settings: NotificationsSettings) -> None:
-        token = service_token(settings, "the contacts and orders APIs")
+        token = service_token(settings, "the contacts, orders and segmentation APIs")
         tls = ClientTls.of(settings)
         self.contacts = GrpcContacts(settings.contacts_target, token, tls)
         self.orders = GrpcOrders(settings.orders_target, token, tls)
+        self.segments = GrpcSegments(settings.segmentation_target, token, tls)
 
     def commands(self, rt: Runtime, settings: NotificationsSettings) -> MessageCommands:
         tables = PostgresPipelineTables(rt.store, rt.pool)
@@ -126,10 +141,12 @@ class Upstreams:
     async def close(self) -> None:
         await self.contacts.close()
         await self.orders.close()
+        await self.segments.close()
 
 
 class NotificationsApi:
-    """NotificationsService, FlowsService, ReportsService and the HTTP endpoints (tracking,
+    """NotificationsService, FlowsService, CampaignsService, ReportsService and the HTTP
+    endpoints (tracking,
     intake): the serve role's APIs.
     ``any_http_port`` (tests) takes a free port instead of HTTP_PORT; ``http_port`` is the
     bound one."""
@@ -138,6 +155,7 @@ class NotificationsApi:
         self.servicer = NotificationsServicer()
         self.flows = flows_api.FlowsServicer()
         self.reports = reports_api.ReportsServicer()
+        self.campaigns = campaigns_api.CampaignsServicer()
         self.services = [
             (
                 SERVICE,
@@ -146,6 +164,12 @@ class NotificationsApi:
             (
                 flows_api.SERVICE,
                 lambda s: flows_pb2_grpc.add_FlowsServiceServicer_to_server(self.flows, s),
+            ),
+            (
+                campaigns_api.SERVICE,
+                lambda s: campaigns_pb2_grpc.add_CampaignsServiceServicer_to_server(
+                    self.campaigns, s
+                ),
             ),
             (
                 reports_api.SERVICE,
@@ -166,6 +190,9 @@ class NotificationsApi:
         dry_runs = FlowDryRuns(rt.store, flows, commands.templates, pipeline(settings).rules)
         self.flows.bind(flows, FlowQueries(rt.pool), FlowRunQueries(rt.pool), dry_runs)
         self.reports.bind(ReportQueries(rt.pool), flows, commands.templates)
+        campaigns = CampaignCommands(rt.store, commands.templates, self.upstreams.segments)
+        trials = CampaignDryRuns(campaigns, self.upstreams.segments, PostgresZones(rt.pool))
+        self.campaigns.bind(campaigns, CampaignQueries(rt.pool), trials)
         if settings.http_port or self.any_http_port:
             port = 0 if self.any_http_port else settings.http_port
             self.http = HttpServer(self.http_app(rt, settings), settings.grpc_host, port)
@@ -199,7 +226,7 @@ async def serve(settings: NotificationsSettings, stop: asyncio.Event) -> None:
 
 def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> runtime.Work:
     """The read models and the flow engine (one leader each across replicas), the dispatcher,
-    the flow timers and the flow effects (one leader each)."""
+    the flow timers, the flow effects and the campaign engine (one leader each)."""
     upstreams = Upstreams(settings)
     delivery = GrpcDelivery(
         settings.delivery_url,
@@ -213,6 +240,12 @@ def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> r
     engine = FlowEngine(rt.store)
     timers = FlowTimers(rt.store, engine.definitions)
     effects = FlowEffects(PostgresEffects(rt.pool), commands, upstreams.contacts)
+    campaigns = CampaignEngine(
+        CampaignCommands(rt.store, commands.templates, upstreams.segments),
+        upstreams.segments,
+        PostgresRecipients(rt.pool),
+        commands,
+    )
 
     async def close() -> None:
         await delivery.close()
@@ -224,6 +257,7 @@ def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> r
             DISPATCHER: lambda: led(rt.dsn, f"worker:{DISPATCHER}", dispatcher.run, stop),
             FLOW_TIMERS: lambda: led(rt.dsn, f"worker:{FLOW_TIMERS}", timers.run, stop),
             FLOW_EFFECTS: lambda: led(rt.dsn, f"worker:{FLOW_EFFECTS}", effects.run, stop),
+            CAMPAIGNS: lambda: led(rt.dsn, f"worker:{CAMPAIGNS}", campaigns.run, stop),
         },
         close,
     )

@@ -21,6 +21,8 @@ from shared.settings import Settings
 class NotificationsSettings(Settings):
     contacts_target: str = "127.0.0.1:50051"  # contacts' gRPC address (profiles, consent)
     orders_target: str = "127.0.0.1:50052"  # orders' gRPC address (metrics, carts, orders)
+    # segmentation's gRPC address: campaigns' segments and their members as of the send instant
+    segmentation_target: str = "127.0.0.1:50053"
     # The delivery workers (the `delivery` role, DeliveryService), host:port: make run's by
     # default; compose and Kubernetes name the notifications-delivery service.
     delivery_url: str = "127.0.0.1:50254"

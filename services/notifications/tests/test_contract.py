@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from crm.notifications.v1 import events_pb2
+from crm.notifications.v1 import campaigns_pb2, events_pb2
 from crm.notifications.v1 import notifications_pb2 as pb
 from services.notifications.adapters.intake_tables import PostgresIntakeTables
 from services.notifications.application.flows import FlowCommands
@@ -18,6 +18,7 @@ from services.notifications.domain import policy
 from services.notifications.domain.bounces import Report
 from services.notifications.domain.flows import flow
 from services.notifications.domain.variant import SMS
+from services.notifications.tests.campaign_env import campaign_env
 from services.notifications.tests.conftest import Env, create_email, email
 from services.notifications.tests.flow_env import Env as FlowEnv
 from services.notifications.tests.pipeline_env import Pipe
@@ -34,7 +35,26 @@ from shared.testing import rpc
 from shared.testing.events import read_everything
 
 NOT_YET: set[str] = set()  # declared for a later slice, published by nothing yet
-PARTS = {"TemplateVariant", "Trigger", "ConsentUsed", "QuietHours"}  # messages inside events
+CAMPAIGN_EVENTS = {
+    "CampaignCreated",
+    "CampaignScheduled",
+    "CampaignStarted",
+    "CampaignPaused",
+    "CampaignResumed",
+    "CampaignCompleted",
+    "CampaignCancelled",
+}
+PARTS = {  # messages inside events
+    "TemplateVariant",
+    "Trigger",
+    "ConsentUsed",
+    "QuietHours",
+    "CampaignVariant",
+    "CampaignDefinition",
+    "CampaignSchedule",
+    "LocalSend",
+    "CampaignTally",
+}
 
 
 async def _decoded(store: PostgresEventStore, categories: list[str]) -> list[Message]:
@@ -158,6 +178,7 @@ def test_the_published_events_are_the_ones_produced_above() -> None:
         "FlowRunWaiting",
         "FlowRunAsked",
         "FlowRunEnded",
+        *CAMPAIGN_EVENTS,
     }
 
 
@@ -247,3 +268,50 @@ async def test_every_intake_event_decodes_as_its_message(pipe: Pipe) -> None:
         "SUPPRESSION_REASON_HARD_BOUNCE",
         "SUPPRESSION_REASON_COMPLAINT",
     ]
+
+
+async def test_every_campaign_event_decodes_as_its_message(dsn: str) -> None:
+    async with campaign_env(dsn) as env:
+        await env.template("sale")
+        await env.segment("vip", "vip")
+        member = await env.contact(["vip"])
+        await env.settle()
+        definition = {
+            "name": "Sale",
+            "include_segments": ["vip"],
+            "variants": [events_pb2.CampaignVariant(name="a", template_key="sale", weight=2)],
+            "holdout_basis_points": 100,
+        }
+        sent = (await env.create(**definition)).campaign_id
+        local = events_pb2.LocalSend(day="2099-01-02", time_of_day="09:00")
+        for request in (
+            campaigns_pb2.ScheduleCampaignRequest(
+                campaign_id=sent, schedule=events_pb2.CampaignSchedule(local=local)
+            ),
+            campaigns_pb2.PauseCampaignRequest(campaign_id=sent),
+            campaigns_pb2.ResumeCampaignRequest(campaign_id=sent),
+            campaigns_pb2.ScheduleCampaignRequest(
+                campaign_id=sent, schedule=events_pb2.CampaignSchedule(now=True)
+            ),
+        ):
+            await getattr(env.stub, type(request).__name__.removesuffix("Request"))(request)
+        await env.settle()
+        engine = env.engine()
+        for _ in range(3):
+            await engine.tick()
+        cancelled = (await env.create(**definition)).campaign_id
+        await env.stub.CancelCampaign(campaigns_pb2.CancelCampaignRequest(campaign_id=cancelled))
+        seen = set()
+        for message in await _decoded(env.store, ["campaign"]):
+            seen.add(message.DESCRIPTOR.name)
+            if isinstance(message, events_pb2.CampaignCreated):
+                assert message.definition.variants[0].weight == 2
+            if isinstance(message, events_pb2.CampaignScheduled) and message.local_day:
+                assert (message.local_day, message.local_time) == ("2099-01-02", "09:00")
+                assert message.send_time.ToJsonString() == "2099-01-01T19:00:00Z"
+            if isinstance(message, events_pb2.CampaignStarted):
+                assert message.audience_size == 1 and message.start_time.seconds > 0
+            if isinstance(message, events_pb2.CampaignCompleted):
+                tally = message.tally
+                assert tally.sent + tally.held_out == 1, member
+    assert seen == CAMPAIGN_EVENTS

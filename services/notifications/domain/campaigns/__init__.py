@@ -1,2 +1,3 @@
-"""Campaigns (broadcasts), pure: a campaign's life (campaign.py) and who gets what when
-(audience.py). The engine that sends them comes with the flows' engine (issue 12)."""
+"""Campaigns (broadcasts), pure: a campaign's life (campaign.py), its definition and schedule
+checked (definition.py), and who gets what when (audience.py). The engine that sends them:
+application/campaign_engine.py."""

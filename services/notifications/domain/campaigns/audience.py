@@ -89,3 +89,16 @@ def throttled(start: datetime, count: int, per_minute: int) -> list[datetime]:
         return [start] * count
     gap = timedelta(minutes=1) / per_minute
     return [start + gap * i for i in range(count)]
+
+
+def paced(dues: Sequence[datetime], per_minute: int) -> list[datetime]:
+    """Each recipient's send instant, in order of ``dues`` (sorted): never before its own due
+    instant, and never closer than a minute / ``per_minute`` to the one before (unthrottled:
+    the due instants themselves)."""
+    if per_minute <= 0:
+        return list(dues)
+    gap = timedelta(minutes=1) / per_minute
+    out: list[datetime] = []
+    for due in dues:
+        out.append(max(due, out[-1] + gap) if out else due)
+    return out

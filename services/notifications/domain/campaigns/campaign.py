@@ -4,14 +4,16 @@ change an event; a change the state does not allow is FAILED_PRECONDITION naming
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from shared.domain.errors import Precondition
+from services.notifications.domain.campaigns import definition as defs
+from shared.domain.errors import Invalid, Precondition
 
 PREFIX = "crm.notifications.v1."
+CREATED = PREFIX + "CampaignCreated"  # a draft, with its definition
 SCHEDULED = PREFIX + "CampaignScheduled"
 STARTED = PREFIX + "CampaignStarted"  # the audience frozen: its size and digest
 PAUSED = PREFIX + "CampaignPaused"
@@ -51,6 +53,29 @@ class Campaign:
     audience_size: int = 0
     audience_digest: str = ""
     paused_from: str = ""  # the state a pause interrupted (scheduled or sending)
+    definition: Mapping[str, Any] = field(default_factory=dict)  # the JSON form, as saved
+    schedule: Mapping[str, Any] = field(default_factory=dict)  # CampaignScheduled's data
+    start_time: datetime | None = None  # the audience's as-of instant
+    tally: Mapping[str, Any] = field(default_factory=dict)
+    version: int = -1  # the stream version: the etag
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+
+
+def stream_of(campaign_id: str) -> str:
+    return f"campaign-{campaign_id}"
+
+
+def decide_create(campaign_id: str, definition: Mapping[str, Any]) -> list[Event]:
+    """A draft; INVALID_ARGUMENT listing every problem of the definition."""
+    problems = defs.problems(definition)
+    if problems:
+        raise Invalid([(f"definition.{f}", reason, text) for f, reason, text in problems])
+    return [(CREATED, {"campaign_id": campaign_id, "definition": dict(definition)})]
+
+
+def decide_schedule(state: Campaign, schedule: defs.Schedule) -> list[Event]:
+    return decide(state, SCHEDULED, schedule.to_data())
 
 
 def decide(state: Campaign, change: str, data: Mapping[str, Any]) -> list[Event]:
@@ -67,15 +92,19 @@ def decide(state: Campaign, change: str, data: Mapping[str, Any]) -> list[Event]
     return [(change, {"campaign_id": state.campaign_id, **data})]
 
 
+def _instant(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
 def evolve(state: Campaign, type_: str, data: Mapping[str, Any]) -> Campaign:
     target, _ = _MOVES[type_]
     if type_ == SCHEDULED:
-        at = data.get("send_time")
         return replace(
             state,
             state=target,
-            send_at=datetime.fromisoformat(at) if at else None,
+            send_at=_instant(data.get("send_time")),
             local_time=data.get("local_time", ""),
+            schedule=dict(data),
         )
     if type_ == STARTED:
         return replace(
@@ -83,9 +112,35 @@ def evolve(state: Campaign, type_: str, data: Mapping[str, Any]) -> Campaign:
             state=target,
             audience_size=int(data["audience_size"]),
             audience_digest=data["audience_digest"],
+            start_time=_instant(data.get("start_time")),
         )
+    if type_ == COMPLETED:
+        return replace(state, state=target, tally=dict(data.get("tally", {})))
     if type_ == PAUSED:
         return replace(state, state=target, paused_from=state.state)
     if type_ == RESUMED:
         return replace(state, state=state.paused_from or target, paused_from="")
     return replace(state, state=target)
+
+
+def apply(
+    state: Campaign | None, type_: str, data: Mapping[str, Any], at: datetime, version: int
+) -> Campaign:
+    """``evolve`` for the command runner: the stream's version and times kept."""
+    if type_ == CREATED:
+        return Campaign(
+            data["campaign_id"],
+            definition=dict(data["definition"]),
+            version=version,
+            create_time=at,
+            update_time=at,
+        )
+    assert state is not None, f"{type_} before CampaignCreated"
+    return replace(evolve(state, type_, data), version=version, update_time=at)
+
+
+def fold(events: Iterable[tuple[str, Mapping[str, Any], datetime, int]]) -> Campaign | None:
+    state = None
+    for type_, data, at, version in events:
+        state = apply(state, type_, data, at, version)
+    return state
