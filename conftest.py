@@ -37,12 +37,16 @@ async def databases() -> AsyncIterator[DatabaseFactory]:
 
 
 @pytest.fixture
-async def dsn(databases: DatabaseFactory) -> str:
-    """A fresh, fully migrated database for one test."""
-    return await databases.create()
+async def dsn(databases: DatabaseFactory) -> AsyncIterator[str]:
+    """A fresh, fully migrated database for one test, dropped after it."""
+    url = await databases.create()
+    yield url
+    await databases.drop(url)
 
 
 @pytest.fixture
-async def empty_dsn(databases: DatabaseFactory) -> str:
-    """A fresh database with nothing applied yet (the migration tests)."""
-    return await databases.create(empty=True)
+async def empty_dsn(databases: DatabaseFactory) -> AsyncIterator[str]:
+    """A fresh database with nothing applied yet (the migration tests), dropped after it."""
+    url = await databases.create(empty=True)
+    yield url
+    await databases.drop(url)
