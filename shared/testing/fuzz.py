@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import message_factory
@@ -109,7 +109,9 @@ def timestamps(cls: type[Message], wild: bool = True) -> st.SearchStrategy[Messa
     if wild:
         seconds = st.one_of(seconds, st.sampled_from(_SECONDS), st.integers(-(2**63), 2**63 - 1))
         nanos = st.one_of(nanos, st.sampled_from([-1, 10**9]), st.integers(-(2**31), 2**31 - 1))
-    return st.builds(lambda s, n: cls(seconds=s, nanos=n), seconds, nanos)
+    # A Timestamp-shaped class: its fields by keyword (the stubs type only Message's __init__).
+    make = cast(Any, cls)
+    return st.builds(lambda s, n: make(seconds=s, nanos=n), seconds, nanos)
 
 
 def scalars(fd: FieldDescriptor, samples: Samples, wild: bool) -> st.SearchStrategy[Any]:
