@@ -11,8 +11,10 @@ from datetime import datetime
 import asyncpg
 import orjson
 
+from services.notifications.adapters.flow_run_tables import set_zone
 from services.notifications.domain.campaigns import campaign as c
 from services.notifications.domain.campaigns.campaign import Campaign
+from services.notifications.domain.zones import ZONED, zone_set
 from shared.domain import paging
 from shared.eventstore import RecordedEvent
 from shared.projections.model import ApplyContext
@@ -136,7 +138,6 @@ class CampaignQueries:
 
 
 ZONES = "notifications_zones"
-ZONED = ("crm.contacts.v1.ContactRegistered", "crm.contacts.v1.ContactUpdated")
 
 
 class ZonesProjection:
@@ -153,12 +154,6 @@ class ZonesProjection:
         self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], ctx: ApplyContext
     ) -> None:
         for e in events:
-            changed = e.data.get("changed_fields")
-            if changed is not None and "time_zone" not in changed:
-                continue
-            await conn.execute(
-                """INSERT INTO zones (contact_id, time_zone) VALUES ($1, $2)
-                    ON CONFLICT (contact_id) DO UPDATE SET time_zone = $2""",
-                uuid.UUID(e.data["contact_id"]),
-                str(e.data.get("time_zone", "")),
-            )
+            zone_name = zone_set(e.type, e.data)
+            if zone_name is not None:
+                await set_zone(conn, e.data["contact_id"], zone_name)

@@ -31,6 +31,7 @@ from services.notifications.domain.flows import definition as fd
 from services.notifications.domain.flows import flow as flows
 from services.notifications.domain.flows import run as runs
 from services.notifications.domain.flows import trigger
+from services.notifications.domain.zones import zone_set
 from shared.application.commands import new_events, new_id
 from shared.events.upcast import upcast
 from shared.eventstore import RecordedEvent, StreamAppend, StreamState
@@ -40,7 +41,6 @@ from shared.projections.reactor import Cause
 
 RUN_TYPES = (runs.STARTED, runs.STEP, runs.WAITING, runs.ASKED, runs.ENDED)
 CONTACTS = "crm.contacts.v1."
-ZONED = (CONTACTS + "ContactRegistered", CONTACTS + "ContactUpdated")
 MEMBERSHIP = (
     "crm.segmentation.v1.ContactEnteredSegment",
     "crm.segmentation.v1.ContactExitedSegment",
@@ -208,10 +208,8 @@ class FlowEngine:
                 if e.type in MEMBERSHIP:
                     entered = e.type == MEMBERSHIP[0]
                     await t.set_member(conn, e.data["segment_key"], e.data["contact_id"], entered)
-                if e.type in ZONED:
-                    changed = e.data.get("changed_fields")
-                    if changed is None or "time_zone" in changed:
-                        await t.set_zone(conn, e.data["contact_id"], e.data.get("time_zone", ""))
+                if (zone_name := zone_set(e.type, e.data)) is not None:
+                    await t.set_zone(conn, e.data["contact_id"], zone_name)
                 if not ctx.replay:
                     last = max(last, await self._react(conn, e))
         if last:

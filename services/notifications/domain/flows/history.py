@@ -16,6 +16,7 @@ from typing import Any
 
 from services.notifications.domain import policy
 from services.notifications.domain.variant import EMAIL, SMS
+from services.notifications.domain.zones import ZONED, zone_set
 
 CX = "crm.contacts.v1."
 SEGMENTS = "crm.segmentation.v1."
@@ -46,10 +47,10 @@ class History:
         cid = str(data.get("contact_id", ""))
         if not cid:
             return
-        if type_ in (CX + "ContactRegistered", CX + "ContactUpdated"):
-            changed = data.get("changed_fields")
-            if changed is None or "time_zone" in changed:
-                self.zones[cid] = str(data.get("time_zone", ""))
+        if type_ in ZONED:
+            zone_name = zone_set(type_, data)
+            if zone_name is not None:
+                self.zones[cid] = zone_name
         elif type_ == CX + "ContactErased":
             self.erased.add(cid)
         elif type_ in STANDING:
