@@ -162,3 +162,16 @@ class ConsentReadModel:
             uuid.UUID(contact_id),
         )
         return {r[0]: _load(r[0], orjson.loads(r[1]), r[2]) for r in rows}
+
+    async def get_many(self, contact_ids: list[str]) -> dict[str, dict[str, ChannelConsent]]:
+        """The channels of these contacts, by contact id, in one query (a contact with no row
+        is left out)."""
+        rows = await self.pool.fetch(
+            f"SELECT contact_id::text, channel, detail::text, version FROM {self.table}"
+            " WHERE contact_id = ANY($1::uuid[])",
+            [uuid.UUID(c) for c in contact_ids],
+        )
+        out: dict[str, dict[str, ChannelConsent]] = {}
+        for r in rows:
+            out.setdefault(r[0], {})[r[1]] = _load(r[1], orjson.loads(r[2]), r[3])
+        return out

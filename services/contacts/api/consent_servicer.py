@@ -12,7 +12,7 @@ import grpc
 
 from crm.contacts.v1 import consent_pb2 as pb
 from crm.contacts.v1 import consent_pb2_grpc as pb_grpc
-from services.contacts.api.common import DOMAIN, LIMITS
+from services.contacts.api.common import DOMAIN, LIMITS, batch_ids
 from services.contacts.api.common import contact_id as _contact_id
 from services.contacts.api.common import meta as _meta
 from services.contacts.application.consent import ConsentLedgers, Entry
@@ -211,6 +211,20 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         as_of = at
         channels = await self.ledgers.as_of(cid, as_of)
         return pb.GetConsentResponse(contact_id=cid, channels=_all_channels(channels, as_of))
+
+    async def BatchGetConsents(
+        self, request: pb.BatchGetConsentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchGetConsentsResponse:
+        ids = batch_ids(request.contact_ids)
+        found, now = await self.ledgers.current_many(ids)
+        return pb.BatchGetConsentsResponse(
+            consents=[
+                pb.GetConsentResponse(contact_id=cid, channels=_all_channels(found[cid], now))
+                for cid in ids
+                if cid in found
+            ],
+            missing=[cid for cid in ids if cid not in found],
+        )
 
     async def GetConsentHistory(
         self, request: pb.GetConsentHistoryRequest, context: grpc.aio.ServicerContext

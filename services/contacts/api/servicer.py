@@ -1,6 +1,7 @@
 """The gRPC adapter: protobuf in, domain calls, protobuf out. No business rules here.
 
-Requests are read in contact_requests.py, responses written in contact_responses.py. Every read
+Requests are read in contact_requests.py, responses written in contact_responses.py; the bulk
+reads are in batch_reads.py, the history reads in history.py. Every read
 that answers with personal data asks the audit first (``disclose``: recorded, or redacted for
 an auditor); writes are recorded by their own events."""
 
@@ -13,6 +14,7 @@ import grpc
 
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
+from services.contacts.api.batch_reads import ContactBatchReads
 from services.contacts.api.common import DOMAIN, LIMITS, MAX_IMPORT_BATCH, page_size
 from services.contacts.api.common import contact_id as _contact_id
 from services.contacts.api.common import meta as _meta
@@ -28,6 +30,7 @@ from services.contacts.api.contact_responses import (
 )
 from services.contacts.api.history import ContactHistory
 from services.contacts.application.commands import ContactCommands
+from services.contacts.application.current_contacts import survivor
 from services.contacts.application.importer import ContactImporter, ImportReport, ImportRow
 from services.contacts.application.queries import (
     ContactQueries,
@@ -45,7 +48,7 @@ MAX_DUPLICATE_PAGE = 100
 
 
 @enforced(DOMAIN, LIMITS, pb.DESCRIPTOR.services_by_name["ContactsService"])
-class ContactsServicer(ContactHistory, pb_grpc.ContactsServiceServicer):
+class ContactsServicer(ContactHistory, ContactBatchReads, pb_grpc.ContactsServiceServicer):
     """Registered before the server starts (gRPC requires it); ``bind`` gives it its
     dependencies once the database is ready. Until then every call is UNAVAILABLE."""
 
@@ -113,31 +116,6 @@ class ContactsServicer(ContactHistory, pb_grpc.ContactsServiceServicer):
         shown = await self.disclose(personal_ids([contact]))
         return pb.GetContactResponse(contact=contact_pb(contact, shown))
 
-    async def BatchGetContactVersions(
-        self, request: pb.BatchGetContactVersionsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.BatchGetContactVersionsResponse:
-        refs = []
-        for i, ref in enumerate(request.refs):
-            cid = _contact_id(ref.contact_id, f"refs[{i}].contact_id")
-            if ref.version < 0:
-                raise ge.InvalidArgument(
-                    "INVALID_VERSION",
-                    "a version is 0 or more",
-                    domain=DOMAIN,
-                    violations=[(f"refs[{i}].version", "must be >= 0")],
-                )
-            refs.append((cid, ref.version))
-        out = pb.BatchGetContactVersionsResponse()
-        found = []
-        for cid, version, contact in await self.commands.load_versions(refs):
-            if contact is None:
-                out.missing.add(contact_id=cid, version=version)
-            else:
-                found.append(contact)
-        shown = await self.disclose(personal_ids(found))
-        out.contacts.extend(contact_pb(c, shown) for c in found)
-        return out
-
     async def UpdateContact(
         self, request: pb.UpdateContactRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateContactResponse:
@@ -193,16 +171,7 @@ class ContactsServicer(ContactHistory, pb_grpc.ContactsServiceServicer):
 
     async def _survivor(self, contact: Contact) -> Contact:
         """A merged contact's lookups lead to the contact it was merged into."""
-        for _ in range(8):  # merges can chain; 8 hops is far beyond any real chain
-            if not contact.merged_into:
-                return contact
-            nxt = await self.queries.get(contact.merged_into) or await self.commands.load(
-                contact.merged_into
-            )
-            if nxt is None:
-                return contact
-            contact = nxt
-        return contact
+        return await survivor(self.queries, self.commands, contact)
 
     async def ListDuplicateCandidates(
         self, request: pb.ListDuplicateCandidatesRequest, context: grpc.aio.ServicerContext

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from services.contacts.adapters import keys
 from services.contacts.adapters.consent_readmodel import ConsentReadModel
+from services.contacts.application.consent_now import consent_now, fold_ledger
 from services.contacts.domain import consent as domain
 from services.contacts.domain.consent import (
     ChannelConsent,
@@ -57,10 +58,6 @@ Decider = Callable[[Ledger, datetime, uuid.UUID], Awaitable[list[domain.Event]]]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _fold(contact_id: str, events: Sequence[RecordedEvent]) -> Ledger:
-    return domain.fold(contact_id, ((e.type, e.data, e.recorded_at, e.version) for e in events))
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,17 +240,20 @@ class ConsentLedgers:
     # --- queries -------------------------------------------------------------------------------
 
     async def current(self, contact_id: str) -> tuple[dict[str, ChannelConsent], datetime]:
-        """Every channel now, from the read model; from the stream when the read model has not
-        caught up with it yet (a client reads what it just wrote)."""
+        """Every channel now (see consent_now.py), and the instant it was read at."""
         now = self.clock()
-        channels = await self.read_model.get(contact_id)
-        head = await self.store.stream_version(domain.stream_of(contact_id))
-        if head > max((c.version for c in channels.values()), default=-1):
-            recorded = await self.store.read_stream(domain.stream_of(contact_id))
-            channels = dict(_fold(contact_id, recorded).channels)
-        if head < 0:
-            await self._check_exists(contact_id)
-        return await self._with_merged(contact_id, channels, None), now
+        found = await consent_now(self.store, self.read_model, [contact_id])
+        if contact_id not in found:
+            raise NotFound("CONTACT_NOT_FOUND", f"no contact {contact_id}", contact_id=contact_id)
+        return found[contact_id], now
+
+    async def current_many(
+        self, contact_ids: Sequence[str]
+    ) -> tuple[dict[str, dict[str, ChannelConsent]], datetime]:
+        """Every channel now of each contact that exists (unknown ids left out), and the
+        instant they were read at."""
+        now = self.clock()
+        return await consent_now(self.store, self.read_model, contact_ids), now
 
     async def as_of(self, contact_id: str, at: datetime) -> dict[str, ChannelConsent]:
         """Every channel as it stood at ``at``: a fold of the events recorded until then."""
@@ -262,7 +262,7 @@ class ConsentLedgers:
         recorded = await self.store.read_stream(domain.stream_of(contact_id))
         if not recorded:
             await self._check_exists(contact_id)
-        own = dict(_fold(contact_id, [e for e in recorded if e.recorded_at <= at]).channels)
+        own = dict(fold_ledger(contact_id, [e for e in recorded if e.recorded_at <= at]).channels)
         return await self._with_merged(contact_id, own, at)
 
     async def _with_merged(
@@ -280,7 +280,7 @@ class ConsentLedgers:
         for m, stream in zip(merged, streams, strict=True):
             events = await self.store.read_stream(stream)
             events = [e for e in events if at is None or e.recorded_at <= at]
-            ledgers.append(_fold(m, events).channels)
+            ledgers.append(fold_ledger(m, events).channels)
         return domain.with_merged(own, ledgers)
 
     async def history(
