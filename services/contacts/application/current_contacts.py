@@ -2,8 +2,9 @@
 when the read model has not caught up with a contact yet (a client reads what it just wrote),
 and a merged contact's lookup leading to the contact it was merged into.
 
-``current_many`` answers many ids with one read model query, one more per merge hop (usually
-none or one), and one stream read per contact the read model lags.
+``current_many`` answers many ids with one read model query, one more per merge hop to
+survivors not asked for themselves (usually none or one), and one stream read per contact the
+read model lags.
 """
 
 from __future__ import annotations
@@ -30,23 +31,29 @@ async def _read(
 
 async def survivor(queries: ContactQueries, commands: ContactCommands, contact: Contact) -> Contact:
     """A merged contact's lookups lead to the contact it was merged into."""
-    return (await _survivors(queries, commands, {contact.contact_id: contact}))[contact.contact_id]
+    found = {contact.contact_id: contact}
+    return (await _survivors(queries, commands, found, dict(found)))[contact.contact_id]
 
 
 async def _survivors(
-    queries: ContactQueries, commands: ContactCommands, contacts: dict[str, Contact]
+    queries: ContactQueries,
+    commands: ContactCommands,
+    contacts: dict[str, Contact],
+    known: dict[str, Contact],
 ) -> dict[str, Contact]:
     """Each contact replaced by the end of its merge chain (at most MAX_HOPS hops; a chain
-    leading to a contact that cannot be read stops at the last one that can)."""
+    leading to a contact that cannot be read stops at the last one that can). ``known``: the
+    contacts read already in this call, by id; only the others are read, hop by hop."""
     out = dict(contacts)
     moving = {key for key, c in out.items() if c.merged_into}
     for _ in range(MAX_HOPS):
         if not moving:
             break
         targets = list(dict.fromkeys(out[key].merged_into for key in moving))
-        nxt = await _read(queries, commands, targets)
+        if unread := [t for t in targets if t not in known]:
+            known.update(await _read(queries, commands, unread))
         for key in list(moving):
-            after = nxt.get(out[key].merged_into)
+            after = known.get(out[key].merged_into)
             if after is None:
                 moving.discard(key)
                 continue
@@ -61,4 +68,5 @@ async def current_many(
 ) -> dict[str, Contact]:
     """For each requested id that exists, what GetContact answers for it (the survivor for a
     merged one), keyed by the requested id. Unknown ids are left out."""
-    return await _survivors(queries, commands, await _read(queries, commands, contact_ids))
+    found = await _read(queries, commands, contact_ids)
+    return await _survivors(queries, commands, found, dict(found))

@@ -16,8 +16,10 @@ import pytest
 
 from crm.contacts.v1 import consent_pb2 as cpb
 from crm.contacts.v1 import consent_pb2_grpc as cpb_grpc
+from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
 from services.contacts.adapters.consent_readmodel import ConsentProjection
+from services.contacts.adapters.readmodel import ContactsProjection
 from services.contacts.app import ContactsApi
 from services.contacts.spec import SPEC
 from services.contacts.tests.helpers import CONSENT, EMAIL, SUB, ts
@@ -119,3 +121,52 @@ async def consent_env(dsn: str) -> AsyncIterator[ConsentEnv]:
             ProjectionRunner(s.store, ConsentProjection()),
             clock,
         )
+
+
+# --- both services, read models caught up on demand ---------------------------------------------
+
+
+@dataclass
+class World:
+    served: Served
+    contacts: pb_grpc.ContactsServiceStub
+    consent: cpb_grpc.ConsentServiceStub
+    runners: list[ProjectionRunner]
+
+    @property
+    def store(self) -> PostgresEventStore:
+        return self.served.store
+
+    async def project(self) -> None:
+        """Bring both read models up to every event committed so far."""
+        for r in self.runners:
+            await r.catch_up()
+
+    async def register(self, **kw: object) -> str:
+        r = await self.contacts.RegisterContact(pb.RegisterContactRequest(**kw))  # type: ignore[arg-type]
+        return r.contact.contact_id
+
+    async def subscribe(self, cid: str, channel: int, state: int = SUB) -> None:
+        await self.consent.RecordConsent(
+            cpb.RecordConsentRequest(
+                contact_id=cid,
+                channel=channel,  # type: ignore[arg-type]
+                state=state,  # type: ignore[arg-type]
+                legal_basis=CONSENT if state == SUB else 0,  # type: ignore[arg-type]
+            )
+        )
+
+
+@pytest.fixture
+async def world(dsn: str) -> AsyncIterator[World]:
+    """Both services; the read models catch up only when the test calls ``project``, so what
+    is written after that is what they lag, every time."""
+    async with serving(SPEC, dsn, projections=[]) as s:
+        w = World(
+            s,
+            pb_grpc.ContactsServiceStub(s.channel),
+            cpb_grpc.ConsentServiceStub(s.channel),
+            [ProjectionRunner(s.store, p) for p in (ContactsProjection(), ConsentProjection())],
+        )
+        await w.project()  # creates the read models' tables
+        yield w

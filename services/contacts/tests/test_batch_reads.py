@@ -9,76 +9,24 @@ consent written after that is one the read model lags, every time."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import grpc
 import pytest
 
 from crm.audit.v1 import events_pb2 as audit_pb2
 from crm.contacts.v1 import consent_pb2 as cpb
-from crm.contacts.v1 import consent_pb2_grpc as cpb_grpc
 from crm.contacts.v1 import contacts_pb2 as pb
 from crm.contacts.v1 import contacts_pb2_grpc as pb_grpc
-from services.contacts.adapters.consent_readmodel import ConsentProjection
-from services.contacts.adapters.readmodel import ContactsProjection
 from services.contacts.api.common import MAX_BATCH_IDS
-from services.contacts.spec import SPEC
-from services.contacts.tests.helpers import CONSENT, EMAIL, PUSH, SMS, SUB, UNSUB, expect_error
-from shared.eventstore.postgres import PostgresEventStore
+from services.contacts.tests.conftest import World
+from services.contacts.tests.helpers import EMAIL, PUSH, SMS, SUB, UNSUB, expect_error
 from shared.grpckit.audit import CATEGORY
-from shared.projections.runner import ProjectionRunner
 from shared.testing.events import read_everything
 from shared.testing.rpc import published_message
-from shared.testing.service_env import Served, serving
 
 pytestmark = pytest.mark.timeout(60)
 WHY = "ticket 99: checking a batch"
 BAD_FIELDS = ["contact_ids[1]", "contact_ids[3]"]
-
-
-@dataclass
-class World:
-    served: Served
-    contacts: pb_grpc.ContactsServiceStub
-    consent: cpb_grpc.ConsentServiceStub
-    runners: list[ProjectionRunner]
-
-    @property
-    def store(self) -> PostgresEventStore:
-        return self.served.store
-
-    async def project(self) -> None:
-        """Bring both read models up to every event committed so far."""
-        for r in self.runners:
-            await r.catch_up()
-
-    async def register(self, **kw: object) -> str:
-        r = await self.contacts.RegisterContact(pb.RegisterContactRequest(**kw))  # type: ignore[arg-type]
-        return r.contact.contact_id
-
-    async def subscribe(self, cid: str, channel: int, state: int = SUB) -> None:
-        await self.consent.RecordConsent(
-            cpb.RecordConsentRequest(
-                contact_id=cid,
-                channel=channel,  # type: ignore[arg-type]
-                state=state,  # type: ignore[arg-type]
-                legal_basis=CONSENT if state == SUB else 0,  # type: ignore[arg-type]
-            )
-        )
-
-
-@pytest.fixture
-async def world(dsn: str) -> AsyncIterator[World]:
-    async with serving(SPEC, dsn, projections=[]) as s:
-        w = World(
-            s,
-            pb_grpc.ContactsServiceStub(s.channel),
-            cpb_grpc.ConsentServiceStub(s.channel),
-            [ProjectionRunner(s.store, p) for p in (ContactsProjection(), ConsentProjection())],
-        )
-        await w.project()  # creates the read models' tables
-        yield w
 
 
 async def a_mix(w: World) -> list[str]:
