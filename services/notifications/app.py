@@ -16,6 +16,7 @@ from services.notifications.adapters.campaigns_readmodel import (
     CampaignsProjection,
     ZonesProjection,
 )
+from services.notifications.adapters.contacts_client import GrpcContacts
 from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
 from services.notifications.adapters.flow_effects_table import PostgresEffects
@@ -27,6 +28,7 @@ from services.notifications.adapters.http_server import HttpServer, root_app
 from services.notifications.adapters.intake_http import make_intake_app
 from services.notifications.adapters.intake_tables import PostgresIntakeTables
 from services.notifications.adapters.messages_readmodel import MessageQueries, MessagesProjection
+from services.notifications.adapters.orders_client import GrpcOrders
 from services.notifications.adapters.pipeline_tables import MIGRATIONS, PostgresPipelineTables
 from services.notifications.adapters.queries import TemplateQueries
 from services.notifications.adapters.readmodel import TemplatesProjection
@@ -35,11 +37,11 @@ from services.notifications.adapters.reports_readmodel import ReportsProjection
 from services.notifications.adapters.segmentation_client import GrpcSegments
 from services.notifications.adapters.tracking_http import add_routes
 from services.notifications.adapters.tracking_tables import PostgresLinks
-from services.notifications.adapters.upstream_clients import GrpcContacts, GrpcOrders
 from services.notifications.api import campaigns as campaigns_api
 from services.notifications.api import flows as flows_api
 from services.notifications.api import reports as reports_api
 from services.notifications.api.servicer import SERVICE, NotificationsServicer
+from services.notifications.application.batch_sending import BatchSender
 from services.notifications.application.campaign_dry_runs import CampaignDryRuns
 from services.notifications.application.campaign_engine import CampaignEngine
 from services.notifications.application.campaigns import CampaignCommands
@@ -48,6 +50,7 @@ from services.notifications.application.dry_runs import FlowDryRuns
 from services.notifications.application.flow_effects import FlowEffects
 from services.notifications.application.flows import FlowCommands
 from services.notifications.application.intake import Intake, Suppressing
+from services.notifications.application.send_queue import SendQueue
 from services.notifications.application.sending import MessageCommands
 from services.notifications.application.templates import TemplateCommands
 from services.notifications.application.tracking import Tracking
@@ -185,7 +188,9 @@ class NotificationsApi:
         self.upstreams = Upstreams(settings)
         commands = self.upstreams.commands(rt, settings)
         self.servicer.bind(commands.templates, TemplateQueries(rt.pool))
-        self.servicer.bind_messages(commands, MessageQueries(rt.pool), PersonalDataAudit(rt.store))
+        self.servicer.bind_messages(
+            commands, MessageQueries(rt.pool), PersonalDataAudit(rt.store), SendQueue(commands)
+        )
         flows = FlowCommands(rt.store)
         dry_runs = FlowDryRuns(rt.store, flows, commands.templates, pipeline(settings).rules)
         self.flows.bind(flows, FlowQueries(rt.pool), FlowRunQueries(rt.pool), dry_runs)
@@ -244,7 +249,7 @@ def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> r
         CampaignCommands(rt.store, commands.templates, upstreams.segments),
         upstreams.segments,
         PostgresRecipients(rt.pool),
-        commands,
+        BatchSender(commands),
     )
 
     async def close() -> None:

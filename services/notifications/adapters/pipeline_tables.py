@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -63,6 +64,24 @@ def _deferred(r: asyncpg.Record) -> Deferred:
     )
 
 
+def _enqueued(row: Queued, marketing_send_at: datetime | None) -> tuple[Any, ...]:
+    return (
+        uuid.UUID(row.message_id),
+        _uuid(row.contact_id),
+        row.channel,
+        row.address,
+        row.sender,
+        row.subject,
+        row.text,
+        row.html,
+        row.body,
+        orjson.dumps([list(h) for h in row.headers]).decode(),
+        row.test,
+        row.due_at,
+        marketing_send_at,
+    )
+
+
 class PostgresDeciding:
     """One decision's transaction (application/ports.py)."""
 
@@ -70,50 +89,54 @@ class PostgresDeciding:
         self.uow, self.conn = uow, conn
 
     async def marketing_sends(
-        self, contact_id: str, channel: str, since: datetime
-    ) -> tuple[int, datetime | None]:
-        row = await self.conn.fetchrow(
-            f"""SELECT count(*) FILTER (WHERE sent_at > $3) AS n, max(sent_at) AS last
-                FROM {SCHEMA}.marketing_sends WHERE contact_id = $1 AND channel = $2""",
-            uuid.UUID(contact_id),
-            channel,
+        self, keys: Sequence[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], tuple[int, datetime | None]]:
+        if not keys:
+            return {}
+        rows = await self.conn.fetch(
+            f"""SELECT k.contact_id, k.channel, count(*) FILTER (WHERE m.sent_at > $3) AS n,
+                    max(m.sent_at) AS last
+                FROM unnest($1::uuid[], $2::text[]) AS k(contact_id, channel)
+                JOIN {SCHEMA}.marketing_sends m
+                  ON m.contact_id = k.contact_id AND m.channel = k.channel
+                GROUP BY 1, 2""",
+            [uuid.UUID(c) for c, _ in keys],
+            [channel for _, channel in keys],
             since,
         )
-        return int(row["n"]), row["last"]
+        return {(str(r["contact_id"]), r["channel"]): (int(r["n"]), r["last"]) for r in rows}
 
     async def append(self, appends: Sequence[StreamAppend]) -> None:
         await self.uow.append_multi(list(appends))  # type: ignore[attr-defined]
 
-    async def enqueue(self, row: Queued, marketing_send_at: datetime | None = None) -> None:
-        """One statement (one round trip, on every SEND): the outbox row, the recipient, and
-        for marketing the marketing send."""
+    async def enqueue(self, rows: Sequence[tuple[Queued, datetime | None]]) -> None:
+        """One statement (one round trip for a whole batch): the outbox rows, their
+        recipients, and for marketing the marketing sends."""
+        if not rows:
+            return
+        columns = list(zip(*((_enqueued(q, at)) for q, at in rows), strict=True))
         await self.conn.execute(
-            f"""WITH outbox AS (
+            f"""WITH r AS (
+                    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[],
+                        $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                        $11::bool[], $12::timestamptz[], $13::timestamptz[])
+                    AS r(message_id, contact_id, channel, address, sender, subject, text, html,
+                        body, headers, test, due_at, send_at)),
+                outbox AS (
                     INSERT INTO {SCHEMA}.outbox (message_id, contact_id, channel, address, sender,
                         subject, text, html, body, headers, test, due_at)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)),
+                    SELECT message_id, contact_id, channel, address, sender, subject, text, html,
+                        body, headers::jsonb, test, due_at FROM r),
                 recipient AS (
-                    INSERT INTO {SCHEMA}.recipients VALUES ($1, $2, $4)
+                    INSERT INTO {SCHEMA}.recipients SELECT message_id, contact_id, address FROM r
                     ON CONFLICT (message_id) DO UPDATE SET address = excluded.address)
                 INSERT INTO {SCHEMA}.marketing_sends
-                SELECT $2, $3, $1, $13::timestamptz WHERE $13::timestamptz IS NOT NULL""",
-            uuid.UUID(row.message_id),
-            _uuid(row.contact_id),
-            row.channel,
-            row.address,
-            row.sender,
-            row.subject,
-            row.text,
-            row.html,
-            row.body,
-            orjson.dumps([list(h) for h in row.headers]).decode(),
-            row.test,
-            row.due_at,
-            marketing_send_at,
+                SELECT contact_id, channel, message_id, send_at FROM r WHERE send_at IS NOT NULL""",
+            *columns,
         )
 
-    async def record_links(self, message_id: str, contact_id: str, links: Sequence[Link]) -> None:
-        await record_links(self.conn, message_id, contact_id, links)
+    async def record_links(self, links: Sequence[tuple[str, str, Link]]) -> None:
+        await record_links(self.conn, links)
 
     async def defer(self, t: Deferred) -> None:
         await self.conn.execute(
@@ -147,15 +170,18 @@ class PostgresPipelineTables:
         self.store, self.pool = store, pool
 
     @asynccontextmanager
-    async def deciding(self, contact_id: str) -> AsyncIterator[PostgresDeciding]:
+    async def deciding(self, contact_ids: Sequence[str]) -> AsyncIterator[PostgresDeciding]:
         async with self.store.transaction() as uow:
             conn = uow.connection
             if conn is None:
                 raise RuntimeError("the message pipeline needs the PostgreSQL event store")
-            if contact_id:  # one decision at a time per contact, until the commit
+            if ids := sorted({c for c in contact_ids if c}):
+                # One decision at a time per contact, until the commit; taken in one order
+                # (sorted, one statement) so two batches sharing contacts never deadlock.
                 await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext('notifications-contact:' || $1))",
-                    contact_id,
+                    """SELECT pg_advisory_xact_lock(hashtext('notifications-contact:' || c))
+                       FROM unnest($1::text[]) WITH ORDINALITY AS t(c, n) ORDER BY n""",
+                    ids,
                 )
             yield PostgresDeciding(uow, conn)
 

@@ -13,10 +13,11 @@ from services.notifications.domain.links import Link
 SCHEMA = "notifications_pipeline"
 
 
-async def record_links(
-    conn: asyncpg.Connection, message_id: str, contact_id: str, links: Sequence[Link]
-) -> None:
-    """Inside the caller's transaction; a decision is written once, so are its links."""
+async def record_links(conn: asyncpg.Connection, links: Sequence[tuple[str, str, Link]]) -> None:
+    """Inside the caller's transaction, as (message_id, contact_id, link); a decision is
+    written once, so are its links."""
+    if not links:
+        return
     await conn.executemany(
         f"""INSERT INTO {SCHEMA}.links (message_id, link, contact_id, url) VALUES ($1, $2, $3, $4)
             ON CONFLICT (message_id, link) DO NOTHING""",
@@ -27,7 +28,7 @@ async def record_links(
                 uuid.UUID(contact_id) if contact_id else None,
                 link.url,
             )
-            for link in links
+            for message_id, contact_id, link in links
         ],
     )
 

@@ -1,5 +1,5 @@
-"""The message RPCs of NotificationsService (SendMessage, SendTestMessage, GetMessage,
-ListMessages): request checks, the call, the answer; addresses only to roles that see
+"""The message RPCs of NotificationsService (SendMessage, SendMessages, SendTestMessage,
+GetMessage, ListMessages): request checks, the call, the answer; addresses only to roles that see
 personal data (each such read recorded by the platform's audit)."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from crm.notifications.v1 import events_pb2 as epb
 from crm.notifications.v1 import notifications_pb2 as pb
 from services.notifications.adapters.messages_readmodel import MessageQueries
 from services.notifications.api import convert
+from services.notifications.application.batch_sending import BatchSender
+from services.notifications.application.send_queue import SendQueue
 from services.notifications.application.sending import MessageCommands, SendRequest
 from services.notifications.domain import decision as d
 from services.notifications.domain import locale as loc
@@ -25,8 +27,10 @@ from services.notifications.domain.variant import EMAIL, SMS
 from shared.domain.errors import NotFound
 from shared.grpckit import calls
 from shared.grpckit.audit import PersonalDataAudit
+from shared.grpckit.interceptor import to_service_error
 
 DOMAIN = "notifications.crm"
+MAX_BATCH = 500  # SendMessages' requests
 EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 IDENTITIES = ("email", "phone", "external_id")
@@ -156,9 +160,16 @@ class MessageRpcs:
     """Mixed into NotificationsServicer; bound in app.py."""
 
     def bind_messages(
-        self, commands: MessageCommands, queries: MessageQueries, audit: PersonalDataAudit
+        self,
+        commands: MessageCommands,
+        queries: MessageQueries,
+        audit: PersonalDataAudit,
+        sender: SendQueue | None = None,
     ) -> None:
+        """``sender`` decides SendMessage calls made together in batches (the commands alone,
+        one by one, without it)."""
         self.messages, self.message_queries, self.audit = commands, queries, audit
+        self.sender: MessageCommands | SendQueue = sender or commands
 
     async def _answer(self, trails: Sequence[Trail]) -> list[pb.Message]:
         shown = await self.audit.disclose(t.contact_id for t in trails)
@@ -169,10 +180,32 @@ class MessageRpcs:
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendMessageResponse:
         asked = send_request(request)
-        t = await self.messages.send(asked, calls.event_meta(request.request_id, context))
+        t = await self.sender.send(asked, calls.event_meta(request.request_id, context))
         # No address in the answer: it is the contact's personal data, read (and recorded) with
         # GetMessage by those who may see it.
         return pb.SendMessageResponse(message=message_pb(t, "", False))
+
+    async def SendMessages(
+        self, request: pb.SendMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendMessagesResponse:
+        n = len(request.requests)
+        if not 1 <= n <= MAX_BATCH:
+            raise _invalid("requests", "INVALID_BATCH_SIZE", f"1 to {MAX_BATCH} requests")
+        results: list[pb.SendResult | None] = [None] * n
+        asked: list[tuple[int, SendRequest]] = []
+        for i, r in enumerate(request.requests):
+            try:
+                asked.append((i, send_request(r)))
+            except Exception as refused:
+                results[i] = pb.SendResult(refusal=refusal_pb(refused))
+        metas = [calls.event_meta(request.requests[i].request_id, context) for i, _ in asked]
+        answers = await BatchSender(self.messages).send_many([a for _, a in asked], metas)
+        for (i, _), answer in zip(asked, answers, strict=True):
+            if isinstance(answer, Trail):
+                results[i] = pb.SendResult(message=message_pb(answer, "", False))
+            else:
+                results[i] = pb.SendResult(refusal=refusal_pb(answer))
+        return pb.SendMessagesResponse(results=[r for r in results if r is not None])
 
     async def SendTestMessage(
         self, request: pb.SendTestMessageRequest, context: grpc.aio.ServicerContext
@@ -217,6 +250,21 @@ class MessageRpcs:
             cid, channel, kind, status, size, request.page_token
         )
         return pb.ListMessagesResponse(messages=await self._answer(page), next_page_token=token)
+
+
+def refusal_pb(refused: BaseException) -> pb.Refusal:
+    """A refused request of a batch as SendMessage's status would have told it."""
+    error = to_service_error(refused)
+    if error is None:
+        raise refused
+    return pb.Refusal(
+        code=error.code.name,
+        message=error.message,
+        reason=error.reason,
+        domain=error.domain or DOMAIN,
+        metadata=error.metadata,
+        field_violations=[pb.FieldViolation(field=f, description=d) for f, d in error.violations],
+    )
 
 
 def address_arg(channel: str, address: str) -> str:

@@ -39,7 +39,8 @@ from shared.supervision import sleep_unless_stopped
 
 log = structlog.get_logger(__name__)
 BATCH = 500  # recipients taken at once
-CONCURRENCY = 16  # messages decided at once
+CHUNK = 100  # recipients decided together (one batch: application/batch_sending.py)
+CONCURRENCY = 2  # batches decided at once
 OUTCOMES = {"OUTCOME_SEND": "sent", "OUTCOME_SKIP": "skipped", "OUTCOME_DEFER": "deferred"}
 HELD_OUT, FAILED, CANCELLED = "held_out", "failed", "cancelled"
 
@@ -58,7 +59,12 @@ class Recipients(Protocol):
 
 
 class Sender(Protocol):
-    async def send(self, request: SendRequest, meta: Mapping[str, Any] = {}) -> Any: ...
+    async def send_many(
+        self, requests: Sequence[SendRequest], metas: Sequence[Mapping[str, Any]]
+    ) -> Sequence[Any]:
+        """Each request's message (a trail) or its refusal (an exception), in order; raises
+        Unavailable when an upstream is away (nothing of the batch decided)."""
+        ...
 
 
 def _now() -> datetime:
@@ -157,34 +163,38 @@ class CampaignEngine:
             return 0
         templates = {v.name: v.template_key for v in defs.variants_of(s.definition)}
         kind = defs.kind_of(s.definition)
+        outcomes = {r.contact_id: HELD_OUT for r in due if r.variant == a.HOLDOUT}
+        sent = [r for r in due if r.variant != a.HOLDOUT]
         gate = asyncio.Semaphore(CONCURRENCY)
-        outcomes: dict[str, str] = {}
 
-        async def one(r: Recipient) -> None:
-            if r.variant == a.HOLDOUT:
-                outcomes[r.contact_id] = HELD_OUT
-                return
-            request = SendRequest(
-                kind=kind,
-                contact_id=r.contact_id,
-                template_key=templates[r.variant],
-                request_id=request_id(s.campaign_id, r.contact_id),
-                origin=d.Origin(d.CAMPAIGN, campaign_id=s.campaign_id, variant=r.variant),
-            )
+        async def chunk(rows: Sequence[Recipient]) -> None:
+            requests = [
+                SendRequest(
+                    kind=kind,
+                    contact_id=r.contact_id,
+                    template_key=templates[r.variant],
+                    request_id=request_id(s.campaign_id, r.contact_id),
+                    origin=d.Origin(d.CAMPAIGN, campaign_id=s.campaign_id, variant=r.variant),
+                )
+                for r in rows
+            ]
+            metas = [_meta(s.campaign_id, r.contact_id) for r in rows]
             async with gate:
                 try:
-                    trail = await self.sender.send(request, _meta(s.campaign_id, r.contact_id))
+                    answers = await self.sender.send_many(requests, metas)
                 except Unavailable:
-                    await self.recipients.later(s.campaign_id, r.contact_id, now + self.backoff)
+                    for r in rows:
+                        await self.recipients.later(s.campaign_id, r.contact_id, now + self.backoff)
                     return
-                except DomainError as err:
-                    log.warning("campaign.recipient_refused", reason=err.reason)
+            for r, answer in zip(rows, answers, strict=True):
+                if isinstance(answer, BaseException):
+                    log.warning("campaign.recipient_refused", reason=getattr(answer, "reason", ""))
                     outcomes[r.contact_id] = FAILED
-                    return
-            outcome = str(trail.last_decision.get("outcome", "")) if trail is not None else ""
-            outcomes[r.contact_id] = OUTCOMES.get(outcome, "sent")
+                else:
+                    outcome = str(answer.last_decision.get("outcome", ""))
+                    outcomes[r.contact_id] = OUTCOMES.get(outcome, "sent")
 
-        await asyncio.gather(*(one(r) for r in due))
+        await asyncio.gather(*(chunk(sent[i : i + CHUNK]) for i in range(0, len(sent), CHUNK)))
         await self.recipients.done(s.campaign_id, outcomes, now)
         return len(due)
 

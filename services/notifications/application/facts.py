@@ -7,7 +7,7 @@ row a SEND writes. The settings the pipeline renders with."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -26,7 +26,9 @@ from services.notifications.domain.template import Template
 from services.notifications.domain.tracking import TrackingTokens
 from services.notifications.domain.unsubscribe import Unsubscribe
 from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
-from shared.domain.errors import NotFound, Precondition
+from shared.domain.errors import DomainError, NotFound, Precondition
+
+NEVER_SUBSCRIBED = d.ConsentUsed(state="CONSENT_STATE_NEVER_SUBSCRIBED")
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,66 @@ async def gather(
 ) -> Gathered | None:
     """The facts for a decision; None when contacts knows no such contact. A render failure is
     a fact too (the decision turns a SEND into a skip, RENDER_FAILED)."""
-    channel = template.channel
-    contact, consent = await _contact_and_consent(contacts, contact_id, channel)
+    contact, consent = await _contact_and_consent(contacts, contact_id, template.channel)
     if contact is None:
         return None
+    return await prepare(orders, contact_id, contact, consent, template, version, locale, given)
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One message of a batch: for whom (the id asked for), with what."""
+
+    contact_id: str
+    template: Template
+    version: int
+    locale: str
+    given: Given
+
+
+async def gather_many(
+    contacts: Contacts, orders: Orders, asks: Sequence[Ask]
+) -> list[Gathered | DomainError | None]:
+    """``gather`` for a batch: the contacts and their consents read in two calls (a third for
+    the survivors of merged ones), each message then rendered; a refusal (a cart not the
+    contact's...) is that message's answer, not the batch's."""
+    ids = list(dict.fromkeys(a.contact_id for a in asks))
+    found, consents = await asyncio.gather(contacts.get_many(ids), contacts.consents(ids))
+    survivors = {c.contact_id for c in found.values() if not c.erased} - consents.keys()
+    if survivors:
+        consents = {**consents, **await contacts.consents(sorted(survivors))}
+
+    async def one(a: Ask) -> Gathered | DomainError | None:
+        contact = found.get(a.contact_id)
+        if contact is None:
+            return None
+        channel = a.template.channel
+        consent = None
+        if channel in policy.CONSENTED_CHANNELS and not contact.erased:
+            consent = consents.get(contact.contact_id, {}).get(channel, NEVER_SUBSCRIBED)
+        try:
+            return await prepare(
+                orders, a.contact_id, contact, consent, a.template, a.version, a.locale, a.given
+            )
+        except DomainError as refused:
+            return refused
+
+    return list(await asyncio.gather(*(one(a) for a in asks)))
+
+
+async def prepare(
+    orders: Orders,
+    contact_id: str,
+    contact: ContactFacts,
+    consent: d.ConsentUsed | None,
+    template: Template,
+    version: int,
+    locale: str,
+    given: Given,
+) -> Gathered:
+    """The rest of a decision's facts once the contact and its consent are known: the
+    address, what orders says (when the template or the request needs it), the rendering."""
+    channel = template.channel
     address = {EMAIL: contact.email, SMS: contact.phone, WEBHOOK: given.webhook_url}[channel]
     chosen = template.at(version)
     wanted = locale or contact.locale
@@ -167,10 +225,16 @@ def with_tracking(p: Pipeline, row: Queued) -> tuple[Queued, tuple[links.Link, .
 
 
 async def enqueue(
-    tx: Deciding, p: Pipeline, row: Queued, marketing_send_at: datetime | None = None
+    tx: Deciding, p: Pipeline, rows: Sequence[tuple[Queued, datetime | None]]
 ) -> None:
-    """The outbox row, tracked (``with_tracking``), and its links, in the decision's transaction."""
-    row, tracked = with_tracking(p, row)
-    await tx.enqueue(row, marketing_send_at)
+    """Outbox rows, tracked (``with_tracking``), each with the instant its marketing send counts
+    from (None: not marketing), and their links, in the decisions' transaction."""
+    queued: list[tuple[Queued, datetime | None]] = []
+    tracked: list[tuple[str, str, links.Link]] = []
+    for row, marketing_send_at in rows:
+        row, found = with_tracking(p, row)
+        queued.append((row, marketing_send_at))
+        tracked.extend((row.message_id, row.contact_id, link) for link in found)
+    await tx.enqueue(queued)
     if tracked:
-        await tx.record_links(row.message_id, row.contact_id, tracked)
+        await tx.record_links(tracked)

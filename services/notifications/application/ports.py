@@ -45,6 +45,16 @@ class Contacts(Protocol):
         APIs name them alike)."""
         ...
 
+    async def get_many(self, contact_ids: Sequence[str]) -> dict[str, ContactFacts]:
+        """Several contacts at once, each as ``get`` answers it (keyed by the id asked for;
+        an id contacts does not know is absent)."""
+        ...
+
+    async def consents(self, contact_ids: Sequence[str]) -> dict[str, dict[str, ConsentUsed]]:
+        """Several contacts' consents now, by contact id then channel, each as ``consent``
+        answers it (a channel never recorded, or a contact contacts does not know, absent)."""
+        ...
+
 
 class Orders(Protocol):
     """What a template may read from orders, as template data."""
@@ -104,24 +114,26 @@ class Deferred:
 
 
 class Deciding(Protocol):
-    """One decision's transaction, the contact locked: what it reads and writes commits with
-    the decision's event, or not at all."""
+    """A batch of decisions' transaction, their contacts locked: what it reads and writes
+    commits with the decisions' events, or not at all."""
 
     async def marketing_sends(
-        self, contact_id: str, channel: str, since: datetime
-    ) -> tuple[int, datetime | None]:
-        """Marketing sends on the channel since ``since``, and the latest one ever."""
+        self, keys: Sequence[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], tuple[int, datetime | None]]:
+        """For each (contact_id, channel): marketing sends there since ``since``, and the
+        latest one ever (absent: none)."""
         ...
 
     async def append(self, appends: Sequence[StreamAppend]) -> None: ...
 
-    async def enqueue(self, row: Queued, marketing_send_at: datetime | None = None) -> None:
-        """A SEND's rows at once: the outbox row, where the message goes (its recipient), and
-        for marketing the send the caps count (at ``marketing_send_at``)."""
+    async def enqueue(self, rows: Sequence[tuple[Queued, datetime | None]]) -> None:
+        """SENDs' rows at once: each outbox row, where the message goes (its recipient), and
+        for marketing the send the caps count (at the instant paired with the row)."""
         ...
 
-    async def record_links(self, message_id: str, contact_id: str, links: Sequence[Link]) -> None:
-        """The tracked links of a SEND's HTML (the click endpoint redirects only to these)."""
+    async def record_links(self, links: Sequence[tuple[str, str, Link]]) -> None:
+        """The tracked links of SENDs' HTML, as (message_id, contact_id, link): the click
+        endpoint redirects only to these."""
         ...
 
     async def defer(self, timer: Deferred) -> None: ...
@@ -144,9 +156,9 @@ class Settlement:
 
 
 class PipelineTables(Protocol):
-    def deciding(self, contact_id: str) -> AbstractAsyncContextManager[Deciding]:
-        """A transaction of the event store with the contact locked (one decision at a time
-        per contact: caps hold under concurrency)."""
+    def deciding(self, contact_ids: Sequence[str]) -> AbstractAsyncContextManager[Deciding]:
+        """A transaction of the event store with the contacts locked (one decision at a time
+        per contact: caps hold under concurrency; locked in one order: no deadlock)."""
         ...
 
     async def due_timers(self, now: datetime, limit: int) -> list[Deferred]: ...

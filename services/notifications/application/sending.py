@@ -1,25 +1,23 @@
 """SendMessage, SendTestMessage and the decision again after a deferral: the facts are gathered
-(contacts, orders, the template), the message rendered, then in ONE transaction with the
-contact locked: the marketing sends counted, the policy decided, MessageDecided appended and,
-for SEND, the outbox row, the recipient and the marketing send written (for DEFER, the timer).
-Two concurrent decisions for one contact therefore never both pass a cap."""
+(contacts, orders, the template), the message rendered, then the decision written in one
+transaction with the contact locked (application/deciding.py: a batch of one here; many at
+once in application/batch_sending.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from services.notifications.application.deciding import Pending, decide_all
 from services.notifications.application.facts import (
     Gathered,
     Given,
     Pipeline,
-    enqueue,
     gather,
-    outbox_row,
 )
 from services.notifications.application.message_stream import MESSAGE, NS
 from services.notifications.application.ports import (
@@ -32,14 +30,13 @@ from services.notifications.application.ports import (
 from services.notifications.application.templates import TemplateCommands
 from services.notifications.application.test_messages import TestMessageSender
 from services.notifications.domain import decision as d
-from services.notifications.domain import policy, trail
+from services.notifications.domain import trail
 from services.notifications.domain.template import Template
-from services.notifications.domain.variant import WEBHOOK, metric_label
+from services.notifications.domain.variant import WEBHOOK
 from shared.application import commands as command_runner
-from shared.application.commands import CommandRunner, apply, new_id
+from shared.application.commands import CommandRunner, new_id
 from shared.domain.errors import Invalid, NotFound, Precondition
-from shared.eventstore import EventStore, StreamAppend, StreamState
-from shared.metrics import NOTIFICATIONS_SENT
+from shared.eventstore import EventStore
 
 
 def _now() -> datetime:
@@ -60,6 +57,14 @@ class SendRequest:
     cart_id: str = ""  # read from orders as the template's `cart`
     order_id: str = ""  # read from orders as the template's `order`
     origin: d.Origin = field(default_factory=d.Origin)  # a flow step or a campaign
+
+
+def check_webhook(request: SendRequest, template: Template) -> None:
+    """A webhook URL exactly for webhook templates."""
+    if template.channel == WEBHOOK and not request.webhook_url:
+        raise Invalid([("webhook_url", "WEBHOOK_URL_REQUIRED", "a webhook template needs it")])
+    if template.channel != WEBHOOK and request.webhook_url:
+        raise Invalid([("webhook_url", "WEBHOOK_URL_UNUSED", "only for webhook templates")])
 
 
 class MessageCommands:
@@ -92,13 +97,15 @@ class MessageCommands:
 
         return earlier
 
-    async def _template(self, template_id: str, key: str) -> Template:
+    async def template(self, template_id: str, key: str) -> Template:
+        """The template to send (NOT_FOUND; FAILED_PRECONDITION when archived)."""
         t = await self.templates.get(template_id, key)
         if t.archived:
             raise Precondition("TEMPLATE_ARCHIVED", f"template {t.key} is archived")
         return t
 
-    async def _contact_id(self, request: SendRequest) -> str:
+    async def contact_id(self, request: SendRequest) -> str:
+        """The contact asked for (by id, or found by its identity)."""
         if request.contact_id:
             return request.contact_id
         assert request.identity is not None
@@ -118,57 +125,51 @@ class MessageCommands:
         loaded: trail.Trail | None,
         later: Deferred,
     ) -> trail.Trail:
-        """One decision's transaction (see the module's docstring); ``key`` is the request id
-        the event's id derives from, ``loaded`` the stream as read (None: a new message)."""
-        rules = self.pipeline.rules
-        contact = facts.contact
-        marketing = subject.kind == policy.MARKETING
-        stream = d.stream_of(subject.message_id)
-        async with self.tables.deciding(contact.contact_id) as tx:
-            now = self.clock()
-            count, last = 0, None
-            if marketing:
-                since = now - rules.cap_window
-                count, last = await tx.marketing_sends(contact.contact_id, subject.channel, since)
-            consent = facts.consent or d.ConsentUsed()
-            policy_facts = policy.Facts(
-                channel=subject.channel,
-                kind=subject.kind,
-                now=now,
-                erased=contact.erased,
-                archived=contact.archived,
-                address=facts.address,
-                consent_state=consent.state,
-                suppressed=consent.suppressed,
-                sends_in_window=count,
-                last_marketing_send=last,
-                time_zone=contact.time_zone,
-            )
-            verdict = policy.decide(policy_facts, rules)
-            detail = ""
-            if verdict.outcome == policy.SEND and facts.failure is not None:
-                verdict, detail = d.render_failed(verdict), d.failure_detail(facts.failure)
-            if facts.rendered is not None:
-                subject = replace(subject, locale=facts.rendered.locale)
-            event = d.decided(
-                subject, policy_facts, verdict, consent=facts.consent, number=number, detail=detail
-            )
-            expected = loaded.version if loaded is not None else StreamState.NO_STREAM
-            own = MESSAGE.events(stream, [event], key, meta)
-            await tx.append([StreamAppend(stream, own, expected)])
-            if loaded is not None:
-                await tx.fired(subject.message_id)
-            if verdict.outcome == policy.SEND:
-                assert facts.rendered is not None
-                row = outbox_row(self.pipeline, now, subject, facts.address, facts.rendered)
-                await enqueue(tx, self.pipeline, row, now if marketing else None)
-            elif verdict.outcome == policy.DEFER:
-                assert verdict.defer_until is not None
-                await tx.defer(replace(later, decision=number + 1, due_at=verdict.defer_until))
-        if verdict.reason == policy.SUPPRESSED:
-            label = metric_label(subject.channel)
-            NOTIFICATIONS_SENT.labels(channel=label, outcome="suppressed").inc()
-        return apply(MESSAGE, loaded, [event], now, (loaded.version if loaded else -1) + 1)
+        """One decision's transaction (application/deciding.py, a batch of one)."""
+        pending = Pending(subject, facts, number, key, meta, loaded, later)
+        return (await decide_all(self.tables, self.pipeline, self.clock, [pending]))[0]
+
+    def pending(
+        self,
+        request: SendRequest,
+        message_id: str,
+        requested: str,
+        template: Template,
+        facts: Gathered,
+        request_id: str,
+        meta: Mapping[str, Any],
+    ) -> Pending:
+        """A new message's first decision to write: ``requested`` is the contact asked for,
+        ``facts`` what was gathered for it (the survivor's when merged), ``request_id`` the
+        request id its event's id derives from."""
+        version = template.latest.version
+        subject = d.Subject(
+            message_id=message_id,
+            contact_id=facts.contact.contact_id,
+            requested_contact_id=requested,
+            channel=template.channel,
+            kind=request.kind,
+            template_id=template.template_id,
+            template_version=version,
+            origin=request.origin,
+            request_id=request.request_id,
+        )
+        later = Deferred(
+            message_id=message_id,
+            decision=2,
+            due_at=self.clock(),
+            requested_contact_id=requested,
+            template_id=template.template_id,
+            template_version=version,
+            kind=request.kind,
+            locale=request.locale,
+            webhook_url=request.webhook_url,
+            request_id=request.request_id,
+            data=dict(request.data),
+            cart_id=request.cart_id,
+            order_id=request.order_id,
+        )
+        return Pending(subject, facts, 1, request_id, meta, None, later)
 
     async def send(self, request: SendRequest, meta: Mapping[str, Any] = {}) -> trail.Trail:
         """SendMessage: the message with its first decision (the first answer on a retry)."""
@@ -179,7 +180,7 @@ class MessageCommands:
         # An earlier answer and the template are read at once (one round trip on every call);
         # the earlier answer wins, whatever became of the template since.
         done, template = await asyncio.gather(
-            earlier(), self._template(request.template_id, request.template_key),
+            earlier(), self.template(request.template_id, request.template_key),
             return_exceptions=True,
         )  # fmt: skip
         if isinstance(done, BaseException):
@@ -188,11 +189,8 @@ class MessageCommands:
             return done
         if isinstance(template, BaseException):
             raise template
-        if template.channel == WEBHOOK and not request.webhook_url:
-            raise Invalid([("webhook_url", "WEBHOOK_URL_REQUIRED", "a webhook template needs it")])
-        if template.channel != WEBHOOK and request.webhook_url:
-            raise Invalid([("webhook_url", "WEBHOOK_URL_UNUSED", "only for webhook templates")])
-        requested = await self._contact_id(request)
+        check_webhook(request, template)
+        requested = await self.contact_id(request)
         version = template.latest.version
 
         async def attempt(_n: int) -> trail.Trail:
@@ -207,33 +205,10 @@ class MessageCommands:
             )
             if facts is None:
                 raise NotFound("CONTACT_NOT_FOUND", f"no contact {requested}", field="contact_id")
-            subject = d.Subject(
-                message_id=message_id,
-                contact_id=facts.contact.contact_id,
-                requested_contact_id=requested,
-                channel=template.channel,
-                kind=request.kind,
-                template_id=template.template_id,
-                template_version=version,
-                origin=request.origin,
-                request_id=request.request_id,
+            pending = self.pending(
+                request, message_id, requested, template, facts, request_id, meta
             )
-            later = Deferred(
-                message_id=message_id,
-                decision=2,
-                due_at=self.clock(),
-                requested_contact_id=requested,
-                template_id=template.template_id,
-                template_version=version,
-                kind=request.kind,
-                locale=request.locale,
-                webhook_url=request.webhook_url,
-                request_id=request.request_id,
-                data=dict(request.data),
-                cart_id=request.cart_id,
-                order_id=request.order_id,
-            )
-            return await self._decide(subject, facts, 1, request_id, meta, None, later)
+            return (await decide_all(self.tables, self.pipeline, self.clock, [pending]))[0]
 
         return await self.runner.retrying(attempt, earlier)
 

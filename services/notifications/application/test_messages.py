@@ -77,11 +77,11 @@ class TestMessageSender:
             facts = policy.Facts(channel=template.channel, kind=subject.kind, now=now)
             event = d.decided(subject, facts, policy.Decision(policy.SEND), consent=None, number=1)
             stream = d.stream_of(message_id)
-            async with self.tables.deciding("") as tx:
+            async with self.tables.deciding(()) as tx:
                 own = MESSAGE.events(stream, [event], rid, meta)
                 await tx.append([StreamAppend(stream, own, StreamState.NO_STREAM)])
                 row = outbox_row(self.pipeline, now, subject, address, rendered)
-                await enqueue(tx, self.pipeline, row)
+                await enqueue(tx, self.pipeline, [(row, None)])
             return apply(MESSAGE, None, [event], now, 0)
 
         return await self.runner.retrying(attempt, earlier)

@@ -28,6 +28,7 @@ from services.contacts import spec as contacts_spec
 from services.notifications import spec
 from services.notifications.adapters.campaign_tables import TABLE, PostgresRecipients
 from services.notifications.app import Upstreams
+from services.notifications.application.batch_sending import BatchSender
 from services.notifications.application.campaign_engine import CampaignEngine
 from services.notifications.application.campaigns import CampaignCommands
 from services.notifications.settings import NotificationsSettings
@@ -74,7 +75,7 @@ class CampaignEnv:
         campaigns = CampaignCommands(self.store, commands.templates, self.upstreams.segments)
         recipients = PostgresRecipients(self.store.pool)
         return CampaignEngine(
-            campaigns, self.upstreams.segments, recipients, commands, clock=self.clock
+            campaigns, self.upstreams.segments, recipients, BatchSender(commands), clock=self.clock
         )
 
     async def contact(

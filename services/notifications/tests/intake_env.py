@@ -23,10 +23,10 @@ from crm.contacts.v1 import contacts_pb2_grpc as cpb_grpc
 from crm.notifications.v1 import events_pb2 as epb
 from crm.notifications.v1 import notifications_pb2 as pb
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
+from services.notifications.adapters.contacts_client import GrpcContacts
 from services.notifications.adapters.intake_http import make_intake_app
 from services.notifications.adapters.intake_tables import PostgresIntakeTables
 from services.notifications.adapters.pipeline_tables import PostgresPipelineTables
-from services.notifications.adapters.upstream_clients import GrpcContacts
 from services.notifications.application.delivery import Outbound, Outcome
 from services.notifications.application.dispatcher import Dispatcher, Dispatching
 from services.notifications.application.intake import Intake

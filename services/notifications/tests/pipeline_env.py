@@ -45,8 +45,9 @@ class Clock:
 class FakeContacts:
     people: dict[str, ContactFacts] = field(default_factory=dict)
     merged: dict[str, str] = field(default_factory=dict)  # merged id -> survivor id
-    consents: dict[tuple[str, str], ConsentUsed] = field(default_factory=dict)
+    ledger: dict[tuple[str, str], ConsentUsed] = field(default_factory=dict)
     identities: dict[tuple[str, str], str] = field(default_factory=dict)
+    batches: list[list[str]] = field(default_factory=list)  # get_many's calls
 
     def add(self, contact_id: str = ADA, **kw: Any) -> ContactFacts:
         profile = {"first_name": kw.pop("first_name", "Ada"), "contact_id": contact_id}
@@ -65,7 +66,7 @@ class FakeContacts:
         return facts
 
     def subscribe(self, contact_id: str, channel: str, state: str = policy.SUBSCRIBED) -> None:
-        self.consents[(contact_id, channel)] = ConsentUsed(
+        self.ledger[(contact_id, channel)] = ConsentUsed(
             state=state,
             legal_basis="LEGAL_BASIS_CONSENT",
             policy_version="2026-01",
@@ -79,9 +80,20 @@ class FakeContacts:
         return self.identities.get((kind, value))
 
     async def consent(self, contact_id: str, channel: str) -> ConsentUsed:
-        return self.consents.get(
+        return self.ledger.get(
             (contact_id, channel), ConsentUsed(state="CONSENT_STATE_NEVER_SUBSCRIBED")
         )
+
+    async def get_many(self, contact_ids: Sequence[str]) -> dict[str, ContactFacts]:
+        self.batches.append(list(contact_ids))
+        return {c: found for c in contact_ids if (found := await self.get(c)) is not None}
+
+    async def consents(self, contact_ids: Sequence[str]) -> dict[str, dict[str, ConsentUsed]]:
+        return {
+            c: {ch: v for (who, ch), v in self.ledger.items() if who == c}
+            for c in contact_ids
+            if c in self.people
+        }
 
 
 class FakeOrders:

@@ -103,11 +103,22 @@ class Sender:
     fail: dict[str, Exception] = field(default_factory=dict)
     asked: list[SendRequest] = field(default_factory=list)
 
-    async def send(self, request: SendRequest, meta: Mapping[str, Any] = {}) -> Any:
-        self.asked.append(request)
-        if request.contact_id in self.fail:
-            raise self.fail[request.contact_id]
-        return None
+    async def send_many(
+        self, requests: Sequence[SendRequest], metas: Sequence[Mapping[str, Any]]
+    ) -> list[Any]:
+        """As batch_sending answers: UNAVAILABLE fails the batch, a refusal is its request's."""
+        self.asked.extend(requests)
+        failures = [self.fail.get(r.contact_id) for r in requests]
+        if any(isinstance(f, Unavailable) for f in failures):
+            raise next(f for f in failures if isinstance(f, Unavailable))
+        return [f or Decided() for f in failures]
+
+
+@dataclass
+class Decided:
+    """A trail as far as the engine reads it."""
+
+    last_decision: Mapping[str, Any] = field(default_factory=lambda: {"outcome": "OUTCOME_SEND"})
 
 
 @dataclass
@@ -157,6 +168,8 @@ async def test_segmentation_away_leaves_the_campaign_scheduled(store: PostgresEv
 
 
 async def test_recipients_not_decided_now_are_tried_again(store: PostgresEventStore) -> None:
+    """A batch meeting contacts away is tried again after the backoff, all of it; a recipient
+    refused for good is failed, once."""
     clock, segments, rows = Clock(), Segments({"vip": ["c1", "c2", "c3"]}), Rows()
     sender = Sender({"c2": Unavailable("CONTACTS_UNAVAILABLE", "away"), "c3": NotFound("X", "x")})
     cid = await scheduled(store, segments, clock)
@@ -166,17 +179,19 @@ async def test_recipients_not_decided_now_are_tried_again(store: PostgresEventSt
     )
     rows.open_ids = [cid]
     await engine.tick()  # started
-    await engine.tick()  # c1 sent, c2 later, c3 refused for good
-    assert {k: v["outcome"] for k, v in rows.rows.items()} == {
-        "c1": "sent",
-        "c2": "",
-        "c3": "failed",
-    }
-    await engine.tick()  # c2 not due yet: nothing, and not completed
+    await engine.tick()  # the batch met contacts away: all of it later
+    assert {k: v["outcome"] for k, v in rows.rows.items()} == {"c1": "", "c2": "", "c3": ""}
+    await engine.tick()  # not due yet: nothing, and not completed
     assert (await commands.get(cid)).state == c.SENDING
+    assert len(sender.asked) == 3
     del sender.fail["c2"]
     clock.now = T0 + timedelta(seconds=31)
-    await engine.tick()
+    await engine.tick()  # c1 and c2 sent, c3 refused for good
+    assert {k: v["outcome"] for k, v in rows.rows.items()} == {
+        "c1": "sent",
+        "c2": "sent",
+        "c3": "failed",
+    }
     await engine.tick()
     done = await commands.get(cid)
     assert done.state == c.DONE and done.tally == {"sent": 2, "failed": 1}

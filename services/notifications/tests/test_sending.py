@@ -6,6 +6,7 @@ decision again once its time comes."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -67,8 +68,8 @@ async def test_a_skip_writes_its_decision_and_nothing_to_send(pipe: Pipe) -> Non
 
 async def test_suppression_skips_transactional_too(pipe: Pipe) -> None:
     pipe.contacts.add()
-    consent = pipe.contacts.consents[(ADA, EMAIL)]
-    pipe.contacts.consents[(ADA, EMAIL)] = type(consent)(
+    consent = pipe.contacts.ledger[(ADA, EMAIL)]
+    pipe.contacts.ledger[(ADA, EMAIL)] = type(consent)(
         state=consent.state, suppressed=True, suppression_reason="SUPPRESSION_REASON_HARD_BOUNCE"
     )
     m = await pipe.send(await pipe.template(), kind=policy.TRANSACTIONAL)
@@ -176,8 +177,8 @@ async def test_webhook_urls_only_for_webhook_templates(pipe: Pipe) -> None:
 
 async def test_a_failed_row_write_leaves_no_decision(dsn: str) -> None:
     class Broken(pipeline_tables.PostgresDeciding):
-        async def enqueue(self, row: Queued, marketing_send_at: datetime | None = None) -> None:
-            await super().enqueue(row, marketing_send_at)
+        async def enqueue(self, rows: Sequence[tuple[Queued, datetime | None]]) -> None:
+            await super().enqueue(rows)
             raise RuntimeError("disk full")
 
     store = await PostgresEventStore.connect(dsn, max_size=5)
