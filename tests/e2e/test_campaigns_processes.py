@@ -148,7 +148,7 @@ async def _run(suite: Suite, campaigns: Campaigns) -> None:
     near = {ada, bob, dan, eve, fay}
 
     async def decided() -> bool:
-        return set(await campaigns.messages(first, everyone)) == near
+        return near <= set(await campaigns.messages(first, everyone))
 
     await eventually(decided, "the near recipients decided at their local time", timeout=120)
     sent = await campaigns.messages(first, everyone)
