@@ -11,11 +11,7 @@ import asyncio
 import base64
 import collections
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -34,10 +30,10 @@ from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 from services.notifications.domain import decision as d
 from services.notifications.tests.delivery_env import SmtpSink
 from shared.db import connect_pool
-from tests.e2e.processes import ROOT, SERVING, Proc, free_port
+from tests.e2e.processes import SERVING, Proc, free_port
+from tests.e2e.sms_gateway import SMS_LOGIN, SmsGateway
 
 MAIL_DOMAIN = "mail.shop.example"
-SMS_LOGIN = ("ACe2e", "e2e-sms-token")
 TRACKING = {
     "TRACKING_BASE_URL": "https://t.shop.example",
     "TRACKING_SECRET": "e2e-tracking-secret",
@@ -57,44 +53,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: f
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, f"not reached in time: {what}"
         await asyncio.sleep(0.1)
-
-
-class SmsGateway:
-    """sms_gateway.py as a process; ``requests()`` reads every request it answered."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.record = tmp / f"sms-{self.port}.jsonl"
-        self.record.touch()
-        self.p = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.e2e.sms_gateway",
-                str(self.port),
-                str(self.record),
-                ":".join(SMS_LOGIN),
-            ],
-            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"},
-            stdout=subprocess.PIPE,
-        )
-        assert self.p.stdout is not None
-        assert self.p.stdout.readline().strip() == b"ready", "the SMS gateway did not start"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def requests(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.record.read_text("utf-8").splitlines()]
-
-    def stop(self) -> None:
-        self.p.send_signal(signal.SIGTERM)
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
 
 
 MESSAGE_ID = re.compile(rb"^Message-ID: <([^@>]+)@", re.MULTILINE | re.IGNORECASE)
@@ -127,6 +85,8 @@ class Suite:
     project_env: dict[str, str] = field(default_factory=dict)
     smtp_delay: float = 0.0  # seconds the SMTP server takes over each message
     with_orders: bool = False  # run orders too (serve and project), carts abandoned fast
+    with_segmentation: bool = False  # run segmentation too (serve and project): campaigns
+    with_http: bool = False  # the serve role's HTTP port, where the tracking URLs point
 
     sinks: list[SmtpSink | SmsGateway] = field(default_factory=list)  # to stop at the end
 
@@ -138,6 +98,10 @@ class Suite:
         self.contacts = Proc("serve", self.dsn)
         self.procs.append(self.contacts)
         to_contacts = {"CONTACTS_TARGET": f"127.0.0.1:{self.contacts.grpc_port}"}
+        self.policy, serve_env = dict(POLICY), {}
+        if self.with_http:
+            serve_env["HTTP_PORT"] = str(free_port())
+            self.policy["TRACKING_BASE_URL"] = f"http://127.0.0.1:{serve_env['HTTP_PORT']}"
         orders_target = f"127.0.0.1:{free_port()}"  # unless asked for, orders is never called
         if self.with_orders:
             # carts abandoned after a second of idleness (the abandonment timer polls fast)
@@ -155,6 +119,13 @@ class Suite:
             await self.orders_project.wait_health(SERVING, timeout=60)
             orders_target = f"127.0.0.1:{self.orders.grpc_port}"
         self.upstream = {**to_contacts, "ORDERS_TARGET": orders_target}
+        if self.with_segmentation:  # memberships evaluated fast (timers polled every 0.1 s)
+            self.segmentation = Proc("serve", self.dsn, "segmentation", **to_contacts)
+            seg = Proc("project", self.dsn, "segmentation", TIMER_POLL_SECONDS="0.1", **to_contacts)
+            self.procs += [self.segmentation, seg]
+            for p in (self.segmentation, seg):
+                await p.wait_health(SERVING, timeout=60)
+            self.upstream["SEGMENTATION_TARGET"] = f"127.0.0.1:{self.segmentation.grpc_port}"
         self.delivery = Proc(
             "delivery",
             self.dsn,
@@ -168,7 +139,9 @@ class Suite:
             SMS_AUTH_TOKEN=SMS_LOGIN[1],
             HTTP_TIMEOUT_SECONDS="10",
         )
-        self.serve = Proc("serve", self.dsn, "notifications", **self.upstream, **POLICY)
+        self.serve = Proc(
+            "serve", self.dsn, "notifications", **self.upstream, **self.policy, **serve_env
+        )
         self.procs += [self.delivery, self.serve]
         for p in (self.contacts, self.delivery, self.serve):
             await p.wait_health(SERVING, timeout=60)
@@ -182,7 +155,7 @@ class Suite:
             DELIVERY_URL=f"127.0.0.1:{self.delivery.grpc_port}",
             DISPATCH_POLL_SECONDS="0.1",
             **self.upstream,
-            **POLICY,
+            **self.policy,
             **self.project_env,
         )
         self.procs.append(self.project)

@@ -8,7 +8,7 @@
 the same answer (``Idempotent-Replayed: true``); the same key with another form is 422.
 Every request is appended to RECORD as one JSON line (key, form, authorized, applied, sid,
 status) before it is answered. Bad credentials: 401, nothing applied.
-Prints ``ready`` once it listens; stops on SIGTERM.
+Prints ``ready`` once it listens; stops on SIGTERM. ``SmsGateway`` runs it for a test.
 """
 
 from __future__ import annotations
@@ -16,12 +16,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import signal
+import subprocess
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from tests.e2e.processes import ROOT, free_port
+
+SMS_LOGIN = ("ACe2e", "e2e-sms-token")
 
 
 class Gateway:
@@ -72,6 +79,44 @@ async def serve(port: int, record: str, login: str) -> None:
     print("ready", flush=True)
     await stop.wait()
     await runner.cleanup()
+
+
+class SmsGateway:
+    """sms_gateway.py as a process; ``requests()`` reads every request it answered."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.record = tmp / f"sms-{self.port}.jsonl"
+        self.record.touch()
+        self.p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.e2e.sms_gateway",
+                str(self.port),
+                str(self.record),
+                ":".join(SMS_LOGIN),
+            ],
+            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"},
+            stdout=subprocess.PIPE,
+        )
+        assert self.p.stdout is not None
+        assert self.p.stdout.readline().strip() == b"ready", "the SMS gateway did not start"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.record.read_text("utf-8").splitlines()]
+
+    def stop(self) -> None:
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
 
 
 if __name__ == "__main__":

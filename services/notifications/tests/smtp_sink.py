@@ -2,7 +2,8 @@
 ``python -m services.notifications.tests.smtp_sink PORT RECORD [USER:PASSWORD] [CERT KEY]``.
 
 Appends one JSON line per accepted message to RECORD (envelope, the peer's address and port:
-one connection sends from one port, and the raw message); with ``-`` it records only a count.
+one connection sends from one port, the raw message and when it was accepted, in Unix
+seconds); with ``-`` it records only a count.
 Recipients beginning ``reject550`` are refused for good (550), ``defer451`` for now (451).
 With USER:PASSWORD (``-`` for none), AUTH (PLAIN or LOGIN) is required and only that login
 passes. With CERT and KEY (PEM files), STARTTLS is offered and required before MAIL; each
@@ -21,6 +22,7 @@ import os
 import signal
 import ssl
 import sys
+import time
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -54,6 +56,7 @@ class Recorder:
                 "login": _text(session.auth_data),
                 "tls": session.ssl is not None,
                 "data": base64.b64encode(envelope.content).decode(),
+                "received_at": time.time(),  # when it was accepted (just before the 250)
             }
             self.out.write(json.dumps(line) + "\n")
             self.out.flush()
