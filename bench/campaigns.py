@@ -179,6 +179,8 @@ async def send_rate(dsn: str, notes: list[str]) -> Metric:
             await ns.subscribed_contacts(suite, n, run, tags=key, concurrency=CONSENT_CALLERS)
             log(f"  setup: segment {key}, waiting for {n:,} members")
             await _segment(suite, key, key, n)
+            so_far = time.perf_counter() - setup_started
+            log(f"  setup: the segment counts {n:,} members after {so_far:.0f}s")
             await ns.create_template(suite, key)
             campaign_id = await _campaign(suite, key)
             async with ns.delivery_side(suite, DISPATCH_BATCH, DISPATCH_POLL):
