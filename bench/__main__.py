@@ -17,6 +17,7 @@ import uvloop
 
 from bench import (
     auth_cost,
+    campaigns,
     db,
     delivery,
     flow_timers,
@@ -159,6 +160,13 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
                 metrics,
                 notes,
                 lambda: notifications.email_rate(dsn, notes),
+            )
+            # A campaign to a segment, end to end through the same processes and segmentation's.
+            await _guarded(
+                "campaign_send_rate",
+                metrics,
+                notes,
+                lambda: campaigns.send_rate(dsn, notes),
             )
             await _guarded(
                 "notifications_decision_p99_ms",

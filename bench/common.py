@@ -65,6 +65,8 @@ GOALS: dict[str, Goal] = {
     # the notifications service end to end (issue 11)
     "notifications_email_rate": Goal(0.5, on_ratio=True),
     "notifications_decision_p99_ms": Goal(50, higher_is_better=False),
+    # a campaign to a segment, end to end (issue 12): against plain smtplib in the same run
+    "campaign_send_rate": Goal(0.5, on_ratio=True),
     # the flow engine's timers (issue 12): delay steps with 100k runs waiting
     "flow_timer_lateness_p99_ms": Goal(1000, higher_is_better=False),
 }

@@ -1,7 +1,8 @@
 """The processes and the data the notifications benchmarks (bench/notifications.py) run on, as
 `make run` starts them: contacts serve and project (GetContact and GetConsent read its read
-models), notifications serve (SendMessage), and for the end-to-end rate notifications project
-(the dispatcher) and the delivery workers pointed at the SMTP sink
+models), segmentation serve and project when campaigns need segments (bench/campaigns.py),
+notifications serve (SendMessage), and for the end-to-end rate notifications project
+(the dispatcher and the campaign engine) and the delivery workers pointed at the SMTP sink
 (services/notifications/tests/smtp_sink.py, aiosmtpd in its own process). Orders' target is a
 closed port: the template reads no `metrics`, and a hidden call to orders would fail loudly.
 
@@ -33,12 +34,14 @@ from crm.notifications.v1 import events_pb2 as epb
 from crm.notifications.v1 import notifications_pb2 as pb
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 from services.contacts.cli import import_csv
+from services.segmentation.adapters.engine import MembershipEngine
 from shared.grpckit.client import bearer
 from shared.projections.checkpoints import wait_for_checkpoint
 from shared.testing import tokens
 
 AUTH = bearer(tokens.SERVICE_TOKEN)
 _EVENTLET_NOTICE = re.compile(r"\S*: EventletDeprecationWarning:.*?\n\s*import eventlet\n?", re.S)
+SEGMENTATION_ENGINE = MembershipEngine.name  # its checkpoint
 SMTP_CONNECTIONS = 4  # the workers' SMTP_POOL_SIZE (its default) and the baseline's connections
 MESSAGE_ID_DOMAIN = "bench.crm.localhost"
 SUBJECT = "{{ contact.first_name }}, your cart is waiting"
@@ -59,6 +62,7 @@ class Suite:
     dsn: str
     pool: asyncpg.Pool
     contacts: str = ""
+    segmentation: str = ""  # serve's address, when the suite runs segmentation
     notifications: str = ""
     smtp_port: int = 0
     record: Path = Path()
@@ -104,7 +108,10 @@ async def _grpc_role(
 
 
 def _notifications_env(suite: Suite) -> dict[str, str]:
+    # Without segmentation, its default address is left: nothing here asks it then.
+    segmentation = {"SEGMENTATION_TARGET": suite.segmentation} if suite.segmentation else {}
     return {
+        **segmentation,
         "CONTACTS_TARGET": suite.contacts,
         "ORDERS_TARGET": f"127.0.0.1:{free_port()}",  # closed: no template here reads metrics
         "EMAIL_FROM": "Shop <news@shop.example>",
@@ -115,8 +122,11 @@ def _notifications_env(suite: Suite) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def decision_side(dsn: str, tmp: Path) -> AsyncIterator[Suite]:
-    """contacts serve + project, notifications serve: what SendMessage's decision needs."""
+async def decision_side(dsn: str, tmp: Path, segmentation: bool = False) -> AsyncIterator[Suite]:
+    """contacts serve + project, notifications serve: what SendMessage's decision needs; with
+    ``segmentation``, its serve and project roles too (a campaign's segments and members), its
+    membership engine starting at the head of the log (earlier benchmarks' events are not
+    this one's)."""
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     suite = Suite(dsn, pool, record=tmp / "sink.jsonl")
     try:
@@ -126,6 +136,20 @@ async def decision_side(dsn: str, tmp: Path) -> AsyncIterator[Suite]:
                 _grpc_role(suite, "contacts-serve", c, "serve", {})
             )
             await stack.enter_async_context(_grpc_role(suite, "contacts-project", c, "project", {}))
+            if segmentation:
+                s, target = "services.segmentation", {"CONTACTS_TARGET": suite.contacts}
+                suite.segmentation = await stack.enter_async_context(
+                    _grpc_role(suite, "segmentation-serve", s, "serve", target)
+                )
+                await pool.execute(
+                    """INSERT INTO projections.checkpoints (name, position)
+                       SELECT $1, coalesce(max(position), 0) FROM eventstore.events
+                       ON CONFLICT (name) DO UPDATE SET position = excluded.position""",
+                    SEGMENTATION_ENGINE,
+                )
+                await stack.enter_async_context(
+                    _grpc_role(suite, "segmentation-project", s, "project", target)
+                )
             suite.notifications = await stack.enter_async_context(
                 _grpc_role(
                     suite, "notifications-serve", "services.notifications", "serve",
@@ -211,17 +235,21 @@ async def gather_bounded(n: int, concurrency: int, call: Callable[[int], Awaitab
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def subscribed_contacts(suite: Suite, n: int, tag: str) -> list[str]:
-    """``n`` contacts imported (names, email), each subscribed to email; their ids, once both
-    of contacts' read models have applied everything."""
+async def subscribed_contacts(
+    suite: Suite, n: int, tag: str, tags: str = "", concurrency: int = 16
+) -> list[str]:
+    """``n`` contacts imported (names, email, and ``tags`` if any), each subscribed to email
+    (``concurrency`` calls at once); their ids, once both of contacts' read models have applied
+    everything."""
     after = await suite.pool.fetchval("SELECT coalesce(max(position), 0) FROM eventstore.events")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "contacts.csv"
         with path.open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["email", "first_name", "last_name"])
+            w.writerow(["email", "first_name", "last_name", *(["tags"] if tags else [])])
             for i in range(n):
-                w.writerow([f"reader-{tag}-{i}@mail.example", f"Reader{i}", f"Family{i % 97}"])
+                row = [reader_email(tag, i), f"Reader{i}", f"Family{i % 97}"]
+                w.writerow([*row, tags] if tags else row)
         response, local = await import_csv(path, suite.contacts, token=tokens.SERVICE_TOKEN)
     if response.created != n or response.failed or local.errors:
         raise RuntimeError(f"import: {response.created} created, {response.failed} failed")
@@ -252,12 +280,17 @@ async def subscribed_contacts(suite: Suite, n: int, tag: str) -> list[str]:
             )
 
         started = time.perf_counter()
-        await gather_bounded(len(ids), 16, subscribe)
+        await gather_bounded(len(ids), concurrency, subscribe)
         log(f"  {len(ids):,} contacts subscribed in {time.perf_counter() - started:.0f}s")
     head = await suite.pool.fetchval("SELECT max(position) FROM eventstore.events")
     for projection in ("contacts", "consent"):
         await wait_for_checkpoint(suite.pool, projection, head, timeout=300)
     return ids
+
+
+def reader_email(tag: str, i: int) -> str:
+    """The ``i``-th contact's address in subscribed_contacts(..., tag)."""
+    return f"reader-{tag}-{i}@mail.example"
 
 
 def send_request(template_id: str, contact_id: str, run: str) -> pb.SendMessageRequest:
