@@ -47,10 +47,7 @@ from crm.notifications.v1 import campaigns_pb2_grpc as cpb_grpc
 from crm.notifications.v1 import events_pb2 as epb
 from crm.segmentation.v1 import segmentation_pb2 as spb
 from crm.segmentation.v1 import segmentation_pb2_grpc as spb_grpc
-from services.notifications.adapters.flow_engine import FlowEngine
-from services.notifications.app import PROJECTIONS
 from shared.grpckit import calls
-from shared.projections.checkpoints import wait_for_checkpoint
 
 RECIPIENTS = 100_000  # the issue's segment; BENCH_SCALE scales it
 CONSENT_CALLERS = 32  # RecordConsent calls at once in the setup
@@ -102,14 +99,6 @@ async def _campaign(suite: ns.Suite, key: str) -> str:
             metadata=ns.AUTH,
         )
     return str(made.campaign.campaign_id)
-
-
-async def _caught_up(pool: asyncpg.Pool) -> None:
-    """notifications project's read models and flow engine have applied the whole log (the
-    setup's events), so the timed part pays only for the campaign."""
-    head = await pool.fetchval("SELECT coalesce(max(position), 0) FROM eventstore.events")
-    for name in [p.name for p in PROJECTIONS] + [FlowEngine.name]:
-        await wait_for_checkpoint(pool, name, head, timeout=600)
 
 
 async def _send_now(suite: ns.Suite, campaign_id: str) -> None:
@@ -184,7 +173,7 @@ async def send_rate(dsn: str, notes: list[str]) -> Metric:
             await ns.create_template(suite, key)
             campaign_id = await _campaign(suite, key)
             async with ns.delivery_side(suite, DISPATCH_BATCH, DISPATCH_POLL):
-                await _caught_up(suite.pool)
+                await ns.project_caught_up(suite.pool)
                 setup = time.perf_counter() - setup_started
                 log(
                     f"  setup took {setup:.0f}s; campaign {campaign_id}: send now, {n:,} recipients"

@@ -120,6 +120,7 @@ async def email_rate(dsn: str, notes: list[str]) -> Metric:
             log(f"  setup: {n:,} contacts subscribed to email")
             ids = await ns.subscribed_contacts(suite, n, run)
             async with ns.delivery_side(suite, DISPATCH_BATCH, DISPATCH_POLL):
+                await ns.project_caught_up(suite.pool)
                 log(f"  end to end: {n:,} SendMessage, {CALLERS} callers, to the sink")
                 meter = CpuMeter(suite.pids)
                 wall_start = datetime.now(UTC)

@@ -23,9 +23,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
-import orjson
 
 from services.notifications.adapters import flow_run_tables as t
+from services.notifications.adapters.flow_batch import BatchView, Definitions
 from services.notifications.application.message_stream import NS
 from services.notifications.domain.flows import definition as fd
 from services.notifications.domain.flows import flow as flows
@@ -54,30 +54,6 @@ def zone(name: str) -> tzinfo:
         return ZoneInfo(name) if name else UTC_ZONE
     except (ZoneInfoNotFoundError, ValueError):
         return UTC_ZONE
-
-
-class Definitions:
-    """Flow versions read from the engine's tables, parsed once (a version never changes)."""
-
-    def __init__(self) -> None:
-        self._parsed: dict[tuple[str, int], fd.Flow] = {}
-
-    async def get(self, conn: asyncpg.Connection, flow_id: str, version: int) -> fd.Flow:
-        key = (flow_id, version)
-        if key not in self._parsed:
-            raw = await conn.fetchval(
-                """SELECT definition FROM flow_versions
-                    WHERE flow_id = $1::uuid AND version = $2""",
-                flow_id,
-                version,
-            )
-            self._parsed[key] = fd.read(orjson.loads(raw))[0]
-        return self._parsed[key]
-
-    async def states(self, conn: asyncpg.Connection) -> dict[str, tuple[str, int]]:
-        """Every flow's state and latest version."""
-        rows = await conn.fetch("SELECT flow_id::text, state, latest_version FROM flows")
-        return {r[0]: (r[1], r[2]) for r in rows}
 
 
 @dataclass(frozen=True)
@@ -196,9 +172,11 @@ class FlowEngine:
         self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], ctx: ApplyContext
     ) -> None:
         last = 0
+        view = BatchView(conn, self.definitions, [] if ctx.replay else events)
         for e in events:
             if e.category == "flow":
                 await t.save_flow_event(conn, e.type, e.data)
+                view.flows_changed()
                 if e.type == flows.ARCHIVED and not ctx.replay:
                     last = max(last, await self._archived(conn, e))
             elif e.type in RUN_TYPES:
@@ -210,8 +188,9 @@ class FlowEngine:
                     await t.set_member(conn, e.data["segment_key"], e.data["contact_id"], entered)
                 if (zone_name := zone_set(e.type, e.data)) is not None:
                     await t.set_zone(conn, e.data["contact_id"], zone_name)
+                    view.zone_set(e.data["contact_id"], zone_name)
                 if not ctx.replay:
-                    last = max(last, await self._react(conn, e))
+                    last = max(last, await self._react(conn, e, view))
         if last:
             ctx.after_commit.append(lambda: self.store.committed(last))
 
@@ -239,7 +218,7 @@ class FlowEngine:
             )
         return last
 
-    async def _react(self, conn: asyncpg.Connection, stored: RecordedEvent) -> int:
+    async def _react(self, conn: asyncpg.Connection, stored: RecordedEvent, view: BatchView) -> int:
         """Runs started and advanced by one upstream event; the last position appended. The
         event is read in its published form (upcast: field names as its proto says), which is
         what a flow's filters name."""
@@ -247,18 +226,23 @@ class FlowEngine:
         contact_id = str(e.data.get("contact_id", ""))
         if not contact_id:
             return 0
-        cause = Cause(e, self.name)
-        now, last = e.recorded_at, 0
-        tz = zone(await t.zone_of(conn, contact_id))
-        started: set[str] = set()
-        states = await self.definitions.states(conn)
+        states = await view.states()
+        starting = []
         for flow_id, (state, version) in states.items():
             if state != flows.ACTIVE:
                 continue
             flow = await self.definitions.get(conn, flow_id, version)
             start = trigger.starts(flow, e.type, str(e.event_id), e.data, e.metadata)
-            if start is None:
-                continue
+            if start is not None:
+                starting.append((flow_id, version, flow, start))
+        waiting = await view.open_runs(contact_id)
+        if not starting and not waiting:
+            return 0  # most events: nothing to start, nobody waiting
+        cause = Cause(e, self.name)
+        now, last = e.recorded_at, 0
+        tz = zone(await view.zone(contact_id))
+        started: set[str] = set()
+        for flow_id, version, flow, start in starting:
             earlier = await t.earlier_runs(conn, flow_id, start.contact_id, start.trigger_key)
             if not runs.may_start(earlier, flow.re_entry, flow.re_entry_days, now):
                 continue
@@ -278,7 +262,8 @@ class FlowEngine:
                 conn, None, (events, effects), flow, tz, cause.request_id, cause.meta(), now
             )
             started.add(run_id)
-        for row in await t.open_runs(conn, contact_id):
+            view.runs_changed(start.contact_id)
+        for row in waiting:
             if row.run.run_id in started:
                 continue
             flow = await self.definitions.get(conn, row.run.flow_id, row.run.flow_version)
@@ -292,4 +277,5 @@ class FlowEngine:
                 last = await self.writer.write(
                     conn, row, (events, effects), flow, tz, cause.request_id, cause.meta(), now
                 )
+                view.runs_changed(contact_id)
         return last

@@ -13,12 +13,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from services.notifications.adapters import flow_run_tables as t
-from services.notifications.adapters.flow_engine import (
-    Definitions,
-    RunWrite,
-    RunWriter,
-    zone,
-)
+from services.notifications.adapters.flow_batch import Definitions
+from services.notifications.adapters.flow_engine import RunWrite, RunWriter, zone
 from services.notifications.domain.flows import run as runs
 from shared.eventstore.postgres import PostgresEventStore
 from shared.metrics import FLOW_TIMER_LATENESS
