@@ -25,6 +25,7 @@ from bench import (
     grpc_load,
     importer,
     notifications,
+    notifications_latency,
     orders,
     projection,
     report,
@@ -172,7 +173,7 @@ async def run(admin_dsn: str) -> tuple[list[Metric], dict[str, Any]]:
                 "notifications_decision_p99_ms",
                 metrics,
                 notes,
-                lambda: notifications.decision_p99(dsn, notes),
+                lambda: notifications_latency.decision_p99(dsn, notes),
             )
             await _guarded(
                 "flow_timer_lateness_p99_ms",

@@ -1,27 +1,21 @@
-"""The notifications service end to end, through real processes (bench/notifications_suite.py):
+"""The notifications service end to end, through real processes (bench/notifications_suite.py)
+(the decision latency: bench/notifications_latency.py):
 
 - notifications_email_rate: marketing emails decided, rendered and accepted by the SMTP sink
-  per second: SendMessage (several callers at once) → the policy and the outbox → the
-  dispatcher (project role) → the delivery workers → aiosmtpd, timed from the first
-  SendMessage to the sink's last acceptance. Baseline in the same run: plain smtplib sending
-  the very messages the sink accepted (so the same bytes), pre-rendered, to the same sink over
-  the same number of connections (the workers' SMTP pool). Goal: ratio ≥ 0.5.
-- notifications_decision_p99_ms: SendMessage to MessageDecided committed (SendMessage answers
-  after its transaction commits), open loop at 200 calls/s (each call started on a fixed
-  schedule, its latency counted from the scheduled start, so a slow call delays no other),
-  without the dispatcher and workers (the decision does not wait for delivery). A call the
-  serve role refuses (RESOURCE_EXHAUSTED TOO_MANY_REQUESTS: its calls in flight at the limit)
-  counts as slower than any answer, so a rate it cannot sustain has an infinite p99. Baseline:
-  the same open-loop load on contacts' GetContact, the decision's main upstream call. Goal:
-  ≤ 50 ms. The same SendMessage load at 50/s is reported beside it.
+  per second: SendMessages, the bulk API (batches of BULK requests, BULK_CALLERS calls at
+  once) → the policy and the outbox → the dispatcher (project role) → the delivery workers →
+  aiosmtpd, timed from the first call to the sink's last acceptance. Beside it (extra
+  `single_calls`), a third as many emails through SendMessage, one message a call from
+  CALLERS callers at once (the serve role batches calls that arrive together). Baseline in
+  the same run: plain smtplib sending the very messages the sink accepted (so the same bytes),
+  pre-rendered, to the same sink over the same number of connections (the workers' SMTP
+  pool). Goal: ratio ≥ 0.5.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import math
 import re
 import smtplib
 import tempfile
@@ -36,15 +30,15 @@ import grpc
 import orjson
 
 from bench import notifications_suite as ns
-from bench.common import Metric, log, percentile, scaled
+from bench.common import Metric, log, scaled
 from bench.procs import CpuMeter
-from crm.contacts.v1 import contacts_pb2 as cpb
-from crm.contacts.v1 import contacts_pb2_grpc as cpb_grpc
 from crm.notifications.v1 import notifications_pb2 as pb
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 
 EMAILS = 6_000  # 1-2 min end to end on the shared 2-core box at BENCH_SCALE=1
 CALLERS = 8  # SendMessage callers at once
+BULK = 100  # requests in a SendMessages call
+BULK_CALLERS = 4  # SendMessages calls at once
 # The dispatcher's settings (they exist: DISPATCH_BATCH_SIZE, DISPATCH_POLL_SECONDS): batches
 # of 500 (what one Deliver call takes), and a 0.2 s idle poll so the first batch is not held up
 # by the default 1 s poll; a full batch ticks again at once whatever the poll.
@@ -89,6 +83,7 @@ def _plain_smtplib(port: int, messages: list[tuple[str, bytes]]) -> float:
 
 
 async def _send_all(suite: ns.Suite, template_id: str, ids: list[str], run: str) -> list[Any]:
+    """One SendMessage a contact, CALLERS at once; the messages."""
     async with grpc.aio.insecure_channel(suite.notifications) as ch:
         stub = pb_grpc.NotificationsServiceStub(ch)
         answers: list[Any] = [None] * len(ids)
@@ -99,6 +94,68 @@ async def _send_all(suite: ns.Suite, template_id: str, ids: list[str], run: str)
 
         await ns.gather_bounded(len(ids), CALLERS, one)
     return answers
+
+
+async def _send_bulk(suite: ns.Suite, template_id: str, ids: list[str], run: str) -> list[Any]:
+    """SendMessages of BULK contacts a call, BULK_CALLERS calls at once; the messages."""
+    async with grpc.aio.insecure_channel(suite.notifications) as ch:
+        stub = pb_grpc.NotificationsServiceStub(ch)
+        chunks = [ids[i : i + BULK] for i in range(0, len(ids), BULK)]
+        answers: list[list[Any]] = [[] for _ in chunks]
+
+        async def one(i: int) -> None:
+            batch = pb.SendMessagesRequest(
+                requests=[ns.send_request(template_id, c, run) for c in chunks[i]]
+            )
+            got = await stub.SendMessages(batch, metadata=ns.AUTH)
+            for r in got.results:
+                if r.HasField("refusal"):
+                    raise RuntimeError(f"refused: {r.refusal}")
+            answers[i] = [r.message for r in got.results]
+
+        await ns.gather_bounded(len(chunks), BULK_CALLERS, one)
+    return [m for chunk in answers for m in chunk]
+
+
+async def _end_to_end(
+    suite: ns.Suite,
+    send: Callable[[ns.Suite, str, list[str], str], Awaitable[list[Any]]],
+    template_id: str,
+    ids: list[str],
+    run: str,
+) -> dict[str, Any]:
+    """``send`` to ``ids`` with the delivery side running, until the sink has them all: the
+    rate, the decisions' rate, CPU per email."""
+    meter = CpuMeter(suite.pids)
+    wall_start = datetime.now(UTC)
+    before = suite.sink_count()
+    meter.start()
+    started = time.perf_counter()
+    answers = await send(suite, template_id, ids, run)
+    decided = time.perf_counter()
+    n = len(ids)
+    accepted = await _until_sink_has(suite, before + n, timeout=600 + n / 10)
+    cpu = meter.stop()
+    dispatched_at = await suite.pool.fetchval(
+        """SELECT max(recorded_at) FROM eventstore.events
+           WHERE type = 'crm.notifications.v1.MessageDispatched'"""
+    )
+    not_queued = [a for a in answers if a.status != QUEUED]
+    if not_queued:
+        raise RuntimeError(f"{len(not_queued)} not decided SEND, e.g. {not_queued[0]}")
+    took = accepted - started
+    ours = sum(v for k, v in cpu.items() if k != "cpu_pct_box_busy")
+    return {
+        "rate": n / took,
+        "messages": n,
+        "seconds": round(took, 1),
+        "decisions_per_s": round(n / (decided - started), 1),
+        "dispatched_per_s": round(n / (dispatched_at - wall_start).total_seconds(), 1),
+        # CPU of the suite's processes and the sink (not PostgreSQL's) per email: steadier
+        # than the rate on a shared box.
+        "cpu_ms_per_email": round(ours / 100 * took / n * 1000, 2),
+        **cpu,
+    }
 
 
 async def _until_sink_has(suite: ns.Suite, n: int, timeout: float) -> float:
@@ -113,187 +170,47 @@ async def _until_sink_has(suite: ns.Suite, n: int, timeout: float) -> float:
 
 async def email_rate(dsn: str, notes: list[str]) -> Metric:
     n = int(scaled(EMAILS, minimum=200))
+    single_n = max(100, n // 3)
     run = ns.new_run()
     with tempfile.TemporaryDirectory(prefix="nbench-") as tmp:
         async with ns.decision_side(dsn, Path(tmp)) as suite, ns.sink(suite):
             template_id = await ns.create_template(suite, f"cart-{run}")
-            log(f"  setup: {n:,} contacts subscribed to email")
-            ids = await ns.subscribed_contacts(suite, n, run)
+            log(f"  setup: {n + single_n:,} contacts subscribed to email")
+            ids = await ns.subscribed_contacts(suite, n + single_n, run)
             async with ns.delivery_side(suite, DISPATCH_BATCH, DISPATCH_POLL):
                 await ns.project_caught_up(suite.pool)
-                log(f"  end to end: {n:,} SendMessage, {CALLERS} callers, to the sink")
-                meter = CpuMeter(suite.pids)
-                wall_start = datetime.now(UTC)
-                meter.start()
-                started = time.perf_counter()
-                answers = await _send_all(suite, template_id, ids, run)
-                decided = time.perf_counter()
-                accepted = await _until_sink_has(suite, n, timeout=600 + n / 10)
-                cpu = meter.stop()
-                dispatched_at = await suite.pool.fetchval(
-                    """SELECT max(recorded_at) FROM eventstore.events
-                       WHERE type = 'crm.notifications.v1.MessageDispatched'"""
-                )
+                log(f"  end to end: {n:,} by SendMessages ({BULK} a call, {BULK_CALLERS} calls)")
+                bulk = await _end_to_end(suite, _send_bulk, template_id, ids[:n], run)
+                log(f"  end to end: {single_n:,} by SendMessage, {CALLERS} callers")
+                single = await _end_to_end(suite, _send_all, template_id, ids[n:], run)
                 notes.extend(suite.problems())
-            not_queued = [a for a in answers if a.status != QUEUED]
-            if not_queued:
-                raise RuntimeError(f"{len(not_queued)} not decided SEND, e.g. {not_queued[0]}")
-            messages = _accepted(suite.record)
+            messages = _accepted(suite.record)[:n]
             ids_sent = {m.group(1) for _, data in messages if (m := _MESSAGE_ID.search(data))}
             if len(messages) != n or len(ids_sent) != n:
                 raise RuntimeError(f"the sink has {len(messages)} messages, {len(ids_sent)} ids")
             log(f"  baseline: plain smtplib, the same {n:,} messages, {ns.SMTP_CONNECTIONS} conns")
             baseline = await asyncio.to_thread(_plain_smtplib, suite.smtp_port, messages)
-    took = accepted - started
-    # CPU of the suite's processes and the sink (not PostgreSQL's) per email: steadier than the
-    # rate on a shared box.
-    ours = sum(v for k, v in cpu.items() if k != "cpu_pct_box_busy")
-    cpu_ms = ours / 100 * took / n * 1000
-    decision_rate = n / (decided - started)
-    dispatch_rate = n / (dispatched_at - wall_start).total_seconds()
     notes.append(
-        f"notifications_email_rate: {n:,} emails in {took:.1f}s; decisions {decision_rate:,.0f}/s,"
-        f" dispatched {dispatch_rate:,.0f}/s (last MessageDispatched), accepted {n / took:,.0f}/s;"
-        f" {cpu_ms:.1f} ms of CPU per email in the suite's processes (the box"
-        f" {cpu['cpu_pct_box_busy']}% busy)"
+        f"notifications_email_rate: {n:,} emails by SendMessages in {bulk['seconds']}s"
+        f" ({bulk['rate']:,.0f}/s; decisions {bulk['decisions_per_s']:,.0f}/s, dispatched"
+        f" {bulk['dispatched_per_s']:,.0f}/s; {bulk['cpu_ms_per_email']} ms of CPU per email in"
+        f" the suite's processes, the box {bulk['cpu_pct_box_busy']}% busy); {single_n:,} by"
+        f" SendMessage one a call, {CALLERS} callers: {single['rate']:,.0f}/s (decisions"
+        f" {single['decisions_per_s']:,.0f}/s, {single['cpu_ms_per_email']} ms of CPU per email)"
     )
     return Metric(
         "notifications_email_rate",
-        n / took,
+        bulk["rate"],
         "emails/s",
         baseline,
         f"plain smtplib, the same {n:,} messages pre-rendered (as the sink accepted them), same "
         f"sink, {ns.SMTP_CONNECTIONS} connections",
         extra={
-            "messages": n,
-            "callers": CALLERS,
+            "api": f"SendMessages, {BULK} requests a call, {BULK_CALLERS} calls at once",
             "smtp_connections": ns.SMTP_CONNECTIONS,
             "dispatch_batch_size": DISPATCH_BATCH,
             "dispatch_poll_seconds": DISPATCH_POLL,
-            "decisions_per_s": round(decision_rate, 1),
-            "dispatched_per_s": round(dispatch_rate, 1),
-            "seconds": round(took, 1),
-            "cpu_ms_per_email": round(cpu_ms, 2),
-            **cpu,
-        },
-    )
-
-
-# --- notifications_decision_p99_ms ---------------------------------------------------------------
-
-
-async def open_loop(
-    call: Callable[[int], Awaitable[None]], first: int, calls: int, rate: float
-) -> tuple[list[float], dict[str, int]]:
-    """call(first..first+calls-1), the i-th started at start + i/rate whatever the others do;
-    each latency (ms) from its scheduled start; errors by status code."""
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    tasks = []
-    clock = time.perf_counter  # uvloop's loop.time() counts whole milliseconds
-    start = clock() + 0.05
-
-    async def timed(i: int, at: float) -> None:
-        try:
-            await call(first + i)
-        except grpc.aio.AioRpcError as err:
-            errors[err.code().name] = errors.get(err.code().name, 0) + 1
-            return
-        latencies.append((clock() - at) * 1000)
-
-    for i in range(calls):
-        at = start + i / rate
-        if (wait := at - clock()) > 0:
-            await asyncio.sleep(wait)
-        tasks.append(asyncio.create_task(timed(i, at)))
-    await asyncio.gather(*tasks)
-    return latencies, errors
-
-
-def _summary(latencies: list[float], errors: dict[str, int]) -> dict[str, Any]:
-    """p50/p99 with every refused call counted as slower than any answer (so a load the service
-    sheds has an infinite p99), and those of the answered calls alone."""
-    refused = sum(errors.values())
-    every = latencies + [math.inf] * refused
-    return {
-        "p50_ms": round(percentile(every, 50), 2),
-        "p99_ms": round(percentile(every, 99), 2),
-        "answered_p50_ms": round(percentile(latencies, 50), 2),
-        "answered_p99_ms": round(percentile(latencies, 99), 2),
-        "answered_max_ms": round(max(latencies, default=math.nan), 2),
-        "answered": len(latencies),
-        "refused": errors,
-    }
-
-
-async def decision_p99(dsn: str, notes: list[str]) -> Metric:
-    calls = int(scaled(RATE * SECONDS, minimum=200))
-    low_calls = int(scaled(LOW_RATE * LOW_SECONDS, minimum=50))
-    loads = [  # (name, rate, first contact, calls); the warm-up uses the first contacts
-        ("GetContact", RATE, WARMUP_CALLS, calls),
-        ("SendMessage", RATE, WARMUP_CALLS, calls),
-        ("SendMessage_low", LOW_RATE, WARMUP_CALLS + calls, low_calls),
-    ]
-    run = ns.new_run()
-    with tempfile.TemporaryDirectory(prefix="nbench-") as tmp:
-        async with ns.decision_side(dsn, Path(tmp)) as suite:
-            template_id = await ns.create_template(suite, f"cart-{run}")
-            n = WARMUP_CALLS + calls + low_calls
-            log(f"  setup: {n:,} contacts subscribed to email")
-            ids = await ns.subscribed_contacts(suite, n, run)
-            async with contextlib.AsyncExitStack() as stack:
-                cch = await stack.enter_async_context(grpc.aio.insecure_channel(suite.contacts))
-                nch = await stack.enter_async_context(
-                    grpc.aio.insecure_channel(suite.notifications)
-                )
-                contacts = cpb_grpc.ContactsServiceStub(cch)
-                notifications = pb_grpc.NotificationsServiceStub(nch)
-                answers: dict[int, Any] = {}
-
-                async def get_contact(i: int) -> None:
-                    request = cpb.GetContactRequest(contact_id=ids[i])
-                    await contacts.GetContact(request, metadata=ns.AUTH)
-
-                async def send(i: int) -> None:
-                    request = ns.send_request(template_id, ids[i], run)
-                    answer = await notifications.SendMessage(request, metadata=ns.AUTH)
-                    answers[i] = answer.message
-
-                results = {}
-                for name, rate, first, count in loads:
-                    call = get_contact if name == "GetContact" else send
-                    if name != "SendMessage_low":
-                        await open_loop(call, 0, WARMUP_CALLS, rate)  # SendMessage: ids 0..99
-                    log(f"  {name}: {count:,} calls at {rate:.0f}/s, open loop")
-                    meter = CpuMeter(suite.pids)
-                    meter.start()
-                    lat, errors = await open_loop(call, first, count, rate)
-                    results[name] = {**_summary(lat, errors), **meter.stop()}
-                    await asyncio.sleep(2)  # what was shed or queued drains before the next
-                notes.extend(suite.problems())
-    not_queued = [a for a in answers.values() if a.status != QUEUED]
-    if not_queued:
-        raise RuntimeError(f"{len(not_queued)} not decided SEND, e.g. {not_queued[0]}")
-    ours, low, theirs = results["SendMessage"], results["SendMessage_low"], results["GetContact"]
-    notes.append(
-        f"notifications_decision_p99_ms: at {RATE:.0f}/s SendMessage p50 {ours['p50_ms']} ms, "
-        f"p99 {ours['p99_ms']} ms ({ours['answered']:,} answered: p99 {ours['answered_p99_ms']}"
-        f" ms; refused {ours['refused'] or 'none'}); GetContact p50 {theirs['p50_ms']} ms, p99 "
-        f"{theirs['p99_ms']} ms; at {LOW_RATE:.0f}/s SendMessage p50 {low['p50_ms']} ms, p99 "
-        f"{low['p99_ms']} ms"
-    )
-    return Metric(
-        "notifications_decision_p99_ms",
-        ours["p99_ms"],
-        "ms",
-        theirs["p99_ms"],
-        f"contacts' GetContact (the decision's main upstream call), the same open-loop load "
-        f"({RATE:.0f}/s)",
-        extra={
-            "rate_per_s": RATE,
-            "calls": calls,
-            "send_message": ours,
-            "get_contact": theirs,
-            f"send_message_at_{LOW_RATE:.0f}_per_s": low,
+            **bulk,
+            "single_calls": {"api": f"SendMessage, {CALLERS} callers", **single},
         },
     )

@@ -67,6 +67,7 @@ class NotificationsSettings(Settings):
     dispatch_max_backoff_seconds: float = 3600.0
     dispatch_lease_seconds: float = 120.0  # no outcome by then: the attempt is in doubt
     dispatch_poll_seconds: float = 1.0
+    dispatch_pipelines: int = 2  # batches with the workers at once
     # Reports (project role): an order placed within the window after the contact's last touch
     # of a message (a click; "open": an open or a click) is credited to that message.
     attribution_window_days: float = 5.0
@@ -122,6 +123,7 @@ def dispatching(s: NotificationsSettings) -> Dispatching:
         max_backoff=timedelta(seconds=s.dispatch_max_backoff_seconds),
         lease=timedelta(seconds=s.dispatch_lease_seconds),
         poll_seconds=s.dispatch_poll_seconds,
+        pipelines=s.dispatch_pipelines,
     )
 
 

@@ -52,6 +52,9 @@ class Dispatching:
     max_backoff: timedelta = timedelta(hours=1)
     lease: timedelta = timedelta(seconds=120)  # a dispatched row with no outcome is in doubt after
     poll_seconds: float = 1.0
+    # Batches in flight at once: one is handed to the workers while the next is claimed and
+    # the last one's outcomes recorded (claims never overlap: one at a time, under a lock).
+    pipelines: int = 2
 
 
 def retry_at(now: datetime, attempt: int, config: Dispatching) -> datetime:
@@ -99,36 +102,18 @@ class Dispatcher:
         self.tables, self.delivery, self.messages = tables, delivery, messages
         self.config, self.clock = config, clock
         self.reachable = True  # as last seen (a warning when that changes)
+        self.claiming = asyncio.Lock()  # one batch claimed at a time: no row taken twice
 
     async def dispatch_due(self) -> int:
         """One batch of due outbox rows: dispatched, delivered, outcomes recorded. Returns how
         many rows it took."""
-        now = self.clock()
-        rows = await self.tables.due_outbox(now, self.config.batch_size)
-        if not rows:
+        async with self.claiming:
+            claimed = await self._claim()
+        if claimed is None:
             return 0
-        if not await self.delivery.ready():  # an outage: nothing handed over, no attempt used
-            if self.reachable:
-                log.warning("delivery.not_ready", due=len(rows))
-            self.reachable = False
-            return 0
-        self.reachable = True
-        out_of_attempts = [r for r in rows if r.in_flight and r.attempt >= self.config.max_attempts]
-        await self._record(  # in doubt with no attempt left: final, never forgotten
-            [(row, row.attempt, _never_answered(row)) for row in out_of_attempts]
-        )
-        rows = [r for r in rows if r not in out_of_attempts]
+        rows, out_of_attempts = claimed
         if not rows:
             return len(out_of_attempts)
-        appends = []
-        for row in rows:
-            attempt = row.attempt + 1
-            event = d.dispatched(row.message_id, attempt, row.in_flight)
-            appends.append(_append(row.message_id, event, f"dispatch:{attempt}"))
-            if row.in_flight:
-                NOTIFICATIONS_IN_DOUBT.labels(channel=metric_label(row.channel)).inc()
-                log.warning("message.in_doubt", message_id=row.message_id, attempt=attempt)
-        await self.tables.dispatch(appends, rows, now + self.config.lease)
         try:
             outcomes = await self.delivery.deliver([outbound(r, r.attempt + 1) for r in rows])
         except Exception as exc:  # nothing is known of the batch: in doubt until the lease ends
@@ -139,6 +124,37 @@ class Dispatcher:
             [(r, r.attempt + 1, by_id[r.message_id]) for r in rows if r.message_id in by_id]
         )
         return len(rows) + len(out_of_attempts)
+
+    async def _claim(self) -> tuple[list[Queued], list[Queued]] | None:
+        """Due rows dispatched (MessageDispatched committed, the rows in flight until the
+        lease ends) and those out of attempts recorded as failed; None when nothing is due or
+        the workers are away."""
+        now = self.clock()
+        rows = await self.tables.due_outbox(now, self.config.batch_size)
+        if not rows:
+            return None
+        if not await self.delivery.ready():  # an outage: nothing handed over, no attempt used
+            if self.reachable:
+                log.warning("delivery.not_ready", due=len(rows))
+            self.reachable = False
+            return None
+        self.reachable = True
+        out_of_attempts = [r for r in rows if r.in_flight and r.attempt >= self.config.max_attempts]
+        await self._record(  # in doubt with no attempt left: final, never forgotten
+            [(row, row.attempt, _never_answered(row)) for row in out_of_attempts]
+        )
+        rows = [r for r in rows if r not in out_of_attempts]
+        appends = []
+        for row in rows:
+            attempt = row.attempt + 1
+            event = d.dispatched(row.message_id, attempt, row.in_flight)
+            appends.append(_append(row.message_id, event, f"dispatch:{attempt}"))
+            if row.in_flight:
+                NOTIFICATIONS_IN_DOUBT.labels(channel=metric_label(row.channel)).inc()
+                log.warning("message.in_doubt", message_id=row.message_id, attempt=attempt)
+        if rows:
+            await self.tables.dispatch(appends, rows, now + self.config.lease)
+        return rows, out_of_attempts
 
     async def _record(self, outcomes: list[tuple[Queued, int, Outcome]]) -> None:
         """The outcomes (row, attempt, outcome) with their rows, in one transaction."""
@@ -187,7 +203,13 @@ class Dispatcher:
         return await self.decide_due() + await self.dispatch_due()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Tick until ``stop``; a full batch ticks again at once."""
+        """``pipelines`` loops until ``stop`` (the first one also decides the deferred
+        messages); a loop whose batch was full goes again at once."""
+        loops = max(1, self.config.pipelines)
+        await asyncio.gather(*(self._loop(stop, timers=i == 0) for i in range(loops)))
+
+    async def _loop(self, stop: asyncio.Event, *, timers: bool) -> None:
         while not stop.is_set():
-            if await self.tick() < self.config.batch_size:
+            done = (await self.decide_due() if timers else 0) + await self.dispatch_due()
+            if done < self.config.batch_size:
                 await sleep_unless_stopped(stop, self.config.poll_seconds)

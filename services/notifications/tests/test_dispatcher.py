@@ -254,3 +254,50 @@ async def test_nothing_is_handed_over_while_the_workers_cannot_be_reached(pipe: 
     events = await pipe.events(m.message_id)
     assert [e.type for e in events] == [d.DECIDED, d.DISPATCHED, d.SENT]
     assert "in_doubt" not in events[1].data and events[1].data["attempt"] == 1
+
+
+async def test_a_batch_is_claimed_while_the_last_one_is_with_the_workers(dsn: str) -> None:
+    """Two pipelines: while the first batch is with the workers (held), the second loop claims
+    and delivers the next one; every message is handed over once and sent once."""
+    store = await PostgresEventStore.connect(dsn, max_size=10)
+    try:
+        p = build(store, config=Dispatching(batch_size=2, pipelines=2, poll_seconds=0.01))
+        template = await p.template()
+        for n in range(4):
+            cid = f"6f1c0e2a-1b7d-4c55-9a0e-3e2d1c4b5a{n:02d}"
+            p.contacts.add(cid, email=f"p{n}@example.com")
+            await p.send(template, contact_id=cid, request_id=f"pipe-{n}")
+        held, original = asyncio.Event(), p.delivery.deliver
+        calls = 0
+
+        async def first_held(messages):  # type: ignore[no-untyped-def]
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                await held.wait()  # the first batch stays with the workers
+            return await original(messages)
+
+        p.delivery.deliver = first_held  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        running = asyncio.create_task(p.dispatcher.run(stop))
+
+        async def outbox_has(n: int) -> None:
+            while len(await p.rows("outbox")) != n:
+                await asyncio.sleep(0.01)
+
+        try:  # the second batch sent and recorded while the first is held
+            await asyncio.wait_for(outbox_has(2), timeout=10)
+            assert len(p.delivery.batches) == 1
+            held.set()
+            await asyncio.wait_for(outbox_has(0), timeout=10)
+        finally:
+            held.set()
+            stop.set()
+            await running
+        sent = [m.message_id for m in p.delivery.sent]
+        assert len(sent) == 4 and len(set(sent)) == 4
+        for message_id in sent:
+            types = [e.type for e in await p.events(message_id)]
+            assert types == [d.DECIDED, d.DISPATCHED, d.SENT]
+    finally:
+        await store.close()
