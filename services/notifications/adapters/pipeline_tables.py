@@ -176,11 +176,13 @@ class PostgresPipelineTables:
             if conn is None:
                 raise RuntimeError("the message pipeline needs the PostgreSQL event store")
             if ids := sorted({c for c in contact_ids if c}):
-                # One decision at a time per contact, until the commit; taken in one order
-                # (sorted, one statement) so two batches sharing contacts never deadlock.
+                # One decision at a time per contact, until the commit; the locks taken in
+                # one order (their keys sorted, one statement) so two batches sharing
+                # contacts never deadlock.
                 await conn.execute(
-                    """SELECT pg_advisory_xact_lock(hashtext('notifications-contact:' || c))
-                       FROM unnest($1::text[]) WITH ORDINALITY AS t(c, n) ORDER BY n""",
+                    """SELECT pg_advisory_xact_lock(k) FROM (
+                           SELECT DISTINCT hashtext('notifications-contact:' || c) AS k
+                           FROM unnest($1::text[]) AS c ORDER BY k) AS keys""",
                     ids,
                 )
             yield PostgresDeciding(uow, conn)
