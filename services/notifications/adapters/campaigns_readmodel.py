@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -135,6 +136,52 @@ class CampaignQueries:
         return page, paging.encode_token(
             [tail.create_time.isoformat(), tail.campaign_id], "campaigns"
         )
+
+
+OUTCOMES = ("pending", "sent", "skipped", "deferred", "held_out", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    contact_id: str
+    variant: str
+    send_time: datetime
+    done_time: datetime | None
+    outcome: str
+
+
+async def recipients_page(
+    pool: asyncpg.Pool, campaign_id: str, outcome: str, size: int, token: str
+) -> tuple[list[RecipientRow], str]:
+    """A campaign's recipient rows (notifications_pipeline.campaign_recipients) in contact id
+    order, ``outcome`` filtering ("pending": not taken yet; "": all)."""
+    fingerprint = f"recipients:{campaign_id}:{outcome}"
+    after = uuid.UUID(paging.decode_token(token, fingerprint)) if token else None
+    rows = await pool.fetch(
+        """SELECT contact_id, variant, due_at, done_at, outcome
+             FROM notifications_pipeline.campaign_recipients
+            WHERE campaign_id = $1 AND ($2::uuid IS NULL OR contact_id > $2)
+              AND ($3 = '' OR ($3 = 'pending' AND done_at IS NULL)
+                   OR (done_at IS NOT NULL AND outcome = $3))
+            ORDER BY contact_id LIMIT $4""",
+        uuid.UUID(campaign_id),
+        after,
+        outcome,
+        size + 1,
+    )
+    page = [
+        RecipientRow(
+            str(r["contact_id"]),
+            r["variant"],
+            r["due_at"],
+            r["done_at"],
+            r["outcome"] if r["done_at"] is not None else "pending",
+        )
+        for r in rows[:size]
+    ]
+    if len(rows) <= size:
+        return page, ""
+    return page, paging.encode_token(page[-1].contact_id, fingerprint)
 
 
 ZONES = "notifications_zones"

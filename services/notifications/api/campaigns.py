@@ -12,7 +12,11 @@ from google.protobuf import json_format
 from crm.notifications.v1 import campaigns_pb2 as pb
 from crm.notifications.v1 import campaigns_pb2_grpc as pb_grpc
 from crm.notifications.v1 import events_pb2 as epb
-from services.notifications.adapters.campaigns_readmodel import CampaignQueries
+from services.notifications.adapters.campaigns_readmodel import (
+    OUTCOMES,
+    CampaignQueries,
+    recipients_page,
+)
 from services.notifications.application.campaign_dry_runs import CampaignDryRuns
 from services.notifications.application.campaigns import CampaignCommands
 from services.notifications.domain.campaigns import campaign as domain
@@ -189,6 +193,31 @@ class CampaignsServicer(pb_grpc.CampaignsServiceServicer):
             out.first_send_time.CopyFrom(calls.timestamp(min(r.due_at for r in run.recipients)))
             out.last_send_time.CopyFrom(calls.timestamp(max(r.due_at for r in run.recipients)))
         return out
+
+    async def ListCampaignRecipients(
+        self, request: pb.ListCampaignRecipientsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCampaignRecipientsResponse:
+        cid = calls.required_uuid(DOMAIN, request.campaign_id, "campaign_id", "INVALID_CAMPAIGN_ID")
+        if request.outcome and request.outcome not in OUTCOMES:
+            raise calls.invalid(DOMAIN, "outcome", "INVALID_OUTCOME", ", ".join(OUTCOMES))
+        size = calls.page_size(DOMAIN, request.page_size)
+        campaign = await self.commands.get(cid)  # NOT_FOUND for no such campaign
+        page, token = await recipients_page(
+            self.queries.pool, campaign.campaign_id, request.outcome, size, request.page_token
+        )
+        return pb.ListCampaignRecipientsResponse(
+            recipients=[
+                pb.CampaignRecipient(
+                    contact_id=r.contact_id,
+                    variant=r.variant,
+                    send_time=calls.timestamp(r.send_time),
+                    done_time=calls.timestamp(r.done_time) if r.done_time else None,
+                    outcome=r.outcome,
+                )
+                for r in page
+            ],
+            next_page_token=token,
+        )
 
     async def ListCampaigns(
         self, request: pb.ListCampaignsRequest, context: grpc.aio.ServicerContext

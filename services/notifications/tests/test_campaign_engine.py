@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import grpc
 import pytest
 
 from crm.notifications.v1 import campaigns_pb2 as pb
@@ -19,6 +20,7 @@ from crm.notifications.v1 import events_pb2 as epb
 from services.notifications.adapters.campaign_tables import TABLE
 from services.notifications.domain.campaigns import audience as a
 from services.notifications.tests.campaign_env import CampaignEnv, campaign_env
+from services.notifications.tests.conftest import expect_error
 
 Variant = epb.CampaignVariant
 VARIANTS = [a.Variant("a", "sale-a"), a.Variant("b", "sale-b")]
@@ -195,4 +197,64 @@ async def test_throttle_pause_resume_and_cancel(env: CampaignEnv) -> None:
             f"SELECT count(*) FROM {TABLE} WHERE campaign_id = $1::uuid AND done_at IS NULL", cid
         )
         == 0
+    )
+
+
+async def _listed(env: CampaignEnv, cid: str, outcome: str = "") -> list[pb.CampaignRecipient]:
+    """Every recipient ListCampaignRecipients lists, two a page."""
+    out, token = [], ""
+    while True:
+        page = await env.stub.ListCampaignRecipients(
+            pb.ListCampaignRecipientsRequest(
+                campaign_id=cid, outcome=outcome, page_size=2, page_token=token
+            )
+        )
+        out.extend(page.recipients)
+        if not (token := page.next_page_token):
+            return out
+
+
+async def test_the_recipients_listed_are_the_frozen_audience_and_how_each_ended(
+    env: CampaignEnv,
+) -> None:
+    cid = await create(env, holdout=5000)
+    members = [await env.contact(["vip"]) for _ in range(5)]
+    late = await env.contact(["vip"], subscribed=False)
+    await env.settle()
+    await schedule(env, cid, epb.CampaignSchedule(now=True))
+    engine = env.engine()
+    await engine.tick()  # started
+    pending = await _listed(env, cid, "pending")
+    assert sorted(r.contact_id for r in pending) == sorted([*members, late])
+    for r in pending:
+        assert r.variant == a.variant_of(cid, r.contact_id, VARIANTS, 5000)
+        assert r.outcome == "pending" and not r.HasField("done_time")
+    await engine.tick()  # decided
+    done = {r.contact_id: r for r in await _listed(env, cid)}
+    expected = {
+        c: "held_out" if a.variant_of(cid, c, VARIANTS, 5000) == a.HOLDOUT else "sent"
+        for c in members
+    }
+    expected[late] = "held_out" if done[late].variant == a.HOLDOUT else "skipped"
+    assert {c: r.outcome for c, r in done.items()} == expected
+    assert all(r.HasField("done_time") for r in done.values())
+    assert await _listed(env, cid, "pending") == []
+    held = [c for c, o in expected.items() if o == "held_out"]
+    assert sorted(r.contact_id for r in await _listed(env, cid, "held_out")) == sorted(held)
+    # refusals: a clear error, nothing listed
+    bad = [
+        (pb.ListCampaignRecipientsRequest(campaign_id="nope"), "INVALID_CAMPAIGN_ID"),
+        (pb.ListCampaignRecipientsRequest(campaign_id=cid, outcome="won"), "INVALID_OUTCOME"),
+        (
+            pb.ListCampaignRecipientsRequest(campaign_id=cid, page_token="forged"),
+            "INVALID_PAGE_TOKEN",
+        ),
+    ]
+    for request, reason in bad:
+        await expect_error(
+            env.stub.ListCampaignRecipients(request), grpc.StatusCode.INVALID_ARGUMENT, reason
+        )
+    unknown = pb.ListCampaignRecipientsRequest(campaign_id="0d9b1b8e-5b0f-4e5c-8d7b-2a4c6e8f0a1b")
+    await expect_error(
+        env.stub.ListCampaignRecipients(unknown), grpc.StatusCode.NOT_FOUND, "CAMPAIGN_NOT_FOUND"
     )
