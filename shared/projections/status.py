@@ -36,7 +36,7 @@ class RebuildRecord:
 
     operation_id: uuid.UUID
     name: str
-    state: str  # running, done, failed, interrupted (running, but nobody holds the lock)
+    state: str  # running, done, failed, interrupted (not switched, and nobody holds the lock)
     phase: str
     requested_by: str
     host: str
@@ -53,7 +53,10 @@ class RebuildRecord:
     def of(cls, row: asyncpg.Record, running: bool) -> RebuildRecord:
         fields = dict(row)
         if fields["state"] == "running" and not running:
-            fields["state"] = "interrupted"  # its process died: asking again resumes it
+            # Nobody holds its lock. Switched already (phase done): it is done, its process
+            # just had not recorded so yet (or died right after). Before that: its process
+            # died, and asking again resumes it.
+            fields["state"] = "done" if fields["phase"] == "done" else "interrupted"
         return cls(**fields)
 
 
