@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from shared.eventstore.model import (
     StreamState,
     VerifyReport,
     WrongExpectedVersion,
+    category_of,
 )
 from shared.eventstore.port import Direction
 from shared.metrics import APPEND_SECONDS, EVENTS_APPENDED
@@ -204,10 +205,12 @@ class PostgresEventStore:
         self._dsn = dsn
         self.dsn = dsn
         self._listener: asyncpg.Connection | None = None
-        self._waiters: set[asyncio.Event] = set()
+        # Each subscriber's wake-up and the categories it reads (None: every category).
+        self._waiters: dict[asyncio.Event, frozenset[str] | None] = {}
         self._notified = -1
         self._listen_lock = asyncio.Lock()
         self._to_announce = -1
+        self._announce_categories: set[str] | None = set()  # None: some commit named none
         self._announce = asyncio.Event()
         self._notifier: asyncio.Task[None] | None = None
 
@@ -242,7 +245,7 @@ class PostgresEventStore:
         APPEND_SECONDS.observe(time.perf_counter() - started)
         if not result.idempotent:
             EVENTS_APPENDED.inc(len(events))
-            self.committed(result.position)
+            self.committed(result.position, [category_of(stream)])
         return result
 
     async def append_multi(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
@@ -260,7 +263,7 @@ class PostgresEventStore:
         results = _batch_results(appends, rows)
         APPEND_SECONDS.observe(time.perf_counter() - started)
         EVENTS_APPENDED.inc(len(rows))
-        self.committed(max(r.position for r in results))
+        self.committed(max(r.position for r in results), [category_of(a.stream) for a in appends])
         return results
 
     @contextlib.asynccontextmanager
@@ -269,7 +272,7 @@ class PostgresEventStore:
             uow = _PostgresUnitOfWork(self, conn)
             yield uow
         if uow.position is not None:
-            self.committed(uow.position)
+            self.committed(uow.position, uow.categories)
 
     async def append_batch_on(
         self, conn: asyncpg.Connection, appends: Sequence[StreamAppend]
@@ -498,19 +501,28 @@ class PostgresEventStore:
 
     # --- live subscriptions ---------------------------------------------------------------------
 
-    def committed(self, position: int) -> None:
+    def committed(self, position: int, categories: Iterable[str] | None = None) -> None:
         """Announce a commit: wake this process's subscribers now and other processes through
-        one coalesced NOTIFY (sent outside the writing transaction, see 0001_events.sql)."""
+        one coalesced NOTIFY (sent outside the writing transaction, see 0001_events.sql).
+        ``categories``, the streams' categories the commit wrote to, wake only the subscribers
+        reading them (None: every subscriber): a commit of messages does not send the
+        contacts' read models to read nothing."""
+        named = None if categories is None else frozenset(categories)
         self._notified = max(self._notified, position)
-        self._wake_all()
+        self._wake(named)
         self._to_announce = max(self._to_announce, position)
+        if named is None or self._announce_categories is None:
+            self._announce_categories = None
+        else:
+            self._announce_categories |= named
         self._announce.set()
         if self._notifier is None or self._notifier.done():
             self._notifier = asyncio.get_running_loop().create_task(self._announce_loop())
 
     async def _announce_loop(self) -> None:
-        """Send the coalesced NOTIFYs. A lost connection (a database restart) is opened again;
-        a NOTIFY lost meanwhile only delays other processes' readers until their idle_timeout."""
+        """Send the coalesced NOTIFYs ("<position>" or "<position>:<category>,..."). A lost
+        connection (a database restart) is opened again; a NOTIFY lost meanwhile only delays
+        other processes' readers until their idle_timeout."""
         while True:
             try:
                 conn = await asyncpg.connect(self._dsn)
@@ -526,10 +538,15 @@ class PostgresEventStore:
                     # appends a second, one per append would cost as much as the appends.
                     await asyncio.sleep(NOTIFY_WINDOW)
                     self._announce.clear()
-                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(self._to_announce))
+                    named, self._announce_categories = self._announce_categories, set()
+                    payload = str(self._to_announce)
+                    if named is not None and len(payload) + sum(len(c) + 1 for c in named) < 7900:
+                        payload += ":" + ",".join(sorted(named))
+                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
             except Exception as exc:
                 if not transient(exc):
                     raise
+                self._announce_categories = None  # the latest position, for everyone
                 self._announce.set()  # announce the latest position on the new connection
             finally:
                 with contextlib.suppress(Exception):
@@ -545,13 +562,19 @@ class PostgresEventStore:
             self._listener = conn
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        position, _, named = payload.partition(":")
         with contextlib.suppress(ValueError):
-            self._notified = max(self._notified, int(payload))
-        self._wake_all()
+            self._notified = max(self._notified, int(position))
+        self._wake(frozenset(named.split(",")) if named else None)
 
     def _wake_all(self) -> None:
-        for ev in self._waiters:
-            ev.set()
+        self._wake(None)
+
+    def _wake(self, categories: frozenset[str] | None) -> None:
+        """Wake the subscribers reading any of ``categories`` (None: all of them)."""
+        for ev, reads in self._waiters.items():
+            if categories is None or reads is None or not reads.isdisjoint(categories):
+                ev.set()
 
     async def subscribe(
         self,
@@ -565,7 +588,7 @@ class PostgresEventStore:
         """Catch up, then wait for NOTIFY. ``idle_timeout`` is only a safety net for a lost
         listener connection; the hot path is woken by notifications."""
         wake = asyncio.Event()
-        self._waiters.add(wake)
+        self._waiters[wake] = frozenset(categories) if categories else None
         try:
             await self._ensure_listener()
             position = after
@@ -599,7 +622,7 @@ class PostgresEventStore:
                     with contextlib.suppress(OSError, asyncpg.PostgresError):
                         await self._ensure_listener()
         finally:
-            self._waiters.discard(wake)
+            self._waiters.pop(wake, None)
 
     # --- audit ---------------------------------------------------------------------------------
 
@@ -650,8 +673,10 @@ class _PostgresUnitOfWork:
     def __init__(self, store: PostgresEventStore, conn: asyncpg.Connection) -> None:
         self.store, self.connection = store, conn
         self.position: int | None = None  # the last appended, to announce after the commit
+        self.categories: set[str] = set()  # the categories it appended to, to announce too
 
     async def append_multi(self, appends: list[StreamAppend]) -> list[AppendResult]:
         results = await self.store.append_batch_on(self.connection, appends)
         self.position = max([self.position or 0, *(r.position for r in results)])
+        self.categories.update(category_of(a.stream) for a in appends)
         return results
