@@ -244,7 +244,12 @@ def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> r
         raise SystemExit("the notifications project role needs the PostgreSQL event store")
     engine = FlowEngine(rt.store)
     timers = FlowTimers(rt.store, engine.definitions)
-    effects = FlowEffects(PostgresEffects(rt.pool), commands, upstreams.contacts)
+    effects = FlowEffects(
+        PostgresEffects(rt.store, engine.definitions),
+        commands,
+        upstreams.contacts,
+        upstreams.segments,
+    )
     campaigns = CampaignEngine(
         CampaignCommands(rt.store, commands.templates, upstreams.segments),
         upstreams.segments,

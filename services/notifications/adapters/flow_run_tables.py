@@ -184,7 +184,8 @@ def effect_data(effect: Effect, run: Run) -> tuple[str, dict[str, Any]]:
     }
     if isinstance(effect, runs.Ask):
         request_id = f"{run.run_id}:{effect.step}:{run.visits}:ask"
-        return request_id, {**base, "test": effect.test, "argument": effect.argument}
+        asked = {"test": effect.test, "argument": effect.argument, "visit": run.visits}
+        return request_id, {**base, **asked}
     fields = {k: v for k, v in vars(effect).items() if k not in ("step", "request_id")}
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
     trigger = {k: run.trigger[k] for k in ("cart_id", "order_id") if run.trigger.get(k)}

@@ -1,7 +1,10 @@
-"""Segmentation over its gRPC API, as campaigns use it: a segment key's id (ListSegments, the
-archived ones too) and a segment's members as of an instant (ListSegmentMembers, in pages of
-the most it gives), called with notifications' service token. Its refusals become ours;
-anything else is UNAVAILABLE (shared/grpckit/upstream.py)."""
+"""Segmentation over its gRPC API, as campaigns and flows use it: a segment key's id
+(ListSegments, the archived ones too), a segment's members as of an instant
+(ListSegmentMembers, in pages of the most it gives), and whether a rule holds for a contact now
+(EvaluateRule, a flow's rule condition), called with notifications' service token. Its
+refusals become ours; anything else is UNAVAILABLE (shared/grpckit/upstream.py). A contact
+segmentation does not know yet (its engine behind ours) is UNAVAILABLE too: asked again
+later, it will."""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from crm.segmentation.v1 import segmentation_pb2 as pb
 from crm.segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from shared.grpckit import calls
 from shared.grpckit.client import ClientTls, bearer, open_channel
-from shared.grpckit.upstream import Upstream
+from shared.grpckit.errors import Unavailable
+from shared.grpckit.upstream import Upstream, reason_of
 
 TIMEOUT = 10.0
 PAGE = 1000  # segmentation's largest page
@@ -67,3 +71,22 @@ class GrpcSegments:
             token = page.next_page_token
             if not token:
                 return out
+
+    async def evaluate(self, contact_id: str, rule: str) -> bool:
+        """Whether ``rule`` (segmentation's rule text) holds for the contact on its current
+        facts."""
+        try:
+            got = await self.stub.EvaluateRule(
+                pb.EvaluateRuleRequest(contact_id=contact_id, rule=rule),
+                timeout=TIMEOUT,
+                metadata=self.auth,
+            )
+        except grpc.aio.AioRpcError as err:
+            if reason_of(err)[0] == "CONTACT_NOT_FOUND":
+                raise Unavailable(
+                    "SEGMENTATION_CONTACT_UNKNOWN",
+                    f"segmentation holds no facts for contact {contact_id} yet; retry later",
+                    domain=SEGMENTATION.domain,
+                ) from None
+            raise SEGMENTATION.error(err, "rule", "evaluate the rule") from None
+        return bool(got.matches)

@@ -220,6 +220,7 @@ def step_pb(w: Would) -> pb.DryRunStep:
         kind=epb.MessageKind.Value(w.kind) if w.kind else epb.MESSAGE_KIND_UNSPECIFIED,
         outcome=epb.Outcome.Value(w.outcome) if w.outcome else epb.OUTCOME_UNSPECIFIED,
         reason=w.reason,
+        rule=w.rule,
     )
     if w.defer_until is not None:
         out.defer_until_time.CopyFrom(calls.timestamp(w.defer_until))

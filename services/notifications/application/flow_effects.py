@@ -6,7 +6,13 @@ write each effect with the run's events; this takes them in order and does them:
   as the message's origin, and the effect's request id, so the message is decided by the same
   policy as any other, and a send done again after a crash is the same message;
 - callwebhook: the same with the step's webhook template and URL (kind transactional);
-- tag: the contact's tags changed at contacts, with the effect's request id.
+- tag: the contact's tags changed at contacts, with the effect's request id;
+- ask, for a rule condition: segmentation evaluates the rule for the run's contact now
+  (EvaluateRule), and the run goes on from the condition's branch: its next events (the walk
+  from that branch: steps, sends, waits, a segment condition answered as the engine answers
+  it, a further rule ask) appended at the version its row holds, its row and its new effects
+  saved, in the transaction that deletes the ask (the table's ``answer``). A segment
+  condition (in_segment) never gets here: the engine answers it as it writes the walk.
 
 An effect done is deleted. One that cannot be done now (an upstream away) is tried again with
 backoff; one refused for good (a template archived, a contact gone) keeps its reason in the
@@ -47,6 +53,10 @@ class EffectsTable(Protocol):
     async def done(self, effect_id: int) -> None: ...
     async def later(self, effect_id: int, due_at: datetime) -> None: ...
     async def refused(self, effect_id: int, reason: str) -> None: ...
+    async def answer(self, due: DueEffect, holds: bool, now: datetime) -> bool:
+        """The run of a rule ask goes on from the branch ``holds`` names, the ask deleted, in
+        one transaction; False (nothing done) while the run's flow is paused."""
+        ...
 
 
 class Sender(Protocol):
@@ -57,6 +67,12 @@ class Tagger(Protocol):
     async def tag(
         self, contact_id: str, add: Sequence[str], remove: Sequence[str], request_id: str
     ) -> None: ...
+
+
+class Rules(Protocol):
+    """Segmentation's rule evaluation (adapters/segmentation_client.py)."""
+
+    async def evaluate(self, contact_id: str, rule: str) -> bool: ...
 
 
 def _now() -> datetime:
@@ -92,11 +108,12 @@ class FlowEffects:
         table: EffectsTable,
         sender: Sender,
         tagger: Tagger,
+        rules: Rules,
         poll_seconds: float = 0.1,
         backoff: timedelta = timedelta(seconds=5),
         clock: Callable[[], datetime] = _now,
     ) -> None:
-        self.table, self.sender, self.tagger = table, sender, tagger
+        self.table, self.sender, self.tagger, self.rules = table, sender, tagger, rules
         self.poll, self.backoff, self.clock = poll_seconds, backoff, clock
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -118,6 +135,12 @@ class FlowEffects:
                 await self.sender.send(send_request(e, due.request_id))
             elif kind == "tag":
                 await self.tagger.tag(e["contact_id"], e["add"], e["remove"], due.request_id)
+            elif kind == "ask" and e.get("test") == "rule":
+                holds = await self.rules.evaluate(e["contact_id"], e["argument"])
+                if not await self.table.answer(due, holds, self.clock()):
+                    raise Unavailable("FLOW_PAUSED", "the run's flow is paused; asked again later")
+                FLOW_EFFECTS.labels(kind=kind, outcome="done").inc()
+                return  # deleted with the run's events
             else:
                 raise DomainError("EFFECT_UNSUPPORTED", f"{kind} is not carried out yet")
         except Unavailable as err:

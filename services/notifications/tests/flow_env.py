@@ -19,6 +19,7 @@ from services.notifications.domain.flows import run as runs
 from services.notifications.tests.test_flow_definitions import EXAMPLES, json_form
 from shared.eventstore import NewEvent, StreamState
 from shared.eventstore.postgres import PostgresEventStore
+from shared.grpckit.errors import Unavailable
 from shared.projections.runner import ProjectionRunner
 
 
@@ -34,13 +35,30 @@ class Sent:
         self.tags.append((contact_id, list(add), list(remove), request_id))
 
 
+class Rules:
+    """Segmentation's rule evaluation, faked: the answer per (contact, rule), false when
+    unset; ``away`` makes it UNAVAILABLE as the real client is when segmentation is down."""
+
+    def __init__(self) -> None:
+        self.holds: dict[tuple[str, str], bool] = {}
+        self.asked: list[tuple[str, str]] = []
+        self.away = False
+
+    async def evaluate(self, contact_id: str, rule: str) -> bool:
+        self.asked.append((contact_id, rule))
+        if self.away:
+            raise Unavailable("SEGMENTATION_UNAVAILABLE", "segmentation is away")
+        return self.holds.get((contact_id, rule), False)
+
+
 class Env:
     def __init__(self, store: PostgresEventStore) -> None:
         self.store = store
         self.engine = FlowEngine(store)
         self.runner = ProjectionRunner(store, self.engine, retries=1, retry_delay=0)
         self.sent = Sent()
-        self.effects = FlowEffects(PostgresEffects(store.pool), self.sent, self.sent)
+        self.rules = Rules()
+        self.effects = FlowEffects(PostgresEffects(store), self.sent, self.sent, self.rules)
         self.contact = str(uuid.uuid4())
 
     async def flow(self, name: str) -> str:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.notifications.domain import policy
-from services.notifications.domain.flows.dry_run import DryRun
+from services.notifications.domain.flows.dry_run import RULE_NOT_EVALUATED, DryRun
 from services.notifications.domain.variant import EMAIL
 from services.notifications.tests.test_flow_definitions import EXAMPLES, checked, json_form
 
@@ -90,3 +90,38 @@ def test_nothing_starts_outside_the_window_and_late_timers_do_not_fire() -> None
         dry_run(), granted(T0 - timedelta(days=2), ADA), abandoned(T0 - timedelta(days=1), ADA, "c")
     )
     assert before.started == 0 and before.would == []
+
+
+def test_a_rule_condition_is_listed_named_and_goes_no_further() -> None:
+    """Segmentation evaluates rules on current facts only: a dry run cannot answer a rule
+    condition as of the window, so it lists the ask with its rule and the run stops there."""
+    flow, problems = checked(
+        {
+            "key": "loyal",
+            "name": "Loyal",
+            "trigger": {"event": {"event_type": "crm.orders.v1.OrderPlaced"}},
+            "steps": [
+                {
+                    "id": "check",
+                    "condition": {
+                        "rule": "orders_count >= 3",
+                        "if_true": "thank",
+                        "if_false": "done",
+                    },
+                },
+                {"id": "thank", "send": {"template_key": "cart-reminder"}, "next": "done"},
+                {"id": "done", "exit": {}},
+            ],
+        }
+    )
+    assert problems == []
+    run = DryRun(flow, "f", 1, {"cart-reminder": EMAIL}, policy.Rules(), T0, T0 + timedelta(days=1))
+    feed(
+        run,
+        granted(T0 - timedelta(days=1), ADA),
+        (T0, "crm.orders.v1.OrderPlaced", {"contact_id": ADA}),
+    )
+    assert [(w.contact_id, w.step, w.effect, w.reason, w.rule) for w in run.would] == [
+        (ADA, "check", "ask", RULE_NOT_EVALUATED, "orders_count >= 3")
+    ]
+    assert (run.started, run.ended) == (1, 0)

@@ -212,8 +212,8 @@ class Flaky:
 async def test_an_effect_waits_while_its_upstream_is_away_and_a_refusal_is_kept(env: Env) -> None:
     await env.flow("welcome-series")
     sender = Flaky(Unavailable("CONTACTS_UNAVAILABLE", "away"))
-    table = PostgresEffects(env.store.pool)
-    effects = FlowEffects(table, sender, sender, clock=lambda: now)
+    table = PostgresEffects(env.store)
+    effects = FlowEffects(table, sender, sender, env.rules, clock=lambda: now)
     await env.publish(f"consent-{env.contact}", CONSENT, channel="email")
     now = datetime.now(UTC) + timedelta(seconds=1)
     assert await effects.tick() == 1 and sender.calls == 1
@@ -225,7 +225,9 @@ async def test_an_effect_waits_while_its_upstream_is_away_and_a_refusal_is_kept(
     refusing = Flaky(Precondition("TEMPLATE_ARCHIVED", "template welcome-email is archived"))
     env.contact = str(uuid.uuid4())
     await env.publish(f"consent-{env.contact}", CONSENT, channel="email")
-    refused = FlowEffects(table, refusing, refusing, clock=lambda: now + timedelta(days=1))
+    refused = FlowEffects(
+        table, refusing, refusing, env.rules, clock=lambda: now + timedelta(days=1)
+    )
     assert await refused.tick() == 1
     assert await refused.tick() == 0 and refusing.calls == 1  # kept, never tried again
     errors = await env.store.pool.fetch(f"SELECT error FROM {t.EFFECTS} WHERE error <> ''")

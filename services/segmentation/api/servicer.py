@@ -215,6 +215,19 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             rule=p.rule,
         )
 
+    async def EvaluateRule(
+        self, request: pb.EvaluateRuleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EvaluateRuleResponse:
+        cid = calls.required_uuid(DOMAIN, request.contact_id, "contact_id", "INVALID_CONTACT_ID")
+        rule = self._rule(request)
+        text, explained = await self.insight.evaluate(rule, cid, datetime.now(UTC))
+        shown = await self.audit.disclose([cid] if reads_personal_data(explained) else [])
+        return pb.EvaluateRuleResponse(
+            matches=explained.value,
+            explanation=explanation_to_proto(explained, shown),
+            rule=text,
+        )
+
     async def GetSegmentSizeHistory(
         self, request: pb.GetSegmentSizeHistoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSegmentSizeHistoryResponse:

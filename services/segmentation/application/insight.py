@@ -1,5 +1,6 @@
-"""Explanations and dry runs: why a contact is (not) in a segment, and what a draft rule would
-select, from the engine's facts and the membership events."""
+"""Explanations and dry runs: why a contact is (not) in a segment, what a rule says of one
+contact now, and what a draft rule would select, from the engine's facts and the membership
+events."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from services.segmentation.application.segments import canonical
 from services.segmentation.domain import rules
 from services.segmentation.domain.facts import Facts
 from services.segmentation.domain.segment import Segment
+from shared.domain.errors import NotFound
 from shared.domain.timestamps import timestamp_from_text
 from shared.eventstore import EventStore, RecordedEvent
 
@@ -100,6 +102,22 @@ class Insight:
             return None, 0
         rule = rules.parse(in_force.data["rule"])
         return rules.explain(rule, facts, at), int(in_force.data["rule_version"])
+
+    async def evaluate(
+        self, text: str, contact_id: str, now: datetime
+    ) -> tuple[str, rules.Explanation]:
+        """The rule in canonical text (INVALID_ARGUMENT with the parser's reasons when it is
+        not one) and its explanation for the contact on its current facts, at ``now`` (false
+        for an erased or merged contact, as for membership); CONTACT_NOT_FOUND when
+        segmentation holds no facts for it (never registered, or not yet seen by its
+        engine)."""
+        rule = canonical(text)
+        facts = await self.facts.of(contact_id)
+        if facts is None:
+            raise NotFound(
+                "CONTACT_NOT_FOUND", f"no facts for contact {contact_id}", contact_id=contact_id
+            )
+        return rules.format_rule(rule), rules.explain(rule, facts, now)
 
     async def preview(
         self, text: str, segment: Segment | None, sample_size: int, now: datetime

@@ -6,7 +6,10 @@ nothing is sent, scheduled or appended: the log is only read.
 
 Timers fire in time order between events (a run's delay ending at 10:00 fires before an event
 recorded at 10:01); runs started before the window are not known (a dry run starts empty), but
-the facts are folded from the log's beginning, so consent and caps are as they stood."""
+the facts are folded from the log's beginning, so consent and caps are as they stood. A rule
+condition cannot be answered over history (segmentation evaluates rules on current facts
+only): the ask is listed with its rule and the reason RULE_NOT_EVALUATED, and that run goes no
+further; a segment condition is answered from the memberships as they stood."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from services.notifications.domain.flows.history import History
 
 NS = uuid.UUID("5d0f7a3e-1b6c-4c1f-9f0e-8a3b2c4d5e6f")  # dry runs' own: never a live id
 UTC = ZoneInfo("UTC")
+RULE_NOT_EVALUATED = "RULE_NOT_EVALUATED"  # a rule condition reached: the run stops there
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Would:
     outcome: str = ""  # the policy's, for a send
     reason: str = ""
     defer_until: datetime | None = None
+    rule: str = ""  # for a rule condition's ask: its rule, not evaluated over history
 
 
 @dataclass
@@ -197,6 +202,20 @@ class DryRun:
                     verdict.outcome,
                     verdict.reason,
                     verdict.defer_until,
+                )
+            )
+        elif isinstance(effect, runs.Ask):
+            # Segmentation evaluates rules on contacts' current facts only, never as they stood
+            # in the window: the ask is listed, named, and the run goes no further.
+            self.would.append(
+                Would(
+                    at,
+                    run.contact_id,
+                    run.run_id,
+                    effect.step,
+                    name,
+                    reason=RULE_NOT_EVALUATED,
+                    rule=effect.argument,
                 )
             )
         else:
