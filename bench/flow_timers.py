@@ -31,7 +31,7 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -228,9 +228,9 @@ class Commits:
         self.at: dict[int, datetime] = {}
         announce = store.committed
 
-        def committed(position: int) -> None:
+        def committed(position: int, categories: Iterable[str] | None = None) -> None:
             self.at[position >> 20] = datetime.now(UTC)
-            announce(position)
+            announce(position, categories)
 
         store.committed = committed  # type: ignore[method-assign]
 
