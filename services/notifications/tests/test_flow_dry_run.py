@@ -125,3 +125,21 @@ def test_a_rule_condition_is_listed_named_and_goes_no_further() -> None:
         (ADA, "check", "ask", RULE_NOT_EVALUATED, "orders_count >= 3")
     ]
     assert (run.started, run.ended) == (1, 0)
+
+
+def test_an_erased_contact_is_sent_nothing() -> None:
+    registered = {"contact_id": ADA, "time_zone": "Asia/Tokyo"}
+    run = dry_run()
+    feed(
+        run,
+        (T0 - timedelta(days=40), "crm.contacts.v1.ContactRegistered", registered),
+        granted(T0 - timedelta(days=30), ADA),
+        (T0 - timedelta(days=1), "crm.contacts.v1.ContactErased", {"contact_id": ADA}),
+        abandoned(T0, ADA, "c1"),  # a cart of the erased contact's, read back from history
+        abandoned(T0, BOB, "c2"),  # an ended run (erasure ends marketing runs) sends nothing
+        (T0 + timedelta(minutes=5), "crm.contacts.v1.ContactErased", {"contact_id": BOB}),
+    )
+    assert [(w.contact_id, w.step, w.reason) for w in run.would][:1] == [
+        (ADA, "reminder", policy.CONTACT_ERASED)
+    ]
+    assert BOB not in {w.contact_id for w in run.would}

@@ -47,11 +47,9 @@ class History:
         cid = str(data.get("contact_id", ""))
         if not cid:
             return
-        if type_ in ZONED:
-            zone_name = zone_set(type_, data)
-            if zone_name is not None:
-                self.zones[cid] = zone_name
-        elif type_ == CX + "ContactErased":
+        if type_ in ZONED and (zone_name := zone_set(type_, data)) is not None:
+            self.zones[cid] = zone_name
+        if type_ == CX + "ContactErased":
             self.erased.add(cid)
         elif type_ in STANDING:
             (self.archived.add if STANDING[type_] else self.archived.discard)(cid)
