@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 
 def timestamp_text(at: datetime) -> str:
     """``at`` (timezone-aware) as a Timestamp field's JSON text."""
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"a stored time needs a timezone: {at.isoformat()}")
-    utc = at.astimezone(UTC)
+    if at.tzinfo is not UTC:
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError(f"a stored time needs a timezone: {at.isoformat()}")
+        at = at.astimezone(UTC)
+    utc = at
     micros = utc.microsecond
     text = utc.replace(microsecond=0, tzinfo=None).isoformat()
     if micros == 0:
