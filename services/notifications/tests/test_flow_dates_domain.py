@@ -23,8 +23,8 @@ def birthday(offset: int = 0, at: str = "09:00", yearly: bool = True) -> DateTri
     return DateTrigger("birthday", offset, time(int(h), int(m)), yearly)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_the_birthday_this_year_at_local_nine() -> None:
