@@ -1,7 +1,8 @@
 """The date triggers' tables (schema notifications_flowdates): the flows with a date trigger,
 the contacts' dates those triggers name (only those attributes: nothing else personal is kept,
-and an erasure deletes them), the contacts' time zones, and per (flow, contact) the next fire
-(``next_at``, indexed: waiting birthdays are rows, not memory).
+and an erasure deletes them), the contacts' time zones and the version of their stream that
+last set their attributes (to read a newly named attribute as of it), and per (flow, contact)
+the next fire (``next_at``, indexed: waiting birthdays are rows, not memory).
 
 The tables are prefixed ``date_`` so that the date timer can read them beside the flow engine's
 (notifications_flowruns) on one search path; the projection's functions use unqualified names
@@ -36,9 +37,10 @@ CREATE TABLE date_values (
     value      date NOT NULL,
     PRIMARY KEY (contact_id, attribute)
 );
-CREATE TABLE date_zones (
-    contact_id uuid PRIMARY KEY,
-    time_zone  text NOT NULL
+CREATE TABLE date_contacts (
+    contact_id         uuid   PRIMARY KEY,
+    time_zone          text   NOT NULL DEFAULT '',
+    attributes_version bigint  -- stream versions start at 0; NULL: none set yet
 );
 CREATE TABLE date_schedule (
     flow_id    uuid        NOT NULL,
@@ -140,6 +142,18 @@ async def set_value(
     )
 
 
+async def add_values(
+    conn: asyncpg.Connection, attribute: str, values: Sequence[tuple[str, date]]
+) -> None:
+    """Many contacts' dates of one attribute, in one round trip."""
+    if values:
+        await conn.executemany(
+            """INSERT INTO date_values (contact_id, attribute, value) VALUES ($1, $2, $3)
+                ON CONFLICT (contact_id, attribute) DO UPDATE SET value = $3""",
+            [(uuid.UUID(cid), attribute, value) for cid, value in values],
+        )
+
+
 async def values_of(conn: asyncpg.Connection, contact_id: str) -> dict[str, date]:
     rows = await conn.fetch(
         "SELECT attribute, value FROM date_values WHERE contact_id = $1", uuid.UUID(contact_id)
@@ -157,16 +171,41 @@ async def contacts_with(conn: asyncpg.Connection, attribute: str) -> list[str]:
 
 async def set_zone(conn: asyncpg.Connection, contact_id: str, time_zone: str) -> None:
     await conn.execute(
-        """INSERT INTO date_zones (contact_id, time_zone) VALUES ($1, $2)
+        """INSERT INTO date_contacts (contact_id, time_zone) VALUES ($1, $2)
             ON CONFLICT (contact_id) DO UPDATE SET time_zone = $2""",
         uuid.UUID(contact_id),
         time_zone,
     )
 
 
+async def set_attributes_version(conn: asyncpg.Connection, contact_id: str, version: int) -> None:
+    await conn.execute(
+        """INSERT INTO date_contacts (contact_id, attributes_version) VALUES ($1, $2)
+            ON CONFLICT (contact_id) DO UPDATE SET attributes_version = $2""",
+        uuid.UUID(contact_id),
+        version,
+    )
+
+
+async def attribute_versions(conn: asyncpg.Connection) -> list[tuple[str, int]]:
+    """Each contact with attributes, and the version of its stream that last set them."""
+    rows = await conn.fetch(
+        """SELECT contact_id::text, attributes_version FROM date_contacts
+            WHERE attributes_version IS NOT NULL ORDER BY contact_id"""
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def prune(conn: asyncpg.Connection) -> None:
+    """Dates of attributes no flow names any more are deleted."""
+    await conn.execute(
+        "DELETE FROM date_values WHERE attribute NOT IN (SELECT attribute FROM date_flows)"
+    )
+
+
 async def zones_of(conn: asyncpg.Connection, contact_ids: Sequence[str]) -> dict[str, str]:
     rows = await conn.fetch(
-        "SELECT contact_id::text, time_zone FROM date_zones WHERE contact_id = ANY($1::uuid[])",
+        "SELECT contact_id::text, time_zone FROM date_contacts WHERE contact_id = ANY($1::uuid[])",
         list({uuid.UUID(c) for c in contact_ids}),
     )
     return {r[0]: r[1] for r in rows}
@@ -175,7 +214,7 @@ async def zones_of(conn: asyncpg.Connection, contact_ids: Sequence[str]) -> dict
 async def forget(conn: asyncpg.Connection, contact_id: str) -> None:
     """An erased contact: its dates, zone and schedules are deleted."""
     cid = uuid.UUID(contact_id)
-    for table in ("date_values", "date_zones", "date_schedule"):
+    for table in ("date_values", "date_contacts", "date_schedule"):
         await conn.execute(f"DELETE FROM {table} WHERE contact_id = $1", cid)
 
 

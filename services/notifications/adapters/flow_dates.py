@@ -92,6 +92,8 @@ class FlowDates:
             if (name := zone_set(e.type, e.data)) is not None:
                 await t.set_zone(conn, cid, name)
                 touched = True
+            if attributes_changed(e):
+                await t.set_attributes_version(conn, cid, e.version)
             if attributes_changed(e) and wanted:
                 if wanted == fetched_for:
                     found = fetched.get((cid, e.version))
@@ -129,10 +131,16 @@ class FlowDates:
             flow, problems = fd.read(definition)
             if not isinstance(flow.trigger, fd.DateTrigger) or problems:
                 await t.drop_flow(conn, fid)
+                await t.prune(conn)
                 return
+            before = await t.wanted(conn)
             await t.save_flow(conn, fid, int(e.data.get("version", 1)), definition)
+            await t.prune(conn)
+            if flow.trigger.attribute not in before:
+                await self._learn(conn, flow.trigger.attribute)
         elif e.type == flows.ARCHIVED:
             await t.drop_flow(conn, fid)
+            await t.prune(conn)
             return
         elif e.type in (flows.PAUSED, flows.RESUMED):
             state = flows.PAUSED_STATE if e.type == flows.PAUSED else flows.ACTIVE
@@ -144,6 +152,18 @@ class FlowDates:
             return
         for cid in await t.contacts_with(conn, found.trigger.attribute):
             await self._reschedule(conn, [found], cid, after)
+
+    async def _learn(self, conn: asyncpg.Connection, attribute: str) -> None:
+        """An attribute no flow named before: every contact's date, read from contacts as of the
+        version that last set the contact's attributes (the same answer in a rebuild)."""
+        refs = await t.attribute_versions(conn)
+        found = await self.contacts.dates(refs, frozenset({attribute})) if refs else {}
+        known = [
+            (cid, found[(cid, v)][attribute])
+            for cid, v in refs
+            if attribute in found.get((cid, v), {})
+        ]
+        await t.add_values(conn, attribute, known)
 
     async def _reschedule(
         self, conn: asyncpg.Connection, those: Sequence[t.DateFlow], cid: str, after: datetime

@@ -188,7 +188,7 @@ async def test_a_paused_flow_fires_nothing_and_an_erasure_forgets_the_date(dates
 
     await dates.contacts.EraseContact(cpb.EraseContactRequest(contact_id=cid, reason="art. 17"))
     await dates.catch_up()
-    for table in ("date_values", "date_zones", "date_schedule"):
+    for table in ("date_values", "date_contacts", "date_schedule"):
         assert await dates.rows(table, cid) == []
     assert await dates.timer(nine_paris(day)).tick() == 0
     assert await dates.flows.runs() == []
@@ -216,3 +216,39 @@ async def test_a_rebuild_folds_the_dates_and_starts_nothing(dates: Dates) -> Non
     rows = await dates.store.pool.fetch("SELECT * FROM flowdates_rebuilt.date_schedule")
     assert [(str(r["contact_id"]), r["next_at"]) for r in rows] == [(cid, nine_paris(day))]
     assert await dates.flows.runs() == []
+
+
+async def test_a_flow_created_after_the_contact_reads_its_date_as_of_its_last_change(
+    dates: Dates,
+) -> None:
+    day = upcoming(10)
+    cid = await dates.register(day.replace(year=1990).isoformat())
+    assert await dates.rows("date_values", cid) == []  # no flow names `birthday` yet
+    await dates.flows.flow("birthday")
+    await dates.catch_up()
+    [schedule] = await dates.rows("date_schedule", cid)
+    assert (schedule["next_at"], schedule["day"]) == (nine_paris(day), day)
+    # the same in a rebuild: read as of the version that set the attributes, not as of now
+    later = upcoming(20)
+    changed = cpb.Contact(
+        contact_id=cid,
+        attributes={"birthday": cepb.AttributeValue(string_value=later.isoformat())},
+    )
+    mask = FieldMask(paths=["attributes.birthday"])
+    await dates.contacts.UpdateContact(cpb.UpdateContactRequest(contact=changed, update_mask=mask))
+    service = dates.runner.projection.contacts  # type: ignore[attr-defined]
+    rebuilt = ProjectionRunner(
+        dates.store, FlowDates(service), schema="flowdates_rebuilt", replay=True, name="rb"
+    )
+    await rebuilt.catch_up()
+    rows = await dates.store.pool.fetch("SELECT * FROM flowdates_rebuilt.date_schedule")
+    assert [(str(r["contact_id"]), r["day"]) for r in rows] == [(cid, later)]
+
+
+async def test_an_archived_flow_s_attribute_is_no_longer_kept(dates: Dates) -> None:
+    flow_id = await dates.flows.flow("birthday")
+    cid = await dates.register(upcoming(10).replace(year=1990).isoformat())
+    assert len(await dates.rows("date_values", cid)) == 1
+    await FlowCommands(dates.store).change(flow_id, flows.decide_archive)
+    await dates.catch_up()
+    assert await dates.rows("date_values", cid) == []
