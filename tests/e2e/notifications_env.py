@@ -12,7 +12,7 @@ import base64
 import collections
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,6 +24,7 @@ from crm.contacts.v1 import consent_pb2 as kpb
 from crm.contacts.v1 import consent_pb2_grpc as kpb_grpc
 from crm.contacts.v1 import contacts_pb2 as cpb
 from crm.contacts.v1 import contacts_pb2_grpc as cpb_grpc
+from crm.contacts.v1 import events_pb2 as cepb
 from crm.notifications.v1 import events_pb2 as epb
 from crm.notifications.v1 import notifications_pb2 as pb
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
@@ -170,9 +171,16 @@ class Suite:
         return cpb_grpc.ContactsServiceStub(channel), kpb_grpc.ConsentServiceStub(channel)
 
     async def register(
-        self, email: str, phone: str, time_zone: str, first_name: str, last_name: str = ""
+        self,
+        email: str,
+        phone: str,
+        time_zone: str,
+        first_name: str,
+        last_name: str = "",
+        attributes: Mapping[str, str] = {},
     ) -> str:
-        """A contact registered through contacts, subscribed to email and SMS."""
+        """A contact registered through contacts (text ``attributes`` too), subscribed to email
+        and SMS."""
         async with self.contacts.channel() as ch:
             contacts, consent = self.contacts_stubs(ch)
             made = await contacts.RegisterContact(
@@ -182,6 +190,9 @@ class Suite:
                     first_name=first_name,
                     last_name=last_name,
                     time_zone=time_zone,
+                    attributes={
+                        k: cepb.AttributeValue(string_value=v) for k, v in attributes.items()
+                    },
                 )
             )
             cid = str(made.contact.contact_id)
