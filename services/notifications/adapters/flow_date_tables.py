@@ -169,6 +169,16 @@ async def contacts_with(conn: asyncpg.Connection, attribute: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+async def scheduled(conn: asyncpg.Connection, flow_id: str) -> list[str]:
+    """The contacts with a next fire of the flow."""
+    rows = await conn.fetch(
+        """SELECT contact_id::text FROM date_schedule
+            WHERE flow_id = $1 AND next_at IS NOT NULL ORDER BY contact_id""",
+        uuid.UUID(flow_id),
+    )
+    return [r[0] for r in rows]
+
+
 async def set_zone(conn: asyncpg.Connection, contact_id: str, time_zone: str) -> None:
     await conn.execute(
         """INSERT INTO date_contacts (contact_id, time_zone) VALUES ($1, $2)

@@ -150,7 +150,10 @@ class FlowDates:
         found = await t.date_flow(conn, fid)
         if found is None:
             return
-        for cid in await t.contacts_with(conn, found.trigger.attribute):
+        # the contacts with the date, and those scheduled before (a revision may name another
+        # attribute: theirs is cleared)
+        named = await t.contacts_with(conn, found.trigger.attribute)
+        for cid in dict.fromkeys([*named, *await t.scheduled(conn, fid)]):
             await self._reschedule(conn, [found], cid, after)
 
     async def _learn(self, conn: asyncpg.Connection, attribute: str) -> None:

@@ -252,3 +252,16 @@ async def test_an_archived_flow_s_attribute_is_no_longer_kept(dates: Dates) -> N
     await FlowCommands(dates.store).change(flow_id, flows.decide_archive)
     await dates.catch_up()
     assert await dates.rows("date_values", cid) == []
+
+
+async def test_a_revision_naming_another_attribute_moves_every_schedule(dates: Dates) -> None:
+    flow_id = await dates.flows.flow("birthday")
+    cid = await dates.register(upcoming(10).replace(year=1990).isoformat())
+    commands = FlowCommands(dates.store)
+    definition = dict((await commands.get(flow_id)).latest.definition)
+    trigger = {"date": {**definition["trigger"]["date"], "attribute": "anniversary"}}
+    await commands.update({**definition, "trigger": trigger})
+    await dates.catch_up()
+    [schedule] = await dates.rows("date_schedule", cid)
+    assert schedule["next_at"] is None  # no `anniversary` for this contact
+    assert await dates.rows("date_values", cid) == []  # `birthday` named by no flow: deleted
