@@ -171,16 +171,21 @@ class Suite:
         return cpb_grpc.ContactsServiceStub(channel), kpb_grpc.ConsentServiceStub(channel)
 
     async def register(
+        self, email: str, phone: str, time_zone: str, first_name: str, last_name: str = ""
+    ) -> str:
+        """A contact registered through contacts, subscribed to email and SMS."""
+        return await self.register_with({}, email, phone, time_zone, first_name, last_name)
+
+    async def register_with(
         self,
+        attributes: Mapping[str, str],
         email: str,
         phone: str,
         time_zone: str,
         first_name: str,
         last_name: str = "",
-        attributes: Mapping[str, str] = {},
     ) -> str:
-        """A contact registered through contacts (text ``attributes`` too), subscribed to email
-        and SMS."""
+        """``register`` with text ``attributes``."""
         async with self.contacts.channel() as ch:
             contacts, consent = self.contacts_stubs(ch)
             made = await contacts.RegisterContact(

@@ -195,12 +195,8 @@ async def test_a_birthday_email_at_its_local_time_through_real_processes(
         if (fire.month, fire.day) == (2, 29):
             pytest.skip("today is Feb 29: its anniversary is another day (domain tests)")
         born = fire.date().replace(year=1990)
-        ada = await suite.register(
-            "ada@example.com",
-            "+33612345678",
-            "UTC",
-            first_name="Ada",
-            attributes={"birthday": str(born)},
+        ada = await suite.register_with(
+            {"birthday": str(born)}, "ada@example.com", "+33612345678", "UTC", first_name="Ada"
         )
 
         async def greeted() -> bool:
