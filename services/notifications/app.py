@@ -16,9 +16,12 @@ from services.notifications.adapters.campaigns_readmodel import (
     CampaignsProjection,
     ZonesProjection,
 )
+from services.notifications.adapters.contact_dates_client import GrpcContactDates
 from services.notifications.adapters.contacts_client import GrpcContacts
 from services.notifications.adapters.delivery_client import GrpcDelivery
 from services.notifications.adapters.erasure import ErasureProjection
+from services.notifications.adapters.flow_date_timer import DateTimer
+from services.notifications.adapters.flow_dates import FlowDates
 from services.notifications.adapters.flow_effects_table import PostgresEffects
 from services.notifications.adapters.flow_engine import FlowEngine
 from services.notifications.adapters.flow_run_queries import FlowRunQueries
@@ -86,6 +89,7 @@ OWN_MIGRATIONS = [("notifications", MIGRATIONS)]
 DISPATCHER = "notifications-dispatcher"
 FLOW_TIMERS = "notifications-flow-timers"
 FLOW_EFFECTS = "notifications-flow-effects"
+FLOW_DATE_TIMER = "notifications-flow-date-timer"
 CAMPAIGNS = "notifications-campaigns"
 
 
@@ -244,6 +248,8 @@ def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> r
         raise SystemExit("the notifications project role needs the PostgreSQL event store")
     engine = FlowEngine(rt.store)
     timers = FlowTimers(rt.store, engine.definitions)
+    dates = FlowDates(GrpcContactDates(upstreams.contacts.contacts, upstreams.contacts.auth))
+    date_timer = DateTimer(rt.store)
     effects = FlowEffects(
         PostgresEffects(rt.store, engine.definitions),
         commands,
@@ -262,11 +268,12 @@ def work(rt: Runtime, settings: NotificationsSettings, stop: asyncio.Event) -> r
         await upstreams.close()
 
     return runtime.Work(
-        (*projections(settings), engine),
+        (*projections(settings), engine, dates),
         {
             DISPATCHER: lambda: led(rt.dsn, f"worker:{DISPATCHER}", dispatcher.run, stop),
             FLOW_TIMERS: lambda: led(rt.dsn, f"worker:{FLOW_TIMERS}", timers.run, stop),
             FLOW_EFFECTS: lambda: led(rt.dsn, f"worker:{FLOW_EFFECTS}", effects.run, stop),
+            FLOW_DATE_TIMER: lambda: led(rt.dsn, f"worker:{FLOW_DATE_TIMER}", date_timer.run, stop),
             CAMPAIGNS: lambda: led(rt.dsn, f"worker:{CAMPAIGNS}", campaigns.run, stop),
         },
         close,

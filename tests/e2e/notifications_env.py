@@ -12,7 +12,7 @@ import base64
 import collections
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,6 +24,7 @@ from crm.contacts.v1 import consent_pb2 as kpb
 from crm.contacts.v1 import consent_pb2_grpc as kpb_grpc
 from crm.contacts.v1 import contacts_pb2 as cpb
 from crm.contacts.v1 import contacts_pb2_grpc as cpb_grpc
+from crm.contacts.v1 import events_pb2 as cepb
 from crm.notifications.v1 import events_pb2 as epb
 from crm.notifications.v1 import notifications_pb2 as pb
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
@@ -173,6 +174,18 @@ class Suite:
         self, email: str, phone: str, time_zone: str, first_name: str, last_name: str = ""
     ) -> str:
         """A contact registered through contacts, subscribed to email and SMS."""
+        return await self.register_with({}, email, phone, time_zone, first_name, last_name)
+
+    async def register_with(
+        self,
+        attributes: Mapping[str, str],
+        email: str,
+        phone: str,
+        time_zone: str,
+        first_name: str,
+        last_name: str = "",
+    ) -> str:
+        """``register`` with text ``attributes``."""
         async with self.contacts.channel() as ch:
             contacts, consent = self.contacts_stubs(ch)
             made = await contacts.RegisterContact(
@@ -182,6 +195,9 @@ class Suite:
                     first_name=first_name,
                     last_name=last_name,
                     time_zone=time_zone,
+                    attributes={
+                        k: cepb.AttributeValue(string_value=v) for k, v in attributes.items()
+                    },
                 )
             )
             cid = str(made.contact.contact_id)

@@ -8,6 +8,7 @@ project role's reports read model, ReportsService on the serve role) counts it f
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -160,5 +161,55 @@ async def test_an_abandoned_cart_reminder_lists_its_items_and_an_order_ends_the_
         await eventually(ended, "the run ended by the order")
         await asyncio.sleep(8)  # past the incentive's time, had the run gone on
         assert len(suite.smtp.messages()) == 1
+    finally:
+        suite.stop_sinks()
+
+
+@pytest.mark.timeout(300)  # waits for a wall-clock minute
+async def test_a_birthday_email_at_its_local_time_through_real_processes(
+    dsn: str, procs: list[Proc], tmp_path: Path
+) -> None:
+    """A date trigger end to end: the contact's birthday (sealed in contacts' event) is read
+    by the project role from contacts as of the registration, and the date timer starts the run
+    at the local time: one email, at the SMTP server, decided for the flow's step."""
+    suite = Suite(dsn, tmp_path, procs)
+    try:
+        await suite.start()
+        await suite.start_project()
+        await suite.template(
+            "birthday-email",
+            epb.CHANNEL_EMAIL,
+            subject="Happy birthday, {{ contact.first_name }}",
+            text="Many happy returns ({{ data.date }}).",
+        )
+        # the next whole minute but one, in UTC: the contact's birthday is today, at that time
+        fire = (datetime.now(UTC) + timedelta(minutes=2)).replace(second=0, microsecond=0)
+        definition = json_form((EXAMPLES[0].parent / "birthday.yaml").read_text())
+        definition["trigger"]["date"]["local_time"] = fire.strftime("%H:%M")
+        async with suite.serve.channel() as ch:
+            made = await fl_grpc.FlowsServiceStub(ch).CreateFlow(
+                fl.CreateFlowRequest(
+                    definition=json_format.ParseDict(definition, fpb.FlowDefinition())
+                )
+            )
+        if (fire.month, fire.day) == (2, 29):
+            pytest.skip("today is Feb 29: its anniversary is another day (domain tests)")
+        born = fire.date().replace(year=1990)
+        ada = await suite.register_with(
+            {"birthday": str(born)}, "ada@example.com", "+33612345678", "UTC", first_name="Ada"
+        )
+
+        async def greeted() -> bool:
+            return len(suite.smtp.messages()) >= 1
+
+        await eventually(greeted, "the birthday email at the SMTP server", timeout=170)
+        assert datetime.now(UTC) >= fire
+        [email] = suite.smtp.messages()
+        assert str(email["Subject"]) == "Happy birthday, Ada"
+        assert f"({fire.date().isoformat()})" in email.get_content()
+        [message_id] = (await suite.listed({ada})).keys()
+        [decided] = (await Ledger.read(dsn)).of(message_id, DECIDED)
+        trigger = decided["trigger"]
+        assert (trigger["flow_id"], trigger["step_id"]) == (made.flow.flow_id, "greet")
     finally:
         suite.stop_sinks()

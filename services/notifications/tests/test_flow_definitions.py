@@ -91,6 +91,29 @@ def with_(path: str, value: Any) -> dict[str, Any]:
             "trigger.date.local_time",
             "LOCAL_TIME_INVALID",
         ),
+        (
+            with_("trigger", {"date": {"attribute": "birthday"}}),
+            "trigger.date.local_time",
+            "LOCAL_TIME_REQUIRED",
+        ),
+        (
+            with_("trigger", {"date": {"local_time": "09:00"}}),
+            "trigger.date.attribute",
+            "ATTRIBUTE_REQUIRED",
+        ),
+        (
+            with_("trigger", {"date": {"attribute": "Birth Day", "local_time": "09:00"}}),
+            "trigger.date.attribute",
+            "ATTRIBUTE_INVALID",
+        ),
+        (
+            with_(
+                "trigger",
+                {"date": {"attribute": "birthday", "local_time": "09:00", "offset_days": -400}},
+            ),
+            "trigger.date.offset_days",
+            "OFFSET_INVALID",
+        ),
         (with_("steps", []), "steps", "STEPS_REQUIRED"),
         (with_("steps.1.id", "a"), "steps[1].id", "STEP_ID_DUPLICATE"),
         (with_("steps.0.next", "nowhere"), "steps[0].next", "STEP_UNKNOWN"),

@@ -184,6 +184,22 @@ async def test_a_duration_with_no_json_form_is_invalid(flows: Flows) -> None:
     assert await flows.events() == 0
 
 
+async def test_a_date_trigger_is_checked_on_save(flows: Flows) -> None:
+    made = await flows.stub.CreateFlow(pb.CreateFlowRequest(definition=example("birthday")))
+    assert made.flow.definition.trigger.date.attribute == "birthday"
+    assert made.flow.definition.trigger.date.yearly
+    bad = example("birthday")
+    bad.key = "birthday-bad"
+    bad.trigger.date.attribute = "Birth Day"
+    fields = await expect_error(
+        flows.stub.CreateFlow(pb.CreateFlowRequest(definition=bad)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "ATTRIBUTE_INVALID",
+    )
+    assert fields == ["definition.trigger.date.attribute"]
+    assert await flows.events() == 2  # the first flow's: nothing written for the bad one
+
+
 async def test_the_runs_of_a_contact_and_of_a_flow_in_pages(flows: Flows) -> None:
     import uuid
 

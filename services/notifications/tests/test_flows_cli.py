@@ -46,6 +46,7 @@ async def test_apply_list_show(flows: Flows, tmp_path: Path) -> None:
     assert code == 0, errors
     assert out.splitlines() == [
         "abandoned-cart: created (version 1)",
+        "birthday: created (version 1)",
         "review-request: created (version 1)",
         "welcome-series: created (version 1)",
         "win-back: created (version 1)",
@@ -62,6 +63,7 @@ async def test_apply_list_show(flows: Flows, tmp_path: Path) -> None:
     code, out, _ = await crm("flows", "list", *target)
     assert code == 0 and [line.split("\t")[:3] for line in out.splitlines()] == [
         ["abandoned-cart", "active", "version 2"],
+        ["birthday", "active", "version 1"],
         ["review-request", "active", "version 1"],
         ["welcome-series", "active", "version 1"],
         ["win-back", "active", "version 1"],

@@ -27,6 +27,7 @@ from shared.domain.errors import quote
 KEY = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 STEP_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 EVENT_TYPE = re.compile(r"crm\.[a-z]+\.v[1-9][0-9]*\.[A-Z][A-Za-z0-9]*")
+ATTRIBUTE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # as contacts names attributes
 SEGMENT_EVENTS = (
     "crm.segmentation.v1.ContactEnteredSegment",
     "crm.segmentation.v1.ContactExitedSegment",
@@ -61,6 +62,10 @@ def problems_of(flow: Flow) -> list[Problem]:
     return found
 
 
+def _attribute_hint(name: str) -> str:
+    return f"{quote(name)} is not a contact attribute name (a-z 0-9 _, a letter first, 1..64)"
+
+
 def _type_hint(event_type: str) -> str:
     return f"{quote(event_type)} is not an event type (crm.<service>.v1.<Event>)"
 
@@ -80,6 +85,8 @@ def _trigger(flow: Flow) -> list[Problem]:
     found: list[Problem] = []
     if not t.attribute:
         found.append(("trigger.date.attribute", "ATTRIBUTE_REQUIRED", "the date attribute"))
+    elif not ATTRIBUTE.fullmatch(t.attribute):
+        found.append(("trigger.date.attribute", "ATTRIBUTE_INVALID", _attribute_hint(t.attribute)))
     if t.local_time is None:
         found.append(("trigger.date.local_time", "LOCAL_TIME_REQUIRED", "HH:MM, local"))
     if abs(t.offset_days) > 366:
