@@ -4,7 +4,8 @@ SKIP LOCKED`` besides) takes the (flow, contact) pairs whose next fire has come
 transaction:
 
 - starts a run of the flow for the contact at the fire's instant, the trigger key
-  ``<attribute>:<day>`` (one run per occurrence; the flow's re-entry policy still applies
+  ``<attribute>:<year>`` (the anniversary's year: one run per occurrence, and no day or month
+  of a birthday in the log's clear events; the flow's re-entry policy still applies
   against earlier runs with that key), the run id and its events' ids derived from the flow, the
   contact and the occurrence, so that an occurrence starts one run across replicas and restarts
   (a run already there is not started again);
@@ -12,7 +13,8 @@ transaction:
 
 The runs are written as the flow engine writes them (RunWriter: the runs' events, their rows in
 notifications_flowruns, their effects), so the engine and its timers carry them on. The run's
-trigger data is the attribute's name and the occurrence's day, never the attribute's value.
+trigger data is the attribute's name and the anniversary's year, never the attribute's value
+or its day (a template shows the date from the contact's profile, read at send time).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class DateTimer:
     ) -> RunWrite | None:
         """The run this occurrence starts, or None (started already; re-entry refuses)."""
         assert s.day is not None and s.next_at is not None
-        key = dates.trigger_key(f.trigger.attribute, s.day)
+        key = dates.trigger_key(f.trigger.attribute, s.day, f.trigger.offset_days)
         occurrence = f"{f.flow_id}:{s.contact_id}:{key}"
         run_id = new_id(NS, "flowrun", occurrence)
         if await conn.fetchval("SELECT true FROM runs WHERE run_id = $1::uuid", run_id):
@@ -111,7 +113,7 @@ class DateTimer:
             "event_type": DATE_EVENT,
             "event_id": event_id,
             "attribute": f.trigger.attribute,
-            "date": s.day.isoformat(),
+            "year": dates.occurrence_year(s.day, f.trigger.offset_days),
         }
         walked = runs.start(
             run_id, f.flow, f.flow_id, f.version, s.contact_id, trigger, s.next_at, tz, key

@@ -115,7 +115,11 @@ def test_date_values(value: object, expected: date | None) -> None:
 
 
 def test_trigger_key_names_the_occurrence() -> None:
-    assert trigger_key("birthday", date(2026, 5, 17)) == "birthday:2026-05-17"
+    assert trigger_key("birthday", date(2026, 5, 17), 0) == "birthday:2026"
+    # a week before a January birthday: the occurrence is in December, the anniversary's year
+    assert trigger_key("birthday", date(2026, 12, 29), -7) == "birthday:2027"
+    # no day or month of the date in the key: the log's run events are not sealed
+    assert "05" not in trigger_key("birthday", date(2026, 5, 17), 0).split(":")[1][4:]
 
 
 ZONES = st.sampled_from([PARIS, NEW_YORK, TOKYO, ZoneInfo("Australia/Lord_Howe"), ZoneInfo("UTC")])

@@ -99,6 +99,14 @@ def next_fire(value: date, trigger: DateTrigger, tz: tzinfo, after: datetime) ->
     return None
 
 
-def trigger_key(attribute: str, day: date) -> str:
-    """A run's trigger key for an occurrence: one run per (flow, contact, occurrence)."""
-    return f"{attribute}:{day.isoformat()}"
+def occurrence_year(day: date, offset_days: int) -> int:
+    """The year of the anniversary an occurrence on ``day`` belongs to (its day less the
+    offset): one per occurrence, and it says nothing of the date itself."""
+    return (day - timedelta(days=offset_days)).year
+
+
+def trigger_key(attribute: str, day: date, offset_days: int) -> str:
+    """A run's trigger key for an occurrence: one run per (flow, contact, occurrence). It names
+    the anniversary's year, not the day: run events are not sealed, and a birthday's day and
+    month are the contact's personal data."""
+    return f"{attribute}:{occurrence_year(day, offset_days)}"
