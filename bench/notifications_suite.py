@@ -34,6 +34,7 @@ from crm.notifications.v1 import events_pb2 as epb
 from crm.notifications.v1 import notifications_pb2 as pb
 from crm.notifications.v1 import notifications_pb2_grpc as pb_grpc
 from services.contacts.cli import import_csv
+from services.notifications.adapters.flow_dates import FlowDates
 from services.notifications.adapters.flow_engine import FlowEngine
 from services.notifications.app import PROJECTIONS
 from services.segmentation.adapters.engine import MembershipEngine
@@ -295,7 +296,7 @@ async def project_caught_up(pool: asyncpg.Pool) -> None:
     setup's events, and earlier benchmarks' in a full run), so a timed part pays only for
     its own work."""
     head = await pool.fetchval("SELECT coalesce(max(position), 0) FROM eventstore.events")
-    for name in [p.name for p in PROJECTIONS] + [FlowEngine.name]:
+    for name in [p.name for p in PROJECTIONS] + [FlowEngine.name, FlowDates.name]:
         await wait_for_checkpoint(pool, name, head, timeout=900)
 
 

@@ -76,11 +76,13 @@ class FlowDates:
         floor = self.clock() if ctx.replay else None
         wanted = await t.wanted(conn)
         fetched_for, fetched = wanted, await self._fetch(events, wanted)
+        scheduled = await t.date_flows(conn)  # read again only after a flow event of the batch
         for e in events:
             after = max(e.recorded_at, floor) if floor is not None else e.recorded_at
             if e.category == "flow":
                 await self._flow(conn, e, after)
                 wanted = await t.wanted(conn)
+                scheduled = await t.date_flows(conn)
                 continue
             cid = str(e.data.get("contact_id", ""))
             if not cid:
@@ -102,8 +104,8 @@ class FlowDates:
                 for attribute in wanted:
                     await t.set_value(conn, cid, attribute, (found or {}).get(attribute))
                 touched = True
-            if touched:
-                await self._reschedule(conn, await t.date_flows(conn), cid, after)
+            if touched and scheduled:  # no date flow: nothing to schedule
+                await self._reschedule(conn, scheduled, cid, after)
 
     async def _fetch(
         self, events: Sequence[RecordedEvent], wanted: frozenset[str]
