@@ -32,6 +32,8 @@ class SendQueue:
     async def send(self, request: SendRequest, meta: Mapping[str, Any] = {}) -> trail.Trail:
         """The message with its first decision (as MessageCommands.send answers it)."""
         answer: asyncio.Future[trail.Trail] = asyncio.get_running_loop().create_future()
+        # A caller gone before its answer (shielded) leaves an exception nobody reads: read it.
+        answer.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.waiting.append((request, meta, answer))
         self._start()
         return await asyncio.shield(answer)
