@@ -95,7 +95,7 @@ async def send_many(
     for (i, who, template), facts in zip(asks, gathered, strict=True):
         if facts is None:
             answers[i] = NotFound("CONTACT_NOT_FOUND", f"no contact {who}", field="contact_id")
-        elif isinstance(facts, DomainError):
+        elif isinstance(facts, Exception):
             answers[i] = facts
         else:
             r = requests[i]

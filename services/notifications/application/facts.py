@@ -27,6 +27,7 @@ from services.notifications.domain.tracking import TrackingTokens
 from services.notifications.domain.unsubscribe import Unsubscribe
 from services.notifications.domain.variant import EMAIL, SMS, WEBHOOK
 from shared.domain.errors import DomainError, NotFound, Precondition
+from shared.grpckit.errors import ServiceError, Unavailable
 
 NEVER_SUBSCRIBED = d.ConsentUsed(state="CONSENT_STATE_NEVER_SUBSCRIBED")
 
@@ -93,7 +94,7 @@ class Ask:
 
 async def gather_many(
     contacts: Contacts, orders: Orders, asks: Sequence[Ask]
-) -> list[Gathered | DomainError | None]:
+) -> list[Gathered | Exception | None]:
     """``gather`` for a batch: the contacts and their consents read in two calls (a third for
     the survivors of merged ones), each message then rendered; a refusal (a cart not the
     contact's...) is that message's answer, not the batch's."""
@@ -103,7 +104,7 @@ async def gather_many(
     if survivors:
         consents = {**consents, **await contacts.consents(sorted(survivors))}
 
-    async def one(a: Ask) -> Gathered | DomainError | None:
+    async def one(a: Ask) -> Gathered | Exception | None:
         contact = found.get(a.contact_id)
         if contact is None:
             return None
@@ -115,7 +116,9 @@ async def gather_many(
             return await prepare(
                 orders, a.contact_id, contact, consent, a.template, a.version, a.locale, a.given
             )
-        except DomainError as refused:
+        except (DomainError, ServiceError) as refused:
+            if isinstance(refused, Unavailable):
+                raise  # orders away: the batch's failure, not this message's
             return refused
 
     return list(await asyncio.gather(*(one(a) for a in asks)))

@@ -24,7 +24,7 @@ from services.notifications.domain.variant import EMAIL, SMS
 from services.notifications.tests.pipeline_env import Pipe, build
 from shared.domain.errors import DomainError, Invalid, NotFound
 from shared.eventstore.postgres import PostgresEventStore
-from shared.grpckit.errors import Unavailable
+from shared.grpckit.errors import FailedPrecondition, Unavailable
 
 STATES = [policy.SUBSCRIBED] * 3 + ["CONSENT_STATE_UNSUBSCRIBED", "CONSENT_STATE_NEVER_SUBSCRIBED"]
 
@@ -216,3 +216,32 @@ async def test_the_queue_gives_a_failed_batch_to_each_caller(pipe: Pipe) -> None
                                    return_exceptions=True)  # fmt: skip
     assert all(isinstance(r, Unavailable) for r in results)
     assert await pipe.rows("outbox") == []
+
+
+async def test_an_upstream_refusal_is_its_requests_and_an_outage_the_batchs(pipe: Pipe) -> None:
+    ada = pipe.contacts.add().contact_id
+    t = await pipe.template(text="Hello {{ contact.first_name }}: {{ data.offer }}")
+    refused_cart, away_cart = str(uuid.UUID(int=500)), str(uuid.UUID(int=501))
+    original = pipe.orders.cart
+
+    async def cart(cart_id: str) -> Any:
+        if cart_id == refused_cart:
+            raise FailedPrecondition("ORDERS_REFUSED", "orders said no", domain="orders.crm")
+        if cart_id == away_cart:
+            raise Unavailable("ORDERS_UNAVAILABLE", "orders away", domain="notifications.crm")
+        return await original(cart_id)
+
+    pipe.orders.cart = cart  # type: ignore[method-assign]
+
+    def request(rid: str, cart_id: str = "") -> SendRequest:
+        return SendRequest(kind=policy.TRANSACTIONAL, contact_id=ada, template_id=t.template_id,
+                           data={"offer": "tea"}, request_id=rid, cart_id=cart_id)  # fmt: skip
+
+    answers = await send_many(
+        pipe.messages, [request("u-1", refused_cart), request("u-2")], [{}] * 2
+    )
+    assert isinstance(answers[0], FailedPrecondition) and answers[0].reason == "ORDERS_REFUSED"
+    assert isinstance(answers[1], Trail) and answers[1].status == "MESSAGE_STATUS_QUEUED"
+    with pytest.raises(Unavailable):
+        await send_many(pipe.messages, [request("u-3", away_cart), request("u-4")], [{}] * 2)
+    assert len(await pipe.rows("outbox")) == 1  # nothing of the failed batch
