@@ -36,6 +36,7 @@ READS = (
     "Read",
     "Tail",
     "DryRun",  # replays the log in memory: writes nothing
+    "Evaluate",  # a rule evaluated for one contact: writes nothing (but the read record)
 )
 
 
