@@ -80,6 +80,16 @@ async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
         waiter.cancel()
 
 
+async def tick_until_stopped(
+    stop: asyncio.Event, tick: Callable[[], Awaitable[int]], batch: int, poll_seconds: float
+) -> None:
+    """A polling worker's loop: ``tick`` (it returns how much it took) until ``stop``; again at
+    once after a full batch (a backlog), after ``poll_seconds`` otherwise."""
+    while not stop.is_set():
+        if await tick() < batch:
+            await sleep_unless_stopped(stop, poll_seconds)
+
+
 def _set(worker: Worker, *, healthy: bool) -> None:
     worker.healthy = healthy
     WORKER_UP.labels(worker.name).set(1 if healthy else 0)

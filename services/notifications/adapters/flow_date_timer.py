@@ -34,7 +34,7 @@ from services.notifications.domain.flows import dates
 from services.notifications.domain.flows import run as runs
 from shared.application.commands import new_id
 from shared.eventstore.postgres import PostgresEventStore
-from shared.supervision import sleep_unless_stopped
+from shared.supervision import tick_until_stopped
 
 BATCH = 200
 ACTOR = "notifications-flow-date-timer"
@@ -57,9 +57,7 @@ class DateTimer:
         self.poll, self.clock = poll_seconds, clock
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            if await self.tick() < BATCH:
-                await sleep_unless_stopped(stop, self.poll)
+        await tick_until_stopped(stop, self.tick, BATCH, self.poll)
 
     async def tick(self) -> int:
         """Fire the occurrences due now, a batch in one transaction; how many were due."""

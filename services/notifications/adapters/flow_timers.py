@@ -18,7 +18,7 @@ from services.notifications.adapters.flow_engine import RunWrite, RunWriter, zon
 from services.notifications.domain.flows import run as runs
 from shared.eventstore.postgres import PostgresEventStore
 from shared.metrics import FLOW_TIMER_LATENESS
-from shared.supervision import sleep_unless_stopped
+from shared.supervision import tick_until_stopped
 
 BATCH = 200
 ACTOR = "notifications-flow-timers"
@@ -41,9 +41,7 @@ class FlowTimers:
         self.poll, self.clock = poll_seconds, clock
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            if await self.tick() < BATCH:
-                await sleep_unless_stopped(stop, self.poll)
+        await tick_until_stopped(stop, self.tick, BATCH, self.poll)
 
     async def tick(self) -> int:
         """Fire the timers due now, a batch in one transaction: the runs' events in one append,

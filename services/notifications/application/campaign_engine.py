@@ -35,7 +35,7 @@ from shared.application.commands import Then
 from shared.domain.errors import DomainError
 from shared.domain.timestamps import timestamp_text
 from shared.grpckit.errors import Unavailable
-from shared.supervision import sleep_unless_stopped
+from shared.supervision import tick_until_stopped
 
 log = structlog.get_logger(__name__)
 BATCH = 500  # recipients taken at once
@@ -91,9 +91,7 @@ class CampaignEngine:
         self.sender, self.poll, self.backoff, self.clock = sender, poll_seconds, backoff, clock
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            if await self.tick() < BATCH:
-                await sleep_unless_stopped(stop, self.poll)
+        await tick_until_stopped(stop, self.tick, BATCH, self.poll)
 
     async def tick(self) -> int:
         """One pass over the open campaigns; how many recipients were taken."""

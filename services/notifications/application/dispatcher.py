@@ -34,7 +34,7 @@ from services.notifications.domain import decision as d
 from services.notifications.domain.variant import metric_label
 from shared.eventstore import StreamAppend, StreamState
 from shared.metrics import NOTIFICATIONS_IN_DOUBT, NOTIFICATIONS_SENT
-from shared.supervision import sleep_unless_stopped
+from shared.supervision import tick_until_stopped
 
 log = structlog.get_logger(__name__)
 ACTOR = {"actor": "notifications-dispatcher"}
@@ -209,7 +209,7 @@ class Dispatcher:
         await asyncio.gather(*(self._loop(stop, timers=i == 0) for i in range(loops)))
 
     async def _loop(self, stop: asyncio.Event, *, timers: bool) -> None:
-        while not stop.is_set():
-            done = (await self.decide_due() if timers else 0) + await self.dispatch_due()
-            if done < self.config.batch_size:
-                await sleep_unless_stopped(stop, self.config.poll_seconds)
+        async def tick() -> int:
+            return (await self.decide_due() if timers else 0) + await self.dispatch_due()
+
+        await tick_until_stopped(stop, tick, self.config.batch_size, self.config.poll_seconds)

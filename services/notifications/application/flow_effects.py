@@ -34,7 +34,7 @@ from services.notifications.domain import policy
 from shared.domain.errors import DomainError
 from shared.grpckit.errors import Unavailable
 from shared.metrics import FLOW_EFFECTS
-from shared.supervision import sleep_unless_stopped
+from shared.supervision import tick_until_stopped
 
 log = structlog.get_logger(__name__)
 BATCH = 100
@@ -117,9 +117,7 @@ class FlowEffects:
         self.poll, self.backoff, self.clock = poll_seconds, backoff, clock
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            if await self.tick() < BATCH:
-                await sleep_unless_stopped(stop, self.poll)
+        await tick_until_stopped(stop, self.tick, BATCH, self.poll)
 
     async def tick(self) -> int:
         """Carry out the effects due now, in order; how many were due."""

@@ -16,7 +16,7 @@ from services.segmentation.adapters.membership_tables import write_timers
 from services.segmentation.application import membership as m
 from services.segmentation.domain.rules import FactGroup
 from shared.eventstore.postgres import PostgresEventStore
-from shared.supervision import sleep_unless_stopped
+from shared.supervision import tick_until_stopped
 
 BATCH = 200
 
@@ -32,9 +32,7 @@ class MembershipTimers:
         self.store, self.engine, self.poll, self.clock = store, engine, poll_seconds, clock
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            if await self.tick() < BATCH:
-                await sleep_unless_stopped(stop, self.poll)
+        await tick_until_stopped(stop, self.tick, BATCH, self.poll)
 
     async def tick(self) -> int:
         """Fire the timers due now; how many fired."""
