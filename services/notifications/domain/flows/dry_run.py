@@ -166,57 +166,32 @@ class DryRun:
 
     def _would(self, run: runs.Run, effect: runs.Effect, at: datetime) -> None:
         name = type(effect).__name__.lower()
+
+        def would(**how: Any) -> None:
+            self.would.append(Would(at, run.contact_id, run.run_id, effect.step, name, **how))
+
         if isinstance(effect, runs.Send | runs.CallWebhook):
             kind = effect.kind if isinstance(effect, runs.Send) else policy.TRANSACTIONAL
-            channel = self.channels.get(effect.template_key, "")
+            key = effect.template_key
+            channel = self.channels.get(key, "")
             if not channel:
-                self.would.append(
-                    Would(
-                        at,
-                        run.contact_id,
-                        run.run_id,
-                        effect.step,
-                        name,
-                        effect.template_key,
-                        "",
-                        kind,
-                        policy.SKIP,
-                        "TEMPLATE_NOT_FOUND",
-                    )
-                )
+                would(template_key=key, kind=kind, outcome=policy.SKIP, reason="TEMPLATE_NOT_FOUND")
                 return
             facts = self.history.facts(run.contact_id, channel, kind, at, self.rules.cap_window)
             verdict = policy.decide(facts, self.rules)
             if verdict.outcome == policy.SEND and kind == policy.MARKETING:
                 self.history.sent(run.contact_id, channel, at)
-            self.would.append(
-                Would(
-                    at,
-                    run.contact_id,
-                    run.run_id,
-                    effect.step,
-                    name,
-                    effect.template_key,
-                    channel,
-                    kind,
-                    verdict.outcome,
-                    verdict.reason,
-                    verdict.defer_until,
-                )
+            would(
+                template_key=key,
+                channel=channel,
+                kind=kind,
+                outcome=verdict.outcome,
+                reason=verdict.reason,
+                defer_until=verdict.defer_until,
             )
         elif isinstance(effect, runs.Ask):
             # Segmentation evaluates rules on contacts' current facts only, never as they stood
             # in the window: the ask is listed, named, and the run goes no further.
-            self.would.append(
-                Would(
-                    at,
-                    run.contact_id,
-                    run.run_id,
-                    effect.step,
-                    name,
-                    reason=RULE_NOT_EVALUATED,
-                    rule=effect.argument,
-                )
-            )
+            would(reason=RULE_NOT_EVALUATED, rule=effect.argument)
         else:
-            self.would.append(Would(at, run.contact_id, run.run_id, effect.step, name))
+            would()
