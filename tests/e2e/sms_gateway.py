@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from shared.testing import processes
 from tests.e2e.processes import ROOT, free_port
 
 SMS_LOGIN = ("ACe2e", "e2e-sms-token")
@@ -111,12 +112,7 @@ class SmsGateway:
         return [json.loads(line) for line in self.record.read_text("utf-8").splitlines()]
 
     def stop(self) -> None:
-        self.p.send_signal(signal.SIGTERM)
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
+        processes.stop(self.p, 10)
 
 
 if __name__ == "__main__":

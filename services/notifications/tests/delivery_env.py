@@ -11,7 +11,6 @@ import email
 import email.policy
 import json
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from shared.testing import tokens
+from shared.testing import processes, tokens
 from shared.testing.service_env import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -66,12 +65,7 @@ class SmtpSink:
         ]
 
     def stop(self) -> None:
-        self.p.send_signal(signal.SIGTERM)
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
+        processes.stop(self.p, 10)
 
 
 @dataclass
@@ -186,13 +180,7 @@ class Worker:
             await asyncio.sleep(0.1)
 
     def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(30)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        processes.stop(self.p, 30)
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:
